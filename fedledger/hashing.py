@@ -1,0 +1,71 @@
+"""Public hash formats: the one place that turns models and ciphertexts into bytes32.
+
+Auditors re-implement these, so the byte layouts are specified in
+docs/HASHES.md and pinned by fixed vectors in tests/test_hashing.py. Changing
+anything here is a breaking change to every recorded study.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+MODEL_DOMAIN = b"FEDLEDGER-MODEL-v1"
+CIPHERTEXTS_DOMAIN = b"FEDLEDGER-CKKS-v1"
+
+
+def canonical_model_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """Byte layout of a model: arrays sorted by name, each self-describing.
+
+    Sorting by name (not insertion order) means two implementations agree
+    without sharing a framework's parameter ordering.
+    """
+    out = [MODEL_DOMAIN, struct.pack("<I", len(arrays))]
+    for name in sorted(arrays):
+        arr = np.asarray(arrays[name])
+        le = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+        dtype = le.dtype.str.encode("ascii")  # e.g. b"<f4"
+        raw = np.ascontiguousarray(le).tobytes()
+        name_b = name.encode("utf-8")
+        out.append(struct.pack("<H", len(name_b)) + name_b)
+        out.append(struct.pack("<B", len(dtype)) + dtype)
+        out.append(struct.pack("<B", arr.ndim) + b"".join(struct.pack("<Q", d) for d in arr.shape))
+        out.append(struct.pack("<Q", len(raw)) + raw)
+    return b"".join(out)
+
+
+def model_hash(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """SHA-256 of canonical_model_bytes: the hash of a plaintext model."""
+    return hashlib.sha256(canonical_model_bytes(arrays)).digest()
+
+
+def ciphertexts_hash(blobs: Sequence[bytes]) -> bytes:
+    """SHA-256 over serialized ciphertexts in order, each length-prefixed."""
+    h = hashlib.sha256()
+    h.update(CIPHERTEXTS_DOMAIN)
+    h.update(struct.pack("<I", len(blobs)))
+    for blob in blobs:
+        h.update(struct.pack("<Q", len(blob)))
+        h.update(blob)
+    return h.digest()
+
+
+def sha256(data: bytes) -> bytes:
+    """Plain SHA-256, used for configs, contexts and files."""
+    return hashlib.sha256(data).digest()
+
+
+def to_hex(digest: bytes) -> str:
+    """0x-prefixed lowercase hex, the form used in JSON and on-chain."""
+    return "0x" + digest.hex()
+
+
+def from_hex(text: str) -> bytes:
+    """Inverse of to_hex; refuses anything that is not 32 bytes."""
+    raw = bytes.fromhex(text[2:] if text.startswith("0x") else text)
+    if len(raw) != 32:
+        raise ValueError(f"expected a 32-byte hash, got {len(raw)} bytes: {text!r}")
+    return raw
