@@ -1,0 +1,43 @@
+"""FedLedger data loading: built-in breast cancer data with partitioners, and
+a hospital's own CSV files described by a YAML schema. See docs/DATA.md."""
+
+from .errors import (
+    ConfigError,
+    DataError,
+    DataWarning,
+    EmptyFileError,
+    MissingColumnError,
+    MissingFileError,
+    NonNumericValueError,
+    PartitionError,
+    SchemaError,
+    SingleClassStudyError,
+    TooFewRowsError,
+    UnexpectedColumnError,
+    UnknownCategoryError,
+)
+from .hospital import HospitalData, load_hospital, load_hospitals
+from .partition import partition, partition_dirichlet, partition_iid, partition_quantity
+
+__all__ = [
+    "HospitalData",
+    "load_hospitals",
+    "load_hospital",
+    "partition",
+    "partition_iid",
+    "partition_dirichlet",
+    "partition_quantity",
+    "DataError",
+    "ConfigError",
+    "PartitionError",
+    "SchemaError",
+    "MissingFileError",
+    "EmptyFileError",
+    "MissingColumnError",
+    "UnexpectedColumnError",
+    "NonNumericValueError",
+    "UnknownCategoryError",
+    "SingleClassStudyError",
+    "TooFewRowsError",
+    "DataWarning",
+]

@@ -1,0 +1,86 @@
+"""Built-in real data: Wisconsin diagnostic breast cancer (569 patients, 30
+features), shipped with scikit-learn, partitioned into N hospitals.
+
+Label: 1 = malignant, 0 = benign (sklearn's own target is the reverse).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from .errors import ConfigError
+from .hospital import HospitalData
+from .partition import PARTITIONERS, partition
+from .preprocess import derive_seed, split_train_test, standardize, warn
+
+DEFAULTS = {
+    "name": "breast_cancer",
+    "partitioner": "iid",
+    "alpha": 0.5,
+    "quantity_alpha": 1.0,
+    "min_rows": 10,
+    "test_fraction": 0.2,
+}
+
+
+@lru_cache(maxsize=1)
+def _pooled() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    from sklearn.datasets import load_breast_cancer
+
+    ds = load_breast_cancer()
+    X = np.asarray(ds.data, dtype=np.float64)
+    y = (np.asarray(ds.target) == 0).astype(np.float32)  # malignant = 1
+    X.setflags(write=False)
+    y.setflags(write=False)
+    return X, y, tuple(str(f) for f in ds.feature_names)
+
+
+def _options(cfg: dict) -> dict:
+    unknown = sorted(k for k in cfg if k not in DEFAULTS and not str(k).startswith("_"))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {unknown} in dataset config (name: breast_cancer); "
+            f"allowed: {sorted(DEFAULTS)}"
+        )
+    opts = {**DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
+    if opts["partitioner"] not in PARTITIONERS:
+        raise ConfigError(f"dataset.partitioner must be one of {', '.join(PARTITIONERS)}; got {opts['partitioner']!r}")
+    return opts
+
+
+def _partition(opts: dict, num_hospitals: int, seed: int) -> list[np.ndarray]:
+    _, y, _ = _pooled()
+    return partition(
+        y,
+        int(num_hospitals),
+        int(seed),
+        method=opts["partitioner"],
+        alpha=float(opts["alpha"]),
+        quantity_alpha=float(opts["quantity_alpha"]),
+        min_rows=int(opts["min_rows"]),
+    )
+
+
+def _build(opts: dict, rows: np.ndarray, index: int, seed: int) -> HospitalData:
+    X, y, names = _pooled()
+    hid = f"hospital_{index}"
+    Xh, yh = X[rows], y[rows]
+    if len(np.unique(yh)) < 2:
+        warn(f"{hid}: its data holds a single class ({int(yh[0])}); it still takes part")
+    tr, te = split_train_test(yh, float(opts["test_fraction"]), derive_seed(seed, index), hid)
+    X_train, X_test = standardize(Xh[tr], Xh[te])
+    return HospitalData(hid, X_train, yh[tr], X_test, yh[te], list(names))
+
+
+def load_breast_cancer_hospitals(cfg: dict, num_hospitals: int, seed: int) -> list[HospitalData]:
+    opts = _options(cfg)
+    parts = _partition(opts, num_hospitals, seed)
+    return [_build(opts, rows, i, seed) for i, rows in enumerate(parts)]
+
+
+def load_breast_cancer_hospital(cfg: dict, index: int, num_hospitals: int, seed: int) -> HospitalData:
+    opts = _options(cfg)
+    parts = _partition(opts, num_hospitals, seed)
+    return _build(opts, parts[index], index, seed)

@@ -1,0 +1,141 @@
+"""Split the rows of one pooled data set into N hospitals.
+
+Partitioners (``dataset.partitioner``):
+
+* ``iid``       - random permutation cut into N near-equal parts.
+* ``dirichlet`` - label skew: for every class, its rows are divided among the
+  hospitals with proportions drawn from Dirichlet(``alpha``). Small alpha
+  (0.1) gives strongly skewed hospitals, large alpha (100) is close to iid.
+* ``quantity``  - size skew: hospital sizes follow proportions drawn from
+  Dirichlet(``quantity_alpha``), on top of ``min_rows`` per hospital; rows are
+  assigned at random, so label mix stays close to the pooled one.
+
+All partitioners are deterministic in ``seed``, put every row in exactly one
+hospital and give every hospital at least ``min_rows`` rows (``dirichlet``
+resamples deterministically until that holds, up to ``max_tries`` times, and
+then tops up the short hospitals from the largest ones, with a warning).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .errors import PartitionError
+
+PARTITIONERS = ("iid", "dirichlet", "quantity")
+
+
+def _check(n_rows: int, num_hospitals: int, min_rows: int) -> None:
+    if num_hospitals < 1:
+        raise PartitionError(f"num_hospitals must be >= 1, got {num_hospitals}")
+    if min_rows < 0:
+        raise PartitionError(f"min_rows must be >= 0, got {min_rows}")
+    if num_hospitals * min_rows > n_rows:
+        raise PartitionError(
+            f"cannot give {num_hospitals} hospitals at least min_rows={min_rows} rows each: "
+            f"the data set has only {n_rows} rows (lower min_rows or num_hospitals)"
+        )
+
+
+def partition_iid(n_rows: int, num_hospitals: int, seed: int, min_rows: int = 0) -> list[np.ndarray]:
+    """Random permutation cut into ``num_hospitals`` near-equal parts."""
+    _check(n_rows, num_hospitals, min_rows)
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n_rows)
+    return [np.sort(p) for p in np.array_split(perm, num_hospitals)]
+
+
+def partition_quantity(
+    n_rows: int, num_hospitals: int, seed: int, quantity_alpha: float = 1.0, min_rows: int = 0
+) -> list[np.ndarray]:
+    """Quantity skew: sizes = min_rows + Multinomial(rest, Dirichlet(quantity_alpha))."""
+    _check(n_rows, num_hospitals, min_rows)
+    if not quantity_alpha > 0:
+        raise PartitionError(f"quantity_alpha must be > 0, got {quantity_alpha}")
+    rng = np.random.default_rng(seed)
+    props = rng.dirichlet(np.full(num_hospitals, float(quantity_alpha)))
+    rest = n_rows - num_hospitals * min_rows
+    sizes = min_rows + rng.multinomial(rest, props)
+    perm = rng.permutation(n_rows)
+    bounds = np.cumsum(sizes)[:-1]
+    return [np.sort(p) for p in np.split(perm, bounds)]
+
+
+def partition_dirichlet(
+    labels: Sequence | np.ndarray,
+    num_hospitals: int,
+    seed: int,
+    alpha: float = 0.5,
+    min_rows: int = 0,
+    max_tries: int = 200,
+) -> list[np.ndarray]:
+    """Label skew: each class split over hospitals by Dirichlet(alpha) proportions.
+
+    Resamples (same RNG stream, so still deterministic) until every hospital
+    has at least ``min_rows`` rows; after ``max_tries`` failed samples it moves
+    random rows from the largest hospitals to the short ones (DataWarning).
+    """
+    labels = np.asarray(labels)
+    n_rows = len(labels)
+    _check(n_rows, num_hospitals, min_rows)
+    if not alpha > 0:
+        raise PartitionError(f"alpha must be > 0, got {alpha}")
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    cap = n_rows / num_hospitals
+    for _ in range(max_tries):
+        parts: list[list[int]] = [[] for _ in range(num_hospitals)]
+        for c in classes:
+            idx = np.flatnonzero(labels == c)
+            rng.shuffle(idx)
+            props = rng.dirichlet(np.full(num_hospitals, float(alpha)))
+            # Hospitals already holding their fair share get no more rows of
+            # this class (standard trick, keeps sizes from collapsing).
+            sizes_now = np.array([len(p) for p in parts])
+            props = props * (sizes_now < cap)
+            if props.sum() <= 0:
+                props = np.full(num_hospitals, 1.0 / num_hospitals)
+            props = props / props.sum()
+            cuts = (np.cumsum(props) * len(idx)).astype(int)[:-1]
+            for h, chunk in enumerate(np.split(idx, cuts)):
+                parts[h].extend(chunk.tolist())
+        if min(len(p) for p in parts) >= min_rows:
+            return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+    # No sample met min_rows (e.g. alpha=0.1 with many hospitals): keep the
+    # last sample's skew and top up small hospitals with random rows taken
+    # from the largest ones. Still deterministic in seed.
+    from .preprocess import warn
+
+    short = [h for h, p in enumerate(parts) if len(p) < min_rows]
+    warn(
+        f"dirichlet partition (alpha={alpha}): no sample in {max_tries} tries gave every hospital "
+        f"min_rows={min_rows} rows; topped up hospitals {short} with rows from the largest ones"
+    )
+    for h in short:
+        while len(parts[h]) < min_rows:
+            donor = int(np.argmax([len(p) for p in parts]))
+            j = int(rng.integers(len(parts[donor])))
+            parts[h].append(parts[donor].pop(j))
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def partition(
+    labels: Sequence | np.ndarray,
+    num_hospitals: int,
+    seed: int,
+    method: str = "iid",
+    alpha: float = 0.5,
+    quantity_alpha: float = 1.0,
+    min_rows: int = 10,
+) -> list[np.ndarray]:
+    """Dispatch to a partitioner by name. Returns sorted row indices per hospital."""
+    n_rows = len(labels)
+    if method == "iid":
+        return partition_iid(n_rows, num_hospitals, seed, min_rows=min_rows)
+    if method == "dirichlet":
+        return partition_dirichlet(labels, num_hospitals, seed, alpha=alpha, min_rows=min_rows)
+    if method == "quantity":
+        return partition_quantity(n_rows, num_hospitals, seed, quantity_alpha=quantity_alpha, min_rows=min_rows)
+    raise PartitionError(f"unknown partitioner {method!r}; choose one of {', '.join(PARTITIONERS)}")

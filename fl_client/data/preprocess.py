@@ -1,0 +1,115 @@
+"""Per-hospital train/test split and normalisation.
+
+Everything here uses one hospital's own rows only: the split is stratified
+within the hospital, and standardisation / mean imputation use statistics of
+that hospital's *training* rows, never its test rows or other hospitals.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+
+import numpy as np
+
+from .errors import DataWarning, TooFewRowsError
+
+log = logging.getLogger(__name__)
+
+
+def derive_seed(seed: int, index: int) -> int:
+    """Deterministic per-hospital seed (independent of how many are loaded)."""
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index)]).generate_state(1)[0])
+
+
+def warn(message: str) -> None:
+    """Log and ``warnings.warn`` a :class:`DataWarning`."""
+    log.warning(message)
+    warnings.warn(message, DataWarning, stacklevel=3)
+
+
+def split_train_test(
+    y: np.ndarray, test_fraction: float, seed: int, hospital_id: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, test) of one hospital's rows, stratified by label.
+
+    Falls back to a plain random split, with a :class:`DataWarning`, when a
+    class has fewer than 2 rows or the hospital holds only one class.
+    """
+    y = np.asarray(y)
+    n = len(y)
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise TooFewRowsError(f"{hospital_id}: test_fraction must be in (0, 1), got {test_fraction}")
+    if n < 2:
+        raise TooFewRowsError(
+            f"{hospital_id}: only {n} usable row(s); at least 2 are needed for a train/test split"
+        )
+    n_test = min(max(1, int(math.ceil(n * float(test_fraction)))), n - 1)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    stratify = len(classes) >= 2 and counts.min() >= 2 and n_test >= len(classes) and n - n_test >= len(classes)
+    if len(classes) >= 2 and not stratify:
+        warn(
+            f"{hospital_id}: a class has too few rows for a stratified split "
+            f"(class counts {dict(zip(classes.tolist(), counts.tolist()))}); using a random split"
+        )
+    if not stratify:
+        perm = rng.permutation(n)
+        return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+    # Stratified: per-class test counts by largest remainder, each class >= 1
+    # in train and test.
+    exact = counts * n_test / n
+    k = np.clip(np.floor(exact).astype(int), 1, counts - 1)
+    order = np.argsort(-(exact - np.floor(exact)), kind="stable")
+    i = 0
+    while k.sum() < n_test and i < 10 * len(k):
+        c = order[i % len(k)]
+        if k[c] < counts[c] - 1:
+            k[c] += 1
+        i += 1
+    while k.sum() > n_test:
+        c = int(np.argmax(k - exact))
+        if k[c] <= 1:
+            break
+        k[c] -= 1
+    test_parts, train_parts = [], []
+    for c, kc in zip(classes, k):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        test_parts.append(idx[:kc])
+        train_parts.append(idx[kc:])
+    return np.sort(np.concatenate(train_parts)), np.sort(np.concatenate(test_parts))
+
+
+class Standardizer:
+    """Column-wise (x - mean) / std with statistics from training rows only.
+
+    NaNs are ignored when fitting; zero-variance (or all-NaN) columns get
+    std = 1 so they map to 0 instead of inf/nan.
+    """
+
+    def __init__(self) -> None:
+        self.mean_: np.ndarray | None = None
+        self.std_: np.ndarray | None = None
+
+    def fit(self, X: np.ndarray) -> "Standardizer":
+        X = np.asarray(X, dtype=np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(X, axis=0) if len(X) else np.zeros(X.shape[1])
+            std = np.nanstd(X, axis=0) if len(X) else np.ones(X.shape[1])
+        mean = np.where(np.isfinite(mean), mean, 0.0)
+        std = np.where(np.isfinite(std) & (std > 1e-12), std, 1.0)
+        self.mean_, self.std_ = mean, std
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        assert self.mean_ is not None and self.std_ is not None, "fit first"
+        return (np.asarray(X, dtype=np.float64) - self.mean_) / self.std_
+
+
+def standardize(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Standardise both with the training rows' mean/std; returns float32."""
+    s = Standardizer().fit(X_train)
+    return s.transform(X_train).astype(np.float32), s.transform(X_test).astype(np.float32)
