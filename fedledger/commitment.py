@@ -1,0 +1,224 @@
+"""A hospital's signed round commitment: EIP-712 typed data (public format).
+
+The hospital signs, the server forwards, the StudyLedger contract verifies the
+signature on-chain, and the auditor re-verifies it off-chain with
+:func:`recover_signer`. The type and domain below must match
+``ledger/contracts/StudyLedger.sol`` exactly; tests/test_commitment.py pins
+the digest with a fixed vector. Format (see docs/LEDGER.md)::
+
+    EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)
+      name = "FedLedger", version = "1"
+    RoundCommitment(bytes32 studyId,uint64 round,bytes32 prevGlobalHash,
+                    bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro)
+
+Epsilon is fixed-point: ``epsilonMicro = round(epsilon * 1e6)`` as uint64.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import _hash_eip191_message, encode_typed_data
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+
+DOMAIN_NAME = "FedLedger"
+DOMAIN_VERSION = "1"
+PRIMARY_TYPE = "RoundCommitment"
+UINT64_MAX = 2**64 - 1
+
+EIP712_TYPES: dict[str, list[dict[str, str]]] = {
+    "EIP712Domain": [
+        {"name": "name", "type": "string"},
+        {"name": "version", "type": "string"},
+        {"name": "chainId", "type": "uint256"},
+        {"name": "verifyingContract", "type": "address"},
+    ],
+    PRIMARY_TYPE: [
+        {"name": "studyId", "type": "bytes32"},
+        {"name": "round", "type": "uint64"},
+        {"name": "prevGlobalHash", "type": "bytes32"},
+        {"name": "updateHash", "type": "bytes32"},
+        {"name": "sampleCount", "type": "uint64"},
+        {"name": "epsilonMicro", "type": "uint64"},
+    ],
+}
+
+ROUND_COMMITMENT_TYPE = (
+    "RoundCommitment(bytes32 studyId,uint64 round,bytes32 prevGlobalHash,"
+    "bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro)"
+)
+
+
+class CommitmentError(ValueError):
+    """A commitment field or signature is malformed."""
+
+
+def _bytes32(value: bytes | str, name: str) -> bytes:
+    if isinstance(value, str):
+        value = bytes.fromhex(value.removeprefix("0x"))
+    value = bytes(value)
+    if len(value) != 32:
+        raise CommitmentError(f"{name} must be 32 bytes, got {len(value)}")
+    return value
+
+
+def _uint64(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= UINT64_MAX:
+        raise CommitmentError(f"{name} must be an int in [0, 2**64), got {value!r}")
+    return value
+
+
+def epsilon_to_micro(epsilon: float) -> int:
+    """Fixed-point micro-epsilon as recorded on-chain: ``round(epsilon * 1e6)``.
+
+    Python's ``round`` (half to even) is the reference rounding.
+    """
+    if not math.isfinite(epsilon) or epsilon < 0:
+        raise CommitmentError(f"epsilon must be finite and >= 0, got {epsilon!r}")
+    return _uint64(round(epsilon * 1_000_000), "epsilonMicro")
+
+
+def micro_to_epsilon(epsilon_micro: int) -> float:
+    return epsilon_micro / 1_000_000
+
+
+@dataclass(frozen=True)
+class Domain:
+    """EIP-712 domain of one deployed StudyLedger."""
+
+    chain_id: int
+    verifying_contract: str
+    name: str = DOMAIN_NAME
+    version: str = DOMAIN_VERSION
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "chainId": self.chain_id,
+            "verifyingContract": self.verifying_contract,
+        }
+
+
+def domain(chain_id: int, contract_address: str) -> Domain:
+    return Domain(chain_id=int(chain_id), verifying_contract=to_checksum_address(contract_address))
+
+
+@dataclass(frozen=True)
+class RoundCommitment:
+    """The EIP-712 struct ``RoundCommitment``, field for field (bytes32 as bytes)."""
+
+    study_id: bytes
+    round: int
+    prev_global_hash: bytes
+    update_hash: bytes
+    sample_count: int
+    epsilon_micro: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "study_id", _bytes32(self.study_id, "study_id"))
+        object.__setattr__(self, "prev_global_hash", _bytes32(self.prev_global_hash, "prev_global_hash"))
+        object.__setattr__(self, "update_hash", _bytes32(self.update_hash, "update_hash"))
+        _uint64(self.round, "round")
+        _uint64(self.sample_count, "sample_count")
+        _uint64(self.epsilon_micro, "epsilon_micro")
+
+    def as_message(self) -> dict[str, Any]:
+        """EIP-712 message dict (camelCase field names)."""
+        return {
+            "studyId": self.study_id,
+            "round": self.round,
+            "prevGlobalHash": self.prev_global_hash,
+            "updateHash": self.update_hash,
+            "sampleCount": self.sample_count,
+            "epsilonMicro": self.epsilon_micro,
+        }
+
+    def as_tuple(self) -> tuple:
+        """ABI tuple for the contract's ``Commitment`` struct."""
+        return (
+            self.study_id,
+            self.round,
+            self.prev_global_hash,
+            self.update_hash,
+            self.sample_count,
+            self.epsilon_micro,
+        )
+
+    @classmethod
+    def from_tuple(cls, t: tuple | list) -> "RoundCommitment":
+        return cls(*t)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "studyId": "0x" + self.study_id.hex(),
+            "round": self.round,
+            "prevGlobalHash": "0x" + self.prev_global_hash.hex(),
+            "updateHash": "0x" + self.update_hash.hex(),
+            "sampleCount": self.sample_count,
+            "epsilonMicro": self.epsilon_micro,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "RoundCommitment":
+        return cls(
+            study_id=d["studyId"],
+            round=int(d["round"]),
+            prev_global_hash=d["prevGlobalHash"],
+            update_hash=d["updateHash"],
+            sample_count=int(d["sampleCount"]),
+            epsilon_micro=int(d["epsilonMicro"]),
+        )
+
+
+def typed_data(dom: Domain, commitment: RoundCommitment) -> dict[str, Any]:
+    """The full EIP-712 typed-data document (what a wallet would show)."""
+    return {
+        "types": EIP712_TYPES,
+        "primaryType": PRIMARY_TYPE,
+        "domain": dom.as_dict(),
+        "message": commitment.as_message(),
+    }
+
+
+def _signable(dom: Domain, commitment: RoundCommitment):
+    return encode_typed_data(full_message=typed_data(dom, commitment))
+
+
+def commitment_digest(dom: Domain, commitment: RoundCommitment) -> bytes:
+    """The 32-byte EIP-712 digest ``keccak256(0x1901 || domainSeparator || hashStruct)``."""
+    return bytes(_hash_eip191_message(_signable(dom, commitment)))
+
+
+def sign_commitment(private_key_or_account: LocalAccount | bytes | str, dom: Domain, commitment: RoundCommitment) -> bytes:
+    """65-byte signature ``r || s || v`` (v in {27, 28}) as the contract expects."""
+    if isinstance(private_key_or_account, LocalAccount):
+        acct = private_key_or_account
+    else:
+        acct = Account.from_key(private_key_or_account)
+    signed = acct.sign_message(_signable(dom, commitment))
+    return bytes(signed.signature)
+
+
+def recover_signer(dom: Domain, commitment: RoundCommitment, signature: bytes | str) -> str:
+    """Checksum address that signed ``commitment`` under ``dom``.
+
+    Rejects malformed and high-s (malleable) signatures, as OpenZeppelin's
+    ECDSA does on-chain.
+    """
+    if isinstance(signature, str):
+        signature = bytes.fromhex(signature.removeprefix("0x"))
+    signature = bytes(signature)
+    if len(signature) != 65:
+        raise CommitmentError(f"signature must be 65 bytes, got {len(signature)}")
+    s = int.from_bytes(signature[32:64], "big")
+    if s > 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0:
+        raise CommitmentError("signature has a high s value (malleable)")
+    try:
+        return to_checksum_address(Account.recover_message(_signable(dom, commitment), signature=signature))
+    except Exception as exc:  # eth_keys raises several types for bad signatures
+        raise CommitmentError(f"invalid signature: {exc}") from exc

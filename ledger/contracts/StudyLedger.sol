@@ -1,0 +1,453 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+
+/// @title StudyLedger
+/// @notice On-chain audit trail of a federated medical study: registration,
+///         per-hospital consent, one record per training round with
+///         hospital-signed EIP-712 commitments, and released model hashes.
+/// @dev Gas design (see docs/LEDGER.md):
+///      - commitments are never stored; each is checked, folded into one
+///        running hash (`commitmentsHash`) and emitted in one
+///        `CommitmentRecorded` event with the hospital indexed;
+///      - the per-hospital state (budget, last epsilon, last round, status) is
+///        one packed storage slot, written once per participation; the
+///        `lastRound` field doubles as the duplicate-in-round check;
+///      - a round is two hashes plus one packed slot.
+///      `RoundRecord.mode` is reserved for a later Merkle mode (on-chain root
+///      of the commitments, signatures checked off-chain by the auditor).
+contract StudyLedger is AccessControl, EIP712 {
+    // ------------------------------------------------------------------ types
+
+    bytes32 public constant STUDY_ADMIN_ROLE = keccak256("STUDY_ADMIN_ROLE");
+
+    /// @notice EIP-712 type hash of a hospital's round commitment.
+    bytes32 public constant ROUND_COMMITMENT_TYPEHASH = keccak256(
+        "RoundCommitment(bytes32 studyId,uint64 round,bytes32 prevGlobalHash,bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro)"
+    );
+
+    /// @notice Mode of a recorded round: commitments checked on-chain.
+    uint8 public constant MODE_SIGNED = 1;
+
+    /// @notice EIP-712 struct `RoundCommitment`, field for field.
+    struct Commitment {
+        bytes32 studyId;
+        uint64 round;
+        bytes32 prevGlobalHash;
+        bytes32 updateHash;
+        uint64 sampleCount;
+        uint64 epsilonMicro;
+    }
+
+    enum HospitalStatus {
+        None,
+        Registered,
+        Consented,
+        Withdrawn
+    }
+
+    /// @dev One storage slot (64+64+64+8 bits).
+    struct Hospital {
+        uint64 budgetMicro;
+        uint64 lastEpsilonMicro;
+        uint64 lastRound;
+        HospitalStatus status;
+    }
+
+    struct Study {
+        bytes32 configHash;
+        bytes32 initialModelHash;
+        bytes32 contextHash;
+        // packed slot: read on every round
+        address aggregator;
+        uint64 expiry;
+        uint32 hospitalCount;
+        // packed slot: written on every round
+        uint64 lastRound;
+        uint64 registeredAt;
+        string codeVersion;
+        address[] hospitals;
+    }
+
+    /// @dev Two hashes and one packed slot per round.
+    struct RoundRecord {
+        bytes32 aggregateHash;
+        bytes32 commitmentsHash;
+        uint64 totalSamples;
+        uint64 timestamp;
+        uint64 blockNumber;
+        uint32 participants;
+        uint8 mode;
+    }
+
+    // ---------------------------------------------------------------- storage
+
+    mapping(bytes32 studyId => Study) private _studies;
+    mapping(bytes32 studyId => mapping(address hospital => Hospital)) private _hospitals;
+    mapping(bytes32 studyId => mapping(uint64 round => RoundRecord)) private _rounds;
+    mapping(bytes32 studyId => mapping(uint64 round => bytes32)) private _releasedModels;
+
+    // ----------------------------------------------------------------- errors
+
+    error NotStudyAdmin(address account);
+    error StudyAlreadyExists(bytes32 studyId);
+    error UnknownStudy(bytes32 studyId);
+    error ZeroAggregator();
+    error ExpiryInPast(uint64 expiry, uint256 nowTimestamp);
+    error NoHospitals();
+    error HospitalsBudgetsLengthMismatch(uint256 hospitals, uint256 budgets);
+    error ZeroHospitalAddress(uint256 index);
+    error HospitalRegisteredTwice(address hospital);
+    error NotAggregator(bytes32 studyId, address caller);
+    error HospitalNotRegistered(bytes32 studyId, address hospital);
+    error HospitalAlreadyConsented(bytes32 studyId, address hospital);
+    error HospitalNotConsented(bytes32 studyId, address hospital);
+    error HospitalHasWithdrawn(bytes32 studyId, address hospital);
+    error StudyExpired(bytes32 studyId, uint64 expiry, uint256 nowTimestamp);
+    error UnexpectedRound(bytes32 studyId, uint64 expected, uint64 got);
+    error PrevHashMismatch(bytes32 studyId, bytes32 expected, bytes32 got);
+    error NoCommitments();
+    error SignatureCountMismatch(uint256 commitments, uint256 signatures);
+    error CommitmentStudyMismatch(uint256 index, bytes32 got);
+    error CommitmentRoundMismatch(uint256 index, uint64 got);
+    error CommitmentPrevHashMismatch(uint256 index, bytes32 got);
+    error InvalidSignature(uint256 index);
+    error DuplicateHospital(bytes32 studyId, address hospital);
+    error EpsilonOverBudget(address hospital, uint64 epsilonMicro, uint64 budgetMicro);
+    error EpsilonDecreased(address hospital, uint64 epsilonMicro, uint64 lastEpsilonMicro);
+    error SampleCountMismatch(uint64 totalSamples, uint256 sumOfCommitments);
+    error RoundNotRecorded(bytes32 studyId, uint64 round);
+    error ModelAlreadyReleased(bytes32 studyId, uint64 round);
+    error ZeroModelHash();
+
+    // ----------------------------------------------------------------- events
+
+    event StudyRegistered(
+        bytes32 indexed studyId,
+        bytes32 configHash,
+        bytes32 initialModelHash,
+        bytes32 contextHash,
+        string codeVersion,
+        address indexed aggregator,
+        uint64 expiry,
+        uint32 hospitalCount
+    );
+    event HospitalRegistered(bytes32 indexed studyId, address indexed hospital, uint64 budgetMicro);
+    event HospitalConsented(bytes32 indexed studyId, address indexed hospital);
+    event HospitalWithdrew(bytes32 indexed studyId, address indexed hospital);
+    event RoundRecorded(
+        bytes32 indexed studyId,
+        uint64 indexed round,
+        bytes32 prevGlobalHash,
+        bytes32 aggregateHash,
+        uint64 totalSamples,
+        bytes32 commitmentsHash,
+        uint32 participants
+    );
+    /// @dev Signatures are not re-emitted (they cost log gas for nothing):
+    ///      they sit in the calldata of the transaction that emitted this
+    ///      log, and `commitmentsHash` binds the EIP-712 digests.
+    event CommitmentRecorded(
+        bytes32 indexed studyId,
+        uint64 indexed round,
+        address indexed hospital,
+        bytes32 updateHash,
+        uint64 sampleCount,
+        uint64 epsilonMicro
+    );
+    event ModelReleased(bytes32 indexed studyId, uint64 indexed round, bytes32 modelHash);
+
+    // ----------------------------------------------------------- constructor
+
+    constructor(address admin) EIP712("FedLedger", "1") {
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+    }
+
+    modifier onlyStudyAdmin() {
+        if (!hasRole(DEFAULT_ADMIN_ROLE, msg.sender) && !hasRole(STUDY_ADMIN_ROLE, msg.sender)) {
+            revert NotStudyAdmin(msg.sender);
+        }
+        _;
+    }
+
+    // ---------------------------------------------------------------- studies
+
+    function registerStudy(
+        bytes32 studyId,
+        bytes32 configHash,
+        bytes32 initialModelHash,
+        bytes32 contextHash,
+        string calldata codeVersion,
+        address aggregator,
+        uint64 expiry,
+        address[] calldata hospitals,
+        uint64[] calldata epsilonBudgetsMicro
+    ) external onlyStudyAdmin {
+        Study storage s = _studies[studyId];
+        if (s.aggregator != address(0)) revert StudyAlreadyExists(studyId);
+        if (aggregator == address(0)) revert ZeroAggregator();
+        if (expiry <= block.timestamp) revert ExpiryInPast(expiry, block.timestamp);
+        if (hospitals.length == 0) revert NoHospitals();
+        if (hospitals.length != epsilonBudgetsMicro.length) {
+            revert HospitalsBudgetsLengthMismatch(hospitals.length, epsilonBudgetsMicro.length);
+        }
+        s.configHash = configHash;
+        s.initialModelHash = initialModelHash;
+        s.contextHash = contextHash;
+        s.aggregator = aggregator;
+        s.expiry = expiry;
+        s.hospitalCount = uint32(hospitals.length);
+        s.registeredAt = uint64(block.timestamp);
+        s.codeVersion = codeVersion;
+        emit StudyRegistered(
+            studyId, configHash, initialModelHash, contextHash, codeVersion, aggregator, expiry, uint32(hospitals.length)
+        );
+        mapping(address => Hospital) storage hs = _hospitals[studyId];
+        for (uint256 i = 0; i < hospitals.length; ++i) {
+            address h = hospitals[i];
+            if (h == address(0)) revert ZeroHospitalAddress(i);
+            if (hs[h].status != HospitalStatus.None) revert HospitalRegisteredTwice(h);
+            hs[h] = Hospital({
+                budgetMicro: epsilonBudgetsMicro[i],
+                lastEpsilonMicro: 0,
+                lastRound: 0,
+                status: HospitalStatus.Registered
+            });
+            s.hospitals.push(h);
+            emit HospitalRegistered(studyId, h, epsilonBudgetsMicro[i]);
+        }
+    }
+
+    function consent(bytes32 studyId) external {
+        Hospital storage h = _registeredHospital(studyId, msg.sender);
+        HospitalStatus st = h.status;
+        if (st == HospitalStatus.Withdrawn) revert HospitalHasWithdrawn(studyId, msg.sender);
+        if (st == HospitalStatus.Consented) revert HospitalAlreadyConsented(studyId, msg.sender);
+        h.status = HospitalStatus.Consented;
+        emit HospitalConsented(studyId, msg.sender);
+    }
+
+    /// @notice Withdrawal is final: later rounds cannot include this hospital.
+    function withdraw(bytes32 studyId) external {
+        Hospital storage h = _registeredHospital(studyId, msg.sender);
+        if (h.status == HospitalStatus.Withdrawn) revert HospitalHasWithdrawn(studyId, msg.sender);
+        h.status = HospitalStatus.Withdrawn;
+        emit HospitalWithdrew(studyId, msg.sender);
+    }
+
+    function _registeredHospital(bytes32 studyId, address account) private view returns (Hospital storage h) {
+        if (_studies[studyId].aggregator == address(0)) revert UnknownStudy(studyId);
+        h = _hospitals[studyId][account];
+        if (h.status == HospitalStatus.None) revert HospitalNotRegistered(studyId, account);
+    }
+
+    // ----------------------------------------------------------------- rounds
+
+    function recordRound(
+        bytes32 studyId,
+        uint64 round,
+        bytes32 prevGlobalHash,
+        bytes32 aggregateHash,
+        uint64 totalSamples,
+        Commitment[] calldata commitments,
+        bytes[] calldata signatures
+    ) external {
+        Study storage s = _studies[studyId];
+        address aggregator = s.aggregator;
+        if (aggregator == address(0)) revert UnknownStudy(studyId);
+        if (msg.sender != aggregator) revert NotAggregator(studyId, msg.sender);
+        if (block.timestamp > s.expiry) revert StudyExpired(studyId, s.expiry, block.timestamp);
+        uint64 last = s.lastRound;
+        if (round != last + 1) revert UnexpectedRound(studyId, last + 1, round);
+        bytes32 expectedPrev = last == 0 ? s.initialModelHash : _rounds[studyId][last].aggregateHash;
+        if (prevGlobalHash != expectedPrev) revert PrevHashMismatch(studyId, expectedPrev, prevGlobalHash);
+        uint256 n = commitments.length;
+        if (n == 0) revert NoCommitments();
+        if (n != signatures.length) revert SignatureCountMismatch(n, signatures.length);
+
+        (bytes32 acc, uint256 sum) = _checkCommitments(studyId, round, prevGlobalHash, commitments, signatures);
+        if (sum != totalSamples) revert SampleCountMismatch(totalSamples, sum);
+
+        s.lastRound = round;
+        _rounds[studyId][round] = RoundRecord({
+            aggregateHash: aggregateHash,
+            commitmentsHash: acc,
+            totalSamples: totalSamples,
+            timestamp: uint64(block.timestamp),
+            blockNumber: uint64(block.number),
+            participants: uint32(n),
+            mode: MODE_SIGNED
+        });
+        emit RoundRecorded(studyId, round, prevGlobalHash, aggregateHash, totalSamples, acc, uint32(n));
+    }
+
+    /// @dev Verify every commitment and its signature, update each signer's
+    ///      packed state, emit one CommitmentRecorded per commitment. Returns
+    ///      the running hash of the EIP-712 digests and the sum of samples.
+    function _checkCommitments(
+        bytes32 studyId,
+        uint64 round,
+        bytes32 prevGlobalHash,
+        Commitment[] calldata commitments,
+        bytes[] calldata signatures
+    ) private returns (bytes32 acc, uint256 sum) {
+        uint256 n = commitments.length;
+        mapping(address => Hospital) storage hs = _hospitals[studyId];
+        for (uint256 i = 0; i < n; ++i) {
+            Commitment calldata c = commitments[i];
+            if (c.studyId != studyId) revert CommitmentStudyMismatch(i, c.studyId);
+            if (c.round != round) revert CommitmentRoundMismatch(i, c.round);
+            if (c.prevGlobalHash != prevGlobalHash) revert CommitmentPrevHashMismatch(i, c.prevGlobalHash);
+            bytes32 digest = _hashTypedDataV4(_structHash(c));
+            (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecoverCalldata(digest, signatures[i]);
+            if (err != ECDSA.RecoverError.NoError) revert InvalidSignature(i);
+
+            Hospital memory h = hs[signer];
+            if (h.status != HospitalStatus.Consented) {
+                if (h.status == HospitalStatus.None) revert HospitalNotRegistered(studyId, signer);
+                if (h.status == HospitalStatus.Withdrawn) revert HospitalHasWithdrawn(studyId, signer);
+                revert HospitalNotConsented(studyId, signer);
+            }
+            if (h.lastRound == round) revert DuplicateHospital(studyId, signer);
+            uint64 eps = c.epsilonMicro;
+            if (eps > h.budgetMicro) revert EpsilonOverBudget(signer, eps, h.budgetMicro);
+            if (eps < h.lastEpsilonMicro) revert EpsilonDecreased(signer, eps, h.lastEpsilonMicro);
+            hs[signer] = Hospital({
+                budgetMicro: h.budgetMicro,
+                lastEpsilonMicro: eps,
+                lastRound: round,
+                status: HospitalStatus.Consented
+            });
+
+            sum += c.sampleCount;
+            assembly ("memory-safe") {
+                mstore(0x00, acc)
+                mstore(0x20, digest)
+                acc := keccak256(0x00, 0x40)
+            }
+            emit CommitmentRecorded(studyId, round, signer, c.updateHash, c.sampleCount, eps);
+        }
+    }
+
+    /// @dev hashStruct(RoundCommitment): typehash followed by the six static
+    ///      fields, which sit contiguously in calldata (6 words).
+    function _structHash(Commitment calldata c) private pure returns (bytes32 h) {
+        bytes32 typehash = ROUND_COMMITMENT_TYPEHASH;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, typehash)
+            calldatacopy(add(ptr, 0x20), c, 0xc0)
+            h := keccak256(ptr, 0xe0)
+        }
+    }
+
+    /// @notice Record the hash of a released (decrypted, plaintext) global checkpoint.
+    function releaseModel(bytes32 studyId, uint64 round, bytes32 modelHash) external onlyStudyAdmin {
+        if (_studies[studyId].aggregator == address(0)) revert UnknownStudy(studyId);
+        if (round == 0 || round > _studies[studyId].lastRound) revert RoundNotRecorded(studyId, round);
+        if (modelHash == bytes32(0)) revert ZeroModelHash();
+        if (_releasedModels[studyId][round] != bytes32(0)) revert ModelAlreadyReleased(studyId, round);
+        _releasedModels[studyId][round] = modelHash;
+        emit ModelReleased(studyId, round, modelHash);
+    }
+
+    // ------------------------------------------------------------------ views
+
+    function getStudy(bytes32 studyId)
+        external
+        view
+        returns (
+            bytes32 configHash,
+            bytes32 initialModelHash,
+            bytes32 contextHash,
+            string memory codeVersion,
+            address aggregator,
+            uint64 expiry,
+            uint64 lastRound,
+            uint64 registeredAt,
+            address[] memory hospitals
+        )
+    {
+        Study storage s = _studies[studyId];
+        if (s.aggregator == address(0)) revert UnknownStudy(studyId);
+        return (
+            s.configHash,
+            s.initialModelHash,
+            s.contextHash,
+            s.codeVersion,
+            s.aggregator,
+            s.expiry,
+            s.lastRound,
+            s.registeredAt,
+            s.hospitals
+        );
+    }
+
+    function getHospital(bytes32 studyId, address hospital)
+        external
+        view
+        returns (uint64 budgetMicro, uint64 lastEpsilonMicro, uint64 lastRound, HospitalStatus status)
+    {
+        Hospital memory h = _hospitals[studyId][hospital];
+        return (h.budgetMicro, h.lastEpsilonMicro, h.lastRound, h.status);
+    }
+
+    function lastRound(bytes32 studyId) external view returns (uint64) {
+        return _studies[studyId].lastRound;
+    }
+
+    function getRound(bytes32 studyId, uint64 round)
+        external
+        view
+        returns (
+            bytes32 prevGlobalHash,
+            bytes32 aggregateHash,
+            uint64 totalSamples,
+            bytes32 commitmentsHash,
+            uint32 participants,
+            uint64 timestamp,
+            uint64 blockNumber,
+            uint8 mode
+        )
+    {
+        Study storage s = _studies[studyId];
+        if (round == 0 || round > s.lastRound) revert RoundNotRecorded(studyId, round);
+        RoundRecord memory r = _rounds[studyId][round];
+        prevGlobalHash = round == 1 ? s.initialModelHash : _rounds[studyId][round - 1].aggregateHash;
+        return (
+            prevGlobalHash,
+            r.aggregateHash,
+            r.totalSamples,
+            r.commitmentsHash,
+            r.participants,
+            r.timestamp,
+            r.blockNumber,
+            r.mode
+        );
+    }
+
+    function releasedModel(bytes32 studyId, uint64 round) external view returns (bytes32) {
+        return _releasedModels[studyId][round];
+    }
+
+    /// @notice EIP-712 digest of a commitment under this contract's domain.
+    function commitmentDigest(Commitment calldata c) external view returns (bytes32) {
+        return _hashTypedDataV4(_structHash(c));
+    }
+
+    /// @notice Signer recovered on-chain from a commitment and its signature.
+    function recoverCommitmentSigner(Commitment calldata c, bytes calldata signature)
+        external
+        view
+        returns (address)
+    {
+        return ECDSA.recoverCalldata(_hashTypedDataV4(_structHash(c)), signature);
+    }
+
+    function domainSeparator() external view returns (bytes32) {
+        return _domainSeparatorV4();
+    }
+}
