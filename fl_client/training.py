@@ -1,0 +1,187 @@
+"""Local training and evaluation of one hospital, independent of Flower.
+
+``train_local`` trains a model in place on numpy data (X float32 (n, d), y in
+{0, 1}); with a :class:`fl_client.privacy.HospitalPrivacy` it runs DP-SGD
+(Opacus) and reports the cumulative epsilon. ``evaluate`` returns BCE loss,
+accuracy and ROC AUC (None when only one class is present).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fl_client.privacy import HospitalPrivacy
+
+__all__ = ["TrainConfig", "TrainStats", "EvalResult", "train_local", "evaluate", "to_tensors"]
+
+
+@dataclass
+class TrainConfig:
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    @classmethod
+    def from_any(cls, cfg: Any) -> "TrainConfig":
+        """From a TrainConfig, a mapping (e.g. Flower ConfigRecord / Hydra node) or an object.
+
+        Mapping keys may use dashes (``local-epochs``, ``batch-size``) as in
+        the round protocol; unknown keys are ignored.
+        """
+        if isinstance(cfg, cls):
+            return cfg
+        out = {}
+        for f in fields(cls):
+            for key in (f.name, f.name.replace("_", "-")):
+                if isinstance(cfg, Mapping) or hasattr(cfg, "keys"):
+                    if key in cfg:
+                        out[f.name] = type(f.default)(cfg[key])
+                        break
+                elif hasattr(cfg, key):
+                    out[f.name] = type(f.default)(getattr(cfg, key))
+                    break
+        return cls(**out)
+
+
+@dataclass
+class TrainStats:
+    loss: float  # mean training BCE over the examples seen
+    steps: int  # optimizer steps taken in this call
+    epsilon: float | None  # cumulative epsilon after this call (None without DP)
+    noise_multiplier: float | None  # None without DP
+    delta: float | None = None
+    num_examples: int = 0  # rows of the hospital's data set
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    accuracy: float
+    auc: float | None
+    n: int
+
+
+def to_tensors(X: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    X = np.asarray(X, dtype=np.float32)
+    y = np.asarray(y).reshape(-1).astype(np.float32)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (n, d), got shape {X.shape}")
+    if len(X) != len(y):
+        raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+    if y.size and not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("y must contain only 0 and 1")
+    return torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(y)
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def train_local(
+    model: nn.Module,
+    X: np.ndarray,
+    y: np.ndarray,
+    cfg: TrainConfig | Mapping | Any,
+    seed: int,
+    privacy: "HospitalPrivacy | None" = None,
+) -> TrainStats:
+    """Train ``model`` in place for ``cfg.local_epochs`` epochs.
+
+    Without ``privacy``: plain SGD on shuffled mini-batches, deterministic
+    given ``seed``. With ``privacy``: DP-SGD (per-sample clipping, Gaussian
+    noise, Poisson sampling at rate batch_size/n), refusing first with
+    ``BudgetExceededError`` if the round would pass the hospital's budget;
+    incompatible models raise ``IncompatibleModelError`` (never trained without DP).
+    """
+    cfg = TrainConfig.from_any(cfg)
+    Xt, yt = to_tensors(X, y)
+    n = len(Xt)
+    if n == 0:
+        raise ValueError("no training data")
+    gen = torch.Generator().manual_seed(int(seed))
+    model.train()
+    total_loss = 0.0
+    seen = 0
+    steps = 0
+
+    if privacy is None:
+        optimizer = _optimizer(model, cfg)
+        bs = max(1, int(cfg.batch_size))
+        for _ in range(int(cfg.local_epochs)):
+            perm = torch.randperm(n, generator=gen)
+            for start in range(0, n, bs):
+                idx = perm[start:start + bs]
+                xb, yb = Xt.index_select(0, idx), yt.index_select(0, idx)
+                optimizer.zero_grad(set_to_none=True)
+                loss = F.binary_cross_entropy_with_logits(model(xb), yb)
+                loss.backward()
+                optimizer.step()
+                total_loss += float(loss.detach()) * len(idx)
+                seen += len(idx)
+                steps += 1
+        return TrainStats(loss=total_loss / max(seen, 1), steps=steps, epsilon=None,
+                          noise_multiplier=None, delta=None, num_examples=n)
+
+    if int(cfg.batch_size) != privacy.batch_size:
+        raise ValueError(
+            f"train batch_size={cfg.batch_size} differs from the privacy set-up's batch_size={privacy.batch_size} "
+            "(the sample rate and noise were derived from it)"
+        )
+    privacy.check_budget(local_epochs=int(cfg.local_epochs))
+    optimizer = _optimizer(model, cfg)
+    generator = privacy.make_generator(None if privacy.config.secure_mode else int(seed))
+    dp_model, dp_optimizer, loader = privacy.attach(model, optimizer, (Xt, yt), generator=generator)
+    try:
+        for _ in range(int(cfg.local_epochs)):
+            for xb, yb in loader:
+                dp_optimizer.zero_grad(set_to_none=True)
+                out = dp_model(xb)
+                if len(xb):
+                    loss = F.binary_cross_entropy_with_logits(out, yb)
+                else:  # empty Poisson batch: still a (noise-only) step, as the accounting assumes
+                    loss = (out * 0.0).sum()
+                loss.backward()
+                dp_optimizer.step()
+                if len(xb):
+                    total_loss += float(loss.detach()) * len(xb)
+                    seen += len(xb)
+                steps += 1
+    finally:
+        privacy.detach(dp_model)
+    return TrainStats(loss=total_loss / seen if seen else math.nan, steps=steps, epsilon=privacy.epsilon(),
+                      noise_multiplier=privacy.noise_multiplier, delta=privacy.delta, num_examples=n)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray) -> EvalResult:
+    """BCE-with-logits loss, accuracy (logit > 0) and ROC AUC (None with a single class)."""
+    Xt, yt = to_tensors(X, y)
+    n = len(Xt)
+    if n == 0:
+        return EvalResult(loss=math.nan, accuracy=math.nan, auc=None, n=0)
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(Xt).reshape(-1)
+    finally:
+        model.train(was_training)
+    loss = float(F.binary_cross_entropy_with_logits(logits, yt))
+    accuracy = float(((logits > 0).float() == yt).float().mean())
+    auc = None
+    labels = yt.numpy()
+    if 0 < labels.sum() < n:
+        from sklearn.metrics import roc_auc_score
+
+        auc = float(roc_auc_score(labels, logits.numpy()))
+    return EvalResult(loss=loss, accuracy=accuracy, auc=auc, n=n)
