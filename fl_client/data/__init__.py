@@ -3,6 +3,7 @@ a hospital's own CSV files described by a YAML schema. See docs/DATA.md."""
 
 from .errors import (
     ConfigError,
+    CsvFormatError,
     DataError,
     DataWarning,
     EmptyFileError,
@@ -29,6 +30,7 @@ __all__ = [
     "partition_quantity",
     "DataError",
     "ConfigError",
+    "CsvFormatError",
     "PartitionError",
     "SchemaError",
     "MissingFileError",

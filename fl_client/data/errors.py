@@ -31,6 +31,10 @@ class MissingFileError(DataError):
     """A schema or hospital CSV file does not exist."""
 
 
+class CsvFormatError(DataError):
+    """A hospital file is not readable as CSV (wrong delimiter, ragged rows)."""
+
+
 class EmptyFileError(DataError):
     """A hospital CSV has no data rows (or none left after dropping rows with
     missing values)."""

@@ -1,0 +1,279 @@
+"""Load a hospital's own CSV file described by a study schema (csv_schema).
+
+Per hospital: read the file as text, check its columns against the schema,
+parse numbers, binarise the target, one-hot the categorical columns with the
+schema's categories (same layout at every hospital), handle missing values,
+split train/test (stratified) and standardise numeric columns with the
+hospital's own training statistics.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .csv_schema import CsvSchema, canon, load_schema
+from .errors import (
+    ConfigError,
+    CsvFormatError,
+    EmptyFileError,
+    MissingColumnError,
+    MissingFileError,
+    NonNumericValueError,
+    UnexpectedColumnError,
+    UnknownCategoryError,
+)
+from .hospital import HospitalData
+from .preprocess import Standardizer, derive_seed, split_train_test, warn
+
+CSV_CFG_KEYS = ("name", "schema", "hospitals", "test_fraction", "base_dir")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _original_cwd() -> Path | None:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return Path(HydraConfig.get().runtime.cwd)
+    except Exception:  # hydra absent or not running
+        pass
+    return None
+
+
+def resolve_path(path: str | os.PathLike, base_dir: str | os.PathLike | None = None, what: str = "file") -> Path:
+    """Absolute paths as is; relative ones are tried against ``base_dir``,
+    the original working directory (before Hydra), the current directory and
+    the repository root, in that order. Raises MissingFileError listing them."""
+    p = Path(os.path.expanduser(str(path)))
+    if p.is_absolute():
+        if not p.is_file():
+            raise MissingFileError(f"{what} {str(p)!r} does not exist")
+        return p
+    bases = [Path(b) for b in (base_dir, _original_cwd(), Path.cwd(), REPO_ROOT) if b is not None]
+    tried = []
+    for b in bases:
+        cand = (b / p).resolve()
+        if cand.is_file():
+            return cand
+        if str(cand) not in tried:
+            tried.append(str(cand))
+    raise MissingFileError(f"{what} {str(path)!r} does not exist (looked for: {', '.join(tried)})")
+
+
+def _line(i: int) -> int:
+    """File line of data row i (0-based): the header is line 1."""
+    return int(i) + 2
+
+
+def _read(path: Path, schema: CsvSchema) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(
+            path,
+            dtype=str,
+            sep=schema.delimiter,
+            keep_default_na=False,
+            na_filter=False,
+            skip_blank_lines=False,
+            encoding="utf-8-sig",
+        )
+    except pd.errors.EmptyDataError:
+        raise EmptyFileError(f"{path}: the file is empty (no header, no rows)") from None
+    except pd.errors.ParserError as e:
+        raise CsvFormatError(f"{path}: not a readable CSV with delimiter {schema.delimiter!r}: {e}") from None
+    except UnicodeDecodeError as e:
+        raise CsvFormatError(f"{path}: not UTF-8 text ({e})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    # Blank lines become all-empty rows; drop them but keep original indices
+    # so error messages give the right file line.
+    if len(df):
+        blank = (df.apply(lambda col: col.str.strip()) == "").all(axis=1)
+        df = df[~blank]
+    return df
+
+
+def _check_columns(df: pd.DataFrame, path: Path, schema: CsvSchema) -> None:
+    cols = list(df.columns)
+    dups = sorted({c for c in cols if cols.count(c) > 1})
+    if dups:
+        raise CsvFormatError(f"{path}: column(s) {dups} appear more than once in the header")
+    for c in schema.used_columns:
+        if c not in cols:
+            role = "target" if c == schema.target.column else ("numeric" if c in schema.numeric else "categorical")
+            raise MissingColumnError(
+                f"{path}: missing column {c!r} ({role} in schema {schema.source}); the file has columns {cols}"
+            )
+    extra = [c for c in cols if c not in schema.used_columns and c not in schema.drop]
+    if extra:
+        raise UnexpectedColumnError(
+            f"{path}: column(s) {extra} are not in schema {schema.source}; "
+            "add them under 'drop' to ignore them, or under 'numeric'/'categorical' to use them"
+        )
+
+
+def load_csv_hospital(
+    schema: CsvSchema,
+    path: str | os.PathLike,
+    hospital_id: str,
+    seed: int,
+    index: int = 0,
+    test_fraction: float | None = None,
+) -> HospitalData:
+    """Load one hospital's CSV. ``path`` must already be resolved (or absolute
+    / relative to the current directory). The split uses
+    ``derive_seed(seed, index)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"hospital {hospital_id!r}: data file {str(path)!r} does not exist")
+    df = _read(path, schema)
+    _check_columns(df, path, schema)
+    if len(df) == 0:
+        raise EmptyFileError(f"{path}: the file has a header but no data rows (hospital {hospital_id!r})")
+
+    tokens = set(schema.missing_values)
+    stripped = {c: df[c].str.strip() for c in schema.used_columns}
+    missing = {c: stripped[c].isin(tokens) for c in schema.used_columns}
+    tok_txt = ", ".join(repr(t) for t in schema.missing_values)
+
+    def numeric(c: str, what: str) -> np.ndarray:
+        s, miss = stripped[c], missing[c]
+        num = pd.to_numeric(s.where(~miss), errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~miss.to_numpy() & ~np.isfinite(num)
+        if bad.any():
+            pos = np.flatnonzero(bad)
+            i = df.index[pos[0]]
+            more = f"; {len(pos) - 1} more such value(s) in this column" if len(pos) > 1 else ""
+            raise NonNumericValueError(
+                f"{path}: line {_line(i)}, column {c!r} ({what}): value {df.at[i, c]!r} is not a number "
+                f"and not one of the missing-value tokens [{tok_txt}]{more}"
+            )
+        return num
+
+    # Target -> 0/1; rows with a missing target are always dropped.
+    tcol = schema.target.column
+    t_missing = missing[tcol].to_numpy()
+    y = np.zeros(len(df), dtype=np.float32)
+    if schema.target.numeric:
+        tnum = numeric(tcol, f"target, rule {schema.target.text!r}")
+        y[~t_missing] = [schema.target.positive(str(v)) for v in tnum[~t_missing]]
+    else:
+        y[~t_missing] = [schema.target.positive(v) for v in stripped[tcol].to_numpy()[~t_missing]]
+
+    X_num = np.column_stack([numeric(c, "numeric") for c in schema.numeric]) if schema.numeric else np.zeros((len(df), 0))
+
+    onehots, row_missing = [], np.zeros(len(df), dtype=bool)
+    for c in schema.numeric:
+        row_missing |= missing[c].to_numpy()
+    for c, cats in schema.categorical.items():
+        lookup = {canon(k): j for j, k in enumerate(cats)}
+        block = np.zeros((len(df), len(cats)), dtype=np.float64)
+        miss = missing[c].to_numpy()
+        row_missing |= miss
+        unknown_rows = []
+        for r, (i, v) in enumerate(zip(df.index, stripped[c].to_numpy())):
+            if miss[r]:
+                continue
+            j = lookup.get(canon(v))
+            if j is None:
+                unknown_rows.append((i, df.at[i, c]))
+            else:
+                block[r, j] = 1.0
+        if unknown_rows:
+            i, v = unknown_rows[0]
+            if schema.unknown == "error":
+                more = f"; {len(unknown_rows) - 1} more unknown value(s) in this column" if len(unknown_rows) > 1 else ""
+                raise UnknownCategoryError(
+                    f"{path}: line {_line(i)}, column {c!r}: category {v!r} is not in the schema's list "
+                    f"{cats}{more}. Add it to categorical.{c} in {schema.source} (every hospital must use the "
+                    "same list), mark it as missing, or set 'unknown: ignore'"
+                )
+            warn(
+                f"{hospital_id}: {path}: {len(unknown_rows)} value(s) of column {c!r} not in the schema "
+                f"(first: {v!r} at line {_line(i)}) encoded as all-zero (unknown: ignore)"
+            )
+        onehots.append(block)
+    X_cat = np.hstack(onehots) if onehots else np.zeros((len(df), 0))
+
+    keep = ~t_missing
+    if t_missing.any():
+        warn(f"{hospital_id}: {path}: dropped {int(t_missing.sum())} row(s) with a missing target {tcol!r}")
+    if schema.missing_rows == "drop":
+        dropped = keep & row_missing
+        if dropped.any():
+            warn(f"{hospital_id}: {path}: dropped {int(dropped.sum())} row(s) with missing feature values (missing_rows: drop)")
+        keep &= ~row_missing
+    if not keep.any():
+        raise EmptyFileError(
+            f"{path}: no usable rows for hospital {hospital_id!r} after dropping rows with missing values "
+            "(check missing_values tokens, or use missing_rows: impute_mean)"
+        )
+    X_num, X_cat, y = X_num[keep], X_cat[keep], y[keep]
+
+    classes = np.unique(y)
+    if len(classes) < 2:
+        warn(
+            f"{hospital_id}: its data ({path}) holds a single class ({int(classes[0])}) of target "
+            f"{tcol!r}; it still takes part"
+        )
+    tf = schema.test_fraction if test_fraction is None else float(test_fraction)
+    tr, te = split_train_test(y, tf, derive_seed(seed, index), hospital_id)
+
+    # Standardise numeric columns with training statistics (NaN ignored);
+    # a missing numeric value then becomes 0 = the training mean (impute_mean).
+    s = Standardizer().fit(X_num[tr])
+    all_nan = np.isnan(X_num[tr]).all(axis=0) if X_num.shape[1] else np.zeros(0, dtype=bool)
+    for c in np.array(schema.numeric)[all_nan]:
+        warn(f"{hospital_id}: column {c!r} has no observed value in the training rows; imputed as 0")
+    Z_tr, Z_te = np.nan_to_num(s.transform(X_num[tr]), nan=0.0), np.nan_to_num(s.transform(X_num[te]), nan=0.0)
+    X_train = np.hstack([Z_tr, X_cat[tr]]).astype(np.float32)
+    X_test = np.hstack([Z_te, X_cat[te]]).astype(np.float32)
+    return HospitalData(hospital_id, X_train, y[tr], X_test, y[te], schema.feature_names)
+
+
+def _csv_cfg(cfg: Mapping[str, Any], num_hospitals: int) -> tuple[CsvSchema, list[tuple[str, Path]], float | None]:
+    unknown = sorted(k for k in cfg if k not in CSV_CFG_KEYS and not str(k).startswith("_"))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in dataset config (name: csv); allowed: {list(CSV_CFG_KEYS)}")
+    base = cfg.get("base_dir")
+    if not cfg.get("schema"):
+        raise ConfigError("dataset.schema: path of the schema YAML is required for dataset=csv")
+    schema = load_schema(resolve_path(cfg["schema"], base, what="schema file"))
+    hospitals = cfg.get("hospitals")
+    if not isinstance(hospitals, (list, tuple)) or not hospitals:
+        raise ConfigError("dataset.hospitals must be a non-empty list of {id: ..., path: ...}")
+    entries = []
+    for k, h in enumerate(hospitals):
+        if not isinstance(h, Mapping) or set(h) != {"id", "path"} or not h["id"] or not h["path"]:
+            raise ConfigError(f"dataset.hospitals[{k}] must be {{id: <name>, path: <csv file>}}, got {h!r}")
+        entries.append((str(h["id"]), h["path"]))
+    ids = [e[0] for e in entries]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ConfigError(f"dataset.hospitals: duplicate hospital id(s) {dup}")
+    if int(num_hospitals) != len(entries):
+        raise ConfigError(
+            f"num_hospitals={num_hospitals} but dataset.hospitals lists {len(entries)} file(s) ({ids}); "
+            f"set num_hospitals={len(entries)}"
+        )
+    tf = cfg.get("test_fraction")
+    return schema, [(i, p) for i, p in entries], (None if tf is None else float(tf))
+
+
+def load_csv_hospital_from_cfg(cfg: Mapping[str, Any], index: int, num_hospitals: int, seed: int) -> HospitalData:
+    schema, entries, tf = _csv_cfg(cfg, num_hospitals)
+    hid, p = entries[index]
+    path = resolve_path(p, cfg.get("base_dir"), what=f"data file of hospital {hid!r}")
+    return load_csv_hospital(schema, path, hid, seed, index=index, test_fraction=tf)
+
+
+def load_csv_hospitals(cfg: Mapping[str, Any], num_hospitals: int, seed: int) -> list[HospitalData]:
+    schema, entries, tf = _csv_cfg(cfg, num_hospitals)
+    out = []
+    for i, (hid, p) in enumerate(entries):
+        path = resolve_path(p, cfg.get("base_dir"), what=f"data file of hospital {hid!r}")
+        out.append(load_csv_hospital(schema, path, hid, seed, index=i, test_fraction=tf))
+    return out
