@@ -51,8 +51,8 @@ def split_train_test(
     stratify = len(classes) >= 2 and counts.min() >= 2 and n_test >= len(classes) and n - n_test >= len(classes)
     if len(classes) >= 2 and not stratify:
         warn(
-            f"{hospital_id}: a class has too few rows for a stratified split "
-            f"(class counts {dict(zip(classes.tolist(), counts.tolist()))}); using a random split"
+            f"{hospital_id}: too few rows per class for a stratified split with test_fraction="
+            f"{test_fraction} (class counts {dict(zip(classes.tolist(), counts.tolist()))}); using a random split"
         )
     if not stratify:
         perm = rng.permutation(n)
