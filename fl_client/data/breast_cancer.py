@@ -38,6 +38,9 @@ def _pooled() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
 
 
 def _options(cfg: dict) -> dict:
+    # Keys of the csv kind are tolerated when unset (a structured config that
+    # merges both kinds fills them with null / []).
+    cfg = {k: v for k, v in cfg.items() if not (k in ("schema", "base_dir", "hospitals") and not v)}
     unknown = sorted(k for k in cfg if k not in DEFAULTS and not str(k).startswith("_"))
     if unknown:
         raise ConfigError(
