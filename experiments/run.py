@@ -1,0 +1,38 @@
+"""Researcher entry point: `python -m experiments.run <hydra overrides>` (add `-m` to sweep).
+
+Examples:
+    python -m experiments.run                                   # the default study
+    python -m experiments.run num_hospitals=4 num_rounds=10 model=mlp
+    python -m experiments.run -m seed=1,2,3                     # writes a summary across runs
+    python -m experiments.run +experiment=privacy_sweep -m      # accuracy against epsilon
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from fedledger.config import register_schemas
+
+register_schemas()
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    from experiments.simulation import run_simulated_study
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    results = run_simulated_study(resolved, run_dir)
+    audit = results.get("audit")
+    if audit is not None and not audit.get("ok", False):
+        sys.exit(2)
+    return float((results.get("final") or {}).get("accuracy") or 0.0)
+
+
+if __name__ == "__main__":
+    main()

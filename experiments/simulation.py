@@ -1,0 +1,107 @@
+"""Run one study in Flower's Simulation Engine, in-process, and everything around it.
+
+set up (keys, chain, study spec) -> baselines -> Flower simulation -> release
+checkpoints -> results.json + plots -> stop the chain -> audit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from fedledger.study_setup import PreparedStudy, prepare_study
+from fl_client.settings import STUDY_ENV
+from fl_server.results import merge_results, read_results
+
+console = Console()
+log = logging.getLogger("fedledger")
+
+
+def quiet_flower() -> None:
+    """Flower logs every message at INFO; the round table is what a researcher wants to read."""
+    for name in ("flwr", "ray", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+
+def simulate(prepared: PreparedStudy, cfg: dict[str, Any]) -> None:
+    from flwr.simulation import run_simulation
+
+    from fl_client.client_app import app as client_app
+    from fl_server.server_app import app as server_app
+
+    os.environ[STUDY_ENV] = str(prepared.spec_path)
+    backend_config = {
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        "init_args": {"num_cpus": int(cfg["ray_num_cpus"]), "logging_level": logging.WARNING, "log_to_driver": True},
+    }
+    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=int(cfg["num_hospitals"]),
+                   backend_config=backend_config)
+
+
+def run_simulated_study(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The whole study; returns results.json's content."""
+    quiet_flower()
+    run_dir = Path(run_dir).resolve()
+    t0 = time.perf_counter()
+    console.rule(f"[bold]FedLedger study[/] -> {run_dir}")
+    prepared = prepare_study(cfg, run_dir)
+    try:
+        spec = prepared.spec
+        console.print(f"study {spec['study_id'][:18]}.. | {cfg['num_hospitals']} hospitals | {cfg['num_rounds']} rounds | "
+                      f"DP {'on' if cfg['privacy']['enabled'] else 'off'} | CKKS {'on' if cfg['encryption']['enabled'] else 'off'} | "
+                      f"ledger {cfg['ledger']['backend']}" + (f" @ {spec['chain']['contract']}" if spec.get("chain") else ""))
+        baselines = None
+        if cfg.get("baselines", True):
+            from experiments.baselines import compute_baselines
+
+            baselines = compute_baselines(prepared.hospitals, cfg)
+        simulate(prepared, cfg)
+        results_path = run_dir / "results.json"
+        if not results_path.exists():
+            raise RuntimeError(f"the simulation ended without writing {results_path}; see the log above")
+        if cfg["encryption"]["enabled"] or spec.get("chain"):
+            from experiments.release import release_checkpoints
+
+            release_checkpoints(prepared)
+        results = merge_results(results_path, baselines=baselines, wall_time_s=time.perf_counter() - t0)
+    finally:
+        prepared.close()
+
+    from experiments.plots import plot_all
+
+    plot_all(results, run_dir)
+    if cfg.get("audit", True) and spec.get("chain"):
+        from ledger.audit_cli import audit_run_dir
+
+        verdict = audit_run_dir(run_dir, console=console)
+        results = merge_results(run_dir / "results.json", audit=verdict)
+    print_summary(read_results(run_dir / "results.json"))
+    return results
+
+
+def print_summary(results: dict[str, Any]) -> None:
+    final = results.get("final") or {}
+    b = results.get("baselines") or {}
+
+    def f(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    console.rule("[bold]result")
+    if results.get("stopped"):
+        console.print(f"[red]study stopped early:[/] {results['stopped']}")
+    console.print(f"final accuracy {f(final.get('accuracy'))}  auc {f(final.get('auc'))}  loss {f(final.get('loss'))}")
+    if b:
+        console.print(f"baselines: pooled accuracy {f(b['pooled'].get('accuracy'))}, local-only accuracy {f(b['local'].get('accuracy'))}")
+    for hospital, p in (results.get("privacy") or {}).items():
+        console.print(f"  {hospital}: epsilon {p['epsilon'][-1]:.3f} (budget {p.get('budget')}, delta {p.get('delta'):.1e})")
+    if results.get("ledger"):
+        led = results["ledger"]
+        console.print(f"ledger: {len(led['rounds'])} rounds on chain {led['chain_id']} contract {led['contract']}")
+    if results.get("audit"):
+        console.print(f"audit: [bold]{'PASS' if results['audit'].get('ok') else 'FAIL'}[/]")

@@ -1,0 +1,105 @@
+"""Set up a study before round 1: data check, initial model, keys, hospital identities, the chain.
+
+Writes ``<run dir>/study.json`` (the study spec the ServerApp and, in
+simulation, the ClientApps read). The same steps back ``fedledger
+provision`` for a deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedledger.hashing import model_hash, sha256, to_hex
+from fl_client.data import HospitalData, load_hospitals
+from fl_client.models import build_model, get_arrays
+
+
+@dataclass
+class PreparedStudy:
+    spec_path: Path
+    spec: dict[str, Any]
+    hospitals: list[HospitalData]
+    chain: Any = None  # ledger.chains.Chain while the study runs
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        if self.chain is not None:
+            self.chain.stop()
+            self.chain = None
+
+
+def config_hash(cfg: dict[str, Any]) -> bytes:
+    """SHA-256 of the resolved config as canonical JSON (sorted keys, no spaces)."""
+    return sha256(json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode())
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Owner-only file in an owner-only directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def hospital_budget(cfg: dict[str, Any], hospital_id: str) -> float | None:
+    """A hospital's own epsilon budget: its override, else the study default, else the target epsilon."""
+    if hospital_id in (cfg.get("budgets") or {}):
+        return float(cfg["budgets"][hospital_id])
+    privacy = cfg["privacy"]
+    if privacy.get("budget") is not None:
+        return float(privacy["budget"])
+    if privacy.get("enabled") and privacy.get("target_epsilon") is not None:
+        return float(privacy["target_epsilon"])
+    return None
+
+
+def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    hospitals = load_hospitals(cfg["dataset"], int(cfg["num_hospitals"]), int(cfg["seed"]))
+    n_features = hospitals[0].X_train.shape[1]
+    model = build_model(cfg["model"]["name"], n_features, int(cfg["model"]["hidden"]), seed=int(cfg["seed"]))
+    initial = get_arrays(model)
+    np.savez(run_dir / "initial_model.npz", **initial)
+
+    study_id = to_hex(sha256(b"fedledger-study" + config_hash(cfg) + secrets.token_bytes(16)))
+    spec: dict[str, Any] = {
+        "format": "fedledger-study-v1",
+        "study_id": study_id,
+        "run_dir": str(run_dir),
+        "config": cfg,
+        "config_hash": to_hex(config_hash(cfg)),
+        "initial_model": str(run_dir / "initial_model.npz"),
+        "initial_model_hash": to_hex(model_hash(initial)),
+        "n_features": int(n_features),
+        "hospitals": [],
+        "keys": {},
+        "chain": None,
+    }
+    keys_dir = run_dir / "keys"
+    if cfg["encryption"]["enabled"]:
+        from fedledger.ckks import create_keys, params_from_config
+
+        paths = create_keys(keys_dir / "ckks", params_from_config(cfg["encryption"]))
+        spec["keys"] = {"secret_context": str(paths.secret_context), "aggregator_context": str(paths.aggregator_context),
+                        "fingerprint": paths.fingerprint_hex}
+    for i, h in enumerate(hospitals):
+        entry: dict[str, Any] = {"id": h.hospital_id, "index": i, "n_train": h.n_train, "n_test": h.n_test,
+                                 "budget": hospital_budget(cfg, h.hospital_id),
+                                 "secret_context": spec["keys"].get("secret_context")}
+        spec["hospitals"].append(entry)
+    prepared = PreparedStudy(run_dir / "study.json", spec, hospitals)
+    if cfg["ledger"]["backend"] != "none":
+        from fedledger.study_chain import setup_chain
+
+        prepared.chain = setup_chain(cfg, spec, keys_dir)
+    prepared.spec_path.write_text(json.dumps(spec, indent=1))
+    return prepared

@@ -1,0 +1,156 @@
+"""Hospital-side services the ClientApp calls: cached data and keys, DP state, signing, chain checks.
+
+Kept out of client_app.py so the Flower wiring stays readable and each
+service can be tested without Flower.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ConfigRecord, Context
+
+from fl_client.data import HospitalData, load_hospital, load_hospitals
+from fl_client.privacy import BudgetExceededError, HospitalPrivacy, PrivacyConfig
+from fl_client.settings import HospitalSettings
+
+log = logging.getLogger("fedledger.client")
+
+BudgetRefusal = BudgetExceededError
+PRIVACY_STATE_KEY = "privacy-accountant"
+
+
+@lru_cache(maxsize=8)
+def _data(dataset_json: str, index: int, num_hospitals: int, seed: int) -> HospitalData:
+    cfg = json.loads(dataset_json)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if cfg.get("name") == "csv" and len(cfg.get("hospitals", [])) == 1:
+            data = load_hospitals(cfg, 1, seed)[0]
+        else:
+            data = load_hospital(cfg, index, num_hospitals, seed)
+    for w in caught:
+        log.warning("%s", w.message)
+    return data
+
+
+def hospital_data(settings: HospitalSettings) -> HospitalData:
+    """This hospital's own train/test split, loaded once per process."""
+    return _data(settings.dataset, settings.index, settings.num_hospitals, settings.seed)
+
+
+@lru_cache(maxsize=4)
+def _secret_context(path: str) -> Any:
+    from fedledger.ckks import load_secret_context
+
+    return load_secret_context(Path(path))
+
+
+def secret_context(settings: HospitalSettings) -> Any:
+    if not settings.secret_context:
+        raise ValueError(f"hospital {settings.hospital_id} received an encrypted model but has no secret-context configured")
+    return _secret_context(settings.secret_context)
+
+
+def encrypt(ctx: Any, flat: np.ndarray, weight: float) -> list[bytes]:
+    from fedledger.ckks import encrypt_update
+
+    return encrypt_update(ctx, flat, weight)
+
+
+def decrypt(ctx: Any, blobs: list[bytes], n_params: int) -> np.ndarray:
+    from fedledger.ckks import decrypt_update
+
+    return decrypt_update(ctx, blobs, n_params)
+
+
+def round_seed(settings: HospitalSettings, server_round: int) -> int:
+    """Distinct, reproducible seed per (study seed, hospital, round)."""
+    return int(settings.seed) * 1_000_003 + settings.index * 10_007 + server_round
+
+
+# -- differential privacy ----------------------------------------------------------
+
+
+def _state_file(settings: HospitalSettings) -> Path | None:
+    return Path(settings.state_dir) / "privacy_state.json" if settings.state_dir else None
+
+
+def privacy_for(settings: HospitalSettings, cfg: ConfigRecord, n_records: int, context: Context) -> HospitalPrivacy | None:
+    """The hospital's accountant, resumed from Flower's context state or its state file."""
+    pcfg = json.loads(str(cfg.get("privacy", "{}")))
+    if not pcfg.get("enabled", False):
+        return None
+    known = {k: v for k, v in pcfg.items() if k in PrivacyConfig.__dataclass_fields__}
+    privacy = HospitalPrivacy(
+        PrivacyConfig(**known),
+        n_records=n_records,
+        batch_size=int(cfg["batch-size"]),
+        planned_rounds=int(cfg["num-rounds"]),
+        local_epochs=int(cfg["local-epochs"]),
+        budget=settings.budget,
+    )
+    state = None
+    path = _state_file(settings)
+    if path is not None and path.exists():
+        state = json.loads(path.read_text())
+    elif PRIVACY_STATE_KEY in context.state.config_records:
+        state = json.loads(str(context.state.config_records[PRIVACY_STATE_KEY]["state"]))
+    if state is not None:
+        privacy.load_state_dict(state)
+    return privacy
+
+
+def check_budget(privacy: HospitalPrivacy, server_round: int) -> None:
+    privacy.check_budget(server_round)
+
+
+def save_privacy(settings: HospitalSettings, privacy: HospitalPrivacy, context: Context) -> None:
+    """Persist the spend after training, before the reply leaves the hospital."""
+    state = privacy.state_dict()
+    context.state.config_records[PRIVACY_STATE_KEY] = ConfigRecord({"state": json.dumps(state)})
+    path = _state_file(settings)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        privacy.save_state(path)
+
+
+# -- ledger ------------------------------------------------------------------------
+
+
+def commitment_for(settings: HospitalSettings, cfg: ConfigRecord, update_hash: bytes, n: int, epsilon: float) -> dict[str, Any] | None:
+    """Sign the round commitment with the hospital's own key (None when the study has no ledger)."""
+    if not cfg.get("ledger", False) or not settings.eth_key:
+        return None
+    from fl_client.hospital_keys import load_eth_account
+    from fedledger.commitment import RoundCommitment, domain, epsilon_to_micro, sign_commitment
+    from fedledger.hashing import from_hex, to_hex
+
+    account = load_eth_account(settings.eth_key)
+    c = RoundCommitment(
+        study_id=from_hex(str(cfg["study-id"])),
+        round=int(cfg["server-round"]),
+        prev_global_hash=from_hex(str(cfg["prev-hash"])),
+        update_hash=update_hash,
+        sample_count=n,
+        epsilon_micro=epsilon_to_micro(epsilon),
+    )
+    sig = sign_commitment(account.key, domain(int(cfg["chain-id"]), str(cfg["contract"])), c)
+    return {"hospital": settings.hospital_id, "address": account.address, "update-hash": to_hex(update_hash),
+            "sample-count": n, "epsilon-micro": c.epsilon_micro, "signature": "0x" + bytes(sig).hex()}
+
+
+def expected_global_hash(settings: HospitalSettings, study_id: str, server_round: int, message_type: str) -> str | None:
+    """What the chain says the model we were sent must hash to (None: no chain reachable from here)."""
+    if not settings.chain_rpc or not settings.contract:
+        return None
+    from fl_client.chain_view import recorded_global_hash
+
+    target_round = server_round - 1 if message_type == "train" else server_round
+    return recorded_global_hash(settings.chain_rpc, settings.contract, study_id, target_round)

@@ -1,0 +1,39 @@
+"""The live per-round table in the terminal (rich)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from fl_server.round_protocol import RoundOutcome
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+class RoundTable:
+    """Prints one row per finished round, so a long study shows progress as it goes."""
+
+    def __init__(self, num_rounds: int, console: Console | None = None) -> None:
+        self.num_rounds = num_rounds
+        self.console = console or Console(stderr=False)
+        self._header_done = False
+
+    def _table(self, header: bool) -> Table:
+        t = Table(show_header=header, box=None, pad_edge=False)
+        for name, width in (("round", 7), ("hospitals", 9), ("accuracy", 8), ("auc", 6), ("loss", 6),
+                            ("max eps", 7), ("KiB/hosp", 9), ("time s", 6), ("ledger tx", 14), ("rejected", 30)):
+            t.add_column(name, min_width=width, max_width=max(width, 30), no_wrap=True)
+        return t
+
+    def __call__(self, o: RoundOutcome) -> None:
+        t = self._table(not self._header_done)
+        self._header_done = True
+        eps = max((p.get("epsilon", 0.0) for p in o.privacy.values()), default=None)
+        tx = (o.ledger or {}).get("tx")
+        rejected = ", ".join(f"{r['hospital']} ({r['kind']})" for r in o.rejected) or "-"
+        t.add_row(f"{o.server_round}/{self.num_rounds}", str(len(o.participants)), _fmt(o.metrics.get("accuracy")),
+                  _fmt(o.metrics.get("auc")), _fmt(o.metrics.get("loss")), _fmt(eps, 2),
+                  f"{o.bytes_per_hospital / 1024:.1f}", f"{o.duration_s:.1f}", (tx[:12] + "..") if tx else "-", rejected)
+        self.console.print(t)

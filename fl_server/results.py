@@ -1,0 +1,76 @@
+"""results.json and metrics.csv: what a researcher reads after a study.
+
+Keys (stable): config, rounds, final, baselines, privacy, encryption, ledger,
+stopped. Later steps (baselines, audit) merge into the same file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fl_server.round_protocol import RoundOutcome
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN: undefined metrics (e.g. AUC of a one-class hospital) become null."""
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def round_entry(outcome: RoundOutcome) -> dict[str, Any]:
+    entry = asdict(outcome)
+    entry["round"] = entry.pop("server_round")
+    return entry
+
+
+def privacy_section(outcomes: list[RoundOutcome], accountants: dict[str, str]) -> dict[str, Any]:
+    """Per hospital: cumulative epsilon per round it took part in, plus its DP parameters."""
+    out: dict[str, Any] = {}
+    for o in outcomes:
+        for hospital, p in o.privacy.items():
+            h = out.setdefault(hospital, {"epsilon": [], "rounds": [], "delta": p.get("delta"), "budget": p.get("budget"),
+                                          "noise_multiplier": p.get("noise-multiplier"),
+                                          "max_grad_norm": p.get("max-grad-norm"),
+                                          "accountant": accountants.get(hospital)})
+            h["epsilon"].append(p["epsilon"])
+            h["rounds"].append(o.server_round)
+    return dict(sorted(out.items()))
+
+
+def write_results(path: Path, results: dict[str, Any]) -> None:
+    path.write_text(json.dumps(_clean(results), indent=2, sort_keys=False))
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def merge_results(path: Path, **sections: Any) -> dict[str, Any]:
+    results = read_results(path) if Path(path).exists() else {}
+    results.update(sections)
+    write_results(path, results)
+    return results
+
+
+def write_metrics_csv(path: Path, outcomes: list[RoundOutcome]) -> None:
+    """One row per (round, hospital) plus an 'overall' row per round."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["round", "hospital", "accuracy", "auc", "loss", "num_examples", "epsilon", "participated"])
+        for o in outcomes:
+            w.writerow([o.server_round, "overall", o.metrics.get("accuracy"), o.metrics.get("auc"), o.metrics.get("loss"),
+                        o.total_examples, "", len(o.participants)])
+            for hospital, m in o.per_hospital.items():
+                eps = o.privacy.get(hospital, {}).get("epsilon", "")
+                w.writerow([o.server_round, hospital, m.get("accuracy"), m.get("auc"), m.get("loss"), m.get("num-examples"),
+                            eps, int(hospital in o.participants)])

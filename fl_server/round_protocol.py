@@ -1,0 +1,149 @@
+"""The round protocol, in one place.
+
+One round: send the task (global model + round config incl. the previous
+global hash) -> hospitals train and reply -> validate and aggregate (the
+strategy and its wrappers) -> write the round's artifacts durably -> commit
+the round (ledger wrapper) -> federated evaluation of the new global model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import ConfigRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedledger.hashing import canonical_model_bytes, to_hex
+from fedledger.wire import ModelPayload, decode, encode
+from fl_server.artifact_store import ArtifactStore
+
+log = logging.getLogger("fedledger.server")
+
+
+class StudyStopped(RuntimeError):
+    """Too few hospitals remain to continue; the message says which and why."""
+
+
+@dataclass
+class RoundOutcome:
+    server_round: int
+    prev_hash: str
+    aggregate_hash: str
+    participants: list[str]
+    rejected: list[dict[str, Any]]
+    total_examples: int
+    metrics: dict[str, float | None]
+    per_hospital: dict[str, dict[str, Any]]
+    train_loss: float | None
+    bytes_per_hospital: float
+    duration_s: float
+    ledger: dict[str, Any] | None = None
+    privacy: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def innermost(strategy: Strategy) -> Strategy:
+    """The wrapped FedAvg at the core of a wrapper chain (it keeps the per-round bookkeeping)."""
+    while hasattr(strategy, "inner"):
+        strategy = strategy.inner
+    return strategy
+
+
+def write_manifest(store: ArtifactStore, study_id: str, server_round: int, prev_hash: str,
+                   aggregate: ModelPayload, accepted: list[Any]) -> dict[str, Any]:
+    """Persist a round's update and aggregate blobs plus its manifest before it is committed."""
+    def blobs_of(payload: ModelPayload) -> list[str]:
+        if payload.encrypted:
+            return store.put_blobs(payload.ciphertexts)
+        return store.put_blobs([canonical_model_bytes(payload.arrays)])
+
+    manifest = {
+        "format": "fedledger-round-v1",
+        "study_id": study_id,
+        "round": server_round,
+        "prev_hash": prev_hash,
+        "encrypted": aggregate.encrypted,
+        "aggregate": {"hash": to_hex(aggregate.digest()), "blobs": blobs_of(aggregate),
+                      "total_weight": int(sum(r.num_examples for r in accepted))},
+        "updates": [
+            {"hospital": r.hospital, "node_id": r.node_id, "num_examples": r.num_examples,
+             "update_hash": to_hex(r.payload.digest()), "blobs": blobs_of(r.payload),
+             "commitment": r.commitment}
+            for r in accepted
+        ],
+    }
+    store.write_round(manifest)
+    return manifest
+
+
+def run_rounds(
+    grid: Grid,
+    strategy: Strategy,
+    initial: ModelPayload,
+    round_config: dict[str, Any],
+    num_rounds: int,
+    min_hospitals: int,
+    store: ArtifactStore,
+    study_id: str,
+    timeout: float = 600.0,
+    start_round: int = 1,
+    on_round: Callable[[RoundOutcome], None] | None = None,
+) -> tuple[ModelPayload, list[RoundOutcome]]:
+    """Run rounds start_round..num_rounds; return the last global model and each round's outcome."""
+    core = innermost(strategy)
+    global_model = initial
+    if not initial.encrypted:
+        core.template = dict(initial.arrays)
+    outcomes: list[RoundOutcome] = []
+    for server_round in range(start_round, num_rounds + 1):
+        t0 = time.perf_counter()
+        prev_hash = to_hex(global_model.digest())
+        config = ConfigRecord({**round_config, "prev-hash": prev_hash, "study-id": study_id})
+        replies = grid.send_and_receive(strategy.configure_train(server_round, encode(global_model), config, grid), timeout=timeout)
+        agg_record, train_metrics = strategy.aggregate_train(server_round, replies)
+        accepted, rejected = core.last_accepted, core.last_rejected
+        if agg_record is None or len(accepted) < min_hospitals:
+            reasons = "; ".join(f"{r.hospital}: {r.reason}" for r in rejected) or "no replies"
+            raise StudyStopped(
+                f"round {server_round}: only {len(accepted)} hospital(s) contributed, the study needs at least "
+                f"{min_hospitals} ({reasons})"
+            )
+        new_global = decode(agg_record)
+        manifest = write_manifest(store, study_id, server_round, prev_hash, new_global, accepted)
+        ledger = strategy.commit_round(server_round, manifest) if hasattr(strategy, "commit_round") else None
+        if not new_global.encrypted:
+            store.write_checkpoint(server_round, new_global.arrays)
+        eval_config = ConfigRecord({**round_config, "prev-hash": to_hex(new_global.digest()), "study-id": study_id})
+        eval_replies = grid.send_and_receive(strategy.configure_evaluate(server_round, encode(new_global), eval_config, grid), timeout=timeout)
+        overall = strategy.aggregate_evaluate(server_round, eval_replies)
+        outcome = RoundOutcome(
+            server_round=server_round,
+            prev_hash=prev_hash,
+            aggregate_hash=manifest["aggregate"]["hash"],
+            participants=[r.hospital for r in accepted],
+            rejected=[r.as_dict() for r in rejected],
+            total_examples=int(manifest["aggregate"]["total_weight"]),
+            metrics={k: (float(overall[k]) if overall is not None and k in overall else None) for k in ("accuracy", "auc", "loss")},
+            per_hospital=dict(core.last_evaluation),
+            train_loss=float(train_metrics["train-loss"]) if train_metrics is not None else None,
+            bytes_per_hospital=sum(r.payload.nbytes() for r in accepted) / len(accepted),
+            duration_s=time.perf_counter() - t0,
+            ledger=ledger,
+            privacy={r.hospital: privacy_of(r.metrics) for r in accepted if "epsilon" in r.metrics},
+        )
+        outcomes.append(outcome)
+        if on_round is not None:
+            on_round(outcome)
+        global_model = new_global
+    return global_model, outcomes
+
+
+def privacy_of(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The privacy fields a hospital reports with its update."""
+    keys = ("epsilon", "delta", "budget", "noise-multiplier", "max-grad-norm")
+    return {k: float(metrics[k]) for k in keys if k in metrics}
+

@@ -1,0 +1,125 @@
+"""Reply validation: every hospital reply is checked before anything is aggregated.
+
+A bad reply never stops a round: it is dropped, logged with the node id, the
+hospital and the reason, and kept in the round's report.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import Message
+
+from fedledger.wire import ModelPayload, decode
+
+log = logging.getLogger("fedledger.server")
+
+
+@dataclass
+class TrainReply:
+    """A parsed, not yet validated, training reply."""
+
+    node_id: int
+    hospital: str
+    num_examples: int
+    payload: ModelPayload
+    metrics: dict[str, float]
+    commitment: dict[str, object] | None = None
+
+
+@dataclass
+class Rejection:
+    """Why a hospital's reply was not aggregated."""
+
+    node_id: int
+    hospital: str
+    kind: str  # "error" (node failed), "refusal" (hospital declined), "invalid" (bad content)
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"node_id": self.node_id, "hospital": self.hospital, "kind": self.kind, "reason": self.reason}
+
+
+@dataclass
+class ValidationOutcome:
+    accepted: list[TrainReply] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def reject(self, reply: TrainReply | None, node_id: int, hospital: str, kind: str, reason: str) -> None:
+        rej = Rejection(node_id, hospital, kind, reason)
+        log.warning("round reply rejected: node=%s hospital=%s kind=%s reason=%s", node_id, hospital, kind, reason)
+        self.rejected.append(rej)
+
+
+def hospital_of(msg: Message) -> str:
+    """Best-effort hospital id of a reply, for log lines even when the content is bad."""
+    try:
+        if msg.has_content():
+            for key in ("info", "refusal", "commitment"):
+                rec = msg.content.config_records.get(key)
+                if rec is not None and "hospital" in rec:
+                    return str(rec["hospital"])
+    except Exception:  # noqa: BLE001 - a broken reply must not break logging
+        pass
+    return f"node-{msg.metadata.src_node_id}"
+
+
+def parse_train_replies(replies: Iterable[Message]) -> ValidationOutcome:
+    """Split replies into well-formed ones and rejections (errors, refusals, malformed)."""
+    out = ValidationOutcome()
+    for msg in replies:
+        node_id = int(msg.metadata.src_node_id)
+        hospital = hospital_of(msg)
+        if msg.has_error():
+            out.reject(None, node_id, hospital, "error", f"node error {msg.error.code}: {msg.error.reason}")
+            continue
+        content = msg.content
+        if "refusal" in content.config_records:
+            refusal = content.config_records["refusal"]
+            out.reject(None, node_id, hospital, "refusal", f"{refusal.get('code', 'refused')}: {refusal.get('reason', '')}")
+            continue
+        try:
+            payload = decode(content.array_records["update"])
+            metrics = dict(content.metric_records["metrics"])
+            num = metrics.get("num-examples")
+            if not isinstance(num, (int, float)) or num <= 0 or num != int(num):
+                raise ValueError(f"num-examples must be a positive integer, got {num!r}")
+            commitment = dict(content.config_records["commitment"]) if "commitment" in content.config_records else None
+        except KeyError as exc:
+            out.reject(None, node_id, hospital, "invalid", f"reply lacks record {exc}")
+            continue
+        except (ValueError, TypeError) as exc:
+            out.reject(None, node_id, hospital, "invalid", str(exc))
+            continue
+        out.accepted.append(TrainReply(node_id, hospital, int(num), payload, metrics, commitment))
+    return out
+
+
+def check_plain_update(reply: TrainReply, template: dict[str, np.ndarray], max_abs: float = 1e6) -> None:
+    """A plaintext update must match the global model's layout and hold finite values."""
+    arrays = reply.payload.arrays
+    if reply.payload.encrypted:
+        raise ValueError("encrypted update sent to a plaintext study")
+    if set(arrays) != set(template):
+        raise ValueError(f"update arrays {sorted(arrays)} do not match the model's {sorted(template)}")
+    for name, ref in template.items():
+        arr = arrays[name]
+        if tuple(arr.shape) != tuple(ref.shape):
+            raise ValueError(f"array {name} has shape {tuple(arr.shape)}, expected {tuple(ref.shape)}")
+        if arr.dtype.kind != "f":
+            raise ValueError(f"array {name} has dtype {arr.dtype}, expected floating point")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"array {name} holds NaN or infinite values")
+        if arr.size and float(np.max(np.abs(arr))) > max_abs:
+            raise ValueError(f"array {name} has values beyond {max_abs:g}")
+
+
+def weighted_mean(values: list[tuple[float, int]]) -> float | None:
+    """Sample-weighted mean that skips undefined values (None/NaN), e.g. ROC-AUC of a one-class hospital."""
+    pairs = [(v, n) for v, n in values if v is not None and not math.isnan(v)]
+    total = sum(n for _, n in pairs)
+    return sum(v * n for v, n in pairs) / total if total else None
