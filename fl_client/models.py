@@ -27,6 +27,7 @@ __all__ = [
     "flatten",
     "unflatten",
     "make_private_compatible",
+    "dp_errors",
     "unwrap",
 ]
 
@@ -140,6 +141,18 @@ def set_arrays(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
     target.load_state_dict(new_state, strict=True)
 
 
+def dp_errors(model: nn.Module) -> list[Exception]:
+    """Why Opacus cannot train ``model`` with DP-SGD (empty list: it can).
+
+    Combines Opacus's ModuleValidator (BatchNorm, LSTM, ... ) and the
+    GradSampleModule check (trainable layers holding buffers).
+    """
+    from opacus.grad_sample import GradSampleModule
+    from opacus.validators import ModuleValidator
+
+    return list(ModuleValidator.validate(model, strict=False)) + list(GradSampleModule.validate(model, strict=False))
+
+
 def make_private_compatible(model: nn.Module) -> nn.Module:
     """Return a model Opacus can train with DP-SGD.
 
@@ -151,7 +164,7 @@ def make_private_compatible(model: nn.Module) -> nn.Module:
     """
     from opacus.validators import ModuleValidator
 
-    errors = ModuleValidator.validate(model, strict=False)
+    errors = dp_errors(model)
     if not errors:
         return model
     try:
@@ -160,7 +173,7 @@ def make_private_compatible(model: nn.Module) -> nn.Module:
         raise IncompatibleModelError(
             f"model is not DP-SGD compatible and could not be fixed: {exc}; errors: {errors}"
         ) from exc
-    remaining = ModuleValidator.validate(fixed, strict=False)
+    remaining = dp_errors(fixed)
     if remaining:
         raise IncompatibleModelError(
             "model is not DP-SGD compatible (Opacus): "

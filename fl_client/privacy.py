@@ -15,7 +15,7 @@ steps (Opacus's ``int(1 / q)``). The accountant is stepped with exactly this
 
 from __future__ import annotations
 
-import copy
+import functools
 import json
 import logging
 import math
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from fl_client.models import IncompatibleModelError, unwrap
+from fl_client.models import IncompatibleModelError, dp_errors, unwrap
 
 __all__ = [
     "ACCOUNTANTS",
@@ -44,6 +44,7 @@ __all__ = [
     "make_hospital_privacy",
     "default_delta",
     "compute_epsilon",
+    "derive_noise_multiplier",
 ]
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class PrivacyConfig:
     accountant: str = "prv"
     grad_sample_mode: str = DEFAULT_GRAD_SAMPLE_MODE
     secure_mode: bool = False
+    budget: float | None = None  # default epsilon budget of a hospital; the hospital's own setting wins
 
     @classmethod
     def from_any(cls, cfg: Any) -> "PrivacyConfig":
@@ -167,14 +169,40 @@ def _history_plus(history: Sequence[Sequence[float]], noise: float, q: float, st
 
 def compute_epsilon(accountant: str, history: Sequence[Sequence[float]], delta: float) -> float:
     """Epsilon of an Opacus accountant ``accountant`` with ``history`` at ``delta`` (0 if no steps)."""
-    hist = [tuple(h) for h in history if int(h[2]) > 0]
+    hist = tuple((float(h[0]), float(h[1]), int(h[2])) for h in history if int(h[2]) > 0)
+    return _compute_epsilon_cached(accountant, hist, float(delta))
+
+
+@functools.lru_cache(maxsize=256)
+def _compute_epsilon_cached(accountant: str, hist: tuple, delta: float) -> float:
+    # pure function of its arguments; PRV/RDP evaluations take 0.1-3 s, and the
+    # same history is asked for by check_budget, train_local and summary
     if not hist:
         return 0.0
     acc = _create_accountant(accountant)
     if accountant == "gdp" and len(hist) > 1:
         raise ValueError("the gdp accountant needs a constant noise multiplier and sample rate")
-    acc.history = hist
+    acc.history = list(hist)
     return float(acc.get_epsilon(delta=delta))
+
+
+@functools.lru_cache(maxsize=64)
+def derive_noise_multiplier(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
+    """Opacus's ``get_noise_multiplier``: smallest noise (to 0.01 in epsilon) reaching
+    ``target_epsilon`` at ``delta`` after ``steps`` Poisson steps of rate ``sample_rate``.
+
+    Cached: the hospital re-creates its HospitalPrivacy every round with the same study figures.
+    """
+    from opacus.accountants.utils import get_noise_multiplier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(
+            get_noise_multiplier(
+                target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate,
+                steps=steps, accountant=accountant, epsilon_tolerance=0.01,
+            )
+        )
 
 
 # --------------------------------------------------------------------------- data
@@ -235,6 +263,8 @@ class HospitalPrivacy:
                 f"need n_records, batch_size, planned_rounds, local_epochs >= 1; got "
                 f"{n_records}, {batch_size}, {planned_rounds}, {local_epochs}"
             )
+        if budget is None:
+            budget = cfg.budget
         if budget is not None and not budget > 0:
             raise ValueError(f"privacy budget must be > 0 (or None for no budget), got {budget}")
         self.config = cfg
@@ -257,20 +287,9 @@ class HospitalPrivacy:
         if cfg.noise_multiplier is not None:
             self.noise_multiplier = float(cfg.noise_multiplier)
         else:
-            from opacus.accountants.utils import get_noise_multiplier
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.noise_multiplier = float(
-                    get_noise_multiplier(
-                        target_epsilon=float(cfg.target_epsilon),
-                        target_delta=self.delta,
-                        sample_rate=self.sample_rate,
-                        steps=self.planned_steps,
-                        accountant=self.accountant_name,
-                        epsilon_tolerance=0.01,
-                    )
-                )
+            self.noise_multiplier = derive_noise_multiplier(
+                float(cfg.target_epsilon), self.delta, self.sample_rate, self.planned_steps, self.accountant_name
+            )
             log.info(
                 "derived noise multiplier %.4f for target epsilon %g, delta %g over %d steps (q=%.4f, %s)",
                 self.noise_multiplier, cfg.target_epsilon, self.delta, self.planned_steps,
@@ -442,13 +461,11 @@ class HospitalPrivacy:
         from opacus.data_loader import DPDataLoader
         from opacus.grad_sample.utils import wrap_model
         from opacus.optimizers import get_optimizer_class
-        from opacus.validators import ModuleValidator
-
         cfg = self.config
         base = unwrap(model)
         if base is not model:
             raise ValueError("attach() needs a plain nn.Module, not an already wrapped one (call detach() first)")
-        errors = ModuleValidator.validate(model, strict=False)
+        errors = dp_errors(model)
         if errors:
             raise IncompatibleModelError(
                 "model is not DP-SGD compatible: " + "; ".join(str(e) for e in errors)

@@ -9,6 +9,7 @@ accuracy and ROC AUC (None when only one class is present).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
@@ -143,20 +144,23 @@ def train_local(
     generator = privacy.make_generator(None if privacy.config.secure_mode else int(seed))
     dp_model, dp_optimizer, loader = privacy.attach(model, optimizer, (Xt, yt), generator=generator)
     try:
-        for _ in range(int(cfg.local_epochs)):
-            for xb, yb in loader:
-                dp_optimizer.zero_grad(set_to_none=True)
-                out = dp_model(xb)
-                if len(xb):
-                    loss = F.binary_cross_entropy_with_logits(out, yb)
-                else:  # empty Poisson batch: still a (noise-only) step, as the accounting assumes
-                    loss = (out * 0.0).sum()
-                loss.backward()
-                dp_optimizer.step()
-                if len(xb):
-                    total_loss += float(loss.detach()) * len(xb)
-                    seen += len(xb)
-                steps += 1
+        with warnings.catch_warnings():
+            # Opacus's backward hooks fire on outputs because inputs need no grad: expected, harmless
+            warnings.filterwarnings("ignore", message="Full backward hook", category=UserWarning)
+            for _ in range(int(cfg.local_epochs)):
+                for xb, yb in loader:
+                    dp_optimizer.zero_grad(set_to_none=True)
+                    out = dp_model(xb)
+                    if len(xb):
+                        loss = F.binary_cross_entropy_with_logits(out, yb)
+                    else:  # empty Poisson batch: still a (noise-only) step, as the accounting assumes
+                        loss = (out * 0.0).sum()
+                    loss.backward()
+                    dp_optimizer.step()
+                    if len(xb):
+                        total_loss += float(loss.detach()) * len(xb)
+                        seen += len(xb)
+                    steps += 1
     finally:
         privacy.detach(dp_model)
     return TrainStats(loss=total_loss / seen if seen else math.nan, steps=steps, epsilon=privacy.epsilon(),
