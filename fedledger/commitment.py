@@ -175,6 +175,10 @@ class RoundCommitment:
         )
 
 
+#: Short alias used by client and server code.
+Commitment = RoundCommitment
+
+
 def typed_data(dom: Domain, commitment: RoundCommitment) -> dict[str, Any]:
     """The full EIP-712 typed-data document (what a wallet would show)."""
     return {
