@@ -1,0 +1,24 @@
+"""The `fedledger` console script. Each subcommand lives in its own module and registers here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fedledger import keys_cli
+
+    parser = argparse.ArgumentParser(prog="fedledger")
+    sub = parser.add_subparsers(dest="command", required=True)
+    keys_cli.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
