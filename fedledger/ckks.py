@@ -469,7 +469,7 @@ def _zstd_frame(buf: bytes, pos: int, end: int, bound: int, what: str) -> bytes 
     fhd = buf[pos]
     pos += 1
     fcs_flag, single, reserved_bit, checksum, dict_flag = fhd >> 6, (fhd >> 5) & 1, (fhd >> 3) & 1, (fhd >> 2) & 1, fhd & 3
-    if reserved_bit or dict_flag:
+    if reserved_bit or dict_flag or (fhd >> 4) & 1:  # the "unused" bit too: SEAL never sets it
         raise CiphertextError(f"{what}: zstd frame uses a dictionary or reserved bits")
     window = None
     if not single:
