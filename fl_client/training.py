@@ -150,16 +150,17 @@ def train_local(
             for _ in range(int(cfg.local_epochs)):
                 for xb, yb in loader:
                     dp_optimizer.zero_grad(set_to_none=True)
-                    out = dp_model(xb)
                     if len(xb):
-                        loss = F.binary_cross_entropy_with_logits(out, yb)
-                    else:  # empty Poisson batch: still a (noise-only) step, as the accounting assumes
-                        loss = (out * 0.0).sum()
-                    loss.backward()
-                    dp_optimizer.step()
-                    if len(xb):
+                        loss = F.binary_cross_entropy_with_logits(dp_model(xb), yb)
+                        loss.backward()
                         total_loss += float(loss.detach()) * len(xb)
                         seen += len(xb)
+                    else:
+                        # empty Poisson batch: still a (noise-only) step, as the accounting assumes;
+                        # no forward pass (expanded weights refuse batch size 0)
+                        for p in dp_optimizer.params:
+                            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+                    dp_optimizer.step()
                     steps += 1
     finally:
         privacy.detach(dp_model)

@@ -134,15 +134,19 @@ def test_two_seeds_give_different_models_and_one_seed_is_reproducible():
     assert not np.allclose(runs[0], runs[2])
 
 
-def test_empty_poisson_batches_are_noise_only_steps():
+@pytest.mark.parametrize("mode", ["hooks", "functorch", "ew"])
+def test_empty_poisson_batches_are_noise_only_steps(mode):
     X, y = _toy(n=30)
-    privacy = _privacy(n=30, batch=1)  # q = 1/30: about a third of the 30 batches are empty
-    model = build_model("logreg", 4)
+    privacy = _privacy(n=30, batch=1, grad_sample_mode=mode)  # q = 1/30: about a third of the batches are empty
+    model = build_model("mlp", 4, hidden=3)
+    before = get_arrays(model)
 
     stats = train_local(model, X, y, TrainConfig(batch_size=1), 0, privacy)
 
+    after = get_arrays(model)
     assert stats.steps == 30 == privacy.steps
-    assert all(np.isfinite(a).all() for a in get_arrays(model).values())
+    assert all(np.isfinite(a).all() for a in after.values())
+    assert all(not np.array_equal(before[k], after[k]) for k in before)
 
 
 @pytest.mark.parametrize("mode", ["hooks", "functorch", "ew"])
