@@ -1,0 +1,1 @@
+"""Benchmarks (a regular package: site-packages ships an unrelated `benchmarks`)."""
