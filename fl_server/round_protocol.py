@@ -114,7 +114,7 @@ def run_rounds(
             )
         new_global = decode(agg_record)
         manifest = write_manifest(store, study_id, server_round, prev_hash, new_global, accepted)
-        ledger = strategy.commit_round(server_round, manifest) if hasattr(strategy, "commit_round") else None
+        ledger = strategy.commit_round(server_round, manifest)
         if not new_global.encrypted:
             store.write_checkpoint(server_round, new_global.arrays)
         eval_config = ConfigRecord({**round_config, "prev-hash": to_hex(new_global.digest()), "study-id": study_id})

@@ -62,9 +62,11 @@ class FedAvgStrategy(Strategy):
         config["server-round"] = server_round
         return self._messages(grid, self.fraction_evaluate, arrays, config, MessageType.EVALUATE)
 
-    def validate(self, server_round: int, replies: Iterable[Message]) -> ValidationOutcome:
-        """Parse every reply and drop plaintext updates that do not fit the model."""
-        outcome = parse_train_replies(replies)
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        return self.aggregate_outcome(server_round, parse_train_replies(replies))
+
+    def aggregate_outcome(self, server_round: int, outcome: ValidationOutcome) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Drop plaintext updates that do not fit the model, then take the sample-weighted mean."""
         kept = []
         for reply in outcome.accepted:
             try:
@@ -74,14 +76,6 @@ class FedAvgStrategy(Strategy):
             except ValueError as exc:
                 outcome.reject(reply, reply.node_id, reply.hospital, "invalid", str(exc))
         outcome.accepted = kept
-        return outcome
-
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        outcome = self.validate(server_round, replies)
-        return self.aggregate_validated(server_round, outcome)
-
-    def aggregate_validated(self, server_round: int, outcome: ValidationOutcome) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Weighted average of already-validated replies (wrappers call this after their own checks)."""
         self.last_accepted, self.last_rejected = outcome.accepted, outcome.rejected
         if not outcome.accepted:
             return None, None
@@ -92,6 +86,10 @@ class FedAvgStrategy(Strategy):
             for name in names
         }
         return encode(ModelPayload(arrays=avg)), self.train_metrics(outcome.accepted)
+
+    def commit_round(self, server_round: int, manifest: dict) -> dict | None:
+        """Nothing to commit without a ledger wrapper."""
+        return None
 
     @staticmethod
     def train_metrics(accepted: list[TrainReply]) -> MetricRecord:
@@ -127,3 +125,42 @@ class FedAvgStrategy(Strategy):
     def summary(self) -> None:
         log.info("FedAvg: fraction_train=%.2f fraction_evaluate=%.2f", self.fraction_train, self.fraction_evaluate)
 
+
+
+class StrategyWrapper(Strategy):
+    """Base of the wrappers (encryption, ledger): delegates everything to ``inner``.
+
+    Replies are parsed once, at the outermost wrapper; each layer then works
+    on the ValidationOutcome in ``aggregate_outcome`` and passes it inwards.
+    """
+
+    def __init__(self, inner: Strategy) -> None:
+        self.inner = inner
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        return self.inner.configure_train(server_round, arrays, config, grid)
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return self.inner.aggregate_evaluate(server_round, replies)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        return self.aggregate_outcome(server_round, parse_train_replies(replies))
+
+    def aggregate_outcome(self, server_round: int, outcome: ValidationOutcome) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        return self.inner.aggregate_outcome(server_round, outcome)
+
+    def commit_round(self, server_round: int, manifest: dict) -> dict | None:
+        return self.inner.commit_round(server_round, manifest) if hasattr(self.inner, "commit_round") else None
+
+    @property
+    def core(self) -> FedAvgStrategy:
+        s = self.inner
+        while isinstance(s, StrategyWrapper):
+            s = s.inner
+        return s
+
+    def summary(self) -> None:
+        self.inner.summary()

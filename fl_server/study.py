@@ -118,9 +118,7 @@ def study_results(spec: dict[str, Any], outcomes: list[RoundOutcome], strategy: 
     }
     if cfg["privacy"]["enabled"]:
         results["privacy"] = privacy_section(outcomes, spec.get("accountants", {cfg_h["id"]: cfg["privacy"]["accountant"] for cfg_h in spec["hospitals"]}))
-    if cfg["encryption"]["enabled"] and hasattr(strategy, "encryption_report"):
-        results["encryption"] = strategy.encryption_report(outcomes)
-    elif cfg["encryption"]["enabled"]:
+    if cfg["encryption"]["enabled"]:
         results["encryption"] = _find(strategy, "encryption_report")(outcomes)
     if (spec.get("chain") or {}).get("contract"):
         chain = spec["chain"]

@@ -1,0 +1,78 @@
+"""Put a new study on the chain: deploy (or reuse) the contract, register, hospitals consent.
+
+Used by the simulation launcher; ``fedledger provision`` does the same for a
+deployment where each hospital consents from its own machine.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from fedledger.commitment import epsilon_to_micro
+from fedledger.hashing import from_hex, sha256, to_hex
+from fl_client.hospital_keys import generate_eth_key
+
+UNBOUNDED_MICRO = 2**64 - 1
+CODE_VERSION = "fedledger-0.1.0"
+
+
+def context_hash(spec: dict[str, Any]) -> bytes:
+    """SHA-256 of the aggregator's public CKKS context (zero when the study is not encrypted)."""
+    path = (spec.get("keys") or {}).get("aggregator_context")
+    return sha256(Path(path).read_bytes()) if path else b"\x00" * 32
+
+
+def budget_micro(budget: float | None) -> int:
+    return UNBOUNDED_MICRO if budget is None else epsilon_to_micro(budget)
+
+
+def setup_chain(cfg: dict[str, Any], spec: dict[str, Any], keys_dir: Path) -> Any:
+    """Start the chain, deploy StudyLedger, register the study, record each hospital's consent."""
+    from ledger.chains import start_chain
+    from ledger.client import LedgerClient
+
+    led = cfg["ledger"]
+    run_dir = Path(spec["run_dir"])
+    chain = start_chain(led["backend"], run_dir, rpc_url=led.get("rpc_url"), key_env=led.get("key_env"),
+                        keystore=Path(led["keystore"]) if led.get("keystore") else None)
+    try:
+        admin = chain.admin
+        aggregator = chain.aggregator
+        client = LedgerClient.deploy(chain.w3, admin)
+        hospitals = []
+        for h in spec["hospitals"]:
+            account = generate_eth_key(keys_dir / h["id"] / "eth_key")
+            if chain.backend in ("anvil", "eth_tester"):
+                chain.fund(account.address)
+            h["eth_key"] = str(keys_dir / h["id"] / "eth_key")
+            h["address"] = account.address
+            hospitals.append(account)
+        expiry = int(time.time() + float(led["expiry_days"]) * 86400)
+        client.register_study(spec["study_id"], from_hex(spec["config_hash"]), from_hex(spec["initial_model_hash"]),
+                              context_hash(spec), CODE_VERSION, aggregator.address, expiry,
+                              [a.address for a in hospitals], [budget_micro(h["budget"]) for h in spec["hospitals"]])
+        for account in hospitals:
+            client.consent(spec["study_id"], account)
+        agg_key = None
+        if chain.backend in ("anvil", "eth_tester"):
+            from fedledger.study_setup import write_secret
+
+            agg_key = keys_dir / "aggregator_eth_key"
+            write_secret(agg_key, aggregator.key.hex().encode())
+        spec["chain"] = {
+            "backend": chain.backend, "rpc_url": chain.rpc_url, "chain_id": client.chain_id,
+            "contract": client.address, "deploy_block": client.deploy_block, "aggregator": aggregator.address,
+            "aggregator_key": str(agg_key) if agg_key else None, "key_env": led.get("key_env"),
+            "keystore": led.get("keystore"), "record_timeout_s": float(led["record_timeout_s"]),
+            "context_hash": to_hex(context_hash(spec)), "expiry": expiry,
+        }
+        if chain.backend == "eth_tester":
+            from ledger.local_registry import register
+
+            register(client.address, chain)
+        return chain
+    except BaseException:
+        chain.stop()
+        raise

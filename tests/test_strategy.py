@@ -1,0 +1,144 @@
+"""FedAvg, reply validation and the encryption wrapper, on hand-checkable replies (no Flower runtime)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
+
+from fedledger.wire import ModelPayload, decode, encode
+from fl_server.strategy import FedAvgStrategy
+
+TEMPLATE = {"w": np.zeros((2,), np.float32), "b": np.zeros((1,), np.float32)}
+
+
+@pytest.fixture(autouse=True)
+def task_identity():
+    """Flower messages need a run id; the simulation sets one, unit tests set it here."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
+    yield
+
+
+def instruction(node: int) -> Message:
+    return Message(content=RecordDict({"config": ConfigRecord({"server-round": 1})}), dst_node_id=node, message_type="train")
+
+
+def reply(node: int, arrays: dict | ModelPayload, n: int, hospital: str | None = None) -> Message:
+    payload = arrays if isinstance(arrays, ModelPayload) else ModelPayload(arrays=arrays)
+    content = RecordDict({"update": encode(payload), "metrics": MetricRecord({"num-examples": n, "train-loss": 0.5}),
+                          "info": ConfigRecord({"hospital": hospital or f"h{node}"})})
+    return Message(content=content, reply_to=instruction(node))
+
+
+def arrays(w: list[float], b: float) -> dict[str, np.ndarray]:
+    return {"w": np.array(w, np.float32), "b": np.array([b], np.float32)}
+
+
+def test_fedavg_is_sample_weighted():
+    # arrange
+    s = FedAvgStrategy()
+    s.template = TEMPLATE
+    replies = [reply(1, arrays([1, 2], 0), 1), reply(2, arrays([4, 5], 3), 2)]
+    # act
+    record, metrics = s.aggregate_train(1, replies)
+    # assert: (1*[1,2] + 2*[4,5]) / 3 = [3, 4]; b = (0 + 6) / 3 = 2
+    avg = decode(record).arrays
+    np.testing.assert_allclose(avg["w"], [3, 4])
+    np.testing.assert_allclose(avg["b"], [2])
+    assert metrics["num-examples"] == 3
+    assert [r.hospital for r in s.last_accepted] == ["h1", "h2"]
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (lambda: Message(Error(code=3, reason="client crashed"), reply_to=instruction(9)), "client crashed"),
+        (lambda: reply(9, {"w": np.zeros(3, np.float32), "b": np.zeros(1, np.float32)}, 5), "shape"),
+        (lambda: reply(9, arrays([np.nan, 1], 0), 5), "NaN"),
+        (lambda: reply(9, {"w": np.zeros(2, np.float32)}, 5), "do not match"),
+        (lambda: reply(9, arrays([1, 1], 0), 0), "positive integer"),
+        (lambda: Message(content=RecordDict({"refusal": ConfigRecord({"hospital": "h9", "code": "budget-exceeded",
+                                                                         "reason": "epsilon 3.2 > 3"})}),
+                         reply_to=instruction(9)), "budget-exceeded"),
+        (lambda: Message(content=RecordDict({"metrics": MetricRecord({"num-examples": 3})}), reply_to=instruction(9)), "lacks"),
+    ],
+    ids=["node-error", "wrong-shape", "nan", "missing-array", "zero-examples", "refusal", "no-update"],
+)
+def test_bad_reply_is_dropped_logged_with_node_and_round_goes_on(bad, reason, caplog):
+    # arrange
+    s = FedAvgStrategy()
+    s.template = TEMPLATE
+    # act
+    with caplog.at_level(logging.WARNING, logger="fedledger.server"):
+        record, _ = s.aggregate_train(1, [reply(1, arrays([1, 1], 1), 4), bad()])
+    # assert
+    assert decode(record).arrays["w"].tolist() == [1, 1]
+    assert len(s.last_rejected) == 1 and s.last_rejected[0].node_id == 9
+    assert reason in s.last_rejected[0].reason
+    assert "node=9" in caplog.text and reason in caplog.text
+
+
+def test_no_valid_reply_gives_no_model():
+    s = FedAvgStrategy()
+    s.template = TEMPLATE
+    record, metrics = s.aggregate_train(1, [reply(3, arrays([np.inf, 0], 0), 2)])
+    assert record is None and metrics is None
+
+
+def test_evaluation_keeps_undefined_auc_undefined():
+    # arrange: hospital h2 holds one class, so its AUC is undefined
+    s = FedAvgStrategy()
+    rows = [
+        MetricRecord({"loss": 0.2, "accuracy": 1.0, "auc": 0.9, "auc-defined": 1, "num-examples": 10}),
+        MetricRecord({"loss": 0.4, "accuracy": 0.5, "auc": 0.0, "auc-defined": 0, "num-examples": 30}),
+    ]
+    replies = [Message(content=RecordDict({"metrics": m, "info": ConfigRecord({"hospital": f"h{i}"})}),
+                       reply_to=instruction(i)) for i, m in enumerate(rows, start=1)]
+    # act
+    overall = s.aggregate_evaluate(1, replies)
+    # assert: accuracy weighted by examples, AUC only over hospitals where it is defined
+    assert overall["accuracy"] == pytest.approx((10 * 1.0 + 30 * 0.5) / 40)
+    assert overall["auc"] == pytest.approx(0.9)
+    assert s.last_evaluation["h2"]["auc"] is None
+
+
+@pytest.fixture(scope="module")
+def ckks_keys(tmp_path_factory):
+    from fedledger.ckks import create_keys, preset
+
+    return create_keys(tmp_path_factory.mktemp("keys"), preset("ckks_n4096"))
+
+
+def test_encrypted_aggregation_equals_plaintext_fedavg_and_drops_bad_ciphertexts(ckks_keys, caplog):
+    # arrange
+    from fedledger.ckks import decrypt_update, encrypt_update, load_secret_context
+    from fedledger.model_io import flatten, unflatten
+    from fl_server.encrypted import EncryptedAggregation
+
+    secret = load_secret_context(ckks_keys.secret_context)
+    s = EncryptedAggregation(FedAvgStrategy(), ckks_keys.aggregator_context, n_params=3, max_update_bytes=1 << 20)
+    updates = {1: (arrays([1, 2], 0), 1), 2: (arrays([4, 5], 3), 2)}
+    replies = [reply(n, ModelPayload(ciphertexts=encrypt_update(secret, flatten(a), k)), k) for n, (a, k) in updates.items()]
+    hostile = ModelPayload(ciphertexts=[b"\x00" * 100])
+    replies.append(reply(9, hostile, 5, hospital="mallory"))
+    # act
+    with caplog.at_level(logging.WARNING, logger="fedledger.server"):
+        record, _ = s.aggregate_train(1, replies)
+    # assert
+    agg = decode(record)
+    assert agg.total_weight == 3
+    avg = unflatten(decrypt_update(secret, agg.ciphertexts, 3, total_weight=agg.total_weight), TEMPLATE)
+    assert np.max(np.abs(avg["w"] - [3, 4])) < 1e-6 and abs(avg["b"][0] - 2) < 1e-6
+    assert [r.hospital for r in s.core.last_rejected] == ["mallory"]
+    assert "hospital=mallory" in caplog.text and "ciphertext rejected" in caplog.text
+
+
+def test_aggregator_refuses_a_context_with_a_secret_key(ckks_keys):
+    from fl_server.encrypted import EncryptedAggregation
+
+    with pytest.raises(Exception, match="(?i)secret"):
+        EncryptedAggregation(FedAvgStrategy(), ckks_keys.secret_context, n_params=3, max_update_bytes=1 << 20)
