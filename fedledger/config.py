@@ -63,7 +63,7 @@ class PrivacyConfig:
     delta: Optional[float] = None
     max_grad_norm: float = 1.0
     accountant: str = "prv"  # prv | rdp | gdp
-    grad_sample_mode: str = "hooks"
+    grad_sample_mode: str = "ew"
     secure_mode: bool = False
     budget: Optional[float] = None  # default per-hospital budget; hospitals may override
 
@@ -74,8 +74,8 @@ class EncryptionConfig:
     preset: str = "off"
     poly_modulus_degree: int = 8192
     coeff_mod_bit_sizes: list[int] = field(default_factory=list)
-    global_scale_bits: int = 40
-    max_update_bytes: int = 64 * 1024 * 1024
+    global_scale_bits: int = 36
+    max_update_bytes: int = 256 * 1024 * 1024
     symmetric: bool = True
 
 
