@@ -154,13 +154,21 @@ class Chain:
 
 
 def anvil_binary(repo_root: Path = REPO_ROOT) -> str:
-    local = repo_root / "node_modules" / ".bin" / "anvil"
-    if local.exists():
-        return str(local)
+    """The pinned anvil: the native binary npm installed for this platform.
+
+    The ``node_modules/.bin/anvil`` node shim is only a fallback: it exits on
+    SIGINT before the real anvil has finished writing its state file.
+    """
+    for native in sorted((repo_root / "node_modules" / "@foundry-rs").glob("anvil-*/bin/anvil")):
+        if os.access(native, os.X_OK):
+            return str(native)
+    shim = repo_root / "node_modules" / ".bin" / "anvil"
+    if shim.exists():
+        return str(shim)
     found = shutil.which("anvil")
     if found:
         return found
-    raise ChainError(f"anvil not found in {local.parent} or on PATH; run `npm ci` in {repo_root}")
+    raise ChainError(f"anvil not found in {shim.parent} or on PATH; run `npm ci` in {repo_root}")
 
 
 def free_port() -> int:

@@ -367,8 +367,7 @@ class LedgerClient:
             call_commitments = [RoundCommitment.from_tuple(tuple(c.values()) if isinstance(c, dict) else c)
                                 for c in params["commitments"]]
             sigs = [bytes(s) for s in params["signatures"]]
-            logs = sorted((e for e in by_tx.get(txh, []) if e["args"]["round"] == a["round"]),
-                          key=lambda e: e["logIndex"])
+            logs = sorted(by_tx.get(txh, []), key=lambda e: e["logIndex"])
             if len(logs) != len(call_commitments):
                 raise LedgerError(f"round {a['round']}: {len(logs)} commitment logs but "
                                   f"{len(call_commitments)} commitments in tx {txh}")

@@ -4,6 +4,7 @@ pragma solidity ^0.8.24;
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {MessageHashUtils} from "@openzeppelin/contracts/utils/cryptography/MessageHashUtils.sol";
 
 /// @title StudyLedger
 /// @notice On-chain audit trail of a federated medical study: registration,
@@ -49,7 +50,7 @@ contract StudyLedger is AccessControl, EIP712 {
         Withdrawn
     }
 
-    /// @dev One storage slot (64+64+64+8 bits).
+    /// @dev Stored as one packed word (see _packHospital): written once per participation.
     struct Hospital {
         uint64 budgetMicro;
         uint64 lastEpsilonMicro;
@@ -61,12 +62,13 @@ contract StudyLedger is AccessControl, EIP712 {
         bytes32 configHash;
         bytes32 initialModelHash;
         bytes32 contextHash;
-        // packed slot: read on every round
+        // one packed slot, read on every round
         address aggregator;
         uint64 expiry;
-        uint32 hospitalCount;
-        // packed slot: written on every round
-        uint64 lastRound;
+        // The last round is not stored: round r exists iff
+        // _rounds[studyId][r].aggregateHash != 0 (never zero, enforced), and
+        // rounds fill strictly in order, so a write per round is saved and
+        // views find the last round by binary search.
         uint64 registeredAt;
         string codeVersion;
         address[] hospitals;
@@ -86,7 +88,7 @@ contract StudyLedger is AccessControl, EIP712 {
     // ---------------------------------------------------------------- storage
 
     mapping(bytes32 studyId => Study) private _studies;
-    mapping(bytes32 studyId => mapping(address hospital => Hospital)) private _hospitals;
+    mapping(bytes32 studyId => mapping(address hospital => uint256 packedHospital)) private _hospitals;
     mapping(bytes32 studyId => mapping(uint64 round => RoundRecord)) private _rounds;
     mapping(bytes32 studyId => mapping(uint64 round => bytes32)) private _releasedModels;
 
@@ -107,7 +109,9 @@ contract StudyLedger is AccessControl, EIP712 {
     error HospitalNotConsented(bytes32 studyId, address hospital);
     error HospitalHasWithdrawn(bytes32 studyId, address hospital);
     error StudyExpired(bytes32 studyId, uint64 expiry, uint256 nowTimestamp);
-    error UnexpectedRound(bytes32 studyId, uint64 expected, uint64 got);
+    error RoundAlreadyRecorded(bytes32 studyId, uint64 round);
+    error RoundOutOfOrder(bytes32 studyId, uint64 round);
+    error ZeroAggregateHash();
     error PrevHashMismatch(bytes32 studyId, bytes32 expected, bytes32 got);
     error NoCommitments();
     error SignatureCountMismatch(uint256 commitments, uint256 signatures);
@@ -133,7 +137,7 @@ contract StudyLedger is AccessControl, EIP712 {
         string codeVersion,
         address indexed aggregator,
         uint64 expiry,
-        uint32 hospitalCount
+        uint256 hospitalCount
     );
     event HospitalRegistered(bytes32 indexed studyId, address indexed hospital, uint64 budgetMicro);
     event HospitalConsented(bytes32 indexed studyId, address indexed hospital);
@@ -150,9 +154,10 @@ contract StudyLedger is AccessControl, EIP712 {
     /// @dev Signatures are not re-emitted (they cost log gas for nothing):
     ///      they sit in the calldata of the transaction that emitted this
     ///      log, and `commitmentsHash` binds the EIP-712 digests.
+    /// @dev Study and round are not repeated here (one topic costs 375 gas
+    ///      per hospital): the RoundRecorded log of the same transaction
+    ///      carries both. Filter by hospital, join by transaction hash.
     event CommitmentRecorded(
-        bytes32 indexed studyId,
-        uint64 indexed round,
         address indexed hospital,
         bytes32 updateHash,
         uint64 sampleCount,
@@ -199,49 +204,60 @@ contract StudyLedger is AccessControl, EIP712 {
         s.contextHash = contextHash;
         s.aggregator = aggregator;
         s.expiry = expiry;
-        s.hospitalCount = uint32(hospitals.length);
         s.registeredAt = uint64(block.timestamp);
         s.codeVersion = codeVersion;
         emit StudyRegistered(
-            studyId, configHash, initialModelHash, contextHash, codeVersion, aggregator, expiry, uint32(hospitals.length)
+            studyId, configHash, initialModelHash, contextHash, codeVersion, aggregator, expiry, hospitals.length
         );
-        mapping(address => Hospital) storage hs = _hospitals[studyId];
+        mapping(address => uint256) storage hs = _hospitals[studyId];
         for (uint256 i = 0; i < hospitals.length; ++i) {
             address h = hospitals[i];
             if (h == address(0)) revert ZeroHospitalAddress(i);
-            if (hs[h].status != HospitalStatus.None) revert HospitalRegisteredTwice(h);
-            hs[h] = Hospital({
-                budgetMicro: epsilonBudgetsMicro[i],
-                lastEpsilonMicro: 0,
-                lastRound: 0,
-                status: HospitalStatus.Registered
-            });
+            if (hs[h] != 0) revert HospitalRegisteredTwice(h);
+            hs[h] = _packHospital(epsilonBudgetsMicro[i], 0, 0, HospitalStatus.Registered);
             s.hospitals.push(h);
             emit HospitalRegistered(studyId, h, epsilonBudgetsMicro[i]);
         }
     }
 
     function consent(bytes32 studyId) external {
-        Hospital storage h = _registeredHospital(studyId, msg.sender);
-        HospitalStatus st = h.status;
-        if (st == HospitalStatus.Withdrawn) revert HospitalHasWithdrawn(studyId, msg.sender);
-        if (st == HospitalStatus.Consented) revert HospitalAlreadyConsented(studyId, msg.sender);
-        h.status = HospitalStatus.Consented;
+        Hospital memory h = _registeredHospital(studyId, msg.sender);
+        if (h.status == HospitalStatus.Withdrawn) revert HospitalHasWithdrawn(studyId, msg.sender);
+        if (h.status == HospitalStatus.Consented) revert HospitalAlreadyConsented(studyId, msg.sender);
+        _hospitals[studyId][msg.sender] =
+            _packHospital(h.budgetMicro, h.lastEpsilonMicro, h.lastRound, HospitalStatus.Consented);
         emit HospitalConsented(studyId, msg.sender);
     }
 
     /// @notice Withdrawal is final: later rounds cannot include this hospital.
     function withdraw(bytes32 studyId) external {
-        Hospital storage h = _registeredHospital(studyId, msg.sender);
+        Hospital memory h = _registeredHospital(studyId, msg.sender);
         if (h.status == HospitalStatus.Withdrawn) revert HospitalHasWithdrawn(studyId, msg.sender);
-        h.status = HospitalStatus.Withdrawn;
+        _hospitals[studyId][msg.sender] =
+            _packHospital(h.budgetMicro, h.lastEpsilonMicro, h.lastRound, HospitalStatus.Withdrawn);
         emit HospitalWithdrew(studyId, msg.sender);
     }
 
-    function _registeredHospital(bytes32 studyId, address account) private view returns (Hospital storage h) {
+    function _registeredHospital(bytes32 studyId, address account) private view returns (Hospital memory h) {
         if (_studies[studyId].aggregator == address(0)) revert UnknownStudy(studyId);
-        h = _hospitals[studyId][account];
+        h = _unpackHospital(_hospitals[studyId][account]);
         if (h.status == HospitalStatus.None) revert HospitalNotRegistered(studyId, account);
+    }
+
+    /// @dev Word layout: budget [0,64) | lastEpsilon [64,128) | lastRound [128,192) | status [192,200).
+    function _packHospital(uint64 budget, uint64 lastEps, uint64 lastRnd, HospitalStatus status)
+        private
+        pure
+        returns (uint256)
+    {
+        return uint256(budget) | (uint256(lastEps) << 64) | (uint256(lastRnd) << 128) | (uint256(status) << 192);
+    }
+
+    function _unpackHospital(uint256 w) private pure returns (Hospital memory h) {
+        h.budgetMicro = uint64(w);
+        h.lastEpsilonMicro = uint64(w >> 64);
+        h.lastRound = uint64(w >> 128);
+        h.status = HospitalStatus(uint8(w >> 192));
     }
 
     // ----------------------------------------------------------------- rounds
@@ -260,9 +276,19 @@ contract StudyLedger is AccessControl, EIP712 {
         if (aggregator == address(0)) revert UnknownStudy(studyId);
         if (msg.sender != aggregator) revert NotAggregator(studyId, msg.sender);
         if (block.timestamp > s.expiry) revert StudyExpired(studyId, s.expiry, block.timestamp);
-        uint64 last = s.lastRound;
-        if (round != last + 1) revert UnexpectedRound(studyId, last + 1, round);
-        bytes32 expectedPrev = last == 0 ? s.initialModelHash : _rounds[studyId][last].aggregateHash;
+        if (aggregateHash == bytes32(0)) revert ZeroAggregateHash();
+        mapping(uint64 => RoundRecord) storage rs = _rounds[studyId];
+        // round == lastRound + 1, without a stored lastRound: this round is
+        // empty and the previous one is recorded (or this is round 1).
+        if (rs[round].aggregateHash != bytes32(0)) revert RoundAlreadyRecorded(studyId, round);
+        bytes32 expectedPrev;
+        if (round == 1) {
+            expectedPrev = s.initialModelHash;
+        } else {
+            if (round == 0) revert RoundOutOfOrder(studyId, round);
+            expectedPrev = rs[round - 1].aggregateHash;
+            if (expectedPrev == bytes32(0)) revert RoundOutOfOrder(studyId, round);
+        }
         if (prevGlobalHash != expectedPrev) revert PrevHashMismatch(studyId, expectedPrev, prevGlobalHash);
         uint256 n = commitments.length;
         if (n == 0) revert NoCommitments();
@@ -271,8 +297,7 @@ contract StudyLedger is AccessControl, EIP712 {
         (bytes32 acc, uint256 sum) = _checkCommitments(studyId, round, prevGlobalHash, commitments, signatures);
         if (sum != totalSamples) revert SampleCountMismatch(totalSamples, sum);
 
-        s.lastRound = round;
-        _rounds[studyId][round] = RoundRecord({
+        rs[round] = RoundRecord({
             aggregateHash: aggregateHash,
             commitmentsHash: acc,
             totalSamples: totalSamples,
@@ -295,40 +320,73 @@ contract StudyLedger is AccessControl, EIP712 {
         bytes[] calldata signatures
     ) private returns (bytes32 acc, uint256 sum) {
         uint256 n = commitments.length;
-        mapping(address => Hospital) storage hs = _hospitals[studyId];
-        for (uint256 i = 0; i < n; ++i) {
+        mapping(address => uint256) storage hs = _hospitals[studyId];
+        bytes32 domainSep = _domainSeparatorV4();
+        for (uint256 i = 0; i < n; ) {
             Commitment calldata c = commitments[i];
             if (c.studyId != studyId) revert CommitmentStudyMismatch(i, c.studyId);
             if (c.round != round) revert CommitmentRoundMismatch(i, c.round);
             if (c.prevGlobalHash != prevGlobalHash) revert CommitmentPrevHashMismatch(i, c.prevGlobalHash);
-            bytes32 digest = _hashTypedDataV4(_structHash(c));
-            (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecoverCalldata(digest, signatures[i]);
-            if (err != ECDSA.RecoverError.NoError) revert InvalidSignature(i);
+            bytes32 digest = MessageHashUtils.toTypedDataHash(domainSep, _structHash(c));
+            address signer = _recover(digest, signatures[i]);
+            if (signer == address(0)) revert InvalidSignature(i);
 
-            Hospital memory h = hs[signer];
-            if (h.status != HospitalStatus.Consented) {
-                if (h.status == HospitalStatus.None) revert HospitalNotRegistered(studyId, signer);
-                if (h.status == HospitalStatus.Withdrawn) revert HospitalHasWithdrawn(studyId, signer);
+            uint256 slot;
+            uint256 w;
+            assembly ("memory-safe") {
+                mstore(0x00, signer)
+                mstore(0x20, hs.slot)
+                slot := keccak256(0x00, 0x40)
+                w := sload(slot)
+            }
+            HospitalStatus status = HospitalStatus(uint8(w >> 192));
+            if (status != HospitalStatus.Consented) {
+                if (status == HospitalStatus.None) revert HospitalNotRegistered(studyId, signer);
+                if (status == HospitalStatus.Withdrawn) revert HospitalHasWithdrawn(studyId, signer);
                 revert HospitalNotConsented(studyId, signer);
             }
-            if (h.lastRound == round) revert DuplicateHospital(studyId, signer);
+            if (uint64(w >> 128) == round) revert DuplicateHospital(studyId, signer);
             uint64 eps = c.epsilonMicro;
-            if (eps > h.budgetMicro) revert EpsilonOverBudget(signer, eps, h.budgetMicro);
-            if (eps < h.lastEpsilonMicro) revert EpsilonDecreased(signer, eps, h.lastEpsilonMicro);
-            hs[signer] = Hospital({
-                budgetMicro: h.budgetMicro,
-                lastEpsilonMicro: eps,
-                lastRound: round,
-                status: HospitalStatus.Consented
-            });
+            uint64 budget = uint64(w);
+            if (eps > budget) revert EpsilonOverBudget(signer, eps, budget);
+            if (eps < uint64(w >> 64)) revert EpsilonDecreased(signer, eps, uint64(w >> 64));
+            uint256 updated = _packHospital(budget, eps, round, HospitalStatus.Consented);
+            assembly ("memory-safe") {
+                sstore(slot, updated) // hs[signer]
+            }
 
-            sum += c.sampleCount;
+            uint64 samples = c.sampleCount;
             assembly ("memory-safe") {
                 mstore(0x00, acc)
                 mstore(0x20, digest)
                 acc := keccak256(0x00, 0x40)
             }
-            emit CommitmentRecorded(studyId, round, signer, c.updateHash, c.sampleCount, eps);
+            emit CommitmentRecorded(signer, c.updateHash, samples, eps);
+            unchecked {
+                sum += samples; // < 2**64 * n: cannot overflow
+                ++i;
+            }
+        }
+    }
+
+    /// @dev ecrecover of a 65-byte r||s||v signature; address(0) when invalid,
+    ///      including high-s (malleable) signatures, as OpenZeppelin's ECDSA.
+    function _recover(bytes32 digest, bytes calldata sig) private view returns (address signer) {
+        if (sig.length != 65) return address(0);
+        assembly ("memory-safe") {
+            let r := calldataload(sig.offset)
+            let sv := calldataload(add(sig.offset, 0x20))
+            let v := byte(0, calldataload(add(sig.offset, 0x40)))
+            if iszero(gt(sv, 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0)) {
+                let ptr := mload(0x40)
+                mstore(ptr, digest)
+                mstore(add(ptr, 0x20), v)
+                mstore(add(ptr, 0x40), r)
+                mstore(add(ptr, 0x60), sv)
+                mstore(0x00, 0)
+                pop(staticcall(gas(), 0x01, ptr, 0x80, 0x00, 0x20))
+                signer := mload(0x00)
+            }
         }
     }
 
@@ -347,7 +405,7 @@ contract StudyLedger is AccessControl, EIP712 {
     /// @notice Record the hash of a released (decrypted, plaintext) global checkpoint.
     function releaseModel(bytes32 studyId, uint64 round, bytes32 modelHash) external onlyStudyAdmin {
         if (_studies[studyId].aggregator == address(0)) revert UnknownStudy(studyId);
-        if (round == 0 || round > _studies[studyId].lastRound) revert RoundNotRecorded(studyId, round);
+        if (_rounds[studyId][round].aggregateHash == bytes32(0)) revert RoundNotRecorded(studyId, round);
         if (modelHash == bytes32(0)) revert ZeroModelHash();
         if (_releasedModels[studyId][round] != bytes32(0)) revert ModelAlreadyReleased(studyId, round);
         _releasedModels[studyId][round] = modelHash;
@@ -380,7 +438,7 @@ contract StudyLedger is AccessControl, EIP712 {
             s.codeVersion,
             s.aggregator,
             s.expiry,
-            s.lastRound,
+            _lastRound(studyId),
             s.registeredAt,
             s.hospitals
         );
@@ -391,12 +449,30 @@ contract StudyLedger is AccessControl, EIP712 {
         view
         returns (uint64 budgetMicro, uint64 lastEpsilonMicro, uint64 lastRound, HospitalStatus status)
     {
-        Hospital memory h = _hospitals[studyId][hospital];
+        Hospital memory h = _unpackHospital(_hospitals[studyId][hospital]);
         return (h.budgetMicro, h.lastEpsilonMicro, h.lastRound, h.status);
     }
 
     function lastRound(bytes32 studyId) external view returns (uint64) {
-        return _studies[studyId].lastRound;
+        return _lastRound(studyId);
+    }
+
+    /// @dev Exponential then binary search over recorded rounds (views only).
+    function _lastRound(bytes32 studyId) private view returns (uint64) {
+        mapping(uint64 => RoundRecord) storage rs = _rounds[studyId];
+        if (rs[1].aggregateHash == bytes32(0)) return 0;
+        uint64 lo = 1; // recorded
+        uint64 hi = 2; // maybe not
+        while (rs[hi].aggregateHash != bytes32(0)) {
+            lo = hi;
+            hi *= 2;
+        }
+        while (hi - lo > 1) {
+            uint64 mid = lo + (hi - lo) / 2;
+            if (rs[mid].aggregateHash != bytes32(0)) lo = mid;
+            else hi = mid;
+        }
+        return lo;
     }
 
     function getRound(bytes32 studyId, uint64 round)
@@ -414,8 +490,8 @@ contract StudyLedger is AccessControl, EIP712 {
         )
     {
         Study storage s = _studies[studyId];
-        if (round == 0 || round > s.lastRound) revert RoundNotRecorded(studyId, round);
         RoundRecord memory r = _rounds[studyId][round];
+        if (r.aggregateHash == bytes32(0)) revert RoundNotRecorded(studyId, round);
         prevGlobalHash = round == 1 ? s.initialModelHash : _rounds[studyId][round - 1].aggregateHash;
         return (
             prevGlobalHash,

@@ -1,0 +1,143 @@
+"""Gas and latency of StudyLedger.recordRound on anvil.
+
+Run: ``python -m benchmarks.bench_gas [--hospitals 4 10 50] [--rounds 3]``.
+Writes benchmarks/results/gas.json and prints a markdown table. For each
+hospital count a fresh study is registered, every hospital consents, and
+``--rounds`` rounds are recorded (round >= 2 is the steady state reported;
+round 1 is listed separately). A least-squares line ``gas = base + slope * n``
+is fitted over the steady-state figures; the target is base <= 100k and
+slope <= 15k gas per hospital.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from eth_account import Account
+
+from fedledger.commitment import RoundCommitment, epsilon_to_micro, sign_commitment
+from ledger.chains import start_chain
+from ledger.client import LedgerClient, load_artifact
+
+RESULTS = Path(__file__).resolve().parent / "results" / "gas.json"
+TARGET_BASE = 100_000
+TARGET_SLOPE = 15_000
+
+
+def fit(points: list[tuple[int, int]]) -> tuple[float, float]:
+    xs = [p[0] for p in points]
+    ys = [p[1] for p in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    return my - slope * mx, slope
+
+
+def run_study(chain, client: LedgerClient, n: int, rounds: int) -> dict:
+    hospitals = [Account.create() for _ in range(n)]
+    for h in hospitals:
+        chain.fund(h.address)
+    study_id = os.urandom(32)
+    init = os.urandom(32)
+    now = chain.w3.eth.get_block("latest")["timestamp"]
+    client.register_study(study_id, os.urandom(32), init, os.urandom(32), "bench", chain.aggregator.address,
+                          now + 86_400, [h.address for h in hospitals], [epsilon_to_micro(10.0)] * n)
+    for h in hospitals:
+        client.consent(study_id, h)
+    agg = client.with_account(chain.aggregator)
+    dom = client.domain()
+    prev = init
+    per_round = []
+    for r in range(1, rounds + 1):
+        cs = [RoundCommitment(study_id, r, prev, os.urandom(32), 100 + i, epsilon_to_micro(0.5 * r))
+              for i in range(n)]
+        sigs = [sign_commitment(h, dom, c) for h, c in zip(hospitals, cs)]
+        aggregate = os.urandom(32)
+        t0 = time.perf_counter()
+        rec = agg.record_round(study_id, r, prev, aggregate, sum(c.sample_count for c in cs), cs, sigs)
+        latency = time.perf_counter() - t0
+        data = bytes(chain.w3.eth.get_transaction(rec.tx_hash)["input"])
+        calldata_gas = 4 * data.count(0) + 16 * (len(data) - data.count(0))
+        per_round.append({"round": r, "gas_used": rec.gas_used, "calldata_gas": calldata_gas,
+                          "calldata_bytes": len(data), "latency_s": round(latency, 4)})
+        prev = aggregate
+    steady = [x["gas_used"] for x in per_round if x["round"] >= 2] or [per_round[0]["gas_used"]]
+    return {
+        "hospitals": n,
+        "rounds": per_round,
+        "gas_round1": per_round[0]["gas_used"],
+        "gas_steady": int(statistics.fmean(steady)),
+        "calldata_gas_steady": int(statistics.fmean(x["calldata_gas"] for x in per_round if x["round"] >= 2 or rounds == 1)),
+        "latency_s_median": round(statistics.median(x["latency_s"] for x in per_round), 4),
+    }
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        "| hospitals | gas (round 1) | gas (round >= 2) | target 100k + 15k*n | ledger latency (median s) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["studies"]:
+        n = row["hospitals"]
+        lines.append(f"| {n} | {row['gas_round1']:,} | {row['gas_steady']:,} | {TARGET_BASE + TARGET_SLOPE * n:,} "
+                     f"| {row['latency_s_median']:.3f} |")
+    f = result["fit"]
+    lines.append("")
+    lines.append(f"Fit: gas = {f['base']:,.0f} + {f['per_hospital']:,.0f} x hospitals "
+                 f"(target: base <= {TARGET_BASE:,}, slope <= {TARGET_SLOPE:,}; "
+                 f"{'met' if f['meets_target'] else 'NOT met'}); of which calldata: "
+                 f"{f['calldata_base']:,} + {f['calldata_per_hospital']:,} x hospitals")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="gas per StudyLedger.recordRound")
+    parser.add_argument("--hospitals", type=int, nargs="+", default=[4, 10, 50])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backend", default="anvil", choices=["anvil", "eth_tester"])
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="fedledger-bench-") as tmp:
+        chain = start_chain(args.backend, Path(tmp))
+        try:
+            client = LedgerClient.deploy(chain.w3, chain.admin)
+            studies = [run_study(chain, client, n, args.rounds) for n in args.hospitals]
+        finally:
+            chain.stop()
+
+    base, slope = fit([(s["hospitals"], s["gas_steady"]) for s in studies])
+    cd_base, cd_slope = fit([(s["hospitals"], s["calldata_gas_steady"]) for s in studies])
+    artifact = load_artifact()
+    result = {
+        "backend": args.backend,
+        "solc": artifact["solcVersion"],
+        "source_sha256": artifact["sourceSha256"],
+        "machine": platform.platform(),
+        "studies": studies,
+        "fit": {
+            "base": round(base),
+            "per_hospital": round(slope),
+            "meets_target": base <= TARGET_BASE and slope <= TARGET_SLOPE,
+            "calldata_base": round(cd_base),
+            "calldata_per_hospital": round(cd_slope),
+            "all_points_within_budget": all(
+                s["gas_steady"] <= TARGET_BASE + TARGET_SLOPE * s["hospitals"] for s in studies),
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown(result))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
