@@ -49,3 +49,24 @@ def test_full_study_dp_ckks_anvil_then_audit(tmp_path):
     assert all(p["epsilon"][-1] <= p["budget"] + 1e-9 for p in results["privacy"].values())
     assert results["audit"]["ok"] is True
     assert (tmp_path / "privacy.png").exists() and (tmp_path / "chain" / "anvil_state.json").exists()
+
+
+def test_spent_budget_refuses_at_the_right_round_and_the_study_goes_on(tmp_path):
+    # arrange: hospital_1 may spend only 60 % of what the study plans
+    proc = run_study(tmp_path, "num_hospitals=3", "num_rounds=4", "encryption=off", "ledger=none", "baselines=false",
+                     "privacy.target_epsilon=3", "+budgets.hospital_1=1.8")
+    # assert
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    spent = results["privacy"]["hospital_1"]
+    refused = [r["round"] for r in results["rounds"]
+               if any(x["hospital"] == "hospital_1" and x["kind"] == "refusal" for x in r["rejected"])]
+    assert refused, "hospital_1 never refused"
+    first = refused[0]
+    assert refused == list(range(first, 5))            # refuses from then on, every round
+    assert spent["rounds"] == list(range(1, first))     # trained until the round before
+    assert max(spent["epsilon"]) <= 1.8 and spent["budget"] == 1.8
+    reason = next(x["reason"] for x in results["rounds"][first - 1]["rejected"] if x["hospital"] == "hospital_1")
+    assert "budget" in reason.lower()
+    assert all(len(r["participants"]) >= 2 for r in results["rounds"])  # the others carried on
+    assert results["privacy"]["hospital_0"]["rounds"] == [1, 2, 3, 4]
