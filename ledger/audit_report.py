@@ -1,0 +1,264 @@
+"""Audit reports: a rich terminal table, a JSON verdict, a self-contained HTML page with plots.
+
+The HTML has no external resources: the plots (epsilon per hospital over
+rounds against each budget, participants per round) are PNGs embedded as
+base64 data URIs, so the file can be archived or mailed as the audit record.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from ledger.audit import CHECKS, AuditResult
+
+#: Column groups of the terminal table (check names in each group).
+GROUPS = {
+    "chain": ("study", "hash_chain"),
+    "signers": ("signature", "binding", "registered", "consent", "expiry"),
+    "privacy": ("budget", "privacy"),
+    "samples": ("samples",),
+    "store": ("context", "manifest", "participants", "blobs", "update_hash"),
+    "re-sum": ("resum",),
+    "checkpoint": ("checkpoint",),
+}
+MAX_TABLE_ROWS = 40
+
+
+def _short(name: str | None, n: int = 12) -> str:
+    if not name:
+        return "-"
+    if " (" in name:  # "hospital_0 (0xabc...)" -> "hospital_0"
+        return name.split(" (")[0]
+    return name[:n] + ".." if name.startswith("0x") and len(name) > n else name
+
+
+def _mark(status: str | None) -> str:
+    return {"pass": "[green]ok[/]", "fail": "[bold red]FAIL[/]", "skip": "[dim]skip[/]"}.get(status or "", "[dim]-[/]")
+
+
+def group_status(checks: dict[str, str], group: tuple[str, ...]) -> str | None:
+    seen = [checks[c] for c in group if c in checks]
+    if not seen:
+        return None
+    if "fail" in seen:
+        return "fail"
+    return "skip" if all(s == "skip" for s in seen) else "pass"
+
+
+def print_report(result: AuditResult | dict[str, Any], console: Any = None) -> None:
+    """The per-round table, each failure (round, hospital, check, message), and the verdict."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    j = result.to_json() if isinstance(result, AuditResult) else result
+    rows = j["rounds"]
+    show = rows
+    if len(rows) > MAX_TABLE_ROWS:
+        head, tail = rows[:5], rows[-5:]
+        show = head + [r for r in rows[5:-5] if not r["ok"]][:MAX_TABLE_ROWS - 10] + tail
+    table = Table(title=f"audit of study {j['study_id'][:18]}.. on chain {j['chain_id']} ({j['contract']})",
+                  show_lines=False)
+    table.add_column("round", justify="right")
+    table.add_column("block", justify="right")
+    table.add_column("hospitals")
+    table.add_column("samples", justify="right")
+    groups = [g for g in GROUPS if any(group_status(r["checks"], GROUPS[g]) for r in rows)]
+    for g in groups:
+        table.add_column(g, justify="center")
+    table.add_column("verdict", justify="center")
+    for r in show:
+        table.add_row(str(r["round"]), str(r["block"] if r["block"] is not None else "-"),
+                      ", ".join(_short(p) for p in r["participants"]) or "-",
+                      str(r["total_samples"] if r["total_samples"] is not None else "-"),
+                      *[_mark(group_status(r["checks"], GROUPS[g])) for g in groups],
+                      "[green]PASS[/]" if r["ok"] else "[bold red]FAIL[/]")
+    console.print(table)
+    if len(show) < len(rows):
+        console.print(f"[dim]({len(rows) - len(show)} passing rounds not shown; see the JSON/HTML report)[/]")
+    study_wide = [f for f in j["failures"] if f["round"] is None]
+    for f in study_wide + [f for f in j["failures"] if f["round"] is not None]:
+        where = f"round {f['round']}" if f["round"] is not None else "study"
+        who = f" hospital {f['hospital']}" if f["hospital"] else ""
+        console.print(f"[red]FAIL[/] {where}{who} [bold]{f['check']}[/]: {html.unescape(f['message'])}",
+                      highlight=False, markup=True)
+    for n in j.get("notices", []):
+        console.print(f"[yellow]notice[/] {n}")
+    eps_line = ", ".join(f"{_short(h.get('label') or a)} {h['final_epsilon']:.3f}"
+                         + (f"/{h['budget']:.3f}" if h.get("budget") is not None else "")
+                         for a, h in j["hospitals"].items())
+    if eps_line:
+        console.print(f"epsilon spent/budget: {eps_line}")
+    counts = ", ".join(f"{k} {v['pass']}/{v['pass'] + v['fail']}" for k, v in j["checks"].items()
+                       if v["pass"] + v["fail"])
+    console.print(f"checks passed: {counts}")
+    verdict = "[bold green]AUDIT PASS[/]" if j["ok"] else f"[bold red]AUDIT FAIL[/] ({len(j['failures'])} failure(s))"
+    console.print(f"{verdict}: {j['rounds_on_chain']} rounds, artifacts "
+                  f"{'checked' if j['artifacts_checked'] else 'not checked (chain only)'}, {j['duration_s']:.2f}s")
+
+
+def write_json(result: AuditResult | dict[str, Any], path: Path) -> dict[str, Any]:
+    j = result.to_json() if isinstance(result, AuditResult) else result
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(j, indent=1, sort_keys=False) + "\n")
+    return j
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def plot_epsilon(j: dict[str, Any], alert_share: float | None = None) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (addr, h) in enumerate(j["hospitals"].items()):
+        color = colors[i % len(colors)]
+        label = h.get("label") or addr[:10]
+        pts = sorted((int(r), e) for r, e in h["epsilon"].items())
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, color=color, label=label)
+        if h.get("budget") is not None:
+            ax.axhline(h["budget"], color=color, ls="--", lw=1, alpha=0.7)
+            if alert_share:
+                ax.axhline(h["budget"] * alert_share, color=color, ls=":", lw=0.8, alpha=0.5)
+    ax.set_xlabel("round")
+    ax.set_ylabel("cumulative epsilon")
+    title = "Epsilon per hospital (dashed: budget"
+    ax.set_title(title + (f", dotted: {alert_share:.0%} alert)" if alert_share else ")"))
+    ax.grid(alpha=0.3)
+    if j["hospitals"]:
+        ax.legend(fontsize=8, loc="upper left", ncol=2)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    out = _png(fig)
+    plt.close(fig)
+    return out
+
+
+def plot_participants(j: dict[str, Any]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3))
+    rows = j["rounds"]
+    xs = [r["round"] for r in rows]
+    ys = [r["n_participants"] for r in rows]
+    cols = ["#2e7d32" if r["ok"] else "#c62828" for r in rows]
+    ax.bar(xs, ys, color=cols, width=0.8 if len(xs) < 200 else 1.0)
+    ax.axhline(len(j["hospitals"]), color="grey", ls="--", lw=1, label="registered hospitals")
+    ax.set_xlabel("round")
+    ax.set_ylabel("participants")
+    ax.set_title("Participants per round (red: round failed a check)")
+    ax.set_ylim(0, max([len(j["hospitals"])] + ys) + 0.5)
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=8, loc="lower right")
+    out = _png(fig)
+    plt.close(fig)
+    return out
+
+
+# ----------------------------------------------------------------------------- html
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#222}
+h1{font-size:22px;margin-bottom:4px} h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.verdict{display:inline-block;padding:6px 14px;border-radius:4px;color:#fff;font-weight:700;font-size:18px}
+.pass{background:#2e7d32}.fail{background:#c62828}
+table{border-collapse:collapse;font-size:13px;width:100%} th,td{border:1px solid #ddd;padding:4px 6px;text-align:left}
+th{background:#f5f5f5} td.ok{color:#2e7d32} td.bad{color:#c62828;font-weight:700} td.skip{color:#999}
+code{font-size:12px;word-break:break-all} .meta td:first-child{width:180px;font-weight:600}
+img{max-width:100%;border:1px solid #eee}
+"""
+
+
+def _cell(status: str | None) -> str:
+    if status is None:
+        return "<td class=skip>-</td>"
+    cls = {"pass": "ok", "fail": "bad", "skip": "skip"}[status]
+    return f"<td class={cls}>{ {'pass': 'ok', 'fail': 'FAIL', 'skip': 'skip'}[status] }</td>"
+
+
+def render_html(result: AuditResult | dict[str, Any], alert_share: float | None = None) -> str:
+    j = result.to_json() if isinstance(result, AuditResult) else result
+    e = html.escape
+    ok = j["ok"]
+    meta = [("study id", f"<code>{e(j['study_id'])}</code>"), ("chain id", str(j["chain_id"])),
+            ("contract", f"<code>{e(j['contract'])}</code>"), ("aggregator", f"<code>{e(str(j['aggregator']))}</code>"),
+            ("initial model hash", f"<code>{e(j['initial_model_hash'])}</code>"),
+            ("CKKS context hash", f"<code>{e(j['context_hash'])}</code>"),
+            ("code version", e(str(j.get("code_version", "")))),
+            ("rounds on chain", str(j["rounds_on_chain"])),
+            ("artifact store", "checked" if j["artifacts_checked"] else "not checked (chain only)"),
+            ("audit time", f"{j['duration_s']:.2f} s")]
+    parts = [f"<!doctype html><html><head><meta charset=utf-8><title>FedLedger audit {e(j['study_id'][:18])}</title>"
+             f"<style>{_CSS}</style></head><body>",
+             "<h1>FedLedger audit report</h1>",
+             f"<p><span class='verdict {'pass' if ok else 'fail'}'>{'PASS' if ok else 'FAIL'}</span> "
+             f"&nbsp;{len(j['failures'])} failure(s), {j['rounds_on_chain']} rounds, "
+             f"{len(j['hospitals'])} hospitals</p>",
+             "<table class=meta>" + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in meta) + "</table>"]
+    if j["failures"]:
+        parts.append("<h2>Failures</h2><table><tr><th>round</th><th>hospital</th><th>check</th><th>message</th></tr>")
+        for f in j["failures"]:
+            parts.append(f"<tr><td>{f['round'] if f['round'] is not None else 'study'}</td>"
+                         f"<td>{e(str(f['hospital'] or '-'))}</td><td>{e(f['check'])}</td><td>{e(f['message'])}</td></tr>")
+        parts.append("</table>")
+    parts.append("<h2>Privacy</h2>")
+    parts.append(f"<img alt='epsilon per hospital' src='{plot_epsilon(j, alert_share)}'>")
+    parts.append("<table><tr><th>hospital</th><th>address</th><th>budget</th><th>final epsilon</th><th>share</th>"
+                 "<th>consent events (block)</th></tr>")
+    for addr, h in j["hospitals"].items():
+        budget = h.get("budget")
+        share = f"{h['final_epsilon'] / budget:.0%}" if budget else "-"
+        ev = ", ".join(f"{x['kind']} ({x['block']})" for x in h["status_events"])
+        parts.append(f"<tr><td>{e(str(h.get('label') or '-'))}</td><td><code>{e(addr)}</code></td>"
+                     f"<td>{'unbounded' if budget is None else f'{budget:.3f}'}</td><td>{h['final_epsilon']:.3f}</td>"
+                     f"<td>{share}</td><td>{e(ev)}</td></tr>")
+    parts.append("</table>")
+    parts.append("<h2>Rounds</h2>")
+    parts.append(f"<img alt='participants per round' src='{plot_participants(j)}'>")
+    cols = [c for c in CHECKS if any(c in r["checks"] for r in j["rounds"])]
+    parts.append("<table><tr><th>round</th><th>block</th><th>participants</th><th>samples</th>"
+                 + "".join(f"<th>{e(c)}</th>" for c in cols) + "<th>verdict</th></tr>")
+    for r in j["rounds"]:
+        names = ", ".join(_short(p) for p in r["participants"])
+        parts.append(f"<tr><td>{r['round']}</td><td>{r['block'] if r['block'] is not None else '-'}</td>"
+                     f"<td>{e(names) or '-'}</td><td>{r['total_samples'] if r['total_samples'] is not None else '-'}</td>"
+                     + "".join(_cell(r["checks"].get(c)) for c in cols)
+                     + _cell("pass" if r["ok"] else "fail") + "</tr>")
+    parts.append("</table>")
+    if j.get("released"):
+        parts.append("<h2>Released models</h2><table><tr><th>round</th><th>model hash (on chain)</th></tr>")
+        parts += [f"<tr><td>{r}</td><td><code>{e(h)}</code></td></tr>" for r, h in j["released"].items()]
+        parts.append("</table>")
+    if j.get("notices"):
+        parts.append("<h2>Notices</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in j["notices"]) + "</ul>")
+    parts.append("<h2>Checks</h2><table><tr><th>check</th><th>pass</th><th>fail</th><th>skip</th></tr>")
+    parts += [f"<tr><td>{e(k)}</td><td>{v['pass']}</td><td>{v['fail']}</td><td>{v['skip']}</td></tr>"
+              for k, v in j["checks"].items()]
+    parts.append("</table><p style='color:#888;font-size:12px'>Generated by <code>fedledger audit</code> "
+                 "(format fedledger-audit-v1). No secret key was used. See docs/AUDIT.md.</p></body></html>")
+    return "\n".join(parts)
+
+
+def write_html(result: AuditResult | dict[str, Any], path: Path, alert_share: float | None = None) -> Path:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(render_html(result, alert_share))
+    return Path(path)
