@@ -37,7 +37,7 @@ class LedgerCommit(StrategyWrapper):
     """Adds signed, on-chain round records to any strategy."""
 
     def __init__(self, inner: Strategy, client: Any, study_id: str, hospitals: dict[str, str],
-                 journal_path: Path, record_timeout_s: float, chain: Any = None) -> None:
+                 run_dir: Path, record_timeout_s: float, chain: Any = None) -> None:
         super().__init__(inner)
         self.client = client
         self.study_id = study_id
@@ -47,8 +47,8 @@ class LedgerCommit(StrategyWrapper):
         self.chain = chain
         from ledger.journal import Journal, RecordSubmitter
 
-        self.journal = Journal(journal_path)
-        self.submitter = RecordSubmitter(self.journal, self._submit, limit_s=record_timeout_s)
+        self.journal = Journal(run_dir)
+        self.submitter = RecordSubmitter(client=client, journal=self.journal, limit_s=record_timeout_s)
         self._prev_hash: dict[int, str] = {}
 
     @classmethod
@@ -68,7 +68,7 @@ class LedgerCommit(StrategyWrapper):
         w3 = local.w3 if local is not None else _http_w3(chain_spec["rpc_url"])
         client = LedgerClient.at(w3, chain_spec["contract"], account, deploy_block=int(chain_spec.get("deploy_block", 0)))
         hospitals = {h["id"]: h["address"] for h in spec["hospitals"]}
-        return cls(inner, client, spec["study_id"], hospitals, Path(spec["run_dir"]) / "ledger_journal.jsonl",
+        return cls(inner, client, spec["study_id"], hospitals, Path(spec["run_dir"]),
                    float(chain_spec.get("record_timeout_s", 120)), chain=local)
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
@@ -114,29 +114,27 @@ class LedgerCommit(StrategyWrapper):
     # -- the on-chain record ----------------------------------------------------------
     def commit_round(self, server_round: int, manifest: dict[str, Any]) -> dict[str, Any]:
         """Journal the round durably, then submit it (and anything still pending) in order."""
-        record = {
-            "study_id": self.study_id, "round": server_round, "prev_hash": manifest["prev_hash"],
-            "aggregate_hash": manifest["aggregate"]["hash"], "total_samples": manifest["aggregate"]["total_weight"],
-            "commitments": [u["commitment"] for u in manifest["updates"]],
-            "updates": [{"hospital": u["hospital"], "update_hash": u["update_hash"], "num_examples": u["num_examples"]}
-                        for u in manifest["updates"]],
-        }
+        from ledger.journal import RoundRecord
+
+        commitments, signatures = [], []
+        for u in manifest["updates"]:
+            c = u["commitment"]
+            commitments.append(RoundCommitment(
+                study_id=from_hex(self.study_id), round=server_round, prev_global_hash=from_hex(manifest["prev_hash"]),
+                update_hash=from_hex(u["update_hash"]), sample_count=int(u["num_examples"]),
+                epsilon_micro=int(c["epsilon-micro"])))
+            signatures.append(bytes.fromhex(str(c["signature"])[2:]))
+        record = RoundRecord(from_hex(self.study_id), server_round, from_hex(manifest["prev_hash"]),
+                             from_hex(manifest["aggregate"]["hash"]), int(manifest["aggregate"]["total_weight"]),
+                             tuple(commitments), tuple(signatures))
         self.journal.append(record)
-        receipts = self.submitter.flush()
-        receipt = receipts.get(server_round)
-        if receipt is None:
+        self.submitter.flush()
+        done = self.journal.submitted().get(record.key)
+        if done is None:
             raise RuntimeError(f"round {server_round} was journaled but not submitted")
+        receipt = {"tx": done.get("tx_hash"), "block": done.get("block"), "gas_used": None}
+        if receipt["tx"]:
+            mined = self.client.w3.eth.get_transaction_receipt(receipt["tx"])
+            receipt["gas_used"] = int(mined["gasUsed"])
         log.info("round %d recorded on-chain: tx %s block %s gas %s", server_round, receipt["tx"], receipt["block"], receipt["gas_used"])
         return receipt
-
-    def _submit(self, record: dict[str, Any]) -> dict[str, Any]:
-        commitments = [
-            RoundCommitment(study_id=from_hex(record["study_id"]), round=int(record["round"]),
-                            prev_global_hash=from_hex(record["prev_hash"]), update_hash=from_hex(u["update_hash"]),
-                            sample_count=int(u["num_examples"]), epsilon_micro=int(c["epsilon-micro"]))
-            for u, c in zip(record["updates"], record["commitments"])
-        ]
-        signatures = [bytes.fromhex(str(c["signature"])[2:]) for c in record["commitments"]]
-        r = self.client.record_round(record["study_id"], int(record["round"]), from_hex(record["prev_hash"]),
-                                     from_hex(record["aggregate_hash"]), int(record["total_samples"]), commitments, signatures)
-        return {"tx": r.tx_hash, "block": r.block, "gas_used": r.gas_used}
