@@ -1,0 +1,104 @@
+"""The hospital's ClientApp, called directly with Flower messages (no simulation engine)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+
+from fedledger.hashing import model_hash, to_hex
+from fedledger.wire import ModelPayload, decode, encode
+from fl_client.client_app import evaluate_global, train
+from fl_client.models import build_model, get_arrays
+
+
+@pytest.fixture(autouse=True)
+def task_identity():
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
+    yield
+
+
+def node_config(**extra) -> dict:
+    return {"hospital-id": "h0", "data-path": "builtin:breast_cancer", "partition-index": 0, "num-partitions": 2,
+            "seed": 0, **extra}
+
+
+def round_config(prev_hash: str, privacy: dict | None = None, **extra) -> ConfigRecord:
+    cfg = {"server-round": 1, "study-id": "0x" + "11" * 32, "prev-hash": prev_hash, "model": "logreg", "hidden": 0,
+           "seed": 0, "local-epochs": 1, "batch-size": 32, "lr": 0.5, "momentum": 0.0, "weight-decay": 0.0,
+           "num-rounds": 2, "privacy": json.dumps(privacy or {"enabled": False}), "encrypted": False, "ledger": False,
+           "chain-id": 0, "contract": ""}
+    cfg.update(extra)
+    return ConfigRecord(cfg)
+
+
+def task(arrays: dict, cfg: ConfigRecord, kind: str = "train") -> Message:
+    return Message(content=RecordDict({"global": encode(ModelPayload(arrays=arrays)), "config": cfg}),
+                   dst_node_id=3, message_type=kind)
+
+
+def context(nc: dict) -> Context:
+    return Context(run_id=1, node_id=3, node_config=nc, state=RecordDict(), run_config={})
+
+
+@pytest.fixture
+def initial():
+    return get_arrays(build_model("logreg", 30, 0, seed=0))
+
+
+def test_train_replies_with_the_update_and_its_sample_count(initial):
+    reply = train(task(initial, round_config(to_hex(model_hash(initial)))), context(node_config()))
+    update = decode(reply.content.array_records["update"])
+    metrics = reply.content.metric_records["metrics"]
+    assert set(update.arrays) == set(initial) and not np.allclose(update.arrays["linear.weight"], initial["linear.weight"])
+    assert metrics["num-examples"] > 100 and reply.content.config_records["info"]["hospital"] == "h0"
+
+
+def test_a_model_that_does_not_match_the_announced_hash_is_refused(initial):
+    reply = train(task(initial, round_config("0x" + "00" * 32)), context(node_config()))
+    refusal = reply.content.config_records["refusal"]
+    assert refusal["code"] == "hash-mismatch" and refusal["hospital"] == "h0"
+
+
+def test_spent_budget_gives_a_refusal_reply_not_a_crash(initial):
+    privacy = {"enabled": True, "noise_multiplier": 0.8, "max_grad_norm": 1.0, "accountant": "rdp"}
+    reply = train(task(initial, round_config(to_hex(model_hash(initial)), privacy)), context(node_config(**{"privacy-budget": 0.01})))
+    refusal = reply.content.config_records["refusal"]
+    assert refusal["code"] == "budget-exceeded" and "budget" in refusal["reason"]
+
+
+def test_evaluation_reports_metrics_on_the_hospital_test_split(initial):
+    reply = evaluate_global(task(initial, round_config(to_hex(model_hash(initial))), "evaluate"), context(node_config()))
+    m = reply.content.metric_records["metrics"]
+    assert 0.0 <= m["accuracy"] <= 1.0 and m["num-examples"] > 20 and m["auc-defined"] == 1
+
+
+@pytest.mark.slow
+def test_hospital_refuses_a_model_whose_hash_is_not_the_one_on_chain(tmp_path, initial):
+    """Inconsistent-model attack: the server sends (and announces) a model other than the recorded one."""
+    from ledger.chains import start_chain
+    from ledger.client import LedgerClient
+
+    chain = start_chain("anvil", tmp_path)
+    try:
+        client = LedgerClient.deploy(chain.w3, chain.admin)
+        hospital = chain.funded_accounts[2]
+        study = "0x" + "22" * 32
+        client.register_study(study, b"\x01" * 32, model_hash(initial), b"\x00" * 32, "test", chain.aggregator.address,
+                              2**40, [hospital.address], [10**9])
+        forged = {k: v + 1.0 for k, v in initial.items()}
+        cfg = round_config(to_hex(model_hash(forged)), **{"study-id": study})
+        nc = node_config(**{"chain-rpc": chain.rpc_url, "contract": client.address})
+        # act
+        reply = train(task(forged, cfg), context(nc))
+        honest = train(task(initial, round_config(to_hex(model_hash(initial)), **{"study-id": study})), context(nc))
+    finally:
+        chain.stop()
+    # assert
+    refusal = reply.content.config_records["refusal"]
+    assert refusal["code"] == "chain-mismatch" and to_hex(model_hash(initial)) in refusal["reason"]
+    assert "update" in honest.content.array_records
