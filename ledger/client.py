@@ -12,6 +12,7 @@ can never produce a second, different transaction. A revert raises
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import time
@@ -25,8 +26,9 @@ import requests
 from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
-from web3 import Web3
+from web3 import EthereumTesterProvider, Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound
+from web3.logs import DISCARD
 
 try:  # eth-tester (py-evm in-process) raises its own type instead of web3's
     from eth_tester.exceptions import TransactionFailed as _TesterFailed
@@ -200,8 +202,15 @@ class LedgerClient:
         max_backoff_s: float = 8.0,
         receipt_timeout_s: float = 120.0,
         deploy_block: int = 0,
+        gas_limit: int | None = None,
     ) -> None:
         self.w3 = w3
+        # A fixed gas limit skips eth_estimateGas (a preflight eth_call still
+        # names any revert). eth-tester's estimate is a ~15-run bisection in
+        # pure Python, so the in-process backend uses a fixed limit.
+        if gas_limit is None and isinstance(w3.provider, EthereumTesterProvider):
+            gas_limit = 10_000_000
+        self.gas_limit = gas_limit
         self.address = to_checksum_address(address)
         self.account = account
         self.abi = abi if abi is not None else load_artifact()["abi"]
@@ -238,9 +247,24 @@ class LedgerClient:
         """Same contract and nonce book, different default sender."""
         other = LedgerClient(self.w3, self.address, account, abi=self.abi, max_attempts=self.max_attempts,
                              backoff_s=self.backoff_s, max_backoff_s=self.max_backoff_s,
-                             receipt_timeout_s=self.receipt_timeout_s, deploy_block=self.deploy_block)
+                             receipt_timeout_s=self.receipt_timeout_s, deploy_block=self.deploy_block,
+                             gas_limit=self.gas_limit)
         other._nonces = self._nonces
         return other
+
+    def with_options(self, **options: Any) -> "LedgerClient":
+        """Same contract, sender and nonce book; other retry/timeout settings."""
+        settings = {"max_attempts": self.max_attempts, "backoff_s": self.backoff_s,
+                    "max_backoff_s": self.max_backoff_s, "receipt_timeout_s": self.receipt_timeout_s}
+        settings.update(options)
+        other = LedgerClient(self.w3, self.address, self.account, abi=self.abi, deploy_block=self.deploy_block,
+                             gas_limit=self.gas_limit, **settings)
+        other._nonces = self._nonces
+        return other
+
+    def reset_nonces(self) -> None:
+        """Forget cached nonces; the next transaction of each sender asks the chain."""
+        self._nonces.clear()
 
     def deployment_info(self) -> dict[str, Any]:
         return {"address": self.address, "chain_id": self.chain_id, "deploy_block": self.deploy_block}
@@ -344,20 +368,17 @@ class LedgerClient:
     def round_events(self, study_id: bytes | str, from_block: int | None = None) -> list[RoundEvent]:
         """Every recorded round of a study, with each commitment and its signature, from the chain.
 
-        Commitment fields come from the ``CommitmentRecorded`` logs; signatures
-        from the calldata of the transaction that emitted them (the contract
-        does not re-emit them, to save gas), matched by position and checked
-        field by field against the logs.
+        ``RoundRecorded`` logs are filtered by study; the ``CommitmentRecorded``
+        logs of the same transaction give each hospital and its update hash,
+        sample count and epsilon. Study, round, previous hash and signatures
+        come from the calldata of that transaction (the contract does not
+        re-emit them, to save gas), matched by position and checked field by
+        field against the logs.
         """
         sid = _b32(study_id)
         start = self.deploy_block if from_block is None else from_block
         rounds = self._call(lambda: self.contract.events.RoundRecorded().get_logs(
             from_block=start, to_block="latest", argument_filters={"studyId": sid}), "RoundRecorded logs")
-        commits = self._call(lambda: self.contract.events.CommitmentRecorded().get_logs(
-            from_block=start, to_block="latest", argument_filters={"studyId": sid}), "CommitmentRecorded logs")
-        by_tx: dict[str, list] = {}
-        for ev in commits:
-            by_tx.setdefault(ev["transactionHash"].to_0x_hex(), []).append(ev)
         out = []
         for ev in sorted(rounds, key=lambda e: (e["blockNumber"], e["logIndex"])):
             a = ev["args"]
@@ -367,7 +388,12 @@ class LedgerClient:
             call_commitments = [RoundCommitment.from_tuple(tuple(c.values()) if isinstance(c, dict) else c)
                                 for c in params["commitments"]]
             sigs = [bytes(s) for s in params["signatures"]]
-            logs = sorted(by_tx.get(txh, []), key=lambda e: e["logIndex"])
+            for c in call_commitments:
+                if c.study_id != sid or c.round != a["round"]:
+                    raise LedgerError(f"round {a['round']}: calldata of tx {txh} does not match its RoundRecorded log")
+            receipt = self._call(lambda: self.w3.eth.get_transaction_receipt(txh), "get receipt")
+            logs = sorted(self.contract.events.CommitmentRecorded().process_receipt(receipt, errors=DISCARD),
+                          key=lambda e: e["logIndex"])
             if len(logs) != len(call_commitments):
                 raise LedgerError(f"round {a['round']}: {len(logs)} commitment logs but "
                                   f"{len(call_commitments)} commitments in tx {txh}")
@@ -429,24 +455,37 @@ class LedgerClient:
             raise LedgerError(f"{what}: no sender account")
         addr = acct.address
         for attempt in (1, 2):
+            params = {"from": addr, "nonce": self._next_nonce(addr), "chainId": self.chain_id}
+            if self.gas_limit is not None:
+                params["gas"] = self.gas_limit
             try:
-                tx = self._call(lambda: fn.build_transaction({"from": addr, "nonce": self._next_nonce(addr),
-                                                              "chainId": self.chain_id}), what)
+                tx = self._call(lambda: fn.build_transaction(params), what)
+                if self.gas_limit is not None:  # no estimate ran: preflight to name a revert
+                    self._call(lambda: self.w3.eth.call({k: tx[k] for k in ("from", "to", "data", "value")
+                                                         if k in tx}), what)
             except REVERT_ERRORS as exc:
                 raise self._decode_revert(exc, what) from None
-            tx["gas"] = int(tx["gas"] * 1.25) + 20_000
+            if self.gas_limit is None:
+                tx["gas"] = int(tx["gas"] * 1.25) + 20_000
             signed = acct.sign_transaction(tx)
             tx_hash = signed.hash
             try:
                 self._send_raw(signed.raw_transaction, tx_hash, addr, what)
                 break
+            except LedgerTransportError:
+                self._nonces.pop(addr, None)  # the chain may come back with another history
+                raise
             except _NonceRejected:
                 # someone else used this key (or the chain was reset): resync once
                 self._nonces.pop(addr, None)
                 if attempt == 2:
                     raise LedgerError(f"{what}: node keeps rejecting the nonce of {addr}") from None
         self._nonces[addr] = tx["nonce"] + 1
-        receipt = self._wait_receipt(tx_hash, what)
+        try:
+            receipt = self._wait_receipt(tx_hash, what)
+        except LedgerTransportError:
+            self._nonces.pop(addr, None)
+            raise
         if receipt["status"] != 1:
             # Re-run the call at the mined block's parent state to name the error.
             try:
@@ -512,6 +551,17 @@ def _revert_data(exc: BaseException) -> bytes | str | None:
             return data
         if seen.args and isinstance(seen.args[0], (bytes, bytearray)):
             return bytes(seen.args[0])
+        starts = [i for i in (seen.args[0].find("b'"), seen.args[0].find('b"'))
+                  if i >= 0] if seen.args and isinstance(seen.args[0], str) else []
+        if starts:
+            # eth-tester: "execution reverted: b'...'" (a Python bytes literal)
+            literal = seen.args[0][min(starts):]
+            try:
+                value = ast.literal_eval(literal)
+                if isinstance(value, bytes) and value:
+                    return value
+            except (ValueError, SyntaxError):
+                pass
         seen = seen.__cause__ or seen.__context__
     return None
 
