@@ -43,10 +43,15 @@ class BuiltStudy:
     names: list[str]
     client: Any
     chain: Any
-    expected_fail: dict[str, Any] = field(default_factory=dict)
+    start_block: int = 0
+    cached: A.ChainView | None = None
 
-    def view(self) -> A.ChainView:
-        return A.read_chain_view(self.chain.w3, self.client.address, self.study_id, client=self.client)
+    def view(self, fresh: bool = False) -> A.ChainView:
+        """The chain view, read once right after the build (eth_tester log scans grow with the chain)."""
+        if fresh or self.cached is None:
+            self.cached = A.read_chain_view(self.chain.w3, self.client.address, self.study_id,
+                                            from_block=self.start_block)
+        return copy.deepcopy(self.cached)
 
     def context_bytes(self) -> bytes:
         return (self.run_dir / "keys" / "ckks" / ckks.AGGREGATOR_NAME).read_bytes()
@@ -78,6 +83,7 @@ def build_study(chain, client, root: Path, *, n_hospitals: int = 3, n_rounds: in
     init_hash = model_hash(template)
     study_id = sha256(b"audit-test" + seed.to_bytes(4, "big") + _counter[0].to_bytes(4, "big"))
     expiry = chain.w3.eth.get_block("latest")["timestamp"] + 86400
+    start_block = chain.w3.eth.block_number + 1
     client.register_study(study_id, sha256(b"cfg"), init_hash, keys.fingerprint.read_text().strip(), "test",
                           aggregator.address, expiry, [a.address for a in accounts],
                           [epsilon_to_micro(budget)] * n_hospitals, sender=admin)
@@ -126,9 +132,11 @@ def build_study(chain, client, root: Path, *, n_hospitals: int = 3, n_rounds: in
             "keys": {"aggregator_context": str(keys.aggregator_context), "fingerprint": keys.fingerprint_hex},
             "hospitals": [{"id": nm, "address": a.address} for nm, a in zip(names, accounts)],
             "chain": {"backend": chain.backend, "rpc_url": chain.rpc_url, "chain_id": client.chain_id,
-                      "contract": client.address, "deploy_block": client.deploy_block}}
+                      "contract": client.address, "deploy_block": start_block}}
     (run_dir / "study.json").write_text(json.dumps(spec, indent=1))
-    return BuiltStudy(run_dir, study_id, [a.address for a in accounts], names, client, chain)
+    built = BuiltStudy(run_dir, study_id, [a.address for a in accounts], names, client, chain, start_block)
+    built.view()
+    return built
 
 
 # ================================================================ fixtures
@@ -317,8 +325,8 @@ def test_signer_verifier_fast_path_agrees_with_reference(honest):
         for cv in rv.commitments:
             assert fast.recover(cv.commitment, cv.signature, cv.hospital) == \
                 ref.recover(cv.commitment, cv.signature, cv.hospital) == cv.hospital
-            assert A.commitment_digest_independent(fast.separator, cv.commitment) == \
-                honest.client.onchain_digest(cv.commitment)
+    cv = view.rounds[0].commitments[0]
+    assert A.commitment_digest_independent(fast.separator, cv.commitment) == honest.client.onchain_digest(cv.commitment)
 
 
 def test_secret_context_is_refused(tmp_path):
