@@ -1,0 +1,153 @@
+"""The EIP-712 commitment format is public: pinned by a fixed vector and checked by hand."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from eth_abi import encode
+from eth_account import Account
+from eth_utils import keccak
+
+from fedledger.commitment import (
+    ROUND_COMMITMENT_TYPE,
+    CommitmentError,
+    RoundCommitment,
+    commitment_digest,
+    domain,
+    epsilon_to_micro,
+    micro_to_epsilon,
+    recover_signer,
+    sign_commitment,
+    typed_data,
+)
+
+# Fixed vector. Changing any of these values is a breaking change to every recorded study.
+VECTOR_KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
+VECTOR_SIGNER = "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"
+VECTOR_CHAIN_ID = 1
+VECTOR_CONTRACT = "0xCcCCccccCCCCcCCCCCCcCcCccCcCCCcCcccccccC"
+VECTOR_COMMITMENT = RoundCommitment(
+    study_id=b"\x11" * 32,
+    round=3,
+    prev_global_hash=b"\x22" * 32,
+    update_hash=b"\x33" * 32,
+    sample_count=1234,
+    epsilon_micro=1_500_000,
+)
+VECTOR_TYPEHASH = "9efa85f58fee35837acdaebd996d3620576f3e0c06fad79e38205ffbaee2c412"
+VECTOR_DOMAIN_SEPARATOR = "558abc91bd77f86a42240e1c870881cc0499584a33f8cecae6f04d41701a67ac"
+VECTOR_DIGEST = "59a89a344298874132d559eeeba489c5ac32a8c251cfa12296fd17b52aee28c5"
+VECTOR_SIGNATURE = (
+    "f5e6c79a697dfe88d4849439633ee0a3d0f12a6d39cbea2336c736ee4ce0457f"
+    "42a120a9acae526efb05badfa4282e4fbeaf762044742c392ec4362195eb432a1b"
+)
+
+
+def test_fixed_vector_digest_and_signer():
+    # Arrange
+    dom = domain(VECTOR_CHAIN_ID, VECTOR_CONTRACT)
+    # Act
+    digest = commitment_digest(dom, VECTOR_COMMITMENT)
+    signature = sign_commitment(VECTOR_KEY, dom, VECTOR_COMMITMENT)
+    # Assert
+    assert digest.hex() == VECTOR_DIGEST
+    assert signature.hex() == VECTOR_SIGNATURE  # RFC 6979 deterministic nonces
+    assert recover_signer(dom, VECTOR_COMMITMENT, bytes.fromhex(VECTOR_SIGNATURE)) == VECTOR_SIGNER
+    assert Account.from_key(VECTOR_KEY).address == VECTOR_SIGNER
+
+
+def test_digest_matches_a_hand_built_eip712_encoding():
+    # Arrange: the spec, written out with nothing but keccak and abi.encode
+    c = VECTOR_COMMITMENT
+    typehash = keccak(text=ROUND_COMMITMENT_TYPE)
+    struct_hash = keccak(encode(
+        ["bytes32", "bytes32", "uint64", "bytes32", "bytes32", "uint64", "uint64"],
+        [typehash, c.study_id, c.round, c.prev_global_hash, c.update_hash, c.sample_count, c.epsilon_micro]))
+    domain_typehash = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
+    separator = keccak(encode(["bytes32", "bytes32", "bytes32", "uint256", "address"],
+                              [domain_typehash, keccak(text="FedLedger"), keccak(text="1"), VECTOR_CHAIN_ID,
+                               VECTOR_CONTRACT]))
+    # Act
+    digest = commitment_digest(domain(VECTOR_CHAIN_ID, VECTOR_CONTRACT), c)
+    # Assert
+    assert typehash.hex() == VECTOR_TYPEHASH and separator.hex() == VECTOR_DOMAIN_SEPARATOR
+    assert digest == keccak(b"\x19\x01" + separator + struct_hash)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("round", 4), ("sample_count", 1235), ("epsilon_micro", 1_500_001),
+    ("update_hash", b"\x34" * 32), ("prev_global_hash", b"\x23" * 32), ("study_id", b"\x12" * 32),
+])
+def test_any_changed_field_changes_the_signer(field, value):
+    # Arrange
+    dom = domain(VECTOR_CHAIN_ID, VECTOR_CONTRACT)
+    sig = bytes.fromhex(VECTOR_SIGNATURE)
+    # Act
+    signer = recover_signer(dom, replace(VECTOR_COMMITMENT, **{field: value}), sig)
+    # Assert
+    assert signer != VECTOR_SIGNER
+
+
+def test_other_chain_or_contract_changes_the_signer():
+    # Arrange
+    sig = bytes.fromhex(VECTOR_SIGNATURE)
+    # Act / Assert
+    assert recover_signer(domain(2, VECTOR_CONTRACT), VECTOR_COMMITMENT, sig) != VECTOR_SIGNER
+    assert recover_signer(domain(1, "0x" + "dd" * 20), VECTOR_COMMITMENT, sig) != VECTOR_SIGNER
+
+
+def test_sign_accepts_a_local_account_and_round_trips():
+    # Arrange
+    acct = Account.create()
+    dom = domain(31337, "0x" + "ab" * 20)
+    # Act
+    sig = sign_commitment(acct, dom, VECTOR_COMMITMENT)
+    # Assert
+    assert len(sig) == 65 and sig[64] in (27, 28)
+    assert recover_signer(dom, VECTOR_COMMITMENT, sig) == acct.address
+    assert recover_signer(dom, VECTOR_COMMITMENT, "0x" + sig.hex()) == acct.address
+
+
+def test_malformed_and_malleable_signatures_are_rejected():
+    # Arrange
+    dom = domain(VECTOR_CHAIN_ID, VECTOR_CONTRACT)
+    sig = bytes.fromhex(VECTOR_SIGNATURE)
+    n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    s = int.from_bytes(sig[32:64], "big")
+    flipped = sig[:32] + (n - s).to_bytes(32, "big") + bytes([55 - sig[64]])  # the other valid (high-s) form
+    # Act / Assert
+    with pytest.raises(CommitmentError):
+        recover_signer(dom, VECTOR_COMMITMENT, sig[:64])
+    with pytest.raises(CommitmentError, match="high s"):
+        recover_signer(dom, VECTOR_COMMITMENT, flipped)
+
+
+@pytest.mark.parametrize("eps,micro", [(0.0, 0), (1.5, 1_500_000), (0.1, 100_000), (2.9999996, 3_000_000),
+                                       (1e-7, 0), (8.0000004, 8_000_000), (12.345678, 12_345_678)])
+def test_epsilon_to_micro(eps, micro):
+    assert epsilon_to_micro(eps) == micro
+    assert abs(micro_to_epsilon(micro) - eps) <= 5e-7
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), 2.0**64])
+def test_epsilon_to_micro_rejects_out_of_range(bad):
+    with pytest.raises(CommitmentError):
+        epsilon_to_micro(bad)
+
+
+def test_fields_are_validated():
+    with pytest.raises(CommitmentError):
+        replace(VECTOR_COMMITMENT, study_id=b"\x11" * 31)
+    with pytest.raises(CommitmentError):
+        replace(VECTOR_COMMITMENT, round=-1)
+    with pytest.raises(CommitmentError):
+        replace(VECTOR_COMMITMENT, sample_count=2**64)
+
+
+def test_json_and_tuple_round_trip():
+    c = VECTOR_COMMITMENT
+    assert RoundCommitment.from_json(c.to_json()) == c
+    assert RoundCommitment.from_tuple(c.as_tuple()) == c
+    assert RoundCommitment.from_json({**c.to_json(), "studyId": "0x" + "11" * 32}) == c
+    assert typed_data(domain(1, VECTOR_CONTRACT), c)["primaryType"] == "RoundCommitment"
