@@ -12,6 +12,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedledger")
     sub = parser.add_subparsers(dest="command", required=True)
     keys_cli.add_parser(sub)
+    from fedledger import provision_cli
+
+    provision_cli.add_parser(sub)
     from ledger import audit_cli
 
     audit_cli.add_parser(sub)
