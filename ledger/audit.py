@@ -253,68 +253,161 @@ def _named_outputs(contract: Any, fn_name: str, values: Any) -> dict[str, Any]:
     return dict(zip(names, values))
 
 
+def _abi_type(inp: dict) -> str:
+    if inp["type"].startswith("tuple"):
+        return "(" + ",".join(_abi_type(x) for x in inp["components"]) + ")" + inp["type"][5:]
+    return inp["type"]
+
+
+def _int(v: Any) -> int:
+    return int(v, 16) if isinstance(v, str) else int(v)
+
+
+def _raw(v: Any) -> bytes:
+    return bytes.fromhex(v.removeprefix("0x")) if isinstance(v, str) else bytes(v)
+
+
+class _ChainReader:
+    """Reads logs, calldata and block times from the StudyLedger ABI alone.
+
+    Over HTTP (anvil, any JSON-RPC node) it decodes raw JSON-RPC answers with
+    eth_abi and batches the per-round requests (web3's formatters cost ~2 ms a
+    call); other providers (eth_tester, in-process) go through web3's API.
+    """
+
+    BATCH = 200
+
+    def __init__(self, w3: Any, contract: Any, from_block: int):
+        self.w3, self.c, self.start = w3, contract, int(from_block)
+        self.http = hasattr(w3.provider, "make_batch_request") and hasattr(w3.provider, "endpoint_uri")
+        self.events = {x["name"]: x for x in contract.abi if x.get("type") == "event"}
+
+    def _request(self, method: str, params: list) -> Any:
+        resp = _retry(lambda: self.w3.provider.make_request(method, params), method)
+        if "error" in resp:
+            raise RuntimeError(f"{method}: {resp['error']}")
+        return resp["result"]
+
+    def _batch(self, calls: list[tuple[str, list]]) -> list[Any]:
+        out = []
+        for i in range(0, len(calls), self.BATCH):
+            chunk = calls[i:i + self.BATCH]
+            resps = _retry(lambda: self.w3.provider.make_batch_request(chunk), "batch")
+            if isinstance(resps, dict):  # a node that refuses batches answers with one error
+                return [self._request(m, p) for m, p in calls]
+            resps = sorted(resps, key=lambda r: r.get("id", 0))
+            for r in resps:
+                if "error" in r:
+                    raise RuntimeError(f"batch request: {r['error']}")
+                out.append(r["result"])
+        return out
+
+    def logs(self, name: str, study_id: bytes | None = None) -> list[dict[str, Any]]:
+        """[{block, log_index, tx, args}] in chain order; ``study_id`` filters the indexed studyId."""
+        if not self.http:
+            ev = getattr(self.c.events, name)
+            filters = {"studyId": study_id} if study_id is not None else None
+            raw = _retry(lambda: ev().get_logs(from_block=self.start, to_block="latest", argument_filters=filters),
+                         f"{name} logs")
+            out = [{"block": int(e["blockNumber"]), "log_index": int(e["logIndex"]), "tx": bytes(e["transactionHash"]),
+                    "args": dict(e["args"])} for e in raw]
+        else:
+            from eth_abi import decode
+
+            abi = self.events[name]
+            sig = keccak(text=f"{name}({','.join(_abi_type(i) for i in abi['inputs'])})")
+            topics: list[Any] = ["0x" + sig.hex()]
+            if study_id is not None:
+                topics.append("0x" + study_id.hex())
+            raw = self._request("eth_getLogs", [{"address": self.c.address, "fromBlock": hex(self.start),
+                                                 "toBlock": "latest", "topics": topics}])
+            indexed = [i for i in abi["inputs"] if i["indexed"]]
+            plain = [i for i in abi["inputs"] if not i["indexed"]]
+            out = []
+            for e in raw:
+                args = {}
+                for inp, topic in zip(indexed, e["topics"][1:]):
+                    (args[inp["name"]],) = decode([_abi_type(inp)], _raw(topic))
+                for inp, val in zip(plain, decode([_abi_type(i) for i in plain], _raw(e["data"]))):
+                    args[inp["name"]] = val
+                out.append({"block": _int(e["blockNumber"]), "log_index": _int(e["logIndex"]),
+                            "tx": _raw(e["transactionHash"]), "args": args})
+        return sorted(out, key=lambda e: (e["block"], e["log_index"]))
+
+    def tx_inputs(self, txs: list[bytes]) -> dict[bytes, bytes]:
+        if not self.http:
+            return {t: bytes(_retry(lambda: self.w3.eth.get_transaction(t), "get transaction")["input"]) for t in txs}
+        res = self._batch([("eth_getTransactionByHash", ["0x" + t.hex()]) for t in txs])
+        return {t: _raw(r["input"]) for t, r in zip(txs, res)}
+
+    def block_times(self, blocks: list[int]) -> dict[int, int]:
+        blocks = sorted(set(blocks))
+        if not self.http:
+            return {b: int(_retry(lambda: self.w3.eth.get_block(b)["timestamp"], "get block")) for b in blocks}
+        res = self._batch([("eth_getBlockByNumber", [hex(b), False]) for b in blocks])
+        return {b: _int(r["timestamp"]) for b, r in zip(blocks, res)}
+
+    def decode_record_round(self, data: bytes) -> dict[str, Any]:
+        from eth_abi import decode
+
+        abi = next(x for x in self.c.abi if x.get("type") == "function" and x.get("name") == "recordRound")
+        types = [_abi_type(i) for i in abi["inputs"]]
+        selector = keccak(text=f"recordRound({','.join(types)})")[:4]
+        if data[:4] != selector:
+            raise ValueError("transaction is not a recordRound call")
+        return dict(zip([i["name"] for i in abi["inputs"]], decode(types, data[4:])))
+
+
 def read_chain_view(w3: Any, contract: str, study_id: bytes | str, from_block: int = 0,
                     client: Any = None, abi: list | None = None) -> ChainView:
     """Everything the chain records about ``study_id``: events, recordRound calldata, block times.
 
-    A reader of its own (only web3 and the contract ABI from
-    ledger/artifacts/StudyLedger.json), so the auditor does not depend on the
-    aggregator's client code. Commitments come from the ``CommitmentRecorded``
-    logs of each round's transaction (the signer the contract recovered),
-    their full fields and signatures from that transaction's calldata.
+    A reader of its own (web3/eth_abi and the contract ABI from
+    ledger/artifacts/StudyLedger.json only), so the auditor does not depend on
+    the aggregator's client code. Commitments come from the
+    ``CommitmentRecorded`` logs of each round's transaction (the signer the
+    contract recovered), their full fields and signatures from that
+    transaction's calldata.
     """
     from ledger.client import load_artifact
 
     abi = abi or load_artifact()["abi"]
     c = w3.eth.contract(address=to_checksum_address(contract), abi=abi)
+    rd = _ChainReader(w3, c, from_block)
     sid = study_id if isinstance(study_id, bytes) else bytes.fromhex(study_id.removeprefix("0x"))
-    start = int(from_block)
-
-    def logs(name: str, filters: dict | None = None) -> list:
-        ev = getattr(c.events, name)
-        return sorted(_retry(lambda: ev().get_logs(from_block=start, to_block="latest",
-                                                   argument_filters=filters or None), f"{name} logs"),
-                      key=lambda e: (e["blockNumber"], e["logIndex"]))
 
     info = _named_outputs(c, "getStudy", _retry(lambda: c.functions.getStudy(sid).call(), "getStudy"))
     hospitals: dict[str, HospitalView] = {}
-    for ev in logs("HospitalRegistered", {"studyId": sid}):
+    for ev in rd.logs("HospitalRegistered", sid):
         a = to_checksum_address(ev["args"]["hospital"])
         hospitals[a] = HospitalView(a, int(ev["args"]["budgetMicro"]))
-        hospitals[a].events.append((ev["blockNumber"], ev["logIndex"], "registered"))
+        hospitals[a].events.append((ev["block"], ev["log_index"], "registered"))
     notices = []
     for name, kind in (("HospitalConsented", "consented"), ("HospitalWithdrew", "withdrawn")):
-        for ev in logs(name, {"studyId": sid}):
+        for ev in rd.logs(name, sid):
             a = to_checksum_address(ev["args"]["hospital"])
             if a in hospitals:
-                hospitals[a].events.append((ev["blockNumber"], ev["logIndex"], kind))
+                hospitals[a].events.append((ev["block"], ev["log_index"], kind))
             else:
-                notices.append(f"block {ev['blockNumber']}: {name} by unregistered {a}")
+                notices.append(f"block {ev['block']}: {name} by unregistered {a}")
             if kind == "withdrawn":
-                notices.append(f"block {ev['blockNumber']}: hospital {a} withdrew from the study")
+                notices.append(f"block {ev['block']}: hospital {a} withdrew from the study")
 
-    blocks: dict[int, int] = {}
-
-    def ts(block: int) -> int:
-        if block not in blocks:
-            blocks[block] = int(_retry(lambda: w3.eth.get_block(block)["timestamp"], "get block"))
-        return blocks[block]
-
-    round_logs = logs("RoundRecorded", {"studyId": sid})
+    round_logs = rd.logs("RoundRecorded", sid)
     commit_by_tx: dict[bytes, list] = {}
     if round_logs:
-        for ev in logs("CommitmentRecorded"):
-            commit_by_tx.setdefault(bytes(ev["transactionHash"]), []).append(ev)
+        for ev in rd.logs("CommitmentRecorded"):
+            commit_by_tx.setdefault(ev["tx"], []).append(ev)
+    inputs = rd.tx_inputs([ev["tx"] for ev in round_logs])
+    times = rd.block_times([ev["block"] for ev in round_logs])
     rounds = []
     for ev in round_logs:
         a = ev["args"]
-        txh = bytes(ev["transactionHash"])
-        tx = _retry(lambda: w3.eth.get_transaction(txh), "get transaction")
-        _fn, params = c.decode_function_input(tx["input"])
+        params = rd.decode_record_round(inputs[ev["tx"]])
         call_cs = [RoundCommitment.from_tuple(tuple(x.values()) if isinstance(x, dict) else tuple(x))
                    for x in params["commitments"]]
         sigs = [bytes(x) for x in params["signatures"]]
-        clogs = commit_by_tx.get(txh, [])
+        clogs = commit_by_tx.get(ev["tx"], [])
         if len(clogs) != len(call_cs):
             notices.append(f"round {a['round']}: {len(clogs)} CommitmentRecorded logs for {len(call_cs)} commitments")
         commitments = []
@@ -324,18 +417,18 @@ def read_chain_view(w3: Any, contract: str, study_id: bytes | str, from_block: i
             if lg is not None and (bytes(lg["args"]["updateHash"]), int(lg["args"]["sampleCount"]),
                                    int(lg["args"]["epsilonMicro"])) != (cm.update_hash, cm.sample_count,
                                                                           cm.epsilon_micro):
-                notices.append(f"round {a['round']}: CommitmentRecorded log {lg['logIndex']} does not match the "
+                notices.append(f"round {a['round']}: CommitmentRecorded log {lg['log_index']} does not match the "
                                "calldata of its transaction")
             commitments.append(CommitmentView(hospital, cm, sigs[i] if i < len(sigs) else b"",
-                                              int(lg["logIndex"]) if lg is not None else int(ev["logIndex"])))
+                                              lg["log_index"] if lg is not None else ev["log_index"]))
         rounds.append(RoundView(
             round=int(a["round"]), prev_hash=bytes(a["prevGlobalHash"]), aggregate_hash=bytes(a["aggregateHash"]),
-            total_samples=int(a["totalSamples"]), participants=int(a["participants"]), block=int(ev["blockNumber"]),
-            timestamp=ts(int(ev["blockNumber"])), commitments=commitments,
-            commitments_hash=bytes(a["commitmentsHash"]), tx_hash="0x" + txh.hex(), log_index=int(ev["logIndex"]),
+            total_samples=int(a["totalSamples"]), participants=int(a["participants"]), block=ev["block"],
+            timestamp=times[ev["block"]], commitments=commitments, commitments_hash=bytes(a["commitmentsHash"]),
+            tx_hash="0x" + ev["tx"].hex(), log_index=ev["log_index"],
         ))
     released = {}
-    for ev in logs("ModelReleased", {"studyId": sid}):
+    for ev in rd.logs("ModelReleased", sid):
         released[int(ev["args"]["round"])] = bytes(ev["args"]["modelHash"])
     try:
         last_round = int(_retry(lambda: c.functions.lastRound(sid).call(), "lastRound"))
