@@ -119,6 +119,7 @@ contract StudyLedger is AccessControl, EIP712 {
     error CommitmentRoundMismatch(uint256 index, uint64 got);
     error CommitmentPrevHashMismatch(uint256 index, bytes32 got);
     error InvalidSignature(uint256 index);
+    error MalformedCommitment(uint256 index);
     error DuplicateHospital(bytes32 studyId, address hospital);
     error EpsilonOverBudget(address hospital, uint64 epsilonMicro, uint64 budgetMicro);
     error EpsilonDecreased(address hospital, uint64 epsilonMicro, uint64 lastEpsilonMicro);
@@ -312,6 +313,9 @@ contract StudyLedger is AccessControl, EIP712 {
     /// @dev Verify every commitment and its signature, update each signer's
     ///      packed state, emit one CommitmentRecorded per commitment. Returns
     ///      the running hash of the EIP-712 digests and the sum of samples.
+    ///      The hot path is one Yul block per commitment (gas); on any
+    ///      failure it stops and `_explainFailure` re-runs the same checks in
+    ///      plain Solidity to revert with the specific custom error.
     function _checkCommitments(
         bytes32 studyId,
         uint64 round,
@@ -320,53 +324,123 @@ contract StudyLedger is AccessControl, EIP712 {
         bytes[] calldata signatures
     ) private returns (bytes32 acc, uint256 sum) {
         uint256 n = commitments.length;
-        mapping(address => uint256) storage hs = _hospitals[studyId];
+        uint256 hsSlot;
+        {
+            mapping(address => uint256) storage hs = _hospitals[studyId];
+            assembly ("memory-safe") {
+                hsSlot := hs.slot
+            }
+        }
         bytes32 domainSep = _domainSeparatorV4();
+        bytes32 typehash = ROUND_COMMITMENT_TYPEHASH;
+        bytes32 topic = CommitmentRecorded.selector;
+        uint256 cBase;
+        uint256 sBase;
+        assembly ("memory-safe") {
+            cBase := commitments.offset
+            sBase := signatures.offset
+        }
         for (uint256 i = 0; i < n; ) {
-            Commitment calldata c = commitments[i];
-            if (c.studyId != studyId) revert CommitmentStudyMismatch(i, c.studyId);
-            if (c.round != round) revert CommitmentRoundMismatch(i, c.round);
-            if (c.prevGlobalHash != prevGlobalHash) revert CommitmentPrevHashMismatch(i, c.prevGlobalHash);
-            bytes32 digest = MessageHashUtils.toTypedDataHash(domainSep, _structHash(c));
-            address signer = _recover(digest, signatures[i]);
-            if (signer == address(0)) revert InvalidSignature(i);
-
-            uint256 slot;
-            uint256 w;
+            uint256 failed;
             assembly ("memory-safe") {
-                mstore(0x00, signer)
-                mstore(0x20, hs.slot)
-                slot := keccak256(0x00, 0x40)
-                w := sload(slot)
+                // returns 0 on success; any other value: explain in Solidity
+                function one(c, p, sid, rnd, prev, th, ds, slotBase, tp, ptr) -> bad, samples, digest {
+                    bad := 1
+                    if iszero(eq(calldataload(c), sid)) { leave }
+                    if iszero(eq(calldataload(add(c, 0x20)), rnd)) { leave }
+                    if iszero(eq(calldataload(add(c, 0x40)), prev)) { leave }
+                    samples := calldataload(add(c, 0x80))
+                    let eps := calldataload(add(c, 0xa0))
+                    if gt(or(samples, eps), 0xffffffffffffffff) { leave }
+                    // hashStruct(RoundCommitment), then the EIP-712 digest
+                    mstore(ptr, th)
+                    calldatacopy(add(ptr, 0x20), c, 0xc0)
+                    let structHash := keccak256(ptr, 0xe0)
+                    mstore(ptr, shl(240, 0x1901))
+                    mstore(add(ptr, 0x02), ds)
+                    mstore(add(ptr, 0x22), structHash)
+                    digest := keccak256(ptr, 0x42)
+                    // signature: 65 bytes r || s || v, inside calldata, low s
+                    if iszero(eq(calldataload(p), 65)) { leave }
+                    if gt(add(p, 0x61), calldatasize()) { leave }
+                    let sv := calldataload(add(p, 0x40))
+                    if gt(sv, 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0) { leave }
+                    mstore(ptr, digest)
+                    mstore(add(ptr, 0x20), byte(0, calldataload(add(p, 0x60))))
+                    mstore(add(ptr, 0x40), calldataload(add(p, 0x20)))
+                    mstore(add(ptr, 0x60), sv)
+                    mstore(0x00, 0)
+                    pop(staticcall(gas(), 0x01, ptr, 0x80, 0x00, 0x20))
+                    let signer := mload(0x00)
+                    if iszero(signer) { leave }
+                    // hospital word: budget | lastEps << 64 | lastRound << 128 | status << 192
+                    mstore(0x20, slotBase)
+                    let slot := keccak256(0x00, 0x40)
+                    let w := sload(slot)
+                    if iszero(eq(shr(192, w), 2)) { leave } // status Consented
+                    if eq(and(shr(128, w), 0xffffffffffffffff), rnd) { leave } // twice in this round
+                    if gt(eps, and(w, 0xffffffffffffffff)) { leave } // over budget
+                    if lt(eps, and(shr(64, w), 0xffffffffffffffff)) { leave } // epsilon decreased
+                    sstore(slot, or(or(and(w, 0xffffffffffffffff), shl(64, eps)), or(shl(128, rnd), shl(192, 2))))
+                    // CommitmentRecorded(address indexed hospital, bytes32 updateHash, uint64 sampleCount, uint64 epsilonMicro)
+                    mstore(ptr, calldataload(add(c, 0x60)))
+                    mstore(add(ptr, 0x20), samples)
+                    mstore(add(ptr, 0x40), eps)
+                    log2(ptr, 0x60, tp, signer)
+                    bad := 0
+                }
+                let c := add(cBase, mul(i, 0xc0))
+                let p := add(sBase, calldataload(add(sBase, shl(5, i))))
+                let bad, samples, digest := one(c, p, studyId, round, prevGlobalHash, typehash, domainSep, hsSlot, topic,
+                    mload(0x40))
+                failed := bad
+                if iszero(bad) {
+                    mstore(0x00, acc)
+                    mstore(0x20, digest)
+                    acc := keccak256(0x00, 0x40)
+                    sum := add(sum, samples) // each < 2**64: no overflow
+                }
             }
-            HospitalStatus status = HospitalStatus(uint8(w >> 192));
-            if (status != HospitalStatus.Consented) {
-                if (status == HospitalStatus.None) revert HospitalNotRegistered(studyId, signer);
-                if (status == HospitalStatus.Withdrawn) revert HospitalHasWithdrawn(studyId, signer);
-                revert HospitalNotConsented(studyId, signer);
-            }
-            if (uint64(w >> 128) == round) revert DuplicateHospital(studyId, signer);
-            uint64 eps = c.epsilonMicro;
-            uint64 budget = uint64(w);
-            if (eps > budget) revert EpsilonOverBudget(signer, eps, budget);
-            if (eps < uint64(w >> 64)) revert EpsilonDecreased(signer, eps, uint64(w >> 64));
-            uint256 updated = _packHospital(budget, eps, round, HospitalStatus.Consented);
-            assembly ("memory-safe") {
-                sstore(slot, updated) // hs[signer]
-            }
-
-            uint64 samples = c.sampleCount;
-            assembly ("memory-safe") {
-                mstore(0x00, acc)
-                mstore(0x20, digest)
-                acc := keccak256(0x00, 0x40)
-            }
-            emit CommitmentRecorded(signer, c.updateHash, samples, eps);
+            if (failed != 0) _explainFailure(studyId, round, prevGlobalHash, commitments, signatures, i);
             unchecked {
-                sum += samples; // < 2**64 * n: cannot overflow
                 ++i;
             }
         }
+    }
+
+    /// @dev Slow path: the same checks as the Yul block, in Solidity, reverting
+    ///      with the specific error. Never returns.
+    function _explainFailure(
+        bytes32 studyId,
+        uint64 round,
+        bytes32 prevGlobalHash,
+        Commitment[] calldata commitments,
+        bytes[] calldata signatures,
+        uint256 i
+    ) private view {
+        mapping(address => uint256) storage hs = _hospitals[studyId];
+        Commitment calldata c = commitments[i];
+        if (c.studyId != studyId) revert CommitmentStudyMismatch(i, c.studyId);
+        if (c.round != round) revert CommitmentRoundMismatch(i, c.round);
+        if (c.prevGlobalHash != prevGlobalHash) revert CommitmentPrevHashMismatch(i, c.prevGlobalHash);
+        bytes32 digest = MessageHashUtils.toTypedDataHash(_domainSeparatorV4(), _structHash(c));
+        address signer = _recover(digest, signatures[i]);
+        if (signer == address(0)) revert InvalidSignature(i);
+
+        uint256 w = hs[signer];
+        HospitalStatus status = HospitalStatus(uint8(w >> 192));
+        if (status != HospitalStatus.Consented) {
+            if (status == HospitalStatus.None) revert HospitalNotRegistered(studyId, signer);
+            if (status == HospitalStatus.Withdrawn) revert HospitalHasWithdrawn(studyId, signer);
+            revert HospitalNotConsented(studyId, signer);
+        }
+        if (uint64(w >> 128) == round) revert DuplicateHospital(studyId, signer);
+        uint64 eps = c.epsilonMicro;
+        uint64 budget = uint64(w);
+        if (eps > budget) revert EpsilonOverBudget(signer, eps, budget);
+        if (eps < uint64(w >> 64)) revert EpsilonDecreased(signer, eps, uint64(w >> 64));
+        // a uint64 field with dirty high bits (only reachable with a crafted signature)
+        revert MalformedCommitment(i);
     }
 
     /// @dev ecrecover of a 65-byte r||s||v signature; address(0) when invalid,
