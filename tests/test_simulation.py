@@ -70,3 +70,17 @@ def test_spent_budget_refuses_at_the_right_round_and_the_study_goes_on(tmp_path)
     assert "budget" in reason.lower()
     assert all(len(r["participants"]) >= 2 for r in results["rounds"])  # the others carried on
     assert results["privacy"]["hospital_0"]["rounds"] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_csv_study_as_a_new_hospital_user_runs_it(tmp_path):
+    """The example of examples/csv_study: a schema, three files, one hospital holding a single class."""
+    proc = run_study(tmp_path, "dataset=csv", "num_hospitals=3", "num_rounds=2", "privacy=off", "encryption=off",
+                     "ledger=none", "baselines=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    last = results["rounds"][-1]
+    assert set(last["participants"]) == {"cleveland", "hungary", "switzerland"}
+    assert last["per_hospital"]["switzerland"]["auc"] is None          # undefined, not a crash
+    assert last["per_hospital"]["cleveland"]["auc"] is not None
+    assert "single class" in proc.stdout + proc.stderr
