@@ -84,3 +84,16 @@ def test_csv_study_as_a_new_hospital_user_runs_it(tmp_path):
     assert last["per_hospital"]["switzerland"]["auc"] is None          # undefined, not a crash
     assert last["per_hospital"]["cleveland"]["auc"] is not None
     assert "single class" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_encryption_does_not_change_the_result(tmp_path):
+    common = ("num_hospitals=3", "num_rounds=3", "privacy=off", "ledger=none", "baselines=false")
+    plain = run_study(tmp_path / "plain", *common, "encryption=off")
+    enc = run_study(tmp_path / "enc", *common, "encryption=ckks")
+    assert plain.returncode == 0 and enc.returncode == 0, enc.stderr[-3000:]
+    a = json.loads((tmp_path / "plain" / "results.json").read_text())
+    b = json.loads((tmp_path / "enc" / "results.json").read_text())
+    assert abs(a["final"]["accuracy"] - b["final"]["accuracy"]) <= 0.005
+    assert abs(a["final"]["loss"] - b["final"]["loss"]) < 1e-4
+    assert b["encryption"]["bytes_per_hospital_per_round"] > 0 and "encryption" not in a
