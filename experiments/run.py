@@ -4,7 +4,7 @@ Examples:
     python -m experiments.run                                   # the default study
     python -m experiments.run num_hospitals=4 num_rounds=10 model=mlp
     python -m experiments.run -m seed=1,2,3                     # writes a summary across runs
-    python -m experiments.run +experiment=privacy_sweep -m      # accuracy against epsilon
+    python -m experiments.run -m +experiment=privacy_sweep      # accuracy against epsilon
 """
 
 from __future__ import annotations
