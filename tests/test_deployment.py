@@ -42,3 +42,43 @@ def test_plain_study_superlink_two_supernodes_two_rounds(tmp_path, deployment: D
     assert res["final"]["accuracy"] > 0.85, res["final"]  # chance (majority class) is ~0.63
     assert set(res["rounds"][-1]["per_hospital"]) == {"hospital_0", "hospital_1"}
     print(f"deployment study took {time.monotonic() - t0:.0f}s")
+
+
+def test_tls_auth_dp_ckks_ledger_three_hospitals_then_audit(tmp_path, deployment: Deployment):
+    """3 hospitals, 3 rounds over TLS with SuperNode authentication; DP + CKKS + anvil ledger; the audit passes."""
+    import subprocess
+    import sys
+    from urllib.parse import urlparse
+
+    from tests.deploy_helpers import REPO, base_env
+
+    t0 = time.monotonic()
+    port = free_port()
+    study = tmp_path / "study"
+    spec = provision(study, "num_rounds=3", "--builtin", "3", "--ledger", "anvil", "--tls", "--auth",
+                     "--superlink", f"127.0.0.1:{port}", "--join-timeout", "180")
+    # what the aggregator side holds: no hospital secret; each hospital's bundle holds its own
+    assert not any(p.name in ("secret.ctx", "eth_key", "auth_key") for p in (study / "keys").rglob("*"))
+    assert spec["keys"]["secret_context"] is None and spec["chain"]["contract"]
+    for hdir in (study / "hospitals").iterdir():
+        names = {p.name for p in hdir.iterdir()}
+        assert {"node_config.toml", "secret.ctx", "eth_key", "auth_key", "auth_key.pub", "ca.pem", "README.md"} <= names
+        assert (hdir / "secret.ctx").stat().st_mode & 0o077 == 0
+    deployment.chain(study, urlparse(spec["chain"]["rpc_url"]).port)
+    link = deployment.superlink(study, port)
+    assert "TLS disabled" not in link.text()
+    link.wait_for(r"registered SuperNode key hospital_2", timeout=90)
+    for hdir in sorted((study / "hospitals").iterdir()):
+        deployment.hospital(hdir, port)
+    run = deployment.study(study)
+    rc = wait_exit(run, 900)
+    assert rc == 0, deployment.logs()
+    res = results(study)
+    assert [r["round"] for r in res["rounds"]] == [1, 2, 3]
+    assert res["final"]["accuracy"] > 0.8, res["final"]
+    assert len(res["ledger"]["rounds"]) == 3
+    assert all(p["epsilon"][-1] <= p["budget"] + 1e-9 for p in res["privacy"].values())
+    audit = subprocess.run([sys.executable, "-m", "fedledger.cli", "audit", "--run-dir", str(study)], cwd=REPO,
+                           env=base_env(), capture_output=True, text=True, timeout=300)
+    assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
+    print(f"TLS+auth DP/CKKS/ledger deployment study took {time.monotonic() - t0:.0f}s")
