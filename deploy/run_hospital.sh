@@ -12,4 +12,5 @@ args=(--superlink "$SUPERLINK" --host 127.0.0.1 --port "$IO_PORT" --isolation su
       --node-config "$NODE_CONFIG" --max-wait-time "${MAX_WAIT_TIME:-600}")
 if [ -f "$HOSPITAL_DIR/ca.pem" ]; then args+=(--root-certificates "$HOSPITAL_DIR/ca.pem"); else args+=(--insecure); fi
 [ -f "$HOSPITAL_DIR/auth_key" ] && args+=(--auth-supernode-private-key "$HOSPITAL_DIR/auth_key")
+[ -n "${HEALTH_ADDRESS:-}" ] && args+=(--health-server-address "$HEALTH_ADDRESS")
 exec flower-supernode "${args[@]}"

@@ -231,7 +231,7 @@ def provision_study(study_dir: Path, overrides: list[str], hospitals: list[tuple
                     builtin: int | None = None, schema: str | None = None, ledger: str = "anvil",
                     rpc_url: str | None = None, chain_url: str | None = None, tls: bool = False, auth: bool = False,
                     superlink_address: str = "127.0.0.1:9093", tls_hosts: list[str] | None = None,
-                    join_timeout_s: float | None = None) -> Provisioned:
+                    join_timeout_s: float | None = None, hospital_data_dir: str | None = None) -> Provisioned:
     """Write a deployable study into ``study_dir`` (see the module docstring for the layout)."""
     from fedledger.study_setup import prepare_study
 
@@ -286,7 +286,8 @@ def provision_study(study_dir: Path, overrides: list[str], hospitals: list[tuple
         nc: dict[str, Any] = {"hospital-id": hid}
         if hospitals:
             path = dict(hospitals)[hid]
-            nc["data-path"] = str(Path(path).resolve())
+            # where the hospital's own machine (or container) sees its CSV
+            nc["data-path"] = str(Path(hospital_data_dir) / Path(path).name) if hospital_data_dir else str(Path(path).resolve())
             if cfg["dataset"].get("schema"):
                 shutil.copy(cfg["dataset"]["schema"], hdir / "schema.yaml")
                 nc["schema-path"] = "schema.yaml"

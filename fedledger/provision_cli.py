@@ -13,6 +13,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     data.add_argument("--hospitals", help="id=path.csv,... : one CSV per hospital (dataset=csv)")
     data.add_argument("--builtin", type=int, metavar="N", help="N hospitals on the built-in breast cancer data")
     p.add_argument("--schema", help="CSV schema (YAML) for --hospitals; default: conf/dataset/csv.yaml's")
+    p.add_argument("--hospital-data-dir", help="directory where each hospital sees its own CSV (e.g. /data in the "
+                                              "hospital container); default: the path given in --hospitals")
     p.add_argument("--ledger", default="anvil", choices=("anvil", "rpc", "none"),
                    help="anvil: a local chain, stopped after setup and served by deploy/run_chain.sh; rpc: --rpc-url")
     p.add_argument("--rpc-url", help="--ledger rpc: the chain's JSON-RPC URL (aggregator key in $FEDLEDGER_AGGREGATOR_KEY)")
@@ -36,7 +38,8 @@ def handle(args: argparse.Namespace) -> int:
         prov = provision_study(args.study_dir, args.overrides, hospitals=hospitals, builtin=args.builtin,
                                schema=args.schema, ledger=args.ledger, rpc_url=args.rpc_url, chain_url=args.chain_url,
                                tls=args.tls, auth=args.auth, superlink_address=args.superlink,
-                               tls_hosts=args.tls_host, join_timeout_s=args.join_timeout)
+                               tls_hosts=args.tls_host, join_timeout_s=args.join_timeout,
+                               hospital_data_dir=args.hospital_data_dir)
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -82,3 +82,31 @@ def test_tls_auth_dp_ckks_ledger_three_hospitals_then_audit(tmp_path, deployment
                            env=base_env(), capture_output=True, text=True, timeout=300)
     assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
     print(f"TLS+auth DP/CKKS/ledger deployment study took {time.monotonic() - t0:.0f}s")
+
+
+def test_supernode_not_on_allow_list_is_refused(tmp_path, deployment: Deployment):
+    """SuperNode authentication: a SuperNode whose key the aggregator never registered cannot join."""
+    from fedledger.provision import make_auth_key
+
+    port = free_port()
+    study = tmp_path / "study"
+    provision(study, *PLAIN, "--builtin", "2", "--ledger", "none", "--tls", "--auth", "--superlink", f"127.0.0.1:{port}")
+    link = deployment.superlink(study, port)
+    link.wait_for(r"registered SuperNode key hospital_1", timeout=90)
+    rogue = tmp_path / "rogue"
+    rogue.mkdir()
+    for name in ("node_config.toml", "ca.pem"):
+        (rogue / name).write_bytes((study / "hospitals" / "hospital_0" / name).read_bytes())
+    make_auth_key(rogue / "auth_key")  # a valid key pair, but not on the allow-list
+    env = {**deployment.env, "MAX_WAIT_TIME": "20"}
+    proc = deployment.start("rogue", [str(Path(__file__).resolve().parents[1] / "deploy" / "run_hospital.sh"), rogue,
+                                      f"127.0.0.1:{port}", str(free_port())], env=env)
+    good = deployment.hospital(study / "hospitals" / "hospital_0", port)
+    good.wait_for(r"(?i)activat|Starting Flower SuperNode", timeout=60)
+    link.wait_for(r"Activated node_id", timeout=90)  # the registered hospital gets in
+    deadline = time.monotonic() + 90
+    while proc.alive() and time.monotonic() < deadline:
+        time.sleep(1)
+    log = link.text()
+    assert log.count("Activated node_id") == 1, log[-3000:]
+    assert not proc.alive() or "activate-node HTTP/1.1\" 200" not in proc.text()
