@@ -19,12 +19,11 @@ from ledger.audit import CHECKS, AuditResult
 #: Column groups of the terminal table (check names in each group).
 GROUPS = {
     "chain": ("study", "hash_chain"),
-    "signers": ("signature", "binding", "registered", "consent", "expiry"),
-    "privacy": ("budget", "privacy"),
-    "samples": ("samples",),
+    "commit": ("signature", "binding", "registered", "consent", "expiry", "samples"),
+    "priv": ("budget", "privacy"),
     "store": ("context", "manifest", "participants", "blobs", "update_hash"),
-    "re-sum": ("resum",),
-    "checkpoint": ("checkpoint",),
+    "resum": ("resum",),
+    "ckpt": ("checkpoint",),
 }
 MAX_TABLE_ROWS = 40
 
@@ -52,6 +51,7 @@ def group_status(checks: dict[str, str], group: tuple[str, ...]) -> str | None:
 
 def print_report(result: AuditResult | dict[str, Any], console: Any = None) -> None:
     """The per-round table, each failure (round, hospital, check, message), and the verdict."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -63,18 +63,22 @@ def print_report(result: AuditResult | dict[str, Any], console: Any = None) -> N
         head, tail = rows[:5], rows[-5:]
         show = head + [r for r in rows[5:-5] if not r["ok"]][:MAX_TABLE_ROWS - 10] + tail
     table = Table(title=f"audit of study {j['study_id'][:18]}.. on chain {j['chain_id']} ({j['contract']})",
-                  show_lines=False)
-    table.add_column("round", justify="right")
-    table.add_column("block", justify="right")
-    table.add_column("hospitals")
-    table.add_column("samples", justify="right")
+                  show_lines=False, box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)
+    def col(name: str, justify: str = "right") -> None:
+        table.add_column(name, justify=justify, min_width=len(name), no_wrap=True)
+
+    col("round")
+    col("block")
+    col("hosp")
+    col("samples")
     groups = [g for g in GROUPS if any(group_status(r["checks"], GROUPS[g]) for r in rows)]
     for g in groups:
-        table.add_column(g, justify="center")
-    table.add_column("verdict", justify="center")
+        col(g, "center")
+    col("verdict", "center")
     for r in show:
         table.add_row(str(r["round"]), str(r["block"] if r["block"] is not None else "-"),
-                      ", ".join(_short(p) for p in r["participants"]) or "-",
+                      str(r["n_participants"]),
                       str(r["total_samples"] if r["total_samples"] is not None else "-"),
                       *[_mark(group_status(r["checks"], GROUPS[g])) for g in groups],
                       "[green]PASS[/]" if r["ok"] else "[bold red]FAIL[/]")
@@ -84,7 +88,8 @@ def print_report(result: AuditResult | dict[str, Any], console: Any = None) -> N
     study_wide = [f for f in j["failures"] if f["round"] is None]
     for f in study_wide + [f for f in j["failures"] if f["round"] is not None]:
         where = f"round {f['round']}" if f["round"] is not None else "study"
-        who = f" hospital {f['hospital']}" if f["hospital"] else ""
+        label = (j["hospitals"].get(f["hospital"]) or {}).get("label") if f["hospital"] else None
+        who = f" hospital {label or f['hospital']}" if f["hospital"] else ""
         console.print(f"[red]FAIL[/] {where}{who} [bold]{f['check']}[/]: {html.unescape(f['message'])}",
                       highlight=False, markup=True)
     for n in j.get("notices", []):
@@ -126,16 +131,23 @@ def plot_epsilon(j: dict[str, Any], alert_share: float | None = None) -> str:
 
     fig, ax = plt.subplots(figsize=(8, 4.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    budgets = {h["budget"] for h in j["hospitals"].values() if h.get("budget") is not None}
+    shared = len(budgets) == 1
     for i, (addr, h) in enumerate(j["hospitals"].items()):
         color = colors[i % len(colors)]
         label = h.get("label") or addr[:10]
         pts = sorted((int(r), e) for r, e in h["epsilon"].items())
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, color=color, label=label)
-        if h.get("budget") is not None:
+        if h.get("budget") is not None and not shared:
             ax.axhline(h["budget"], color=color, ls="--", lw=1, alpha=0.7)
             if alert_share:
                 ax.axhline(h["budget"] * alert_share, color=color, ls=":", lw=0.8, alpha=0.5)
+    if shared:
+        (b,) = budgets
+        ax.axhline(b, color="black", ls="--", lw=1, label=f"budget {b:g}")
+        if alert_share:
+            ax.axhline(b * alert_share, color="grey", ls=":", lw=1, label=f"{alert_share:.0%} alert")
     ax.set_xlabel("round")
     ax.set_ylabel("cumulative epsilon")
     title = "Epsilon per hospital (dashed: budget"
@@ -188,11 +200,12 @@ img{max-width:100%;border:1px solid #eee}
 """
 
 
-def _cell(status: str | None) -> str:
+def _cell(status: str | None, title: str = "") -> str:
     if status is None:
         return "<td class=skip>-</td>"
     cls = {"pass": "ok", "fail": "bad", "skip": "skip"}[status]
-    return f"<td class={cls}>{ {'pass': 'ok', 'fail': 'FAIL', 'skip': 'skip'}[status] }</td>"
+    tip = f" title='{html.escape(title)}'" if title else ""
+    return f"<td class={cls}{tip}>{ {'pass': 'ok', 'fail': 'FAIL', 'skip': 'skip'}[status] }</td>"
 
 
 def render_html(result: AuditResult | dict[str, Any], alert_share: float | None = None) -> str:
@@ -217,8 +230,10 @@ def render_html(result: AuditResult | dict[str, Any], alert_share: float | None 
     if j["failures"]:
         parts.append("<h2>Failures</h2><table><tr><th>round</th><th>hospital</th><th>check</th><th>message</th></tr>")
         for f in j["failures"]:
+            label = (j["hospitals"].get(f["hospital"]) or {}).get("label") if f["hospital"] else None
+            who = f"{label}<br><code>{e(f['hospital'])}</code>" if label else e(str(f["hospital"] or "-"))
             parts.append(f"<tr><td>{f['round'] if f['round'] is not None else 'study'}</td>"
-                         f"<td>{e(str(f['hospital'] or '-'))}</td><td>{e(f['check'])}</td><td>{e(f['message'])}</td></tr>")
+                         f"<td>{who}</td><td>{e(f['check'])}</td><td>{e(f['message'])}</td></tr>")
         parts.append("</table>")
     parts.append("<h2>Privacy</h2>")
     parts.append(f"<img alt='epsilon per hospital' src='{plot_epsilon(j, alert_share)}'>")
@@ -234,14 +249,21 @@ def render_html(result: AuditResult | dict[str, Any], alert_share: float | None 
     parts.append("</table>")
     parts.append("<h2>Rounds</h2>")
     parts.append(f"<img alt='participants per round' src='{plot_participants(j)}'>")
-    cols = [c for c in CHECKS if any(c in r["checks"] for r in j["rounds"])]
+    groups = [g for g in GROUPS if any(group_status(r["checks"], GROUPS[g]) for r in j["rounds"])]
+    registered = {h.get("label") or a for a, h in j["hospitals"].items()}
     parts.append("<table><tr><th>round</th><th>block</th><th>participants</th><th>samples</th>"
-                 + "".join(f"<th>{e(c)}</th>" for c in cols) + "<th>verdict</th></tr>")
+                 + "".join(f"<th title='{e(', '.join(GROUPS[g]))}'>{e(g)}</th>" for g in groups)
+                 + "<th>verdict</th></tr>")
     for r in j["rounds"]:
-        names = ", ".join(_short(p) for p in r["participants"])
+        took = {_short(p) for p in r["participants"]}
+        absent = sorted(registered - took)
+        who = f"{len(took)} of {len(registered)}" + (f" (not: {e(', '.join(absent))})" if absent and took else "")
         parts.append(f"<tr><td>{r['round']}</td><td>{r['block'] if r['block'] is not None else '-'}</td>"
-                     f"<td>{e(names) or '-'}</td><td>{r['total_samples'] if r['total_samples'] is not None else '-'}</td>"
-                     + "".join(_cell(r["checks"].get(c)) for c in cols)
+                     f"<td title='{e(', '.join(sorted(took)))}'>{who}</td>"
+                     f"<td>{r['total_samples'] if r['total_samples'] is not None else '-'}</td>"
+                     + "".join(_cell(group_status(r["checks"], GROUPS[g]),
+                                     ", ".join(f"{c}: {r['checks'][c]}" for c in GROUPS[g] if c in r["checks"]))
+                               for g in groups)
                      + _cell("pass" if r["ok"] else "fail") + "</tr>")
     parts.append("</table>")
     if j.get("released"):
