@@ -93,6 +93,8 @@ def train(msg: Message, context: Context) -> Message:
     metrics = MetricRecord({"num-examples": n, "train-loss": float(stats.loss)})
     content = RecordDict({"update": encode(update), "metrics": metrics})
     meta = {"hospital": settings.hospital_id}
+    if update.encrypted:
+        meta["context-fingerprint"] = rt.context_fingerprint(settings)
     epsilon = 0.0
     if privacy is not None:
         summary = privacy.summary()

@@ -58,6 +58,19 @@ def secret_context(settings: HospitalSettings) -> Any:
     return _secret_context(settings.secret_context)
 
 
+@lru_cache(maxsize=4)
+def _fingerprint(path: str) -> str:
+    from fedledger.ckks import context_fingerprint, serialize_aggregator_context
+
+    return "0x" + context_fingerprint(serialize_aggregator_context(_secret_context(path))).hex()
+
+
+def context_fingerprint(settings: HospitalSettings) -> str:
+    """Fingerprint of the public context derived from this hospital's secret key; the aggregator checks it."""
+    secret_context(settings)
+    return _fingerprint(str(settings.secret_context))
+
+
 def encrypt(ctx: Any, flat: np.ndarray, weight: float) -> list[bytes]:
     from fedledger.ckks import encrypt_update
 

@@ -36,6 +36,7 @@ class EncryptedAggregation(StrategyWrapper):
         self.n_params = n_params
         self.n_ct = ckks.n_ciphertexts(n_params, self.params)
         self.max_update_bytes = max_update_bytes
+        self.fingerprint = "0x" + ckks.context_fingerprint(self.context_path.read_bytes()).hex()
         self.aggregate_seconds: list[float] = []
 
     def aggregate_outcome(self, server_round: int, outcome: ValidationOutcome) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -45,6 +46,10 @@ class EncryptedAggregation(StrategyWrapper):
             try:
                 if not reply.payload.encrypted:
                     raise ckks.CiphertextError("plaintext update sent to an encrypted study")
+                used = reply.info.get("context-fingerprint")
+                if used != self.fingerprint:
+                    raise ckks.CiphertextError(f"encrypted under a different CKKS key (context fingerprint {used}, "
+                                               f"the study's is {self.fingerprint})")
                 vectors.append(ckks.validate_ciphertexts(self.context, reply.payload.ciphertexts, self.n_ct,
                                                          self.max_update_bytes, n_params=self.n_params))
                 kept.append(reply)
@@ -68,7 +73,7 @@ class EncryptedAggregation(StrategyWrapper):
             "poly_modulus_degree": self.params.poly_modulus_degree,
             "coeff_mod_bit_sizes": list(self.params.coeff_mod_bit_sizes),
             "global_scale_bits": self.params.global_scale_bits,
-            "context_fingerprint": "0x" + ckks.context_fingerprint(self.context_path.read_bytes()).hex(),
+            "context_fingerprint": self.fingerprint,
             "ciphertexts_per_update": self.n_ct,
             "bytes_per_hospital_per_round": per_hospital,
             "expansion_vs_float32": per_hospital / (4 * self.n_params) if self.n_params else None,

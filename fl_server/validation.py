@@ -29,6 +29,7 @@ class TrainReply:
     payload: ModelPayload
     metrics: dict[str, float]
     commitment: dict[str, object] | None = None
+    info: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -89,13 +90,14 @@ def parse_train_replies(replies: Iterable[Message]) -> ValidationOutcome:
             if not isinstance(num, (int, float)) or num <= 0 or num != int(num):
                 raise ValueError(f"num-examples must be a positive integer, got {num!r}")
             commitment = dict(content.config_records["commitment"]) if "commitment" in content.config_records else None
+            info = dict(content.config_records["info"]) if "info" in content.config_records else {}
         except KeyError as exc:
             out.reject(None, node_id, hospital, "invalid", f"reply lacks record {exc}")
             continue
         except (ValueError, TypeError) as exc:
             out.reject(None, node_id, hospital, "invalid", str(exc))
             continue
-        out.accepted.append(TrainReply(node_id, hospital, int(num), payload, metrics, commitment))
+        out.accepted.append(TrainReply(node_id, hospital, int(num), payload, metrics, commitment, info))
     return out
 
 

@@ -27,10 +27,11 @@ def instruction(node: int) -> Message:
     return Message(content=RecordDict({"config": ConfigRecord({"server-round": 1})}), dst_node_id=node, message_type="train")
 
 
-def reply(node: int, arrays: dict | ModelPayload, n: int, hospital: str | None = None) -> Message:
+def reply(node: int, arrays: dict | ModelPayload, n: int, hospital: str | None = None, fingerprint: str | None = None) -> Message:
     payload = arrays if isinstance(arrays, ModelPayload) else ModelPayload(arrays=arrays)
+    info = {"hospital": hospital or f"h{node}"} | ({"context-fingerprint": fingerprint} if fingerprint else {})
     content = RecordDict({"update": encode(payload), "metrics": MetricRecord({"num-examples": n, "train-loss": 0.5}),
-                          "info": ConfigRecord({"hospital": hospital or f"h{node}"})})
+                          "info": ConfigRecord(info)})
     return Message(content=content, reply_to=instruction(node))
 
 
@@ -121,10 +122,12 @@ def test_encrypted_aggregation_equals_plaintext_fedavg_and_drops_bad_ciphertexts
 
     secret = load_secret_context(ckks_keys.secret_context)
     s = EncryptedAggregation(FedAvgStrategy(), ckks_keys.aggregator_context, n_params=3, max_update_bytes=1 << 20)
+    fp = ckks_keys.fingerprint_hex
     updates = {1: (arrays([1, 2], 0), 1), 2: (arrays([4, 5], 3), 2)}
-    replies = [reply(n, ModelPayload(ciphertexts=encrypt_update(secret, flatten(a), k)), k) for n, (a, k) in updates.items()]
+    replies = [reply(n, ModelPayload(ciphertexts=encrypt_update(secret, flatten(a), k)), k, fingerprint=fp)
+               for n, (a, k) in updates.items()]
     hostile = ModelPayload(ciphertexts=[b"\x00" * 100])
-    replies.append(reply(9, hostile, 5, hospital="mallory"))
+    replies.append(reply(9, hostile, 5, hospital="mallory", fingerprint=fp))
     # act
     with caplog.at_level(logging.WARNING, logger="fedledger.server"):
         record, _ = s.aggregate_train(1, replies)
@@ -142,3 +145,29 @@ def test_aggregator_refuses_a_context_with_a_secret_key(ckks_keys):
 
     with pytest.raises(Exception, match="(?i)secret"):
         EncryptedAggregation(FedAvgStrategy(), ckks_keys.secret_context, n_params=3, max_update_bytes=1 << 20)
+
+
+def test_update_under_a_different_ckks_key_is_rejected_naming_the_hospital(ckks_keys, tmp_path, caplog):
+    # arrange: a hospital configured with another study's secret context
+    from fedledger.ckks import create_keys, encrypt_update, load_secret_context, preset
+    from fedledger.model_io import flatten
+    from fl_client.hospital_runtime import _fingerprint
+    from fl_server.encrypted import EncryptedAggregation
+
+    foreign = create_keys(tmp_path / "foreign", preset("ckks_n4096"))
+    s = EncryptedAggregation(FedAvgStrategy(), ckks_keys.aggregator_context, n_params=3, max_update_bytes=1 << 20)
+    good = load_secret_context(ckks_keys.secret_context)
+    bad = load_secret_context(foreign.secret_context)
+    replies = [
+        reply(1, ModelPayload(ciphertexts=encrypt_update(good, flatten(arrays([1, 1], 1)), 2)), 2,
+              fingerprint=_fingerprint(str(ckks_keys.secret_context))),
+        reply(2, ModelPayload(ciphertexts=encrypt_update(bad, flatten(arrays([9, 9], 9)), 2)), 2, hospital="stale-keys",
+              fingerprint=_fingerprint(str(foreign.secret_context))),
+    ]
+    # act
+    with caplog.at_level(logging.WARNING, logger="fedledger.server"):
+        record, _ = s.aggregate_train(1, replies)
+    # assert: the round goes on with the valid update only
+    assert decode(record).total_weight == 2
+    assert [r.hospital for r in s.core.last_rejected] == ["stale-keys"]
+    assert "different CKKS key" in caplog.text and "hospital=stale-keys" in caplog.text
