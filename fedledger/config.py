@@ -22,10 +22,11 @@ class HospitalFileConfig:
 @dataclass
 class DatasetConfig:
     name: str = MISSING  # breast_cancer | csv
-    partitioner: str = "iid"  # iid | dirichlet | quantity
+    partitioner: str = "iid"  # iid | dirichlet | quantity | bootstrap (scale benchmarks only)
     alpha: float = 0.5
     quantity_alpha: float = 1.0
     min_rows: int = 10
+    rows_per_hospital: int = 40  # bootstrap partitioner only
     test_fraction: Optional[float] = 0.2
     schema: Optional[str] = None
     base_dir: Optional[str] = None

@@ -157,3 +157,28 @@ def test_bad_dataset_config_fails_fast():
         load_hospitals({"name": "mnist"}, 2, 0)
     with pytest.raises(ConfigError, match="index"):
         load_hospital({"name": "breast_cancer"}, 3, 3, 0)
+
+
+def test_bootstrap_draws_with_replacement_deterministically():
+    from fl_client.data.partition import partition
+
+    y = np.zeros(569)
+    parts = partition(y, 1000, seed=3, method="bootstrap", rows_per_hospital=40)
+    assert len(parts) == 1000 and all(len(p) == 40 for p in parts)
+    assert all(p.min() >= 0 and p.max() < 569 for p in parts)
+    assert any(len(np.unique(p)) < 40 for p in parts)               # with replacement
+    again = partition(y, 10, seed=3, method="bootstrap", rows_per_hospital=40)
+    assert all(np.array_equal(a, b) for a, b in zip(again, parts[:10]))   # independent of num_hospitals
+    other = partition(y, 10, seed=4, method="bootstrap", rows_per_hospital=40)
+    assert not all(np.array_equal(a, b) for a, b in zip(other, parts[:10]))
+    with pytest.raises(PartitionError, match="rows_per_hospital"):
+        partition(y, 2, seed=0, method="bootstrap", rows_per_hospital=5, min_rows=10)
+
+
+def test_bootstrap_breast_cancer_hospitals():
+    cfg = {**BC, "partitioner": "bootstrap", "rows_per_hospital": 40}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        hs = load_hospitals(cfg, 1000, seed=0)
+        assert len(hs) == 1000 and all(h.n_train + h.n_test == 40 for h in hs)
+        assert load_hospital(cfg, 999, 1000, seed=0) == hs[999]

@@ -22,6 +22,7 @@ DEFAULTS = {
     "quantity_alpha": 1.0,
     "min_rows": 10,
     "test_fraction": 0.2,
+    "rows_per_hospital": 40,  # bootstrap partitioner only (scale benchmarks)
 }
 
 
@@ -63,6 +64,7 @@ def _partition(opts: dict, num_hospitals: int, seed: int) -> list[np.ndarray]:
         alpha=float(opts["alpha"]),
         quantity_alpha=float(opts["quantity_alpha"]),
         min_rows=int(opts["min_rows"]),
+        rows_per_hospital=int(opts["rows_per_hospital"]),
     )
 
 

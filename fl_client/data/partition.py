@@ -9,8 +9,14 @@ Partitioners (``dataset.partitioner``):
 * ``quantity``  - size skew: hospital sizes follow proportions drawn from
   Dirichlet(``quantity_alpha``), on top of ``min_rows`` per hospital; rows are
   assigned at random, so label mix stays close to the pooled one.
+* ``bootstrap`` - FOR SCALE BENCHMARKS ONLY: each hospital draws
+  ``rows_per_hospital`` rows WITH replacement from the pooled data
+  (deterministic in ``seed`` and the hospital index). Hospitals share
+  patients and a hospital may hold the same patient twice (even in both its
+  train and test split), so its accuracy figures mean nothing; it exists
+  because 569 patients cannot be split over 1,000 hospitals.
 
-All partitioners are deterministic in ``seed``, put every row in exactly one
+All partitioners except ``bootstrap`` are deterministic in ``seed``, put every row in exactly one
 hospital and give every hospital at least ``min_rows`` rows (``dirichlet``
 resamples deterministically until that holds, up to ``max_tries`` times, and
 then tops up the short hospitals from the largest ones, with a warning).
@@ -24,7 +30,7 @@ import numpy as np
 
 from .errors import PartitionError
 
-PARTITIONERS = ("iid", "dirichlet", "quantity")
+PARTITIONERS = ("iid", "dirichlet", "quantity", "bootstrap")
 
 
 def _check(n_rows: int, num_hospitals: int, min_rows: int) -> None:
@@ -121,6 +127,23 @@ def partition_dirichlet(
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
 
 
+def partition_bootstrap(n_rows: int, num_hospitals: int, seed: int, rows_per_hospital: int = 40,
+                        min_rows: int = 0) -> list[np.ndarray]:
+    """Scale benchmarks only: each hospital draws ``rows_per_hospital`` rows with replacement.
+
+    Hospital ``h`` uses its own stream ``default_rng([seed, h])``, so its rows
+    do not depend on ``num_hospitals``. Rows are returned sorted (duplicates kept).
+    """
+    if num_hospitals < 1:
+        raise PartitionError(f"num_hospitals must be >= 1, got {num_hospitals}")
+    if n_rows < 1:
+        raise PartitionError("bootstrap partition needs a non-empty data set")
+    if rows_per_hospital < max(1, min_rows):
+        raise PartitionError(f"rows_per_hospital={rows_per_hospital} must be >= max(1, min_rows={min_rows})")
+    return [np.sort(np.random.default_rng([int(seed), h]).integers(0, n_rows, size=int(rows_per_hospital)))
+            for h in range(num_hospitals)]
+
+
 def partition(
     labels: Sequence | np.ndarray,
     num_hospitals: int,
@@ -129,6 +152,7 @@ def partition(
     alpha: float = 0.5,
     quantity_alpha: float = 1.0,
     min_rows: int = 10,
+    rows_per_hospital: int = 40,
 ) -> list[np.ndarray]:
     """Dispatch to a partitioner by name. Returns sorted row indices per hospital."""
     n_rows = len(labels)
@@ -138,4 +162,6 @@ def partition(
         return partition_dirichlet(labels, num_hospitals, seed, alpha=alpha, min_rows=min_rows)
     if method == "quantity":
         return partition_quantity(n_rows, num_hospitals, seed, quantity_alpha=quantity_alpha, min_rows=min_rows)
+    if method == "bootstrap":
+        return partition_bootstrap(n_rows, num_hospitals, seed, rows_per_hospital=rows_per_hospital, min_rows=min_rows)
     raise PartitionError(f"unknown partitioner {method!r}; choose one of {', '.join(PARTITIONERS)}")
