@@ -17,9 +17,9 @@ import numpy as np
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedledger.wire import ModelPayload
 from fl_server.artifact_store import ArtifactStore
 from fl_server.progress import RoundTable
+from fl_server.resume import earlier_outcomes, resume_point, save_outcome
 from fl_server.results import privacy_section, round_entry, write_metrics_csv, write_results
 from fl_server.round_protocol import RoundOutcome, StudyStopped, run_rounds
 from fl_server.strategy import FedAvgStrategy
@@ -78,20 +78,22 @@ def run_study(grid: Grid, spec_path: Path) -> dict[str, Any]:
     initial = load_initial_model(Path(spec["initial_model"]))
     n_params = sum(a.size for a in initial.values())
     strategy = build_strategy(spec, n_params)
+    start_round, start_model = resume_point(spec)  # rounds already recorded: only with spec "resume": true
     wait_for_hospitals(grid, int(cfg["num_hospitals"]), float(spec.get("join_timeout_s", 120)))
 
-    outcomes: list[RoundOutcome] = []
+    outcomes: list[RoundOutcome] = earlier_outcomes(spec, start_round)
     table = RoundTable(int(cfg["num_rounds"]))
 
     def on_round(o: RoundOutcome) -> None:
         outcomes.append(o)
+        save_outcome(run_dir, o)
         table(o)
 
     stopped = None
     try:
-        run_rounds(grid, strategy, ModelPayload(arrays=initial), round_config(spec), int(cfg["num_rounds"]),
+        run_rounds(grid, strategy, start_model, round_config(spec), int(cfg["num_rounds"]),
                    int(cfg["min_hospitals"]), ArtifactStore(run_dir), spec["study_id"],
-                   timeout=float(cfg["strategy"]["round_timeout_s"]), start_round=int(spec.get("start_round", 1)),
+                   timeout=float(cfg["strategy"]["round_timeout_s"]), start_round=start_round,
                    on_round=on_round)
     except StudyStopped as exc:
         stopped = str(exc)

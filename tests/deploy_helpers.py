@@ -64,6 +64,19 @@ class Proc:
             time.sleep(0.3)
         raise AssertionError(f"{self.name}: no {pattern!r} within {timeout:.0f}s:\n{self.text()[-3000:]}")
 
+    def count(self, pattern: str) -> int:
+        return len(re.findall(pattern, self.text()))
+
+    def wait_count(self, pattern: str, n: int, timeout: float = 300.0) -> None:
+        """Until ``pattern`` occurs at least ``n`` times in the log."""
+        deadline = time.monotonic() + timeout
+        while self.count(pattern) < n:
+            if not self.alive():
+                raise AssertionError(f"{self.name} exited ({self.popen.returncode}) before {n}x {pattern!r}:\n{self.text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}: fewer than {n}x {pattern!r} within {timeout:.0f}s:\n{self.text()[-3000:]}")
+            time.sleep(0.2)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         """Signal the whole process group; SIGKILL what is left after ``timeout``."""
         try:
@@ -155,6 +168,23 @@ def wait_rpc(url: str, proc: Proc | None = None, timeout: float = 30.0) -> None:
                 raise AssertionError(f"chain exited:\n{proc.text()}")
             time.sleep(0.2)
     raise AssertionError(f"no chain at {url}")
+
+
+def wait_path(path: Path, timeout: float, watch: "Proc | None" = None) -> None:
+    """Until ``path`` exists (``watch``: a process that must stay alive meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        if watch is not None and not watch.alive():
+            raise AssertionError(f"{watch.name} exited ({watch.popen.returncode}) before {path} appeared:\n{watch.text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {path} within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def audit(study: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``fedledger audit --run-dir`` as an auditor runs it."""
+    return subprocess.run([sys.executable, "-m", "fedledger.cli", "audit", "--run-dir", str(study)], cwd=REPO,
+                          env=base_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def provision(study: Path, *args: str, timeout: float = 300) -> dict:
