@@ -120,7 +120,11 @@ class HospitalView:
 
     def status_at(self, block: int, log_index: int) -> str:
         status = "none"
-        for b, li, kind in sorted(self.events):
+        cached = self.__dict__.get("_sorted")
+        if cached is None or cached[0] != len(self.events):
+            cached = (len(self.events), sorted(self.events))
+            self.__dict__["_sorted"] = cached
+        for b, li, kind in cached[1]:
             if (b, li) < (block, log_index):
                 status = kind
         return status
@@ -189,11 +193,23 @@ def _ecrecover(digest: bytes, signature: bytes) -> str:
         raise CommitmentError("signature has a high s value (malleable)")
     if v not in (27, 28):
         raise CommitmentError(f"signature v must be 27 or 28, got {v}")
+    if _coincurve is not None:
+        try:
+            pub = _coincurve.PublicKey.from_signature_and_message(signature[:64] + bytes([v - 27]), digest, hasher=None)
+        except Exception as exc:
+            raise CommitmentError(f"invalid signature: {exc}") from exc
+        return "0x" + keccak(pub.format(compressed=False)[1:])[-20:].hex()  # lowercase; compared case-insensitively
     try:
         pub = keys.Signature(vrs=(v - 27, r, s)).recover_public_key_from_msg_hash(digest)
     except Exception as exc:  # eth_keys raises several types
         raise CommitmentError(f"invalid signature: {exc}") from exc
     return pub.to_checksum_address()
+
+
+try:  # libsecp256k1 when installed (eth_keys uses it too); the pure-Python curve otherwise
+    import coincurve as _coincurve
+except ImportError:  # pragma: no cover
+    _coincurve = None
 
 
 class SignerVerifier:
@@ -212,16 +228,18 @@ class SignerVerifier:
         self.separator = _domain_separator(dom)
         self._crosschecked: set[str] = set()
 
-    def recover(self, c: RoundCommitment, signature: bytes, claimed: str) -> str:
+    def recover(self, c: RoundCommitment, signature: bytes, claimed: str, digest: bytes | None = None) -> str:
         if self.reference:
             return recover_signer(self.dom, c, signature)
         try:
-            fast = _ecrecover(commitment_digest_independent(self.separator, c), signature)
+            fast = _ecrecover(digest or commitment_digest_independent(self.separator, c), signature)
+            if fast.lower() == claimed.lower():
+                fast = claimed
         except CommitmentError:
             fast = None
         if fast is None or fast != claimed or claimed not in self._crosschecked:
             ref = recover_signer(self.dom, c, signature)  # raises CommitmentError like the fast path
-            if fast is not None and ref != fast:
+            if fast is not None and ref.lower() != fast.lower():
                 raise CommitmentError(f"independent digest disagrees with fedledger.commitment ({fast} vs {ref})")
             self._crosschecked.add(ref)
             return ref
@@ -512,14 +530,15 @@ def check_participants(view: ChainView, reference_signatures: bool = False) -> l
         for cv in rv.commitments:
             c, h = cv.commitment, cv.hospital
             name = view.label(h)
+            digest = commitment_digest_independent(verifier.separator, c)
+            digests.append(digest)
             try:
-                signer = verifier.recover(c, cv.signature, h)
+                signer = verifier.recover(c, cv.signature, h, digest)
                 if signer != h:
                     fails["signature"].append(Finding("signature", False, f"commitment of {name} was signed by "
                                                       f"{signer}", r, h))
             except CommitmentError as exc:
                 fails["signature"].append(Finding("signature", False, f"signature of {name} does not verify: {exc}", r, h))
-            digests.append(commitment_digest_independent(verifier.separator, c))
             bad = [f for f, ok in (("studyId", c.study_id == view.study_id), ("round", c.round == r),
                                    ("prevGlobalHash", c.prev_global_hash == rv.prev_hash)) if not ok]
             if bad:
