@@ -153,14 +153,17 @@ def main(argv: list[str] | None = None) -> dict:
             t0 = time.perf_counter()
             enc_chain = A.audit(enc_view)
             t_enc_chain = time.perf_counter() - t0
-            t0 = time.perf_counter()
             enc_res = A.audit(enc_view, tmp / "enc", ctx_bytes)
-            t_enc_full = time.perf_counter() - t0
             assert enc_chain.ok and enc_res.ok, enc_res.failures[:3]
+            ctx = A.load_public_context(ctx_bytes)
+            t0 = time.perf_counter()
+            art = A.check_artifacts(enc_view, tmp / "enc", ctx) + A.check_checkpoints(enc_view, tmp / "enc")
+            t_art = time.perf_counter() - t0
+            assert all(f.ok for f in art)
         finally:
             chain.stop()
 
-    per_round_artifacts = (t_enc_full - t_enc_chain) / args.resum_rounds
+    per_round_artifacts = t_art / args.resum_rounds
     chain_total = t_read + t_check
     result = {
         "rounds": args.rounds, "hospitals": args.hospitals, "commitments": args.rounds * args.hospitals,
@@ -171,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
         "chain_checks_reference_signatures_s": round(t_check_ref, 2),
         "resum_rounds_measured": args.resum_rounds, "resum_params": args.params, "ciphertext_bytes": blob_bytes,
         "artifact_checks_per_round_s": round(per_round_artifacts, 4),
-        "artifact_checks_measured_s": round(t_enc_full - t_enc_chain, 2),
+        "artifact_checks_measured_s": round(t_art, 3),
         "full_audit_extrapolated_s": round(chain_total + per_round_artifacts * args.rounds, 1),
         "extrapolated": True,
         "target_chain_only_s": 10.0, "meets_target": chain_total <= 10.0,
