@@ -87,5 +87,12 @@ def load_breast_cancer_hospitals(cfg: dict, num_hospitals: int, seed: int) -> li
 
 def load_breast_cancer_hospital(cfg: dict, index: int, num_hospitals: int, seed: int) -> HospitalData:
     opts = _options(cfg)
+    if opts["partitioner"] == "bootstrap" and 0 <= index < num_hospitals:
+        # each hospital's rows are independent of the others': no need to draw all N
+        from .partition import bootstrap_rows
+
+        if int(opts["rows_per_hospital"]) < max(1, int(opts["min_rows"])):
+            _partition(opts, 1, seed)  # raises the partitioner's error
+        return _build(opts, bootstrap_rows(len(_pooled()[1]), index, seed, int(opts["rows_per_hospital"])), index, seed)
     parts = _partition(opts, num_hospitals, seed)
     return _build(opts, parts[index], index, seed)
