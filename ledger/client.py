@@ -44,6 +44,8 @@ log = logging.getLogger("fedledger.ledger.client")
 
 ARTIFACT_PATH = Path(__file__).resolve().parent / "artifacts" / "StudyLedger.json"
 HOSPITAL_STATUS = ("none", "registered", "consented", "withdrawn")
+MODE_SIGNED = 1  # RoundRecord.mode: every commitment verified on-chain (recordRound)
+MODE_MERKLE = 2  # RoundRecord.mode: Merkle root of the commitments only (recordRoundMerkle)
 
 T = TypeVar("T")
 
@@ -169,6 +171,16 @@ class RoundEvent:
     block: int
     tx_hash: str
     commitments: tuple[CommitmentEvent, ...] = field(default=())
+    #: 1: per-hospital (commitments verified on-chain, listed in ``commitments``);
+    #: 2: Merkle (``commitments_hash`` is the root, ``commitments`` is empty: the
+    #: leaves are in the round manifest of the artifact store)
+    mode: int = 1
+    max_epsilon_micro: int | None = None  # Merkle mode: the aggregator's claim, from the calldata
+
+    @property
+    def commitments_root(self) -> bytes | None:
+        """The Merkle root of a mode-2 round (None for a per-hospital round)."""
+        return self.commitments_hash if self.mode == MODE_MERKLE else None
 
 
 def commitments_hash(digests: Sequence[bytes]) -> bytes:
@@ -327,6 +339,42 @@ class LedgerClient:
         )
         return self._receipt(self._transact(fn, sender, f"recordRound(round={round})"))
 
+    def record_round_merkle(
+        self,
+        study_id: bytes | str,
+        round: int,
+        prev_global_hash: bytes | str,
+        aggregate_hash: bytes | str,
+        total_samples: int,
+        commitments_root: bytes | str,
+        participants: int,
+        max_epsilon_micro: int,
+        sender: LocalAccount | None = None,
+    ) -> RecordReceipt:
+        """Record a round by the Merkle root of its commitments (mode 2; ``fedledger.merkle``).
+
+        Only the aggregator, ordering, previous-hash and expiry checks run
+        on-chain; signatures, consent and budgets are the auditor's job.
+        """
+        fn = self.contract.functions.recordRoundMerkle(
+            _b32(study_id), int(round), _b32(prev_global_hash), _b32(aggregate_hash), int(total_samples),
+            _b32(commitments_root), int(participants), int(max_epsilon_micro),
+        )
+        return self._receipt(self._transact(fn, sender, f"recordRoundMerkle(round={round})"))
+
+    def onchain_leaf(self, hospital: str, commitment: RoundCommitment) -> bytes:
+        """``StudyLedger.commitmentLeaf``: the Merkle leaf the contract computes."""
+        return bytes(self._view(self.contract.functions.commitmentLeaf(to_checksum_address(hospital),
+                                                                       commitment.as_tuple()), "commitmentLeaf"))
+
+    def merkle_member(self, study_id: bytes | str, round: int, commitment: RoundCommitment, signature: bytes,
+                      proof: Sequence[bytes]) -> str | None:
+        """The hospital the contract finds under a Merkle round's root (None: not a member)."""
+        a = self._view(self.contract.functions.merkleMember(_b32(study_id), int(round), commitment.as_tuple(),
+                                                            bytes(signature), [_b32(p) for p in proof]),
+                       "merkleMember")
+        return None if int(a, 16) == 0 else to_checksum_address(a)
+
     def release_model(self, study_id: bytes | str, round: int, model_hash: bytes | str,
                       sender: LocalAccount | None = None) -> RecordReceipt:
         fn = self.contract.functions.releaseModel(_b32(study_id), int(round), _b32(model_hash))
@@ -368,6 +416,9 @@ class LedgerClient:
     def round_events(self, study_id: bytes | str, from_block: int | None = None) -> list[RoundEvent]:
         """Every recorded round of a study, with each commitment and its signature, from the chain.
 
+        Merkle-mode rounds (``mode == 2``) come back with their root in
+        ``commitments_hash`` and no commitments (those are in the manifest).
+
         ``RoundRecorded`` logs are filtered by study; the ``CommitmentRecorded``
         logs of the same transaction give each hospital and its update hash,
         sample count and epsilon. Study, round, previous hash and signatures
@@ -385,6 +436,14 @@ class LedgerClient:
             txh = ev["transactionHash"].to_0x_hex()
             tx = self._call(lambda: self.w3.eth.get_transaction(txh), "get transaction")
             _fn, params = self.contract.decode_function_input(tx["input"])
+            if _fn.fn_name == "recordRoundMerkle":
+                if (bytes(params["commitmentsRoot"]), params["round"], bytes(params["studyId"])) != (
+                        bytes(a["commitmentsHash"]), a["round"], sid):
+                    raise LedgerError(f"round {a['round']}: calldata of tx {txh} does not match its RoundRecorded log")
+                out.append(RoundEvent(sid, a["round"], bytes(a["prevGlobalHash"]), bytes(a["aggregateHash"]),
+                                      a["totalSamples"], bytes(a["commitmentsHash"]), a["participants"],
+                                      ev["blockNumber"], txh, (), MODE_MERKLE, int(params["maxEpsilonMicro"])))
+                continue
             call_commitments = [RoundCommitment.from_tuple(tuple(c.values()) if isinstance(c, dict) else c)
                                 for c in params["commitments"]]
             sigs = [bytes(s) for s in params["signatures"]]

@@ -35,7 +35,7 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 
 from fedledger.commitment import RoundCommitment
-from ledger.client import TRANSPORT_ERRORS, LedgerClient, LedgerError, LedgerRevert, LedgerTransportError, RecordReceipt
+from ledger.client import MODE_MERKLE, MODE_SIGNED, TRANSPORT_ERRORS, LedgerClient, LedgerError, LedgerRevert, LedgerTransportError, RecordReceipt
 
 log = logging.getLogger("fedledger.ledger.journal")
 
@@ -60,7 +60,12 @@ def _unhex(s: str) -> bytes:
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """Everything ``StudyLedger.recordRound`` takes."""
+    """Everything ``StudyLedger.recordRound`` (mode 1) or ``recordRoundMerkle`` (mode 2) takes.
+
+    A Merkle record carries the root, participant count and max epsilon; its
+    commitments and signatures are optional (the round manifest holds every
+    leaf, proof and signature) and are journaled only if given.
+    """
 
     study_id: bytes
     round: int
@@ -69,12 +74,26 @@ class RoundRecord:
     total_samples: int
     commitments: tuple[RoundCommitment, ...]
     signatures: tuple[bytes, ...]
+    mode: int = MODE_SIGNED
+    commitments_root: bytes | None = None
+    participants: int | None = None
+    max_epsilon_micro: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "commitments", tuple(self.commitments))
         object.__setattr__(self, "signatures", tuple(bytes(s) for s in self.signatures))
         if len(self.commitments) != len(self.signatures):
             raise ValueError(f"{len(self.commitments)} commitments but {len(self.signatures)} signatures")
+        if self.mode not in (MODE_SIGNED, MODE_MERKLE):
+            raise ValueError(f"unknown round mode {self.mode}")
+        if self.mode == MODE_MERKLE:
+            if self.commitments_root is None or len(bytes(self.commitments_root)) != 32:
+                raise ValueError("a Merkle-mode record needs a 32-byte commitments root")
+            object.__setattr__(self, "commitments_root", bytes(self.commitments_root))
+            if not self.participants or self.participants < 1:
+                raise ValueError("a Merkle-mode record needs participants >= 1")
+            if self.max_epsilon_micro is None:
+                raise ValueError("a Merkle-mode record needs max_epsilon_micro")
 
     @property
     def key(self) -> str:
@@ -89,6 +108,10 @@ class RoundRecord:
             "totalSamples": self.total_samples,
             "commitments": [c.to_json() for c in self.commitments],
             "signatures": [_hex(s) for s in self.signatures],
+            # Merkle fields only when used, so per-hospital lines stay as before
+            **({"mode": self.mode, "commitmentsRoot": _hex(self.commitments_root),
+                "participants": self.participants, "maxEpsilonMicro": self.max_epsilon_micro}
+               if self.mode == MODE_MERKLE else {}),
         }
 
     @classmethod
@@ -101,6 +124,10 @@ class RoundRecord:
             total_samples=int(d["totalSamples"]),
             commitments=tuple(RoundCommitment.from_json(c) for c in d["commitments"]),
             signatures=tuple(_unhex(s) for s in d["signatures"]),
+            mode=int(d.get("mode", MODE_SIGNED)),  # journals written before Merkle mode: per-hospital
+            commitments_root=_unhex(d["commitmentsRoot"]) if d.get("commitmentsRoot") else None,
+            participants=int(d["participants"]) if d.get("participants") is not None else None,
+            max_epsilon_micro=int(d["maxEpsilonMicro"]) if d.get("maxEpsilonMicro") is not None else None,
         )
 
 
@@ -223,6 +250,23 @@ class RecordSubmitter:
                                         tuple(commitments), tuple(signatures)))
         return self.flush()
 
+    def record_merkle(
+        self,
+        study_id: bytes,
+        round: int,
+        prev_global_hash: bytes,
+        aggregate_hash: bytes,
+        total_samples: int,
+        commitments_root: bytes,
+        participants: int,
+        max_epsilon_micro: int,
+    ) -> list[RecordReceipt]:
+        """Journal one Merkle-mode round durably, then submit everything pending."""
+        self.journal.append(RoundRecord(study_id, round, prev_global_hash, aggregate_hash, total_samples, (), (),
+                                        mode=MODE_MERKLE, commitments_root=commitments_root,
+                                        participants=participants, max_epsilon_micro=max_epsilon_micro))
+        return self.flush()
+
     def flush(self) -> list[RecordReceipt]:
         """Submit all pending records in order; raises LedgerUnavailable past the limit."""
         receipts = []
@@ -241,9 +285,14 @@ class RecordSubmitter:
             try:
                 if self._already_on_chain(rec):
                     return None
-                receipt = self._client.record_round(
-                    rec.study_id, rec.round, rec.prev_global_hash, rec.aggregate_hash, rec.total_samples,
-                    rec.commitments, rec.signatures, sender=self.sender)
+                if rec.mode == MODE_MERKLE:
+                    receipt = self._client.record_round_merkle(
+                        rec.study_id, rec.round, rec.prev_global_hash, rec.aggregate_hash, rec.total_samples,
+                        rec.commitments_root, rec.participants, rec.max_epsilon_micro, sender=self.sender)
+                else:
+                    receipt = self._client.record_round(
+                        rec.study_id, rec.round, rec.prev_global_hash, rec.aggregate_hash, rec.total_samples,
+                        rec.commitments, rec.signatures, sender=self.sender)
                 self.journal.mark_submitted(rec.key, receipt.tx_hash, receipt.block)
                 log.info("round %d recorded on chain: tx %s (gas %d)", rec.round, receipt.tx_hash, receipt.gas_used)
                 return receipt
@@ -273,7 +322,8 @@ class RecordSubmitter:
             if exc.error == "RoundNotRecorded":
                 return False
             raise
-        if onchain.aggregate_hash != rec.aggregate_hash:
+        if onchain.aggregate_hash != rec.aggregate_hash or (
+                rec.mode == MODE_MERKLE and onchain.commitments_hash != rec.commitments_root):
             raise JournalError(
                 f"round {rec.round} of study 0x{rec.study_id.hex()} is on chain with aggregate hash "
                 f"0x{onchain.aggregate_hash.hex()}, journal says 0x{rec.aggregate_hash.hex()}")

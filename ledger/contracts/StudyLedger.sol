@@ -5,6 +5,7 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {MessageHashUtils} from "@openzeppelin/contracts/utils/cryptography/MessageHashUtils.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 
 /// @title StudyLedger
 /// @notice On-chain audit trail of a federated medical study: registration,
@@ -18,8 +19,11 @@ import {MessageHashUtils} from "@openzeppelin/contracts/utils/cryptography/Messa
 ///        one packed storage slot, written once per participation; the
 ///        `lastRound` field doubles as the duplicate-in-round check;
 ///      - a round is two hashes plus one packed slot.
-///      `RoundRecord.mode` is reserved for a later Merkle mode (on-chain root
-///      of the commitments, signatures checked off-chain by the auditor).
+///      Merkle mode (`recordRoundMerkle`, mode 2) records only the root of
+///      the hospitals' signed commitments (leaves, proofs and signatures live
+///      in the artifact store): cost per round is flat in the number of
+///      hospitals, and signatures, consent and budgets are checked by the
+///      auditor instead of on-chain.
 contract StudyLedger is AccessControl, EIP712 {
     // ------------------------------------------------------------------ types
 
@@ -32,6 +36,10 @@ contract StudyLedger is AccessControl, EIP712 {
 
     /// @notice Mode of a recorded round: commitments checked on-chain.
     uint8 public constant MODE_SIGNED = 1;
+
+    /// @notice Mode of a recorded round: only the Merkle root of the signed
+    ///         commitments is on chain; the auditor checks every leaf.
+    uint8 public constant MODE_MERKLE = 2;
 
     /// @notice EIP-712 struct `RoundCommitment`, field for field.
     struct Commitment {
@@ -127,6 +135,8 @@ contract StudyLedger is AccessControl, EIP712 {
     error RoundNotRecorded(bytes32 studyId, uint64 round);
     error ModelAlreadyReleased(bytes32 studyId, uint64 round);
     error ZeroModelHash();
+    error NoParticipants();
+    error ZeroCommitmentsRoot();
 
     // ----------------------------------------------------------------- events
 
@@ -272,25 +282,7 @@ contract StudyLedger is AccessControl, EIP712 {
         Commitment[] calldata commitments,
         bytes[] calldata signatures
     ) external {
-        Study storage s = _studies[studyId];
-        address aggregator = s.aggregator;
-        if (aggregator == address(0)) revert UnknownStudy(studyId);
-        if (msg.sender != aggregator) revert NotAggregator(studyId, msg.sender);
-        if (block.timestamp > s.expiry) revert StudyExpired(studyId, s.expiry, block.timestamp);
-        if (aggregateHash == bytes32(0)) revert ZeroAggregateHash();
-        mapping(uint64 => RoundRecord) storage rs = _rounds[studyId];
-        // round == lastRound + 1, without a stored lastRound: this round is
-        // empty and the previous one is recorded (or this is round 1).
-        if (rs[round].aggregateHash != bytes32(0)) revert RoundAlreadyRecorded(studyId, round);
-        bytes32 expectedPrev;
-        if (round == 1) {
-            expectedPrev = s.initialModelHash;
-        } else {
-            if (round == 0) revert RoundOutOfOrder(studyId, round);
-            expectedPrev = rs[round - 1].aggregateHash;
-            if (expectedPrev == bytes32(0)) revert RoundOutOfOrder(studyId, round);
-        }
-        if (prevGlobalHash != expectedPrev) revert PrevHashMismatch(studyId, expectedPrev, prevGlobalHash);
+        mapping(uint64 => RoundRecord) storage rs = _checkRoundHeader(studyId, round, prevGlobalHash, aggregateHash);
         uint256 n = commitments.length;
         if (n == 0) revert NoCommitments();
         if (n != signatures.length) revert SignatureCountMismatch(n, signatures.length);
@@ -308,6 +300,77 @@ contract StudyLedger is AccessControl, EIP712 {
             mode: MODE_SIGNED
         });
         emit RoundRecorded(studyId, round, prevGlobalHash, aggregateHash, totalSamples, acc, uint32(n));
+    }
+
+    /// @notice Record a round by the Merkle root of its hospitals' signed
+    ///         commitments (mode 2): gas is flat in the number of hospitals.
+    /// @dev Same aggregator, expiry, ordering and previous-hash checks as
+    ///      `recordRound`. Nothing per hospital is checked here (signatures,
+    ///      registration, consent, epsilon budget and monotonicity, sample
+    ///      sum): the leaves, proofs and signatures are published in the
+    ///      round manifest of the artifact store and the auditor checks every
+    ///      one against this root and the registered values. Per-hospital
+    ///      state (`getHospital`) is not updated by a Merkle round.
+    ///      Leaf (docs/HASHES.md section 6):
+    ///        keccak256(bytes.concat(keccak256(abi.encode(hospital, eip712Digest))))
+    ///      tree: leaves sorted ascending, sorted-pair keccak256 as
+    ///      OpenZeppelin's MerkleProof, an odd node is promoted unchanged.
+    ///      `maxEpsilonMicro` (the largest cumulative epsilon among the
+    ///      leaves, an aggregator claim the auditor checks) is in the calldata.
+    function recordRoundMerkle(
+        bytes32 studyId,
+        uint64 round,
+        bytes32 prevGlobalHash,
+        bytes32 aggregateHash,
+        uint64 totalSamples,
+        bytes32 commitmentsRoot,
+        uint32 participants,
+        uint64 maxEpsilonMicro
+    ) external {
+        maxEpsilonMicro; // calldata only: read by auditors and watchers from the transaction
+        mapping(uint64 => RoundRecord) storage rs = _checkRoundHeader(studyId, round, prevGlobalHash, aggregateHash);
+        if (participants == 0) revert NoParticipants();
+        if (commitmentsRoot == bytes32(0)) revert ZeroCommitmentsRoot();
+        rs[round] = RoundRecord({
+            aggregateHash: aggregateHash,
+            commitmentsHash: commitmentsRoot,
+            totalSamples: totalSamples,
+            timestamp: uint64(block.timestamp),
+            blockNumber: uint64(block.number),
+            participants: participants,
+            mode: MODE_MERKLE
+        });
+        emit RoundRecorded(studyId, round, prevGlobalHash, aggregateHash, totalSamples, commitmentsRoot, participants);
+    }
+
+    /// @dev Checks shared by both round modes: the caller is the study's
+    ///      aggregator, the study has not expired, the aggregate hash is not
+    ///      zero, the round is the next one and `prevGlobalHash` is the
+    ///      previous round's aggregate (round 1: the initial model hash).
+    function _checkRoundHeader(bytes32 studyId, uint64 round, bytes32 prevGlobalHash, bytes32 aggregateHash)
+        private
+        view
+        returns (mapping(uint64 => RoundRecord) storage rs)
+    {
+        Study storage s = _studies[studyId];
+        address aggregator = s.aggregator;
+        if (aggregator == address(0)) revert UnknownStudy(studyId);
+        if (msg.sender != aggregator) revert NotAggregator(studyId, msg.sender);
+        if (block.timestamp > s.expiry) revert StudyExpired(studyId, s.expiry, block.timestamp);
+        if (aggregateHash == bytes32(0)) revert ZeroAggregateHash();
+        rs = _rounds[studyId];
+        // round == lastRound + 1, without a stored lastRound: this round is
+        // empty and the previous one is recorded (or this is round 1).
+        if (rs[round].aggregateHash != bytes32(0)) revert RoundAlreadyRecorded(studyId, round);
+        bytes32 expectedPrev;
+        if (round == 1) {
+            expectedPrev = s.initialModelHash;
+        } else {
+            if (round == 0) revert RoundOutOfOrder(studyId, round);
+            expectedPrev = rs[round - 1].aggregateHash;
+            if (expectedPrev == bytes32(0)) revert RoundOutOfOrder(studyId, round);
+        }
+        if (prevGlobalHash != expectedPrev) revert PrevHashMismatch(studyId, expectedPrev, prevGlobalHash);
     }
 
     /// @dev Verify every commitment and its signature, update each signer's
@@ -595,6 +658,31 @@ contract StudyLedger is AccessControl, EIP712 {
         returns (address)
     {
         return ECDSA.recoverCalldata(_hashTypedDataV4(_structHash(c)), signature);
+    }
+
+    /// @notice Merkle leaf of a hospital's commitment (docs/HASHES.md section 6):
+    ///         keccak256(bytes.concat(keccak256(abi.encode(hospital, eip712Digest)))).
+    function commitmentLeaf(address hospital, Commitment calldata c) public view returns (bytes32) {
+        return keccak256(bytes.concat(keccak256(abi.encode(hospital, _hashTypedDataV4(_structHash(c))))));
+    }
+
+    /// @notice For a Merkle-mode round: the hospital whose signed commitment
+    ///         is a leaf under the round's root (recovered from `signature`),
+    ///         or address(0) when the signature is invalid, the proof does not
+    ///         verify or the round is not a Merkle round. Registration,
+    ///         consent and budget are not checked here (the auditor does).
+    function merkleMember(
+        bytes32 studyId,
+        uint64 round,
+        Commitment calldata c,
+        bytes calldata signature,
+        bytes32[] calldata proof
+    ) external view returns (address) {
+        RoundRecord storage r = _rounds[studyId][round];
+        if (r.mode != MODE_MERKLE || c.studyId != studyId || c.round != round) return address(0);
+        address signer = _recover(_hashTypedDataV4(_structHash(c)), signature);
+        if (signer == address(0)) return address(0);
+        return MerkleProof.verifyCalldata(proof, r.commitmentsHash, commitmentLeaf(signer, c)) ? signer : address(0);
     }
 
     function domainSeparator() external view returns (bytes32) {
