@@ -49,9 +49,9 @@ class StrategyConfig:
 
 @dataclass
 class TrainConfig:
-    local_epochs: int = 1
+    local_epochs: int = 2
     batch_size: int = 32
-    lr: float = 0.5
+    lr: float = 1.0
     momentum: float = 0.0
     weight_decay: float = 0.0
 
