@@ -51,6 +51,7 @@ def test_full_study_dp_ckks_anvil_then_audit(tmp_path):
     assert (tmp_path / "privacy.png").exists() and (tmp_path / "chain" / "anvil_state.json").exists()
 
 
+@pytest.mark.slow
 def test_spent_budget_refuses_at_the_right_round_and_the_study_goes_on(tmp_path):
     # arrange: hospital_1 may spend only 60 % of what the study plans
     proc = run_study(tmp_path, "num_hospitals=3", "num_rounds=4", "encryption=off", "ledger=none", "baselines=false",
