@@ -88,6 +88,8 @@ class LedgerConfig:
     keystore: Optional[str] = None
     record_timeout_s: float = 120.0
     expiry_days: float = 30.0
+    mode: str = "per_hospital"  # per_hospital | merkle | auto (Merkle above merkle_threshold hospitals)
+    merkle_threshold: int = 32
 
 
 @dataclass

@@ -7,6 +7,15 @@ on-chain record revert. After the round's artifacts are durable,
 ``commit_round`` journals the record and submits it; if the chain is down the
 record waits in the journal and the study stops with a clear error once the
 configured limit passes. No round is ever silently left unrecorded.
+
+Two ledger modes (``ledger.mode``): ``per_hospital`` records every commitment
+and signature on chain (``recordRound``; the contract enforces consent and
+budgets); ``merkle`` records only the Merkle root of the accepted commitments
+(``recordRoundMerkle``; flat gas) and writes each hospital's leaf and proof
+next to its signed commitment in the round manifest; ``auto`` uses Merkle
+mode when more than ``merkle_threshold`` hospitals contributed. In Merkle
+mode the contract cannot enforce consent or budgets, so the server checks
+them off-chain before aggregating (and the auditor checks them afterwards).
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedledger.commitment import RoundCommitment, recover_signer
+from fedledger.commitment import RoundCommitment, commitment_digest, recover_signer
 from fedledger.hashing import from_hex, to_hex
 from fl_server.strategy import StrategyWrapper
 from fl_server.validation import TrainReply, ValidationOutcome
@@ -36,9 +45,18 @@ class CommitmentRejected(ValueError):
 class LedgerCommit(StrategyWrapper):
     """Adds signed, on-chain round records to any strategy."""
 
+    MODES = ("per_hospital", "merkle", "auto")
+
     def __init__(self, inner: Strategy, client: Any, study_id: str, hospitals: dict[str, str],
-                 run_dir: Path, record_timeout_s: float, chain: Any = None) -> None:
+                 run_dir: Path, record_timeout_s: float, chain: Any = None, mode: str = "per_hospital",
+                 merkle_threshold: int = 32) -> None:
         super().__init__(inner)
+        if mode not in self.MODES:
+            raise ValueError(f"ledger.mode must be one of {', '.join(self.MODES)}, got {mode!r}")
+        self.mode = mode
+        self.merkle_threshold = int(merkle_threshold)
+        self.run_dir = Path(run_dir)
+        self._last_eps: dict[str, int] = {}  # address -> last epsilon this server accepted (Merkle rounds)
         self.client = client
         self.study_id = study_id
         self.hospitals = {h: to_checksum_address(a) for h, a in hospitals.items()}  # hospital id -> registered address
@@ -68,15 +86,25 @@ class LedgerCommit(StrategyWrapper):
         w3 = local.w3 if local is not None else _http_w3(chain_spec["rpc_url"])
         client = LedgerClient.at(w3, chain_spec["contract"], account, deploy_block=int(chain_spec.get("deploy_block", 0)))
         hospitals = {h["id"]: h["address"] for h in spec["hospitals"]}
+        led = (spec.get("config") or {}).get("ledger") or {}
+        mode = str(chain_spec.get("mode") or led.get("mode") or "per_hospital")
+        threshold = next((int(v) for v in (chain_spec.get("merkle_threshold"), led.get("merkle_threshold"))
+                          if v is not None), 32)
         return cls(inner, client, spec["study_id"], hospitals, Path(spec["run_dir"]),
-                   float(chain_spec.get("record_timeout_s", 120)), chain=local)
+                   float(chain_spec.get("record_timeout_s", 120)), chain=local, mode=mode,
+                   merkle_threshold=threshold)
+
+    def uses_merkle(self, n_hospitals: int) -> bool:
+        """Merkle mode for a round of ``n_hospitals`` accepted updates?"""
+        return self.mode == "merkle" or (self.mode == "auto" and n_hospitals > self.merkle_threshold)
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         self._prev_hash[server_round] = str(config["prev-hash"])
         return self.inner.configure_train(server_round, arrays, config, grid)
 
     def summary(self) -> None:
-        log.info("LedgerCommit: contract %s, study %s", self.client.address, self.study_id)
+        log.info("LedgerCommit: contract %s, study %s, mode %s (Merkle threshold %d)", self.client.address,
+                 self.study_id, self.mode, self.merkle_threshold)
 
     # -- commitments ----------------------------------------------------------------
     def verify(self, server_round: int, reply: TrainReply) -> RoundCommitment:
@@ -102,14 +130,40 @@ class LedgerCommit(StrategyWrapper):
 
     def aggregate_outcome(self, server_round: int, outcome: ValidationOutcome) -> tuple[ArrayRecord | None, MetricRecord | None]:
         kept = []
+        verified = []
         for reply in outcome.accepted:
             try:
-                self.verify(server_round, reply)
-                kept.append(reply)
+                verified.append((reply, self.verify(server_round, reply)))
             except (CommitmentRejected, KeyError, ValueError) as exc:
+                outcome.reject(reply, reply.node_id, reply.hospital, "invalid", f"commitment rejected: {exc}")
+        merkle = self.uses_merkle(len(verified))
+        seen: set[str] = set()
+        for reply, commitment in verified:
+            try:
+                if merkle:  # the contract will not check these in a Merkle round: do it here
+                    self._check_policy(reply.hospital, commitment, seen)
+                kept.append(reply)
+            except CommitmentRejected as exc:
                 outcome.reject(reply, reply.node_id, reply.hospital, "invalid", f"commitment rejected: {exc}")
         outcome.accepted = kept
         return self.inner.aggregate_outcome(server_round, outcome)
+
+    def _check_policy(self, hospital: str, c: RoundCommitment, seen: set[str]) -> None:
+        """What ``recordRound`` enforces per hospital: consenting, once per round, epsilon within budget and
+        not below the last value (the chain's, or the last one this server accepted in a Merkle round)."""
+        address = self.hospitals[hospital]
+        if address in seen:
+            raise CommitmentRejected(f"{hospital} already contributed to round {c.round}")
+        info = self.client.read_hospital(from_hex(self.study_id), address)
+        if info.status != "consented":
+            raise CommitmentRejected(f"{hospital} is '{info.status}' on chain, not consenting")
+        if c.epsilon_micro > info.budget_micro:
+            raise CommitmentRejected(f"{hospital} epsilon {c.epsilon_micro} micro is over its budget "
+                                     f"{info.budget_micro} micro")
+        last = max(info.last_epsilon_micro, self._last_eps.get(address, 0))
+        if c.epsilon_micro < last:
+            raise CommitmentRejected(f"{hospital} epsilon {c.epsilon_micro} micro is below its last {last} micro")
+        seen.add(address)
 
     # -- the on-chain record ----------------------------------------------------------
     def commit_round(self, server_round: int, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -124,9 +178,12 @@ class LedgerCommit(StrategyWrapper):
                 update_hash=from_hex(u["update_hash"]), sample_count=int(u["num_examples"]),
                 epsilon_micro=int(c["epsilon-micro"])))
             signatures.append(bytes.fromhex(str(c["signature"])[2:]))
-        record = RoundRecord(from_hex(self.study_id), server_round, from_hex(manifest["prev_hash"]),
-                             from_hex(manifest["aggregate"]["hash"]), int(manifest["aggregate"]["total_weight"]),
-                             tuple(commitments), tuple(signatures))
+        if self.uses_merkle(len(commitments)):
+            record = self._merkle_record(server_round, manifest, commitments)
+        else:
+            record = RoundRecord(from_hex(self.study_id), server_round, from_hex(manifest["prev_hash"]),
+                                 from_hex(manifest["aggregate"]["hash"]), int(manifest["aggregate"]["total_weight"]),
+                                 tuple(commitments), tuple(signatures))
         self.journal.append(record)
         self.submitter.flush()
         done = self.journal.submitted().get(record.key)
@@ -136,5 +193,32 @@ class LedgerCommit(StrategyWrapper):
         if receipt["tx"]:
             mined = self.client.w3.eth.get_transaction_receipt(receipt["tx"])
             receipt["gas_used"] = int(mined["gasUsed"])
-        log.info("round %d recorded on-chain: tx %s block %s gas %s", server_round, receipt["tx"], receipt["block"], receipt["gas_used"])
+        receipt["mode"] = "merkle" if record.mode == 2 else "per_hospital"
+        log.info("round %d recorded on-chain (%s): tx %s block %s gas %s", server_round, receipt["mode"],
+                 receipt["tx"], receipt["block"], receipt["gas_used"])
         return receipt
+
+    def _merkle_record(self, server_round: int, manifest: dict[str, Any], commitments: list[RoundCommitment]) -> Any:
+        """Build the round's Merkle tree, put each leaf and proof into the manifest (rewritten durably
+        before anything is journaled or sent), and return the mode-2 record of the root."""
+        from fedledger.merkle import MerkleTree, commitment_leaf
+        from fl_server.artifact_store import ArtifactStore
+        from ledger.journal import RoundRecord
+
+        leaves = []
+        for u, c in zip(manifest["updates"], commitments):
+            address = self.hospitals[u["hospital"]]
+            leaves.append(commitment_leaf(address, commitment_digest(self.domain, c)))
+        tree = MerkleTree(leaves)
+        max_eps = max(c.epsilon_micro for c in commitments)
+        for u, c, leaf in zip(manifest["updates"], commitments, leaves):
+            u["merkle"] = {"address": self.hospitals[u["hospital"]], "commitment": c.to_json(),
+                           "leaf": to_hex(leaf), "proof": [to_hex(p) for p in tree.proof(leaf)]}
+            self._last_eps[self.hospitals[u["hospital"]]] = c.epsilon_micro
+        manifest["ledger"] = {"mode": "merkle", "commitments_root": to_hex(tree.root),
+                              "participants": len(commitments), "max_epsilon_micro": max_eps}
+        ArtifactStore(self.run_dir).write_round(manifest)
+        return RoundRecord(from_hex(self.study_id), server_round, from_hex(manifest["prev_hash"]),
+                           from_hex(manifest["aggregate"]["hash"]), int(manifest["aggregate"]["total_weight"]),
+                           (), (), mode=2, commitments_root=tree.root, participants=len(commitments),
+                           max_epsilon_micro=max_eps)

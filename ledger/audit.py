@@ -23,6 +23,14 @@ Checks (docs/AUDIT.md has the full list):
                   registration, consent at that block, round time within the
                   study expiry, epsilon within the hospital budget, sample
                   counts sum to the recorded total, commitments hash matches.
+``merkle``        Merkle-mode rounds (mode 2, only a root on chain): every leaf in
+                  the round manifest is recomputed from its commitment and signer,
+                  its proof verifies against the on-chain root, the leaves rebuild
+                  the root, their number is the recorded participant count, the
+                  max-epsilon claim holds, and each leaf is the update stored and
+                  summed. The leaves then go through every per-hospital check
+                  above (signature, binding, registration, consent, budget, samples)
+                  and ``privacy``, exactly like on-chain commitments.
 ``privacy``       each hospital's cumulative epsilon never decreases, within budget.
 ``context``       the public CKKS context used for the re-sum is the registered one.
 ``manifest`` / ``participants`` / ``blobs`` / ``update_hash`` / ``resum``
@@ -60,7 +68,7 @@ SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681
 
 #: Every check name, in report order.
 CHECKS = ("study", "hash_chain", "signature", "binding", "registered", "consent", "expiry", "budget",
-          "samples", "privacy", "context", "manifest", "participants", "blobs", "update_hash", "resum",
+          "samples", "merkle", "privacy", "context", "manifest", "participants", "blobs", "update_hash", "resum",
           "checkpoint")
 
 
@@ -106,9 +114,12 @@ class RoundView:
     block: int
     timestamp: int
     commitments: list[CommitmentView]
-    commitments_hash: bytes | None = None
+    commitments_hash: bytes | None = None  # mode 2: the Merkle root of the commitments
     tx_hash: str = ""
     log_index: int = 0
+    mode: int = 1  # 1: commitments on chain (recordRound); 2: Merkle root only (recordRoundMerkle)
+    max_epsilon_micro: int | None = None  # mode 2: the aggregator's claim in the calldata
+    leaves_loaded: bool = False  # mode 2: commitments were filled in from the manifest's leaves
 
 
 @dataclass
@@ -366,14 +377,19 @@ class _ChainReader:
         return {b: _int(r["timestamp"]) for b, r in zip(blocks, res)}
 
     def decode_record_round(self, data: bytes) -> dict[str, Any]:
+        """Arguments of a recordRound or recordRoundMerkle call; ``_function`` names which."""
         from eth_abi import decode
 
-        abi = next(x for x in self.c.abi if x.get("type") == "function" and x.get("name") == "recordRound")
-        types = [_abi_type(i) for i in abi["inputs"]]
-        selector = keccak(text=f"recordRound({','.join(types)})")[:4]
-        if data[:4] != selector:
-            raise ValueError("transaction is not a recordRound call")
-        return dict(zip([i["name"] for i in abi["inputs"]], decode(types, data[4:])))
+        for name in ("recordRound", "recordRoundMerkle"):
+            abi = next((x for x in self.c.abi if x.get("type") == "function" and x.get("name") == name), None)
+            if abi is None:
+                continue
+            types = [_abi_type(i) for i in abi["inputs"]]
+            if data[:4] == keccak(text=f"{name}({','.join(types)})")[:4]:
+                out = dict(zip([i["name"] for i in abi["inputs"]], decode(types, data[4:])))
+                out["_function"] = name
+                return out
+        raise ValueError("transaction is not a recordRound or recordRoundMerkle call")
 
 
 def read_chain_view(w3: Any, contract: str, study_id: bytes | str, from_block: int = 0,
@@ -422,6 +438,17 @@ def read_chain_view(w3: Any, contract: str, study_id: bytes | str, from_block: i
     for ev in round_logs:
         a = ev["args"]
         params = rd.decode_record_round(inputs[ev["tx"]])
+        if params["_function"] == "recordRoundMerkle":
+            if bytes(params["commitmentsRoot"]) != bytes(a["commitmentsHash"]) or commit_by_tx.get(ev["tx"]):
+                notices.append(f"round {a['round']}: recordRoundMerkle calldata does not match its logs")
+            rounds.append(RoundView(
+                round=int(a["round"]), prev_hash=bytes(a["prevGlobalHash"]), aggregate_hash=bytes(a["aggregateHash"]),
+                total_samples=int(a["totalSamples"]), participants=int(a["participants"]), block=ev["block"],
+                timestamp=times[ev["block"]], commitments=[], commitments_hash=bytes(a["commitmentsHash"]),
+                tx_hash="0x" + ev["tx"].hex(), log_index=ev["log_index"], mode=2,
+                max_epsilon_micro=int(params["maxEpsilonMicro"]),
+            ))
+            continue
         call_cs = [RoundCommitment.from_tuple(tuple(x.values()) if isinstance(x, dict) else tuple(x))
                    for x in params["commitments"]]
         sigs = [bytes(x) for x in params["signatures"]]
@@ -523,6 +550,14 @@ def check_participants(view: ChainView, reference_signatures: bool = False) -> l
     out: list[Finding] = []
     for rv in sorted(view.rounds, key=lambda x: x.round):
         r = rv.round
+        if rv.mode == 2 and not rv.leaves_loaded:
+            for k in ("signature", "binding", "registered", "consent", "budget", "samples"):
+                out.append(Finding(k, True, f"Merkle round: its {rv.participants} commitments are in the artifact "
+                                   "store, not on chain (audit with the artifact store)", r, skipped=True))
+            out += _per_round("expiry", r, [] if rv.timestamp <= view.expiry else [Finding(
+                "expiry", False, f"round {r} recorded at t={rv.timestamp}, after the study expiry t={view.expiry}",
+                r)], "recorded before the study expiry")
+            continue
         fails: dict[str, list[Finding]] = {k: [] for k in
                                            ("signature", "binding", "registered", "consent", "expiry", "budget", "samples")}
         seen: set[str] = set()
@@ -568,10 +603,11 @@ def check_participants(view: ChainView, reference_signatures: bool = False) -> l
         if len(rv.commitments) != rv.participants or not rv.commitments:
             fails["samples"].append(Finding("samples", False, f"{len(rv.commitments)} commitments but the round "
                                             f"records {rv.participants} participants", r))
-        if rv.commitments_hash is not None and commitments_hash(digests) != rv.commitments_hash:
+        if rv.mode != 2 and rv.commitments_hash is not None and commitments_hash(digests) != rv.commitments_hash:
             fails["samples"].append(Finding("samples", False, "the commitments do not hash to the round's "
                                             "on-chain commitmentsHash", r))
-        oks = {"signature": f"{len(rv.commitments)} signatures verified off-chain",
+        oks = {"signature": f"{len(rv.commitments)} signatures verified off-chain"
+                            + (" (Merkle leaves)" if rv.mode == 2 else ""),
                "binding": "commitments bind study, round and prev hash",
                "registered": "all participants registered", "consent": "all participants consenting",
                "expiry": "recorded before the study expiry", "budget": "all epsilons within budget",
@@ -579,6 +615,111 @@ def check_participants(view: ChainView, reference_signatures: bool = False) -> l
         for k, fs in fails.items():
             out += _per_round(k, r, fs, oks[k])
     return out
+
+
+def attach_merkle_leaves(view: ChainView, store_dir: Path) -> list[Finding]:
+    """Check the leaves of every Merkle-mode round against its on-chain root, and fill in its commitments.
+
+    The leaves come from the round manifest (``updates[i].merkle``: the signer's
+    address, the full commitment, the leaf and its proof; the signature is
+    ``updates[i].commitment.signature``). Each leaf is recomputed from the
+    commitment (independent EIP-712 digest) and the address, its proof is
+    verified against the on-chain root, all leaves must rebuild that root and
+    number exactly the recorded participants, and each leaf's update hash and
+    sample count must be those of the stored update it sits in (the update
+    that was summed). The commitments are then attached to the round so that
+    the per-hospital checks (signature recovers to the address, binding,
+    registration, consent, budget, samples, privacy) run on them.
+    """
+    from fedledger.merkle import MerkleError, MerkleTree, commitment_leaf, verify_proof
+
+    store = _Store(store_dir)
+    separator = _domain_separator(view.domain)
+    out: list[Finding] = []
+    for rv in sorted(view.rounds, key=lambda x: x.round):
+        if rv.mode != 2:
+            continue
+        r, root = rv.round, rv.commitments_hash or ZERO32
+        try:
+            m = store.manifest(r)
+        except (OSError, ValueError) as exc:
+            m, problem = None, f"manifest of round {r} is unreadable: {exc}"
+        else:
+            problem = f"round {r} is a Merkle round but has no manifest: its {rv.participants} commitments " \
+                      "cannot be checked"
+        if not isinstance(m, dict):
+            out.append(Finding("merkle", False, problem, r))
+            continue
+        fails: list[Finding] = []
+        leaves: list[bytes] = []
+        commitments: list[CommitmentView] = []
+        for u in [u for u in m.get("updates", []) if isinstance(u, dict)]:
+            name = str(u.get("hospital"))
+            entry = u.get("merkle")
+            signed = u.get("commitment") if isinstance(u.get("commitment"), dict) else {}
+            if not isinstance(entry, dict):
+                fails.append(Finding("merkle", False, f"update of {name!r} has no Merkle leaf (an update that is "
+                                     "not under the on-chain root)", r, name))
+                continue
+            try:
+                address = to_checksum_address(str(entry["address"]))
+                c = RoundCommitment.from_json(entry["commitment"])
+                stored_leaf = _hex32(entry.get("leaf"))
+                proof = [bytes.fromhex(str(p).removeprefix("0x")) for p in entry.get("proof", [])]
+                signature = bytes.fromhex(str(signed.get("signature", "")).removeprefix("0x"))
+            except (KeyError, ValueError, TypeError) as exc:
+                fails.append(Finding("merkle", False, f"Merkle leaf of {name!r} is malformed: {exc}", r, name))
+                continue
+            who = f"{name} ({address})"
+            leaf = commitment_leaf(address, commitment_digest_independent(separator, c))
+            leaves.append(leaf)
+            if stored_leaf != leaf:
+                fails.append(Finding("merkle", False, f"leaf of {who} does not match its commitment (altered leaf)",
+                                     r, address))
+            if not verify_proof(proof, root, leaf):
+                fails.append(Finding("merkle", False, f"commitment of {who} is not under the on-chain root "
+                                     f"{to_hex(root)[:18]}.. (its proof does not verify: leaf added or altered)",
+                                     r, address))
+            if (_hex32(u.get("update_hash")), u.get("num_examples")) != (c.update_hash, c.sample_count):
+                fails.append(Finding("merkle", False, f"leaf of {who} commits to update "
+                                     f"{to_hex(c.update_hash)[:18]}.. / {c.sample_count} samples, the manifest stores "
+                                     f"{str(u.get('update_hash'))[:18]}.. / {u.get('num_examples')}", r, address))
+            commitments.append(CommitmentView(address, c, signature, rv.log_index))
+        if len(leaves) != rv.participants:
+            missing = _missing_leaves(m, leaves)
+            fails.append(Finding("merkle", False, f"the manifest has {len(leaves)} leaves, the chain records "
+                                 f"{rv.participants} participants (leaf dropped or added)"
+                                 + (f"; leaves named in proofs but absent: {', '.join(missing)}" if missing else ""), r))
+        try:
+            rebuilt = MerkleTree(leaves).root if leaves else None
+        except MerkleError as exc:
+            rebuilt = None
+            fails.append(Finding("merkle", False, f"the leaves do not form a tree: {exc}", r))
+        if leaves and rebuilt is not None and rebuilt != root:
+            fails.append(Finding("merkle", False, f"the {len(leaves)} leaves rebuild root {to_hex(rebuilt)[:18]}.., "
+                                 f"the chain records {to_hex(root)[:18]}..", r))
+        max_eps = max((cv.commitment.epsilon_micro for cv in commitments), default=0)
+        if rv.max_epsilon_micro is not None and commitments and max_eps != rv.max_epsilon_micro:
+            fails.append(Finding("merkle", False, f"the leaves' largest epsilon is {max_eps / 1e6:.6f}, the "
+                                 f"aggregator declared {rv.max_epsilon_micro / 1e6:.6f} on chain", r))
+        rv.commitments = commitments
+        rv.leaves_loaded = True
+        out += _per_round("merkle", r, fails, f"{len(leaves)} leaves verify against the on-chain root")
+    return out
+
+
+def _missing_leaves(manifest: dict[str, Any], leaves: list[bytes]) -> list[str]:
+    """First-level siblings in the manifest's proofs that are not themselves leaves (a dropped leaf's hash)."""
+    have = set(leaves)
+    out = []
+    for u in manifest.get("updates", []):
+        proof = ((u or {}).get("merkle") or {}).get("proof") or []
+        if proof:
+            sib = _hex32(proof[0])
+            if sib is not None and sib not in have and to_hex(sib) not in out:
+                # a first-level sibling is a leaf, unless it is an inner node of a promoted subtree: report candidates
+                out.append(to_hex(sib))
+    return [x[:18] + ".." for x in out]
 
 
 def epsilon_table(view: ChainView) -> dict[str, dict[int, float]]:
@@ -1004,9 +1145,14 @@ def audit(view: ChainView, store_dir: Path | None = None, context_bytes: bytes |
           resum: bool = True, reference_signatures: bool = False) -> AuditResult:
     """Run every check; artifact checks only when ``store_dir`` is given."""
     t0 = time.perf_counter()
+    merkle_findings: list[Finding] = []
     if store_dir is not None:
+        merkle_findings = attach_merkle_leaves(view, Path(store_dir))
         learn_labels(view, Path(store_dir))
-    findings = check_study(view) + check_hash_chain(view) + check_participants(view, reference_signatures) \
+    elif any(rv.mode == 2 for rv in view.rounds):
+        view.notices.append("Merkle-mode rounds: their commitments are only in the artifact store; without it "
+                            "signatures, consent and budgets of those rounds are not checked")
+    findings = merkle_findings + check_study(view) + check_hash_chain(view) + check_participants(view, reference_signatures) \
         + check_privacy(view)
     if store_dir is not None:
         store_dir = Path(store_dir)
