@@ -409,5 +409,24 @@ def test_audit_run_dir_api(anvil_study):
 
 
 @pytest.mark.slow
-def test_real_simulated_study_audits_clean(tmp_path):  # pragma: no cover - slow
-    pytest.skip("run by hand: python -m experiments.run num_rounds=2 (see docs/AUDIT.md)")
+def test_real_simulated_study_audits_clean_and_tamper_is_caught(tmp_path):
+    import subprocess
+    import sys
+
+    from fedledger.cli import main
+
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "experiments.run", "num_rounds=2", f"hydra.run.dir={run}"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert json.loads((run / "audit.json").read_text())["ok"] is True
+
+    m = json.loads((run / "artifacts/rounds/round_00002.json").read_text())
+    blob = run / "artifacts/blobs" / m["updates"][0]["blobs"][0]
+    data = bytearray(blob.read_bytes())
+    data[-100] ^= 0xFF
+    blob.write_bytes(bytes(data))
+
+    assert main(["audit", "--run-dir", str(run), "--json", str(tmp_path / "t.json")]) == 1
+    failed = json.loads((tmp_path / "t.json").read_text())["failures"]
+    assert {f["round"] for f in failed} == {2} and {"blobs", "update_hash"} <= {f["check"] for f in failed}
