@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--workdir", type=Path, default=None, help="keep run dirs here (default: a temp dir, removed)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--resume", action="store_true", help="reuse finished runs found in --workdir")
+    ap.add_argument("--existing-only", action="store_true",
+                    help="summarise only the finished runs in --workdir; run nothing (missing ones are listed)")
     args = ap.parse_args(argv)
 
     models = [m for m in args.models.split(",") if m]
@@ -187,6 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, Any]] = []
     audits: dict[str, Any] = {}
+    missing: list[str] = []
     t_start = time.perf_counter()
     for rep in range(args.repeats):
         for model in models:
@@ -195,13 +199,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 overrides = [*CONFIGS[name], f"model={model}", "dataset=breast_cancer",
                              f"num_hospitals={args.hospitals}", f"num_rounds={args.rounds}",
                              "baselines=false", "audit=false", "seed=0"]
-                print(f"[overhead] rep {rep} {model:6s} {name:6s} ...", flush=True)
-                r = run_study(overrides, run_dir, work / f"{model}-{name}-{rep}.log")
+                done = run_dir / "results.json"
+                if (args.resume or args.existing_only) and done.exists():
+                    r = {"results": json.loads(done.read_text()), "process_wall_s": None, "peak_rss_bytes": None}
+                    print(f"[overhead] rep {rep} {model:6s} {name:6s} reused {done}", flush=True)
+                elif args.existing_only:
+                    missing.append(f"{model}/{name}/{rep}")
+                    continue
+                else:
+                    print(f"[overhead] rep {rep} {model:6s} {name:6s} ...", flush=True)
+                    r = run_study(overrides, run_dir, work / f"{model}-{name}-{rep}.log")
                 stats = round_stats(r["results"])
                 row = {"model": model, "config": name, "repeat": rep, "overrides": overrides, **stats,
-                       "process_wall_s": round(r["process_wall_s"], 2),
-                       "peak_rss_mib": round(r["peak_rss_bytes"] / 2**20)}
-                if name == "all" and rep == 0:
+                       "process_wall_s": round(r["process_wall_s"], 2) if r["process_wall_s"] is not None else None,
+                       "peak_rss_mib": round(r["peak_rss_bytes"] / 2**20) if r["peak_rss_bytes"] is not None else None}
+                if name == "all" and rep == 0 and run_dir.exists():
                     audits[model] = time_audit(run_dir)
                     row.update(audits[model])
                 runs.append(row)
@@ -209,12 +221,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       f"{stats['bytes_per_hospital']:.0f} B/hospital, gas {stats['gas_per_round']}", flush=True)
 
     summary: list[dict[str, Any]] = []
+    models = [m for m in models if any(r["model"] == m for r in runs)]
     for model in models:
         base_rows = [r for r in runs if r["model"] == model and r["config"] == "plain"]
         base_s = statistics.mean(r["round_s_mean"] for r in base_rows) if base_rows else None
         base_b = statistics.mean(r["bytes_per_hospital"] for r in base_rows) if base_rows else None
         for name in configs:
             rows = [r for r in runs if r["model"] == model and r["config"] == name]
+            if not rows:
+                continue
             s = statistics.mean(r["round_s_mean"] for r in rows)
             b = statistics.mean(r["bytes_per_hospital"] for r in rows)
             entry = {"model": model, "config": name, "round_s": round(s, 4),
@@ -240,6 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "target_all_ratio": TARGET_RATIO,
         "all_ratio": all_ratios,
         "meets_target": all(v is not None and v <= TARGET_RATIO for v in all_ratios.values()) if all_ratios else None,
+        "not_measured": missing,
         "summary": summary,
         "runs": runs,
         "elapsed_s": round(time.perf_counter() - t_start, 1),
