@@ -16,6 +16,7 @@ from fl_client.hospital_keys import generate_eth_key
 
 UNBOUNDED_MICRO = 2**64 - 1
 CODE_VERSION = "fedledger-0.1.0"
+REGISTER_BATCH = 200
 
 
 def context_hash(spec: dict[str, Any]) -> bytes:
@@ -50,9 +51,13 @@ def setup_chain(cfg: dict[str, Any], spec: dict[str, Any], keys_dir: Path) -> An
             h["address"] = account.address
             hospitals.append(account)
         expiry = int(time.time() + float(led["expiry_days"]) * 86400)
+        addresses = [a.address for a in hospitals]
+        budgets = [budget_micro(h["budget"]) for h in spec["hospitals"]]
         client.register_study(spec["study_id"], from_hex(spec["config_hash"]), from_hex(spec["initial_model_hash"]),
                               context_hash(spec), CODE_VERSION, aggregator.address, expiry,
-                              [a.address for a in hospitals], [budget_micro(h["budget"]) for h in spec["hospitals"]])
+                              addresses[:REGISTER_BATCH], budgets[:REGISTER_BATCH])
+        for start in range(REGISTER_BATCH, len(addresses), REGISTER_BATCH):  # one block cannot hold 1,000 registrations
+            client.add_hospitals(spec["study_id"], addresses[start:start + REGISTER_BATCH], budgets[start:start + REGISTER_BATCH])
         for account in hospitals:
             client.consent(spec["study_id"], account)
         agg_key = None

@@ -316,6 +316,13 @@ class LedgerClient:
         )
         return self._receipt(self._transact(fn, sender, "registerStudy"))
 
+    def add_hospitals(self, study_id: bytes | str, hospitals: Sequence[str], epsilon_budgets_micro: Sequence[int],
+                      sender: LocalAccount | None = None) -> RecordReceipt:
+        """Register more hospitals for an existing study (large consortia register in batches)."""
+        fn = self.contract.functions.addHospitals(_b32(study_id), [to_checksum_address(h) for h in hospitals],
+                                                  [int(b) for b in epsilon_budgets_micro])
+        return self._receipt(self._transact(fn, sender, f"addHospitals({len(hospitals)})"))
+
     def consent(self, study_id: bytes | str, hospital_account: LocalAccount) -> RecordReceipt:
         return self._receipt(self._transact(self.contract.functions.consent(_b32(study_id)), hospital_account, "consent"))
 

@@ -220,6 +220,30 @@ contract StudyLedger is AccessControl, EIP712 {
         emit StudyRegistered(
             studyId, configHash, initialModelHash, contextHash, codeVersion, aggregator, expiry, hospitals.length
         );
+        _addHospitals(studyId, s, hospitals, epsilonBudgetsMicro);
+    }
+
+    /// @notice Register more hospitals for an existing study (large consortia register in batches:
+    /// one transaction cannot hold a thousand registrations). Each still has to consent itself.
+    function addHospitals(bytes32 studyId, address[] calldata hospitals, uint64[] calldata epsilonBudgetsMicro)
+        external
+        onlyStudyAdmin
+    {
+        Study storage s = _studies[studyId];
+        if (s.aggregator == address(0)) revert UnknownStudy(studyId);
+        if (hospitals.length == 0) revert NoHospitals();
+        if (hospitals.length != epsilonBudgetsMicro.length) {
+            revert HospitalsBudgetsLengthMismatch(hospitals.length, epsilonBudgetsMicro.length);
+        }
+        _addHospitals(studyId, s, hospitals, epsilonBudgetsMicro);
+    }
+
+    function _addHospitals(
+        bytes32 studyId,
+        Study storage s,
+        address[] calldata hospitals,
+        uint64[] calldata epsilonBudgetsMicro
+    ) private {
         mapping(address => uint256) storage hs = _hospitals[studyId];
         for (uint256 i = 0; i < hospitals.length; ++i) {
             address h = hospitals[i];
