@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             entry = {"model": model, "config": name, "round_s": round(s, 4),
                      "round_s_spread": [min(x for r in rows for x in r["round_s_all"]),
                                         max(x for r in rows for x in r["round_s_all"])],
+                     "rounds_s": [x for r in rows for x in r["round_s_all"]],
                      "bytes_per_hospital": round(b), "gas_per_round": rows[0]["gas_per_round"],
                      "time_ratio": round(s / base_s, 2) if base_s else None,
                      "bytes_ratio": round(b / base_b, 2) if base_b else None}
@@ -269,11 +270,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def markdown(out: dict[str, Any]) -> str:
-    lines = ["| model | configuration | s / round | x plain | bytes / hospital / round | x plain | gas / round |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| model | configuration | s / round (mean) | x plain | rounds 2..N, s | bytes / hospital / round | x plain | gas / round |",
+             "|---|---|---:|---:|---|---:|---:|---:|"]
     for e in out["summary"]:
         gas = f"{e['gas_per_round']:,}" if e.get("gas_per_round") else "-"
-        lines.append(f"| {e['model']} | {e['config']} | {e['round_s']:.3f} | {e['time_ratio']:.2f} | "
+        each = ", ".join(f"{x:.1f}" for x in e.get("rounds_s", []))
+        lines.append(f"| {e['model']} | {e['config']} | {e['round_s']:.3f} | {e['time_ratio']:.2f} | {each} | "
                      f"{e['bytes_per_hospital']:,} | {e['bytes_ratio']:.1f} | {gas} |")
     return "\n".join(lines)
 

@@ -115,9 +115,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--merkle", choices=["auto", "yes", "no"], default="auto")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--rows-from", type=Path, nargs="*", default=[],
+                    help="earlier scale JSON files whose rows (sizes not run now) are merged in, marked 'from_file'")
     args = ap.parse_args(argv)
 
-    sizes = [int(s) for s in args.sizes.split(",") if s]
+    sizes = [int(s) for s in args.sizes.split(",") if s and s != "none"]
     use_merkle = merkle_available() if args.merkle == "auto" else args.merkle == "yes"
     work = args.workdir or Path(tempfile.mkdtemp(prefix="fedledger-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -127,6 +129,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if use_merkle and n >= 100:
             rows.append(run_size(n, args.rounds, "merkle", work, args.timeout, args.rows_per_hospital))
 
+    have = {(r["hospitals"], r["ledger_mode"]) for r in rows}
+    for f in args.rows_from:
+        for r in json.loads(Path(f).read_text()).get("rows", []):
+            if (r["hospitals"], r["ledger_mode"]) not in have:
+                rows.append({**r, "from_file": str(f)})
+                have.add((r["hospitals"], r["ledger_mode"]))
+    rows.sort(key=lambda r: (r["ledger_mode"], r["hospitals"]))
     out = summarise(rows, args, use_merkle)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
