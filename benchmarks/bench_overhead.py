@@ -274,7 +274,7 @@ def markdown(out: dict[str, Any]) -> str:
              "|---|---|---:|---:|---|---:|---:|---:|"]
     for e in out["summary"]:
         gas = f"{e['gas_per_round']:,}" if e.get("gas_per_round") else "-"
-        each = ", ".join(f"{x:.1f}" for x in e.get("rounds_s", []))
+        each = ", ".join(f"{x:.2f}" for x in e.get("rounds_s", []))
         lines.append(f"| {e['model']} | {e['config']} | {e['round_s']:.3f} | {e['time_ratio']:.2f} | {each} | "
                      f"{e['bytes_per_hospital']:,} | {e['bytes_ratio']:.1f} | {gas} |")
     return "\n".join(lines)
