@@ -33,7 +33,7 @@ def round_entry(outcome: RoundOutcome) -> dict[str, Any]:
     return entry
 
 
-def privacy_section(outcomes: list[RoundOutcome], accountants: dict[str, str]) -> dict[str, Any]:
+def privacy_section(outcomes: list[RoundOutcome]) -> dict[str, Any]:
     """Per hospital: cumulative epsilon per round it took part in, plus its DP parameters."""
     out: dict[str, Any] = {}
     for o in outcomes:
@@ -41,7 +41,7 @@ def privacy_section(outcomes: list[RoundOutcome], accountants: dict[str, str]) -
             h = out.setdefault(hospital, {"epsilon": [], "rounds": [], "delta": p.get("delta"), "budget": p.get("budget"),
                                           "noise_multiplier": p.get("noise-multiplier"),
                                           "max_grad_norm": p.get("max-grad-norm"),
-                                          "accountant": accountants.get(hospital)})
+                                          "accountant": p.get("accountant")})
             h["epsilon"].append(p["epsilon"])
             h["rounds"].append(o.server_round)
     return dict(sorted(out.items()))

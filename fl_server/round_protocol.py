@@ -133,7 +133,7 @@ def run_rounds(
             bytes_per_hospital=sum(r.payload.nbytes() for r in accepted) / len(accepted),
             duration_s=time.perf_counter() - t0,
             ledger=ledger,
-            privacy={r.hospital: privacy_of(r.metrics) for r in accepted if "epsilon" in r.metrics},
+            privacy={r.hospital: privacy_of(r.metrics, r.info) for r in accepted if "epsilon" in r.metrics},
         )
         outcomes.append(outcome)
         if on_round is not None:
@@ -142,8 +142,11 @@ def run_rounds(
     return global_model, outcomes
 
 
-def privacy_of(metrics: dict[str, Any]) -> dict[str, Any]:
+def privacy_of(metrics: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     """The privacy fields a hospital reports with its update."""
     keys = ("epsilon", "delta", "budget", "noise-multiplier", "max-grad-norm")
-    return {k: float(metrics[k]) for k in keys if k in metrics}
+    out: dict[str, Any] = {k: float(metrics[k]) for k in keys if k in metrics}
+    if "accountant" in info:
+        out["accountant"] = str(info["accountant"])
+    return out
 

@@ -119,7 +119,7 @@ def study_results(spec: dict[str, Any], outcomes: list[RoundOutcome], strategy: 
         "stopped": stopped,
     }
     if cfg["privacy"]["enabled"]:
-        results["privacy"] = privacy_section(outcomes, spec.get("accountants", {cfg_h["id"]: cfg["privacy"]["accountant"] for cfg_h in spec["hospitals"]}))
+        results["privacy"] = privacy_section(outcomes)
     if cfg["encryption"]["enabled"]:
         results["encryption"] = _find(strategy, "encryption_report")(outcomes)
     if (spec.get("chain") or {}).get("contract"):
