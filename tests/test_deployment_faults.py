@@ -101,7 +101,7 @@ def test_supernode_killed_while_training_round_completes_with_the_others(tmp_pat
     port = free_port()
     study = tmp_path / "study"
     spec = provision(study, "num_rounds=2", *PLAIN_MODEL, "privacy=off", "min_hospitals=2",
-                     "strategy.round_timeout_s=60", "--builtin", "3", "--ledger", "anvil",
+                     "strategy.round_timeout_s=300", "--builtin", "3", "--ledger", "anvil",
                      "--superlink", f"127.0.0.1:{port}", "--join-timeout", "180")
     deployment.chain(study, urlparse(spec["chain"]["rpc_url"]).port)
     deployment.superlink(study, port)
