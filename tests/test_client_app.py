@@ -102,3 +102,23 @@ def test_hospital_refuses_a_model_whose_hash_is_not_the_one_on_chain(tmp_path, i
     refusal = reply.content.config_records["refusal"]
     assert refusal["code"] == "chain-mismatch" and to_hex(model_hash(initial)) in refusal["reason"]
     assert "update" in honest.content.array_records
+
+
+def test_restarted_hospital_resumes_its_privacy_spend_from_its_state_dir(tmp_path, initial):
+    """A restart is a fresh process: new Flower context, empty caches; only the state file survives."""
+    from fl_client import hospital_runtime
+
+    privacy = {"enabled": True, "noise_multiplier": 1.0, "max_grad_norm": 1.0, "accountant": "rdp"}
+    nc = node_config(**{"state-dir": str(tmp_path / "state")})
+    h0 = to_hex(model_hash(initial))
+    first = train(task(initial, round_config(h0, privacy)), context(nc))
+    eps1 = first.content.metric_records["metrics"]["epsilon"]
+    hospital_runtime._data.cache_clear()  # the restart
+    second = train(task(initial, round_config(h0, privacy, **{"server-round": 2})), context(nc))
+    eps2 = second.content.metric_records["metrics"]["epsilon"]
+    uninterrupted = context(node_config())
+    train(task(initial, round_config(h0, privacy)), uninterrupted)
+    eps2_ref = train(task(initial, round_config(h0, privacy, **{"server-round": 2})), uninterrupted).content.metric_records["metrics"]["epsilon"]
+    assert (tmp_path / "state" / "privacy_state.json").exists()
+    assert eps2 > eps1 > 0
+    assert eps2 == pytest.approx(eps2_ref, rel=1e-9)
