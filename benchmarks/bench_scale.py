@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--rows-per-hospital", type=int, default=40)
     ap.add_argument("--timeout", type=float, default=1500.0, help="seconds per study before it is killed")
-    ap.add_argument("--merkle", choices=["auto", "yes", "no"], default="auto")
+    ap.add_argument("--merkle", choices=["auto", "yes", "no", "only"], default="auto",
+                    help="auto: also run 100+ hospitals in ledger.mode=merkle when it exists; only: merkle mode only")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--rows-from", type=Path, nargs="*", default=[],
@@ -120,13 +121,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
 
     sizes = [int(s) for s in args.sizes.split(",") if s and s != "none"]
-    use_merkle = merkle_available() if args.merkle == "auto" else args.merkle == "yes"
+    use_merkle = merkle_available() if args.merkle == "auto" else args.merkle in ("yes", "only")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="fedledger-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for n in sizes:
-        rows.append(run_size(n, args.rounds, None, work, args.timeout, args.rows_per_hospital))
-        if use_merkle and n >= 100:
+        if args.merkle != "only":
+            rows.append(run_size(n, args.rounds, None, work, args.timeout, args.rows_per_hospital))
+        if use_merkle and (n >= 100 or args.merkle == "only"):
             rows.append(run_size(n, args.rounds, "merkle", work, args.timeout, args.rows_per_hospital))
 
     have = {(r["hospitals"], r["ledger_mode"]) for r in rows}
