@@ -76,7 +76,7 @@ def privacy_utility(sweep_dir: Path, non_private: dict[str, Any] | None) -> Path
     ref = {"non-private federated": (non_private or {}).get("final", {}).get("accuracy"),
            "pooled (centralised)": (base.get("pooled") or {}).get("accuracy"),
            "local only (mean)": (base.get("local") or {}).get("accuracy")}
-    lines = ["| target epsilon | max epsilon spent | final accuracy (mean ± sd) | runs |", "|---|---|---|---|"]
+    lines = ["| target epsilon | epsilon spent (max over hospitals, mean over runs) | final accuracy (mean ± sd) | runs |", "|---|---|---|---|"]
     for eps, acc, spent in rows:
         lines.append(f"| {eps:g} | {spent['mean']:.3f} | {acc['mean']:.3f} ± {acc['std']:.3f} | {acc['n']} |")
     lines += ["", "| reference (no DP) | final accuracy |", "|---|---|"]
