@@ -55,7 +55,9 @@ def test_tls_auth_dp_ckks_ledger_three_hospitals_then_audit(tmp_path, deployment
     t0 = time.monotonic()
     port = free_port()
     study = tmp_path / "study"
-    spec = provision(study, "num_rounds=3", "--builtin", "3", "--ledger", "anvil", "--tls", "--auth",
+    # rdp: every task is a fresh flwr-clientapp process, and deriving the noise for a target epsilon with
+    # PRV costs seconds per process; the product default (prv) is covered by the simulation tests.
+    spec = provision(study, "num_rounds=3", "privacy.accountant=rdp", "--builtin", "3", "--ledger", "anvil", "--tls", "--auth",
                      "--superlink", f"127.0.0.1:{port}", "--join-timeout", "180")
     # what the aggregator side holds: no hospital secret; each hospital's bundle holds its own
     assert not any(p.name in ("secret.ctx", "eth_key", "auth_key") for p in (study / "keys").rglob("*"))
