@@ -42,6 +42,27 @@ def yes_no(v: Any) -> str:
 
 # --------------------------------------------------------------------------- sections
 
+def section_targets(ov: dict[str, Any] | None, sc: dict[str, Any] | None) -> list[str]:
+    out = ["## Targets at a glance", "", "| target | measured | verdict |", "|---|---|---|"]
+    if ov:
+        for m, r in (ov.get("all_ratio") or {}).items():
+            out.append(f"| everything on, 4 hospitals, {m}: <= {ov['target_all_ratio']}x plain Flower per round | "
+                       f"{r:.2f}x | {yes_no(r <= ov['target_all_ratio'])} |")
+    for mode in ("default", "merkle"):
+        v = (sc or {}).get(f"at_1000_{mode}") or {}
+        if v.get("round_s") is None:
+            continue
+        how = "measured" if v.get("measured") else "extrapolated"
+        out.append(f"| 1,000 hospitals, ledger `{mode}`: one round <= 120 s | {v['round_s']:.0f} s ({how}) | "
+                   f"{yes_no(v.get('meets_round_target'))} |")
+        out.append(f"| 1,000 hospitals, ledger `{mode}`: peak memory <= 8 GiB | {v['peak_gib']:.2f} GiB ({how}) | "
+                   f"{yes_no(v.get('meets_memory_target'))} |")
+        if v.get("gas_ratio_1000_over_10") is not None:
+            out.append(f"| 1,000 hospitals, ledger `{mode}`: gas per round <= 2x gas at 10 | "
+                       f"{v['gas_ratio_1000_over_10']:.2f}x ({how}) | {yes_no(v.get('meets_gas_target'))} |")
+    return out + [""]
+
+
 def section_overhead(d: dict[str, Any] | None) -> list[str]:
     out = ["## 1. Round overhead over plain Flower (4 hospitals)", ""]
     if not d:
@@ -226,6 +247,7 @@ def render() -> str:
              "python -m benchmarks.bench_overhead --rounds 6 --repeats 1",
              "python -m benchmarks.bench_scale --sizes 10,100,1000 --rounds 2",
              "```", ""]
+    lines += section_targets(load("overhead"), load("scale"))
     lines += section_overhead(load("overhead"))
     lines += section_scale(load("scale"))
     lines += section_dp(load("dp"))
