@@ -216,7 +216,9 @@ def markdown(out: dict[str, Any]) -> str:
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in out["rows"]:
         if not r.get("ok"):
-            lines.append(f"| {r['hospitals']:,} | {r['ledger_mode']} | failed: {str(r.get('error') or r.get('stopped'))[:80]} | | | | | | |")
+            why = " ".join(str(r.get("error") or r.get("stopped")).split()).replace("|", "/")
+            why = "timed out" if "rc=-9" in why else why[:100]
+            lines.append(f"| {r['hospitals']:,} | {r['ledger_mode']} | not finished: {why} | | | | | | |")
             continue
         gas = f"{r['gas_per_round']:,}" if r.get("gas_per_round") else "-"
         gph = f"{r['gas_per_hospital']:,}" if r.get("gas_per_hospital") else "-"
