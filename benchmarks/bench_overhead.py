@@ -130,7 +130,18 @@ def run_study(overrides: list[str], run_dir: Path, log_path: Path, timeout: floa
             try:
                 rc = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                # the whole tree: Ray workers and anvil outlive the driver otherwise
+                ps = import_psutil()
+                try:
+                    tree = ps.Process(proc.pid).children(recursive=True)
+                except ps.Error:
+                    tree = []
                 proc.kill()
+                for child in tree:
+                    try:
+                        child.kill()
+                    except ps.Error:
+                        pass
                 proc.wait()
                 rc = -9
     wall = time.perf_counter() - t0
