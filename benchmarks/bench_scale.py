@@ -76,7 +76,9 @@ def run_size(n: int, rounds: int, mode: str | None, work: Path, timeout: float, 
     try:
         r = run_study(overrides, run_dir, work / f"{tag}.log", timeout=timeout)
     except Exception as exc:  # recorded, not hidden
-        row.update(ok=False, error=str(exc)[-1500:])
+        timed_out = "rc=-9" in str(exc)
+        row.update(ok=False, timed_out=timed_out,
+                   error=(f"timed out after {timeout:.0f} s (killed); " if timed_out else "") + str(exc)[-1500:])
         print(f"[scale] {tag} FAILED: {str(exc)[-600:]}", flush=True)
         return row
     res = r["results"]
