@@ -219,7 +219,7 @@ def markdown(out: dict[str, Any]) -> str:
     for r in out["rows"]:
         if not r.get("ok"):
             why = " ".join(str(r.get("error") or r.get("stopped")).split()).replace("|", "/")
-            why = "timed out" if "rc=-9" in why else why[:100]
+            why = "timed out (killed), see What dominates" if r.get("timed_out") or "rc=-9" in why else why[:100]
             lines.append(f"| {r['hospitals']:,} | {r['ledger_mode']} | not finished: {why} | | | | | | |")
             continue
         gas = f"{r['gas_per_round']:,}" if r.get("gas_per_round") else "-"
