@@ -125,9 +125,10 @@ def main(argv=None) -> dict:
     acc = {}
     for accountant in ("prv", "rdp", "gdp"):
         t0 = time.perf_counter()
-        from fl_client.privacy import _compute_epsilon_cached
+        from fl_client.privacy import _MEMO, _compute_epsilon_cached
 
         _compute_epsilon_cached.cache_clear()
+        _MEMO.clear()
         compute_epsilon(accountant, [(1.0, BATCH / 140, 40)], 1e-5)
         acc[accountant] = round(1000 * (time.perf_counter() - t0), 1)
     result = {

@@ -17,13 +17,14 @@ import numpy as np
 from flwr.app import ConfigRecord, Context
 
 from fl_client.data import HospitalData, load_hospital, load_hospitals
-from fl_client.privacy import BudgetExceededError, HospitalPrivacy, PrivacyConfig
+from fl_client.privacy import BudgetExceededError, HospitalPrivacy, PrivacyConfig, memo_export, memo_import
 from fl_client.settings import HospitalSettings
 
 log = logging.getLogger("fedledger.client")
 
 BudgetRefusal = BudgetExceededError
 PRIVACY_STATE_KEY = "privacy-accountant"
+PRIVACY_MEMO_KEY = "privacy-memo"
 
 
 @lru_cache(maxsize=8)
@@ -100,6 +101,7 @@ def privacy_for(settings: HospitalSettings, cfg: ConfigRecord, n_records: int, c
     pcfg = json.loads(str(cfg.get("privacy", "{}")))
     if not pcfg.get("enabled", False):
         return None
+    _load_memo(settings, context)
     known = {k: v for k, v in pcfg.items() if k in PrivacyConfig.__dataclass_fields__}
     privacy = HospitalPrivacy(
         PrivacyConfig(**known),
@@ -120,6 +122,28 @@ def privacy_for(settings: HospitalSettings, cfg: ConfigRecord, n_records: int, c
     return privacy
 
 
+def _memo_file(settings: HospitalSettings) -> Path | None:
+    return Path(settings.state_dir) / "privacy_memo.json" if settings.state_dir else None
+
+
+def _load_memo(settings: HospitalSettings, context: Context) -> None:
+    """Accountant results this hospital computed before (another worker, or before a restart)."""
+    path = _memo_file(settings)
+    if path is not None and path.exists():
+        memo_import(json.loads(path.read_text()))
+    elif PRIVACY_MEMO_KEY in context.state.config_records:
+        memo_import(json.loads(str(context.state.config_records[PRIVACY_MEMO_KEY]["memo"])))
+
+
+def _save_memo(settings: HospitalSettings, privacy: HospitalPrivacy, context: Context) -> None:
+    mine = {k: v for k, v in memo_export().items() if repr(privacy.sample_rate) in k}
+    context.state.config_records[PRIVACY_MEMO_KEY] = ConfigRecord({"memo": json.dumps(mine)})
+    path = _memo_file(settings)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(mine))
+
+
 def check_budget(privacy: HospitalPrivacy, server_round: int) -> None:
     privacy.check_budget(server_round)
 
@@ -128,6 +152,7 @@ def save_privacy(settings: HospitalSettings, privacy: HospitalPrivacy, context: 
     """Persist the spend after training, before the reply leaves the hospital."""
     state = privacy.state_dict()
     context.state.config_records[PRIVACY_STATE_KEY] = ConfigRecord({"state": json.dumps(state)})
+    _save_memo(settings, privacy, context)
     path = _state_file(settings)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -174,8 +174,37 @@ def compute_epsilon(accountant: str, history: Sequence[Sequence[float]], delta: 
     return _compute_epsilon_cached(accountant, hist, float(delta))
 
 
+# Accountant results by their exact inputs. A hospital persists this memo with its privacy state
+# (hospital_runtime), so a new worker process or a restarted client does not redo PRV/RDP work:
+# round r's projected epsilon is round r+1's current one, and the derived noise never changes.
+_MEMO: dict[str, float] = {}
+
+
+def _memoized(kind: str, args: tuple, compute: Any) -> float:
+    key = json.dumps([kind, *args])
+    if key not in _MEMO:
+        _MEMO[key] = float(compute(*args))
+    return _MEMO[key]
+
+
+def memo_export() -> dict[str, float]:
+    """Accountant results computed so far (JSON-serialisable)."""
+    return dict(_MEMO)
+
+
+def memo_import(entries: Mapping[str, float]) -> None:
+    """Reuse results computed earlier (same inputs give the same figures, so this changes no number)."""
+    for k, v in entries.items():
+        _MEMO.setdefault(str(k), float(v))
+
+
 @functools.lru_cache(maxsize=256)
 def _compute_epsilon_cached(accountant: str, hist: tuple, delta: float) -> float:
+    return _memoized("epsilon", (accountant, [list(h) for h in hist], delta), _compute_epsilon_uncached)
+
+
+def _compute_epsilon_uncached(accountant: str, hist: list, delta: float) -> float:
+    hist = [tuple(h) for h in hist]
     # pure function of its arguments; PRV/RDP evaluations take 0.1-3 s, and the
     # same history is asked for by check_budget, train_local and summary
     if not hist:
@@ -187,8 +216,12 @@ def _compute_epsilon_cached(accountant: str, hist: tuple, delta: float) -> float
     return float(acc.get_epsilon(delta=delta))
 
 
-@functools.lru_cache(maxsize=64)
 def derive_noise_multiplier(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
+    """Memoized :func:`_derive_noise_multiplier` (see ``_MEMO``)."""
+    return _memoized("noise", (target_epsilon, delta, sample_rate, steps, accountant), _derive_noise_multiplier)
+
+
+def _derive_noise_multiplier(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
     """Opacus's ``get_noise_multiplier``: smallest noise (to 0.01 in epsilon) reaching
     ``target_epsilon`` at ``delta`` after ``steps`` Poisson steps of rate ``sample_rate``.
 

@@ -122,3 +122,24 @@ def test_restarted_hospital_resumes_its_privacy_spend_from_its_state_dir(tmp_pat
     assert (tmp_path / "state" / "privacy_state.json").exists()
     assert eps2 > eps1 > 0
     assert eps2 == pytest.approx(eps2_ref, rel=1e-9)
+
+
+def test_restarted_hospital_does_not_derive_its_noise_again(tmp_path, initial, monkeypatch):
+    """The accountant memo travels with the hospital's state: a new process reuses the derived noise."""
+    from fl_client import hospital_runtime, privacy as privacy_mod
+
+    privacy = {"enabled": True, "target_epsilon": 3.0, "delta": 1e-5, "max_grad_norm": 1.0, "accountant": "rdp"}
+    nc = node_config(**{"state-dir": str(tmp_path / "state")})
+    h0 = to_hex(model_hash(initial))
+    train(task(initial, round_config(h0, privacy)), context(nc))
+    # the restart: every in-process cache is gone, only the state dir remains
+    privacy_mod._MEMO.clear()
+    privacy_mod._compute_epsilon_cached.cache_clear()
+    hospital_runtime._data.cache_clear()
+
+    def no_derivation(*args):
+        raise AssertionError("noise multiplier derived again after a restart")
+
+    monkeypatch.setattr(privacy_mod, "_derive_noise_multiplier", no_derivation)
+    reply = train(task(initial, round_config(h0, privacy, **{"server-round": 2})), context(nc))
+    assert "update" in reply.content.array_records
