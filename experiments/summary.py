@@ -96,6 +96,8 @@ def privacy_utility(sweep_dir: Path, non_private: dict[str, Any] | None) -> Path
             ax.axhline(value, linestyle=style, color="gray", label=name)
     ax.set(xscale="log", xlabel="target epsilon per hospital (delta fixed)", ylabel="final accuracy",
            title="privacy-utility trade-off")
+    ax.set_xticks([r[0] for r in rows], [f"{r[0]:g}" for r in rows])
+    ax.minorticks_off()
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = sweep_dir / "privacy_utility.png"
