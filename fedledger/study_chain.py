@@ -12,7 +12,7 @@ from typing import Any
 
 from fedledger.commitment import epsilon_to_micro
 from fedledger.hashing import from_hex, sha256, to_hex
-from fl_client.hospital_keys import generate_eth_key
+from fl_client.hospital_keys import generate_eth_key, write_secret
 
 UNBOUNDED_MICRO = 2**64 - 1
 CODE_VERSION = "fedledger-0.1.0"
@@ -62,8 +62,6 @@ def setup_chain(cfg: dict[str, Any], spec: dict[str, Any], keys_dir: Path) -> An
             client.consent(spec["study_id"], account)
         agg_key = None
         if chain.backend in ("anvil", "eth_tester"):
-            from fedledger.study_setup import write_secret
-
             agg_key = keys_dir / "aggregator_eth_key"
             write_secret(agg_key, aggregator.key.hex().encode())
         spec["chain"] = {

@@ -8,7 +8,6 @@ provision`` for a deployment.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,15 +37,6 @@ class PreparedStudy:
 def config_hash(cfg: dict[str, Any]) -> bytes:
     """SHA-256 of the resolved config as canonical JSON (sorted keys, no spaces)."""
     return sha256(json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode())
-
-
-def write_secret(path: Path, data: bytes) -> None:
-    """Owner-only file in an owner-only directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
 
 
 def hospital_budget(cfg: dict[str, Any], hospital_id: str) -> float | None:

@@ -17,7 +17,8 @@ from eth_account.signers.local import LocalAccount
 PASSWORD_ENV = "FEDLEDGER_HOSPITAL_KEY_PASSWORD"
 
 
-def _write_owner_only(path: Path, data: bytes) -> None:
+def write_secret(path: Path, data: bytes) -> None:
+    """Owner-only file (0600) in an owner-only directory (0700): keys and other secrets."""
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -29,9 +30,9 @@ def generate_eth_key(path: Path, password: str | None = None) -> LocalAccount:
     """New random key; plain hex file (simulation) or encrypted keystore when a password is given."""
     account = Account.create()
     if password is None:
-        _write_owner_only(Path(path), account.key.hex().encode())
+        write_secret(Path(path), account.key.hex().encode())
     else:
-        _write_owner_only(Path(path), json.dumps(Account.encrypt(account.key, password)).encode())
+        write_secret(Path(path), json.dumps(Account.encrypt(account.key, password)).encode())
     return account
 
 

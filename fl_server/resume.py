@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from fedledger.hashing import MODEL_DOMAIN, from_hex, to_hex
+from fedledger.hashing import MODEL_DOMAIN, to_hex
 from fedledger.wire import ModelPayload
 from fl_server.artifact_store import ArtifactStore
 from fl_server.round_protocol import RoundOutcome

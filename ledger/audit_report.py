@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ledger.audit import CHECKS, AuditResult
+from ledger.audit import AuditResult
 
 #: Column groups of the terminal table (check names in each group).
 GROUPS = {
