@@ -250,3 +250,36 @@ def test_parse_canonical_model_roundtrip():
     arrays = {"b": np.arange(3, dtype=np.float64), "a": np.ones((2, 2), np.float32), "s": np.array(1.5, np.float32)}
     back = parse_canonical_model(canonical_model_bytes(arrays))
     assert canonical_model_bytes(back) == canonical_model_bytes(arrays)
+
+
+# -- (d) a SuperNode with the wrong CKKS key --------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_supernode_with_the_wrong_ckks_key_is_rejected_naming_it_and_the_round_goes_on(tmp_path, deployment: Deployment):
+    # arrange: hospital_2 holds a secret context from another key ceremony
+    from fedledger.ckks import create_keys, preset
+
+    port = free_port()
+    study = tmp_path / "study"
+    provision(study, "num_rounds=2", "model=logreg", "privacy=off", "min_hospitals=2", "strategy.round_timeout_s=300",
+              "--builtin", "3", "--ledger", "none", "--superlink", f"127.0.0.1:{port}", "--join-timeout", "180")
+    foreign = create_keys(tmp_path / "foreign", preset("ckks"))
+    victim_ctx = study / "hospitals" / "hospital_2" / "secret.ctx"
+    assert victim_ctx.exists()
+    victim_ctx.write_bytes(foreign.secret_context.read_bytes())
+    # act
+    deployment.superlink(study, port)
+    for h in sorted((study / "hospitals").iterdir()):
+        deployment.hospital(h, port)
+    rc = wait_exit(deployment.study(study), 900)
+    # assert: every round goes on with the two hospitals holding the study's key
+    assert rc == 0, deployment.logs()
+    res = results(study)
+    assert [r["round"] for r in res["rounds"]] == [1, 2], res.get("stopped")
+    for r in res["rounds"]:
+        assert sorted(r["participants"]) == ["hospital_0", "hospital_1"]
+        assert [x["hospital"] for x in r["rejected"]] == ["hospital_2"]
+    first = res["rounds"][0]["rejected"][0]
+    assert first["kind"] == "invalid" and "different CKKS key" in first["reason"]
+    assert res["final"]["accuracy"] > 0.85
