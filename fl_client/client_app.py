@@ -49,11 +49,22 @@ def _received_model(msg: Message, settings: Any, cfg: ConfigRecord, model: Any) 
     if expected is not None and expected != digest:
         raise Refusal("chain-mismatch", f"received model hashes to {digest}, but the chain records {expected}")
     template = get_arrays(model)
+    if cfg.get("encrypted", False) or payload.encrypted:
+        _check_study_key(settings, cfg)
     if not payload.encrypted:
         return payload.arrays
     ctx = rt.secret_context(settings)
     flat = rt.decrypt(ctx, payload.ciphertexts, flatten(template).size) / payload.total_weight
     return unflatten(flat, template)
+
+
+def _check_study_key(settings: Any, cfg: ConfigRecord) -> None:
+    """A hospital holding another study's CKKS key says so before it trains or decrypts anything."""
+    study_key = str(cfg.get("context-fingerprint", ""))
+    own_key = rt.context_fingerprint(settings)
+    if study_key and own_key != study_key:
+        raise Refusal("wrong-key", f"this hospital's CKKS key (context fingerprint {own_key}) is not the study's "
+                                   f"({study_key}); ask the coordinator for the study's secret context")
 
 
 def _round_setup(msg: Message, context: Context) -> tuple[Any, Any, ConfigRecord, Any]:

@@ -42,6 +42,7 @@ class FedAvgStrategy(Strategy):
         self.last_accepted: list[TrainReply] = []
         self.last_rejected: list[Rejection] = []
         self.last_evaluation: dict[str, dict[str, float | None]] = {}
+        self.node_names: dict[int, str] = {}  # node id -> hospital id, so a crashed node is still named
 
     # -- sampling -----------------------------------------------------------
     def _sample(self, grid: Grid, fraction: float) -> list[int]:
@@ -63,7 +64,7 @@ class FedAvgStrategy(Strategy):
         return self._messages(grid, self.fraction_evaluate, arrays, config, MessageType.EVALUATE)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return self.aggregate_outcome(server_round, parse_train_replies(replies))
+        return self.aggregate_outcome(server_round, parse_train_replies(replies, self.node_names))
 
     def aggregate_outcome(self, server_round: int, outcome: ValidationOutcome) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Drop plaintext updates that do not fit the model, then take the sample-weighted mean."""
@@ -100,7 +101,9 @@ class FedAvgStrategy(Strategy):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         per_hospital: dict[str, dict[str, float | None]] = {}
         for msg in replies:
-            hospital = hospital_of(msg)
+            hospital = hospital_of(msg, self.node_names)
+            if not hospital.startswith("node-"):
+                self.node_names[int(msg.metadata.src_node_id)] = hospital
             if msg.has_error() or "metrics" not in msg.content.metric_records:
                 reason = msg.error.reason if msg.has_error() else "reply without metrics"
                 log.warning("evaluation reply dropped: node=%s hospital=%s reason=%s", msg.metadata.src_node_id, hospital, reason)
@@ -147,7 +150,7 @@ class StrategyWrapper(Strategy):
         return self.inner.aggregate_evaluate(server_round, replies)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return self.aggregate_outcome(server_round, parse_train_replies(replies))
+        return self.aggregate_outcome(server_round, parse_train_replies(replies, self.core.node_names))
 
     def aggregate_outcome(self, server_round: int, outcome: ValidationOutcome) -> tuple[ArrayRecord | None, MetricRecord | None]:
         return self.inner.aggregate_outcome(server_round, outcome)

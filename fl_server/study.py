@@ -42,6 +42,7 @@ def round_config(spec: dict[str, Any]) -> dict[str, Any]:
         "lr": float(cfg["train"]["lr"]), "momentum": float(cfg["train"]["momentum"]),
         "weight-decay": float(cfg["train"]["weight_decay"]), "num-rounds": int(cfg["num_rounds"]),
         "privacy": json.dumps(cfg["privacy"]), "encrypted": bool(cfg["encryption"]["enabled"]),
+        "context-fingerprint": str((spec.get("keys") or {}).get("fingerprint") or ""),
         "ledger": bool(chain.get("contract")), "chain-id": int(chain.get("chain_id", 0)),
         "contract": str(chain.get("contract", "")),
     }

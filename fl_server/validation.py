@@ -56,8 +56,12 @@ class ValidationOutcome:
         self.rejected.append(rej)
 
 
-def hospital_of(msg: Message) -> str:
-    """Best-effort hospital id of a reply, for log lines even when the content is bad."""
+def hospital_of(msg: Message, names: dict[int, str] | None = None) -> str:
+    """Best-effort hospital id of a reply, for log lines even when the content is bad.
+
+    An error reply (a crashed client) carries no content: ``names`` maps node ids to the
+    hospital ids they announced in earlier replies.
+    """
     try:
         if msg.has_content():
             for key in ("info", "refusal", "commitment"):
@@ -66,15 +70,21 @@ def hospital_of(msg: Message) -> str:
                     return str(rec["hospital"])
     except Exception:  # noqa: BLE001 - a broken reply must not break logging
         pass
-    return f"node-{msg.metadata.src_node_id}"
+    node_id = int(msg.metadata.src_node_id)
+    return (names or {}).get(node_id, f"node-{node_id}")
 
 
-def parse_train_replies(replies: Iterable[Message]) -> ValidationOutcome:
-    """Split replies into well-formed ones and rejections (errors, refusals, malformed)."""
+def parse_train_replies(replies: Iterable[Message], names: dict[int, str] | None = None) -> ValidationOutcome:
+    """Split replies into well-formed ones and rejections (errors, refusals, malformed).
+
+    ``names`` (node id -> hospital id) is read for error replies and updated from the others.
+    """
     out = ValidationOutcome()
     for msg in replies:
         node_id = int(msg.metadata.src_node_id)
-        hospital = hospital_of(msg)
+        hospital = hospital_of(msg, names)
+        if names is not None and not hospital.startswith("node-"):
+            names[node_id] = hospital
         if msg.has_error():
             out.reject(None, node_id, hospital, "error", f"node error {msg.error.code}: {msg.error.reason}")
             continue

@@ -143,3 +143,17 @@ def test_restarted_hospital_does_not_derive_its_noise_again(tmp_path, initial, m
     monkeypatch.setattr(privacy_mod, "_derive_noise_multiplier", no_derivation)
     reply = train(task(initial, round_config(h0, privacy, **{"server-round": 2})), context(nc))
     assert "update" in reply.content.array_records
+
+
+def test_hospital_with_another_studys_ckks_key_refuses_before_training(tmp_path, initial):
+    from fedledger.ckks import create_keys, preset
+
+    study = create_keys(tmp_path / "study", preset("ckks_n4096"))
+    other = create_keys(tmp_path / "other", preset("ckks_n4096"))
+    cfg = round_config(to_hex(model_hash(initial)), encrypted=True, **{"context-fingerprint": study.fingerprint_hex})
+    reply = train(task(initial, cfg), context(node_config(**{"secret-context": str(other.secret_context)})))
+    refusal = reply.content.config_records["refusal"]
+    assert refusal["code"] == "wrong-key" and study.fingerprint_hex in refusal["reason"]
+    ok = train(task(initial, cfg), context(node_config(**{"secret-context": str(study.secret_context)})))
+    assert "update" in ok.content.array_records
+    assert ok.content.config_records["info"]["context-fingerprint"] == study.fingerprint_hex

@@ -171,3 +171,14 @@ def test_update_under_a_different_ckks_key_is_rejected_naming_the_hospital(ckks_
     assert decode(record).total_weight == 2
     assert [r.hospital for r in s.core.last_rejected] == ["stale-keys"]
     assert "different CKKS key" in caplog.text and "hospital=stale-keys" in caplog.text
+
+
+def test_a_crashed_node_is_named_by_the_hospital_it_announced_earlier():
+    # arrange: node 9 replied as "h9" in round 1, then crashes in round 2 (an error reply has no content)
+    s = FedAvgStrategy()
+    s.template = TEMPLATE
+    s.aggregate_train(1, [reply(1, arrays([1, 1], 1), 4), reply(9, arrays([2, 2], 2), 4)])
+    # act
+    s.aggregate_train(2, [reply(1, arrays([1, 1], 1), 4), Message(Error(code=3, reason="boom"), reply_to=instruction(9))])
+    # assert
+    assert [(r.node_id, r.hospital, r.kind) for r in s.last_rejected] == [(9, "h9", "error")]
