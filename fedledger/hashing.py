@@ -63,6 +63,14 @@ def to_hex(digest: bytes) -> str:
     return "0x" + digest.hex()
 
 
+def as_bytes32(value: bytes | str) -> bytes:
+    """A bytes32 given as raw bytes or (0x-)hex; refuses any other length."""
+    raw = bytes.fromhex(value.removeprefix("0x")) if isinstance(value, str) else bytes(value)
+    if len(raw) != 32:
+        raise ValueError(f"expected 32 bytes, got {len(raw)}")
+    return raw
+
+
 def from_hex(text: str) -> bytes:
     """Inverse of to_hex; refuses anything that is not 32 bytes."""
     raw = bytes.fromhex(text[2:] if text.startswith("0x") else text)

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from eth_utils import keccak, to_canonical_address
+from fedledger.hashing import as_bytes32
 
 ZERO32 = b"\x00" * 32
 
@@ -37,12 +38,10 @@ class MerkleError(ValueError):
 
 
 def _b32(v: bytes | str) -> bytes:
-    if isinstance(v, str):
-        v = bytes.fromhex(v.removeprefix("0x"))
-    v = bytes(v)
-    if len(v) != 32:
-        raise MerkleError(f"expected 32 bytes, got {len(v)}")
-    return v
+    try:
+        return as_bytes32(v)
+    except ValueError as exc:
+        raise MerkleError(str(exc)) from exc
 
 
 def commitment_leaf(hospital: str | bytes, digest: bytes | str) -> bytes:

@@ -38,6 +38,7 @@ except ImportError:  # pragma: no cover - eth-tester is a dependency, but option
 
 REVERT_ERRORS: tuple[type[BaseException], ...] = (ContractLogicError, _TesterFailed)
 
+from fedledger.hashing import as_bytes32
 from fedledger.commitment import Domain, RoundCommitment, domain
 
 log = logging.getLogger("fedledger.ledger.client")
@@ -92,13 +93,7 @@ def load_artifact(path: Path = ARTIFACT_PATH) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def _b32(v: bytes | str) -> bytes:
-    if isinstance(v, str):
-        v = bytes.fromhex(v.removeprefix("0x"))
-    v = bytes(v)
-    if len(v) != 32:
-        raise ValueError(f"expected 32 bytes, got {len(v)}")
-    return v
+_b32 = as_bytes32
 
 
 # ------------------------------------------------------------- read models
