@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from flwr.app import ConfigRecord, Context
 
-from fl_client.data import HospitalData, load_hospital, load_hospitals
+from fl_client.data import HospitalData, load_hospital
 from fl_client.privacy import BudgetExceededError, HospitalPrivacy, PrivacyConfig, memo_export, memo_import
 from fl_client.settings import HospitalSettings
 
@@ -33,7 +33,9 @@ def _data(dataset_json: str, index: int, num_hospitals: int, seed: int) -> Hospi
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if cfg.get("name") == "csv" and len(cfg.get("hospitals", [])) == 1:
-            data = load_hospitals(cfg, 1, seed)[0]
+            # A deployed hospital sees only its own CSV: no study-wide single-class check
+            # (load_hospitals would call this one file "the study"); a single class only warns.
+            data = load_hospital(cfg, 0, 1, seed)
         else:
             data = load_hospital(cfg, index, num_hospitals, seed)
     for w in caught:

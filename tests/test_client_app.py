@@ -157,3 +157,33 @@ def test_hospital_with_another_studys_ckks_key_refuses_before_training(tmp_path,
     ok = train(task(initial, cfg), context(node_config(**{"secret-context": str(study.secret_context)})))
     assert "update" in ok.content.array_records
     assert ok.content.config_records["info"]["context-fingerprint"] == study.fingerprint_hex
+
+
+def test_deployed_hospital_whose_own_csv_holds_one_class_still_trains():
+    """A SuperNode sees only its own CSV: one class there warns (as provision says), it is not a study error."""
+    from pathlib import Path
+
+    from fl_client import hospital_runtime
+    from fl_client.settings import from_node_config
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "csv_study"
+    nc = {"hospital-id": "switzerland", "data-path": str(example / "switzerland.csv"),
+          "schema-path": str(example / "schema.yaml")}
+    data = hospital_runtime.hospital_data(from_node_config(nc))
+    assert len(set(data.y_train.tolist()) | set(data.y_test.tolist())) == 1
+    start = get_arrays(build_model("logreg", data.X_train.shape[1], 0, seed=0))
+    reply = train(task(start, round_config(to_hex(model_hash(start)))), context(nc))
+    assert "refusal" not in reply.content.config_records
+    assert reply.content.metric_records["metrics"]["num-examples"] == data.n_train
+
+
+def test_each_task_logs_the_checked_model_hash_and_the_epsilon_spent(initial, caplog):
+    """What the hospital guide says the operator sees per round (Flower's logger, INFO)."""
+    import logging
+
+    h0 = to_hex(model_hash(initial))
+    with caplog.at_level(logging.INFO, logger="flwr"):
+        train(task(initial, round_config(h0)), context(node_config()))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fedledger: hospital h0")]
+    assert any(f"global model {h0} matches the round config" in m for m in lines)
+    assert any("trained on" in m and "epsilon spent" in m for m in lines)
