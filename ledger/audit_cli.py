@@ -296,15 +296,26 @@ def follow(w3, contract: str, study: str, console: Any, *, alert_share: float = 
 
 
 def _role_notices(client, from_block: int) -> list[str]:
-    """Access-control changes after deployment are outside a study's normal flow."""
-    out = []
+    """Access-control changes after deployment are outside a study's normal flow.
+
+    ``from_block`` is the deployment block when known (a run dir's ``deploy_block``,
+    ``--from-block``). When it is 0 (``--rpc`` without ``--from-block``) the deployment
+    block is the contract's first ``RoleGranted`` (its constructor's grant to the
+    deployer), so that grant is not reported as an unexpected event.
+    """
+    logs = {}
     for name in ("RoleGranted", "RoleRevoked"):
         try:
-            logs = client.events(name, None, from_block)
+            logs[name] = client.events(name, None, from_block)
         except Exception:
-            continue
-        for ev in logs:
-            if ev["blockNumber"] > from_block:
+            logs[name] = []
+    deploy_block = from_block
+    if from_block == 0 and logs["RoleGranted"]:
+        deploy_block = min(ev["blockNumber"] for ev in logs["RoleGranted"])
+    out = []
+    for name, evs in logs.items():
+        for ev in evs:
+            if ev["blockNumber"] > deploy_block:
                 a = ev["args"]
                 out.append(f"block {ev['blockNumber']}: {name} role 0x{bytes(a['role']).hex()[:8]}.. "
                            f"account {a['account']}")

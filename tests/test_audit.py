@@ -400,6 +400,19 @@ def test_follow_mode_prints_rounds_and_alerts(anvil_study, capsys):
     assert "round 1" in out and "round 2" in out and "ALERT" in out
 
 
+def test_follow_without_from_block_does_not_flag_the_constructors_role_grant():
+    """`--follow --rpc` without --from-block: the deployment's own RoleGranted is not an unexpected event."""
+    from ledger.audit_cli import _role_notices
+
+    class Client:
+        def events(self, name, study, from_block):
+            ev = lambda block: {"blockNumber": block, "args": {"role": b"\x00" * 32, "account": f"0x{block:040x}"}}
+            return {"RoleGranted": [ev(1), ev(7)], "RoleRevoked": [ev(9)]}[name]
+
+    assert [n.split(":")[0] for n in _role_notices(Client(), 0)] == ["block 7", "block 9"]
+    assert [n.split(":")[0] for n in _role_notices(Client(), 7)] == ["block 9"]
+
+
 def test_audit_run_dir_api(anvil_study):
     from ledger.audit_cli import audit_run_dir
 
