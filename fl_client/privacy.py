@@ -168,10 +168,25 @@ def _history_plus(history: Sequence[Sequence[float]], noise: float, q: float, st
     return hist
 
 
-def compute_epsilon(accountant: str, history: Sequence[Sequence[float]], delta: float) -> float:
-    """Epsilon of an Opacus accountant ``accountant`` with ``history`` at ``delta`` (0 if no steps)."""
+def compute_epsilon(accountant: str, history: Sequence[Sequence[float]], delta: float,
+                    planned_steps: int | None = None) -> float:
+    """Epsilon of an Opacus accountant ``accountant`` with ``history`` at ``delta`` (0 if no steps).
+
+    With ``planned_steps`` (the study's total steps), a PRV history of one
+    (noise, rate) within the plan is answered from one discretisation for the
+    whole plan (:mod:`fl_client.prv_plan`), not a fresh one per call.
+    """
     hist = tuple((float(h[0]), float(h[1]), int(h[2])) for h in history if int(h[2]) > 0)
+    if accountant == "prv" and planned_steps and len(hist) == 1 and hist[0][2] <= int(planned_steps):
+        noise, rate, steps = hist[0]
+        return _memoized("epsilon-planned", (noise, rate, steps, int(planned_steps), float(delta)), _planned_epsilon)
     return _compute_epsilon_cached(accountant, hist, float(delta))
+
+
+def _planned_epsilon(noise: float, rate: float, steps: int, planned_steps: int, delta: float) -> float:
+    from fl_client.prv_plan import planned_prv
+
+    return planned_prv(noise, rate, planned_steps, delta).epsilon(steps)
 
 
 # Accountant results by their exact inputs. A hospital persists this memo with its privacy state
@@ -347,12 +362,12 @@ class HospitalPrivacy:
 
     def epsilon(self) -> float:
         """Cumulative epsilon (at ``self.delta``) over all steps taken so far."""
-        return compute_epsilon(self.accountant_name, self._accountant.history, self.delta)
+        return compute_epsilon(self.accountant_name, self._accountant.history, self.delta, self.planned_steps)
 
     def projected_epsilon(self, extra_steps: int) -> float:
         """Epsilon after ``extra_steps`` more steps; computed on a copy, nothing is mutated."""
         hist = _history_plus(self._accountant.history, self.noise_multiplier, self.sample_rate, int(extra_steps))
-        return compute_epsilon(self.accountant_name, hist, self.delta)
+        return compute_epsilon(self.accountant_name, hist, self.delta, self.planned_steps)
 
     def check_budget(self, next_round: int | None = None, local_epochs: int | None = None) -> None:
         """Raise :class:`BudgetExceededError` if the next round would take epsilon past the budget."""

@@ -44,6 +44,20 @@ class RoundOutcome:
     duration_s: float
     ledger: dict[str, Any] | None = None
     privacy: dict[str, dict[str, Any]] = field(default_factory=dict)
+    phases_s: dict[str, float] = field(default_factory=dict)  # where the round's wall time went
+
+
+class PhaseClock:
+    """Wall time of each phase of a round, so a slow round says what was slow."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.laps[phase] = round(now - self._t, 4)
+        self._t = now
 
 
 def innermost(strategy: Strategy) -> Strategy:
@@ -101,10 +115,13 @@ def run_rounds(
     outcomes: list[RoundOutcome] = []
     for server_round in range(start_round, num_rounds + 1):
         t0 = time.perf_counter()
+        clock = PhaseClock()
         prev_hash = to_hex(global_model.digest())
         config = ConfigRecord({**round_config, "prev-hash": prev_hash, "study-id": study_id})
         replies = grid.send_and_receive(strategy.configure_train(server_round, encode(global_model), config, grid), timeout=timeout)
+        clock.lap("train")
         agg_record, train_metrics = strategy.aggregate_train(server_round, replies)
+        clock.lap("aggregate")
         accepted, rejected = core.last_accepted, core.last_rejected
         if agg_record is None or len(accepted) < min_hospitals:
             reasons = "; ".join(f"{r.hospital}: {r.reason}" for r in rejected) or "no replies"
@@ -114,12 +131,15 @@ def run_rounds(
             )
         new_global = decode(agg_record)
         manifest = write_manifest(store, study_id, server_round, prev_hash, new_global, accepted)
+        clock.lap("store")
         ledger = strategy.commit_round(server_round, manifest)
+        clock.lap("commit")
         if not new_global.encrypted:
             store.write_checkpoint(server_round, new_global.arrays)
         eval_config = ConfigRecord({**round_config, "prev-hash": to_hex(new_global.digest()), "study-id": study_id})
         eval_replies = grid.send_and_receive(strategy.configure_evaluate(server_round, encode(new_global), eval_config, grid), timeout=timeout)
         overall = strategy.aggregate_evaluate(server_round, eval_replies)
+        clock.lap("evaluate")
         outcome = RoundOutcome(
             server_round=server_round,
             prev_hash=prev_hash,
@@ -134,6 +154,7 @@ def run_rounds(
             duration_s=time.perf_counter() - t0,
             ledger=ledger,
             privacy={r.hospital: privacy_of(r.metrics, r.info) for r in accepted if "epsilon" in r.metrics},
+            phases_s=clock.laps,
         )
         outcomes.append(outcome)
         if on_round is not None:

@@ -40,6 +40,7 @@ import requests
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
+from web3.types import RPCEndpoint
 
 log = logging.getLogger("fedledger.ledger.chains")
 
@@ -221,8 +222,10 @@ def _spawn_anvil(run_dir: Path, port: int, timeout: float) -> subprocess.Popen:
 
 
 def _http_w3(url: str, timeout: float = 10.0) -> Web3:
-    # Retries are the ledger client's job (with its own backoff and limits).
-    return Web3(HTTPProvider(url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None))
+    # Retries are the ledger client's job (with its own backoff and limits). web3's validation asks
+    # eth_chainId before every call; an endpoint's chain id does not change, so that one answer is cached.
+    return Web3(HTTPProvider(url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None,
+                             cache_allowed_requests=True, cacheable_requests={RPCEndpoint("eth_chainId")}))
 
 
 def _start_anvil(run_dir: Path, port: int | None = None, timeout: float = 15.0) -> Chain:
