@@ -34,6 +34,15 @@ class Refusal(Exception):
         self.code, self.reason = code, reason
 
 
+def _operator_log(settings: Any, fmt: str, *args: Any) -> None:
+    """A hospital operator's per-task record: Flower's logger in a SuperNode's output (INFO); in a
+    simulation, where a researcher reads the round table instead, only at DEBUG."""
+    if settings.simulation:
+        log.debug(fmt, *args)
+    else:
+        flwr_log(logging.INFO, fmt, *args)
+
+
 def _refuse(msg: Message, hospital: str, refusal: Refusal) -> Message:
     log.warning("hospital %s refuses round: %s", hospital, refusal.reason)
     content = RecordDict({"refusal": ConfigRecord({"hospital": hospital, "code": refusal.code, "reason": refusal.reason})})
@@ -49,10 +58,9 @@ def _received_model(msg: Message, settings: Any, cfg: ConfigRecord, model: Any) 
     expected = rt.expected_global_hash(settings, str(cfg["study-id"]), int(cfg["server-round"]), msg.metadata.message_type)
     if expected is not None and expected != digest:
         raise Refusal("chain-mismatch", f"received model hashes to {digest}, but the chain records {expected}")
-    # The operator's per-task record (Flower's logger: shown in the SuperNode's output, INFO level).
-    flwr_log(logging.INFO, "fedledger: hospital %s %s round %s: global model %s matches %s", settings.hospital_id,
-             msg.metadata.message_type, cfg["server-round"], digest,
-             "the chain" if expected is not None else "the round config (no chain check)")
+    _operator_log(settings, "fedledger: hospital %s %s round %s: global model %s matches %s", settings.hospital_id,
+                  msg.metadata.message_type, cfg["server-round"], digest,
+                  "the chain" if expected is not None else "the round config (no chain check)")
     template = get_arrays(model)
     if cfg.get("encrypted", False) or payload.encrypted:
         _check_study_key(settings, cfg)
@@ -123,8 +131,8 @@ def train(msg: Message, context: Context) -> Message:
             metrics["budget"] = float(summary["budget"])
         meta["accountant"] = str(summary["accountant"])
         rt.save_privacy(settings, privacy, context)
-    flwr_log(logging.INFO, "fedledger: hospital %s round %d: trained on %d records, epsilon spent %.3f (budget %s)",
-             settings.hospital_id, server_round, n, epsilon, settings.budget if settings.budget is not None else "none")
+    _operator_log(settings, "fedledger: hospital %s round %d: trained on %d records, epsilon spent %.3f (budget %s)",
+                  settings.hospital_id, server_round, n, epsilon, settings.budget if settings.budget is not None else "none")
     content["info"] = ConfigRecord(meta)
     commitment = rt.commitment_for(settings, cfg, update.digest(), n, epsilon)
     if commitment is not None:

@@ -169,18 +169,28 @@ def _history_plus(history: Sequence[Sequence[float]], noise: float, q: float, st
 
 
 def compute_epsilon(accountant: str, history: Sequence[Sequence[float]], delta: float,
-                    planned_steps: int | None = None) -> float:
+                    planned_steps: int | None = None, round_steps: int | None = None) -> float:
     """Epsilon of an Opacus accountant ``accountant`` with ``history`` at ``delta`` (0 if no steps).
 
     With ``planned_steps`` (the study's total steps), a PRV history of one
     (noise, rate) within the plan is answered from one discretisation for the
-    whole plan (:mod:`fl_client.prv_plan`), not a fresh one per call.
+    whole plan (:mod:`fl_client.prv_plan`), not a fresh one per call. With
+    ``round_steps`` too, a miss also fills the next rounds' figures, so the
+    rounds after it find theirs in the memo.
     """
     hist = tuple((float(h[0]), float(h[1]), int(h[2])) for h in history if int(h[2]) > 0)
     if accountant == "prv" and planned_steps and len(hist) == 1 and hist[0][2] <= int(planned_steps):
         noise, rate, steps = hist[0]
-        return _memoized("epsilon-planned", (noise, rate, steps, int(planned_steps), float(delta)), _planned_epsilon)
+        planned, delta = int(planned_steps), float(delta)
+        if round_steps and json.dumps(["epsilon-planned", noise, rate, steps, planned, delta]) not in _MEMO:
+            ahead = range(steps, min(planned, steps + PRECOMPUTE_ROUNDS * int(round_steps)) + 1, int(round_steps))
+            for later in ahead:
+                _memoized("epsilon-planned", (noise, rate, later, planned, delta), _planned_epsilon)
+        return _memoized("epsilon-planned", (noise, rate, steps, planned, delta), _planned_epsilon)
     return _compute_epsilon_cached(accountant, hist, float(delta))
+
+
+PRECOMPUTE_ROUNDS = 10  # rounds of epsilon figures filled per planned-PRV miss (one inverse FFT each)
 
 
 def _planned_epsilon(noise: float, rate: float, steps: int, planned_steps: int, delta: float) -> float:
@@ -362,12 +372,13 @@ class HospitalPrivacy:
 
     def epsilon(self) -> float:
         """Cumulative epsilon (at ``self.delta``) over all steps taken so far."""
-        return compute_epsilon(self.accountant_name, self._accountant.history, self.delta, self.planned_steps)
+        return compute_epsilon(self.accountant_name, self._accountant.history, self.delta, self.planned_steps,
+                               self.steps_per_round())
 
     def projected_epsilon(self, extra_steps: int) -> float:
         """Epsilon after ``extra_steps`` more steps; computed on a copy, nothing is mutated."""
         hist = _history_plus(self._accountant.history, self.noise_multiplier, self.sample_rate, int(extra_steps))
-        return compute_epsilon(self.accountant_name, hist, self.delta, self.planned_steps)
+        return compute_epsilon(self.accountant_name, hist, self.delta, self.planned_steps, self.steps_per_round())
 
     def check_budget(self, next_round: int | None = None, local_epochs: int | None = None) -> None:
         """Raise :class:`BudgetExceededError` if the next round would take epsilon past the budget."""

@@ -229,6 +229,9 @@ class RecordSubmitter:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     attempts: int = field(default=0, init=False)
+    # Records journaled by this very object and not yet tried: no earlier attempt can have landed,
+    # so their first try skips the "already on chain?" read (a RoundAlreadyRecorded revert still says so).
+    _fresh: set[str] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # Short inner retries: this class owns the waiting and its deadline.
@@ -246,8 +249,10 @@ class RecordSubmitter:
         signatures: Sequence[bytes],
     ) -> list[RecordReceipt]:
         """Journal one round durably, then submit everything pending (this round included)."""
-        self.journal.append(RoundRecord(study_id, round, prev_global_hash, aggregate_hash, total_samples,
-                                        tuple(commitments), tuple(signatures)))
+        rec = RoundRecord(study_id, round, prev_global_hash, aggregate_hash, total_samples,
+                          tuple(commitments), tuple(signatures))
+        self.journal.append(rec)
+        self._fresh.add(rec.key)
         return self.flush()
 
     def record_merkle(
@@ -262,9 +267,11 @@ class RecordSubmitter:
         max_epsilon_micro: int,
     ) -> list[RecordReceipt]:
         """Journal one Merkle-mode round durably, then submit everything pending."""
-        self.journal.append(RoundRecord(study_id, round, prev_global_hash, aggregate_hash, total_samples, (), (),
-                                        mode=MODE_MERKLE, commitments_root=commitments_root,
-                                        participants=participants, max_epsilon_micro=max_epsilon_micro))
+        rec = RoundRecord(study_id, round, prev_global_hash, aggregate_hash, total_samples, (), (),
+                          mode=MODE_MERKLE, commitments_root=commitments_root,
+                          participants=participants, max_epsilon_micro=max_epsilon_micro)
+        self.journal.append(rec)
+        self._fresh.add(rec.key)
         return self.flush()
 
     def flush(self) -> list[RecordReceipt]:
@@ -283,7 +290,9 @@ class RecordSubmitter:
         while True:
             self.attempts += 1
             try:
-                if self._already_on_chain(rec):
+                fresh = rec.key in self._fresh
+                self._fresh.discard(rec.key)
+                if not fresh and self._already_on_chain(rec):
                     return None
                 if rec.mode == MODE_MERKLE:
                     receipt = self._client.record_round_merkle(

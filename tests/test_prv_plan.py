@@ -61,3 +61,16 @@ def test_hospital_projection_uses_the_plan_and_agrees_with_opacus():
     # assert
     assert hp.planned_steps == 15
     assert projected == pytest.approx(opacus_epsilon(1.1, 0.2, 5, hp.delta), abs=0.02)
+
+
+def test_a_miss_fills_the_next_rounds_figures():
+    # arrange: a fresh (noise, rate) so nothing is memoized yet; 4 steps a round, 12 planned
+    from fl_client import privacy
+
+    hist = [(1.37, 0.125, 4)]
+    # act
+    first = compute_epsilon("prv", hist, 1e-5, planned_steps=12, round_steps=4)
+    # assert: rounds 2 and 3 (8 and 12 steps) are already in the memo, with the values a direct call gives
+    keys = [k for k in privacy.memo_export() if k.startswith('["epsilon-planned", 1.37, 0.125')]
+    assert sorted(int(k.split(", ")[3]) for k in keys) == [4, 8, 12]
+    assert first == pytest.approx(PlannedPRV(1.37, 0.125, 12, 1e-5).epsilon(4), abs=1e-12)
