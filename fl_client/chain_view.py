@@ -52,8 +52,14 @@ def _aggregate_hash_fast(rpc_url: str, contract: str, study_id: str, server_roun
     return raw[32:64] if len(raw) >= 8 * 32 else None  # getRound returns 8 words; aggregateHash is the second
 
 
+@lru_cache(maxsize=64)
 def recorded_global_hash(rpc_url: str, contract: str, study_id: str, server_round: int) -> str:
-    """Round 0: the registered initial model; round r: the aggregate recorded for round r."""
+    """Round 0: the registered initial model; round r: the aggregate recorded for round r.
+
+    Cached: the contract never rewrites a recorded round (RoundAlreadyRecorded), so the hash read
+    before evaluating round r is still the one to check before training round r+1. Errors (a round
+    not recorded yet) are not cached.
+    """
     client = _client(rpc_url, contract)
     if server_round <= 0:
         return to_hex(client.read_study(study_id).initial_model_hash)

@@ -184,15 +184,16 @@ class LedgerCommit(StrategyWrapper):
             record = RoundRecord(from_hex(self.study_id), server_round, from_hex(manifest["prev_hash"]),
                                  from_hex(manifest["aggregate"]["hash"]), int(manifest["aggregate"]["total_weight"]),
                                  tuple(commitments), tuple(signatures))
-        self.journal.append(record)
-        self.submitter.flush()
+        self.submitter.submit_new(record)
+        mined = self.submitter.receipts.pop(record.key, None)
         done = self.journal.submitted().get(record.key)
         if done is None:
             raise RuntimeError(f"round {server_round} was journaled but not submitted")
         receipt = {"tx": done.get("tx_hash"), "block": done.get("block"), "gas_used": None}
-        if receipt["tx"]:
-            mined = self.client.w3.eth.get_transaction_receipt(receipt["tx"])
-            receipt["gas_used"] = int(mined["gasUsed"])
+        if mined is not None:
+            receipt["gas_used"] = int(mined.gas_used)
+        elif receipt["tx"]:  # recorded by an earlier attempt (e.g. before a restart)
+            receipt["gas_used"] = int(self.client.w3.eth.get_transaction_receipt(receipt["tx"])["gasUsed"])
         receipt["mode"] = "merkle" if record.mode == 2 else "per_hospital"
         log.info("round %d recorded on-chain (%s): tx %s block %s gas %s", server_round, receipt["mode"],
                  receipt["tx"], receipt["block"], receipt["gas_used"])

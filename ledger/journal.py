@@ -232,6 +232,7 @@ class RecordSubmitter:
     # Records journaled by this very object and not yet tried: no earlier attempt can have landed,
     # so their first try skips the "already on chain?" read (a RoundAlreadyRecorded revert still says so).
     _fresh: set[str] = field(default_factory=set, init=False, repr=False)
+    receipts: dict[str, RecordReceipt] = field(default_factory=dict, init=False, repr=False)  # by record key, this process
 
     def __post_init__(self) -> None:
         # Short inner retries: this class owns the waiting and its deadline.
@@ -249,11 +250,8 @@ class RecordSubmitter:
         signatures: Sequence[bytes],
     ) -> list[RecordReceipt]:
         """Journal one round durably, then submit everything pending (this round included)."""
-        rec = RoundRecord(study_id, round, prev_global_hash, aggregate_hash, total_samples,
-                          tuple(commitments), tuple(signatures))
-        self.journal.append(rec)
-        self._fresh.add(rec.key)
-        return self.flush()
+        return self.submit_new(RoundRecord(study_id, round, prev_global_hash, aggregate_hash, total_samples,
+                                           tuple(commitments), tuple(signatures)))
 
     def record_merkle(
         self,
@@ -267,9 +265,12 @@ class RecordSubmitter:
         max_epsilon_micro: int,
     ) -> list[RecordReceipt]:
         """Journal one Merkle-mode round durably, then submit everything pending."""
-        rec = RoundRecord(study_id, round, prev_global_hash, aggregate_hash, total_samples, (), (),
-                          mode=MODE_MERKLE, commitments_root=commitments_root,
-                          participants=participants, max_epsilon_micro=max_epsilon_micro)
+        return self.submit_new(RoundRecord(study_id, round, prev_global_hash, aggregate_hash, total_samples, (), (),
+                                           mode=MODE_MERKLE, commitments_root=commitments_root,
+                                           participants=participants, max_epsilon_micro=max_epsilon_micro))
+
+    def submit_new(self, rec: RoundRecord) -> list[RecordReceipt]:
+        """Journal a record made just now durably, then submit everything pending (it included)."""
         self.journal.append(rec)
         self._fresh.add(rec.key)
         return self.flush()
@@ -303,6 +304,7 @@ class RecordSubmitter:
                         rec.study_id, rec.round, rec.prev_global_hash, rec.aggregate_hash, rec.total_samples,
                         rec.commitments, rec.signatures, sender=self.sender)
                 self.journal.mark_submitted(rec.key, receipt.tx_hash, receipt.block)
+                self.receipts[rec.key] = receipt
                 log.info("round %d recorded on chain: tx %s (gas %d)", rec.round, receipt.tx_hash, receipt.gas_used)
                 return receipt
             except LedgerRevert as exc:
