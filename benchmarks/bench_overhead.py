@@ -159,8 +159,13 @@ def round_stats(results: dict[str, Any], drop_first: bool = True) -> dict[str, A
     kept = rounds[1:] if drop_first and len(rounds) > 1 else rounds
     durations = [float(r["duration_s"]) for r in kept]
     gas = [int(r["ledger"]["gas_used"]) for r in kept if r.get("ledger") and r["ledger"].get("gas_used") is not None]
+    phases: dict[str, list[float]] = {}
+    for r in kept:
+        for k, v in (r.get("phases_s") or {}).items():
+            phases.setdefault(k, []).append(float(v))
     return {
         "rounds": len(rounds),
+        "phases_s": {k: round(statistics.mean(v), 4) for k, v in phases.items()},
         "round1_s": round(float(rounds[0]["duration_s"]), 3),
         "round_s_mean": round(statistics.mean(durations), 4),
         "round_s_median": round(statistics.median(durations), 4),
@@ -183,7 +188,7 @@ def time_audit(run_dir: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--hospitals", type=int, default=4)
     ap.add_argument("--models", default="logreg,mlp")
@@ -243,7 +248,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 continue
             s = statistics.mean(r["round_s_mean"] for r in rows)
             b = statistics.mean(r["bytes_per_hospital"] for r in rows)
+            phase_names = sorted({k for r in rows for k in r.get("phases_s", {})})
             entry = {"model": model, "config": name, "round_s": round(s, 4),
+                     "round_s_median": round(statistics.median(x for r in rows for x in r["round_s_all"]), 4),
+                     "phases_s": {k: round(statistics.mean(r["phases_s"].get(k, 0.0) for r in rows), 4)
+                                  for k in phase_names},
                      "round_s_spread": [min(x for r in rows for x in r["round_s_all"]),
                                         max(x for r in rows for x in r["round_s_all"])],
                      "rounds_s": [x for r in rows for x in r["round_s_all"]],
@@ -281,13 +290,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def markdown(out: dict[str, Any]) -> str:
-    lines = ["| model | configuration | s / round (mean) | x plain | rounds 2..N, s | bytes / hospital / round | x plain | gas / round |",
-             "|---|---|---:|---:|---|---:|---:|---:|"]
+    lines = ["| model | configuration | s / round (mean) | median | x plain | train | aggregate + store | commit "
+             "| evaluate | bytes / hospital / round | x plain | gas / round |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for e in out["summary"]:
         gas = f"{e['gas_per_round']:,}" if e.get("gas_per_round") else "-"
-        each = ", ".join(f"{x:.2f}" for x in e.get("rounds_s", []))
-        lines.append(f"| {e['model']} | {e['config']} | {e['round_s']:.3f} | {e['time_ratio']:.2f} | {each} | "
-                     f"{e['bytes_per_hospital']:,} | {e['bytes_ratio']:.1f} | {gas} |")
+        ph = e.get("phases_s", {})
+
+        def p(*names: str) -> str:
+            return f"{sum(ph.get(n, 0.0) for n in names):.3f}" if ph else "-"
+
+        lines.append(f"| {e['model']} | {e['config']} | {e['round_s']:.3f} | {e.get('round_s_median', 0):.3f} | "
+                     f"{e['time_ratio']:.2f} | {p('train')} | {p('aggregate', 'store')} | {p('commit')} | "
+                     f"{p('evaluate')} | {e['bytes_per_hospital']:,} | {e['bytes_ratio']:.1f} | {gas} |")
     return "\n".join(lines)
 
 

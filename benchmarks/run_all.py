@@ -244,7 +244,7 @@ def render() -> str:
              "python -m benchmarks.run_all                 # overhead + scaling (+ this page); make bench does the same",
              "python -m benchmarks.run_all --all           # also re-run DP, CKKS, gas and audit benchmarks (slow)",
              "python -m benchmarks.run_all --docs-only     # re-render this page from the JSON files",
-             "python -m benchmarks.bench_overhead --rounds 6 --repeats 1",
+             "python -m benchmarks.bench_overhead --rounds 20 --repeats 1",
              "python -m benchmarks.bench_overhead --workdir /tmp/ov --resume        # keep runs; rerun only missing ones",
              "python -m benchmarks.bench_overhead --workdir /tmp/ov --existing-only # summarise what finished",
              "python -m benchmarks.bench_scale --sizes 10,100,1000 --rounds 2",
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--docs-only", action="store_true", help="only re-render docs/BENCHMARKS.md")
     ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--skip-scale", action="store_true")
-    ap.add_argument("--overhead-rounds", type=int, default=6)
+    ap.add_argument("--overhead-rounds", type=int, default=20)
     ap.add_argument("--overhead-repeats", type=int, default=1)
     ap.add_argument("--scale-sizes", default="10,100,1000")
     ap.add_argument("--scale-rounds", type=int, default=2)

@@ -199,7 +199,6 @@ def _spawn_anvil(run_dir: Path, port: int, timeout: float) -> subprocess.Popen:
         "--mnemonic", DEV_MNEMONIC,
         "--state", str(state),
         "--state-interval", "5",
-        "--preserve-historical-states",
         "--quiet",
     ]
     log_path = chain_dir / "anvil.log"
