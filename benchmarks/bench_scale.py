@@ -90,6 +90,7 @@ def run_size(n: int, rounds: int, mode: str | None, work: Path, timeout: float, 
         stopped=res.get("stopped"),
         participants_last_round=len(res["rounds"][-1]["participants"]) if res["rounds"] else 0,
         round_s=[round(d, 2) for d in durations],
+        phases_s=[x.get("phases_s") for x in res["rounds"]],  # where each round's time went
         round1_s=round(durations[0], 2),
         steady_round_s=round(durations[-1], 2),
         setup_s=round(wall - sum(durations), 1),
@@ -196,7 +197,9 @@ def summarise(rows: list[dict[str, Any]], args: Any, use_merkle: bool) -> dict[s
                            peak_gib=fits.get("peak_rss_gib", {}).get("at_1000"),
                            gas_per_round=fits.get("gas_per_round", {}).get("at_1000"))
         if verdict.get("round_s") is not None:
-            verdict["meets_round_target"] = verdict["round_s"] <= TARGET_ROUND_S
+            # every round counts, the first (Ray start-up, noise derivation) included
+            worst = max(v for v in (verdict["round_s"], verdict.get("round1_s")) if v is not None)
+            verdict["meets_round_target"] = worst <= TARGET_ROUND_S
             verdict["meets_memory_target"] = verdict["peak_gib"] is not None and verdict["peak_gib"] <= TARGET_PEAK_GIB
             if at_10 and at_10.get("gas_per_round") and verdict.get("gas_per_round"):
                 verdict["gas_ratio_1000_over_10"] = round(verdict["gas_per_round"] / at_10["gas_per_round"], 2)

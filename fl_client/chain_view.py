@@ -14,6 +14,8 @@ error and retries with backoff.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from functools import lru_cache
 
 from eth_abi import encode
@@ -67,3 +69,29 @@ def recorded_global_hash(rpc_url: str, contract: str, study_id: str, server_roun
     if fast is not None:
         return to_hex(fast)
     return to_hex(client.read_round(study_id, server_round).aggregate_hash)
+
+
+def wait_for_recorded_hash(rpc_url: str, contract: str, study_id: str, server_round: int, wait_s: float,
+                           sleep: Callable[[float], None] = time.sleep,
+                           clock: Callable[[], float] = time.monotonic) -> str:
+    """:func:`recorded_global_hash`, waiting up to ``wait_s`` for a round that is not on chain yet.
+
+    The aggregator sends the evaluation task while its record of the round is
+    being mined (the round protocol overlaps the two), and a hospital's own
+    RPC node may be a block behind the aggregator's: a ``RoundNotRecorded``
+    is asked again, with backoff, until the deadline; any other error, or the
+    deadline, raises as before.
+    """
+    from ledger.client import LedgerRevert
+
+    deadline = clock() + max(0.0, float(wait_s))
+    delay = 0.01
+    while True:
+        try:
+            return recorded_global_hash(rpc_url, contract, study_id, server_round)
+        except LedgerRevert as exc:
+            left = deadline - clock()
+            if exc.error != "RoundNotRecorded" or left <= 0:
+                raise
+        sleep(min(delay, left))
+        delay = min(delay * 2, 1.0)

@@ -55,7 +55,11 @@ def _received_model(msg: Message, settings: Any, cfg: ConfigRecord, model: Any) 
     digest = to_hex(payload.digest())
     if digest != cfg["prev-hash"]:
         raise Refusal("hash-mismatch", f"received model hashes to {digest}, the round config says {cfg['prev-hash']}")
-    expected = rt.expected_global_hash(settings, str(cfg["study-id"]), int(cfg["server-round"]), msg.metadata.message_type)
+    try:
+        expected = rt.expected_global_hash(settings, str(cfg["study-id"]), int(cfg["server-round"]),
+                                           msg.metadata.message_type)
+    except rt.NotOnChain as exc:
+        raise Refusal("not-on-chain", str(exc)) from None
     if expected is not None and expected != digest:
         raise Refusal("chain-mismatch", f"received model hashes to {digest}, but the chain records {expected}")
     _operator_log(settings, "fedledger: hospital %s %s round %s: global model %s matches %s", settings.hospital_id,

@@ -186,11 +186,30 @@ def commitment_for(settings: HospitalSettings, cfg: ConfigRecord, update_hash: b
             "sample-count": n, "epsilon-micro": c.epsilon_micro, "signature": "0x" + bytes(sig).hex()}
 
 
-def expected_global_hash(settings: HospitalSettings, study_id: str, server_round: int, message_type: str) -> str | None:
-    """What the chain says the model we were sent must hash to (None: no chain reachable from here)."""
+CHAIN_WAIT_S = 60.0  # how long a hospital waits for a round's record to appear on its chain node
+
+
+class NotOnChain(RuntimeError):
+    """The chain holds no record of the model a task carries, even after waiting."""
+
+
+def expected_global_hash(settings: HospitalSettings, study_id: str, server_round: int, message_type: str,
+                         wait_s: float | None = None) -> str | None:
+    """What the chain says the model we were sent must hash to (None: no chain reachable from here).
+
+    Raises :class:`NotOnChain` when the round is still not on chain after ``wait_s``.
+    """
     if not settings.chain_rpc or not settings.contract:
         return None
-    from fl_client.chain_view import recorded_global_hash
+    from fl_client.chain_view import wait_for_recorded_hash
+    from ledger.client import LedgerRevert
 
     target_round = server_round - 1 if message_type == "train" else server_round
-    return recorded_global_hash(settings.chain_rpc, settings.contract, study_id, target_round)
+    wait_s = CHAIN_WAIT_S if wait_s is None else wait_s
+    try:
+        return wait_for_recorded_hash(settings.chain_rpc, settings.contract, study_id, target_round, wait_s)
+    except LedgerRevert as exc:
+        if exc.error != "RoundNotRecorded":
+            raise
+        raise NotOnChain(f"the chain has no record of round {target_round} of study {study_id} after waiting "
+                         f"{wait_s:.0f}s ({exc}); not using a model that is not on chain") from None

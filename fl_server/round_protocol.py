@@ -4,17 +4,20 @@ One round: send the task (global model + round config incl. the previous
 global hash) -> hospitals train and reply -> validate and aggregate (the
 strategy and its wrappers) -> write the round's artifacts durably -> commit
 the round (ledger wrapper) -> federated evaluation of the new global model.
+The evaluation tasks are pushed just before the commit is submitted, so the
+transaction is mined while they travel; a hospital evaluates only once the
+chain records the model it was sent (it waits for the record).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from flwr.app import ConfigRecord
+from flwr.app import ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -23,6 +26,7 @@ from fedledger.wire import ModelPayload, decode, encode
 from fl_server.artifact_store import ArtifactStore
 
 log = logging.getLogger("fedledger.server")
+T = TypeVar("T")
 
 
 class StudyStopped(RuntimeError):
@@ -132,12 +136,19 @@ def run_rounds(
         new_global = decode(agg_record)
         manifest = write_manifest(store, study_id, server_round, prev_hash, new_global, accepted)
         clock.lap("store")
-        ledger = strategy.commit_round(server_round, manifest)
-        clock.lap("commit")
-        if not new_global.encrypted:
-            store.write_checkpoint(server_round, new_global.arrays)
+
+        def commit() -> dict[str, Any] | None:
+            # Hospitals check the model against this record before they evaluate it: they wait for it
+            # (fl_client.chain_view.wait_for_recorded_hash), so it is mined while the tasks are on their way.
+            recorded = strategy.commit_round(server_round, manifest)
+            clock.lap("commit")
+            if not new_global.encrypted:
+                store.write_checkpoint(server_round, new_global.arrays)
+            return recorded
+
         eval_config = ConfigRecord({**round_config, "prev-hash": to_hex(new_global.digest()), "study-id": study_id})
-        eval_replies = grid.send_and_receive(strategy.configure_evaluate(server_round, encode(new_global), eval_config, grid), timeout=timeout)
+        eval_messages = strategy.configure_evaluate(server_round, encode(new_global), eval_config, grid)
+        eval_replies, ledger = send_and_receive_around(grid, eval_messages, commit, timeout)
         overall = strategy.aggregate_evaluate(server_round, eval_replies)
         clock.lap("evaluate")
         outcome = RoundOutcome(
@@ -161,6 +172,28 @@ def run_rounds(
             on_round(outcome)
         global_model = new_global
     return global_model, outcomes
+
+
+def send_and_receive_around(grid: Grid, messages: Iterable[Message], work: Callable[[], T],
+                            timeout: float) -> tuple[list[Message], T]:
+    """Flower's ``Grid.send_and_receive`` with ``work()`` run between the push and the first pull.
+
+    The pull loop is Flower's own (same cadence: the grid's ``pull_interval``,
+    else the 3 s of the deployment grid). If ``work`` raises, nothing is
+    pulled and the error propagates: the round stops as it did before.
+    """
+    pending = set(grid.push_messages(messages))
+    result = work()
+    interval = float(getattr(grid, "pull_interval", 3.0))
+    deadline = time.time() + timeout
+    replies: list[Message] = []
+    while pending and time.time() < deadline:
+        got = list(grid.pull_messages(pending))
+        replies.extend(got)
+        pending.difference_update(m.metadata.reply_to_message_id for m in got)
+        if pending:
+            time.sleep(interval)
+    return replies, result
 
 
 def privacy_of(metrics: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:

@@ -78,8 +78,9 @@ def test_evaluation_reports_metrics_on_the_hospital_test_split(initial):
 
 
 @pytest.mark.slow
-def test_hospital_refuses_a_model_whose_hash_is_not_the_one_on_chain(tmp_path, initial):
+def test_hospital_refuses_a_model_whose_hash_is_not_the_one_on_chain(tmp_path, initial, monkeypatch):
     """Inconsistent-model attack: the server sends (and announces) a model other than the recorded one."""
+    from fl_client import hospital_runtime
     from ledger.chains import start_chain
     from ledger.client import LedgerClient
 
@@ -96,12 +97,17 @@ def test_hospital_refuses_a_model_whose_hash_is_not_the_one_on_chain(tmp_path, i
         # act
         reply = train(task(forged, cfg), context(nc))
         honest = train(task(initial, round_config(to_hex(model_hash(initial)), **{"study-id": study})), context(nc))
+        monkeypatch.setattr(hospital_runtime, "CHAIN_WAIT_S", 0.3)
+        unrecorded = evaluate_global(task(initial, round_config(to_hex(model_hash(initial)), **{"study-id": study}),
+                                          "evaluate"), context(nc))  # round 1 was never recorded
     finally:
         chain.stop()
     # assert
     refusal = reply.content.config_records["refusal"]
     assert refusal["code"] == "chain-mismatch" and to_hex(model_hash(initial)) in refusal["reason"]
     assert "update" in honest.content.array_records
+    late = unrecorded.content.config_records["refusal"]
+    assert late["code"] == "not-on-chain" and "round 1" in late["reason"]
 
 
 def test_restarted_hospital_resumes_its_privacy_spend_from_its_state_dir(tmp_path, initial):
