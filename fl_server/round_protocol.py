@@ -4,9 +4,10 @@ One round: send the task (global model + round config incl. the previous
 global hash) -> hospitals train and reply -> validate and aggregate (the
 strategy and its wrappers) -> write the round's artifacts durably -> commit
 the round (ledger wrapper) -> federated evaluation of the new global model.
-The evaluation tasks are pushed just before the commit is submitted, so the
-transaction is mined while they travel; a hospital evaluates only once the
-chain records the model it was sent (it waits for the record).
+With few hospitals (``OVERLAP_MAX_TASKS``) the evaluation tasks are pushed
+just before the commit is submitted, so the transaction is mined while they
+travel; a hospital evaluates only once the chain records the model it was
+sent (it waits for the record).
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ from fl_server.artifact_store import ArtifactStore
 
 log = logging.getLogger("fedledger.server")
 T = TypeVar("T")
+
+# Overlap the commit with the evaluation dispatch only for this many tasks or fewer. With few hospitals
+# the dispatch is latency (Flower's poll ticks) and hiding the commit in it pays (4 hospitals: 1.4x -> 1.3x
+# plain Flower); with many it is throughput, the hospitals waiting for the record hold workers and the
+# commit competes with the dispatch (300 hospitals: 7.1 s vs 6.0 s serial; 1,000: 78 s vs 63 s a round).
+OVERLAP_MAX_TASKS = 32
 
 
 class StudyStopped(RuntimeError):
@@ -147,8 +154,12 @@ def run_rounds(
             return recorded
 
         eval_config = ConfigRecord({**round_config, "prev-hash": to_hex(new_global.digest()), "study-id": study_id})
-        eval_messages = strategy.configure_evaluate(server_round, encode(new_global), eval_config, grid)
-        eval_replies, ledger = send_and_receive_around(grid, eval_messages, commit, timeout)
+        eval_messages = list(strategy.configure_evaluate(server_round, encode(new_global), eval_config, grid))
+        if len(eval_messages) <= OVERLAP_MAX_TASKS:
+            eval_replies, ledger = send_and_receive_around(grid, eval_messages, commit, timeout)
+        else:
+            ledger = commit()
+            eval_replies = list(grid.send_and_receive(eval_messages, timeout=timeout))
         overall = strategy.aggregate_evaluate(server_round, eval_replies)
         clock.lap("evaluate")
         outcome = RoundOutcome(
