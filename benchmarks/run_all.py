@@ -254,9 +254,9 @@ def render() -> str:
              "```", "",
              "A full `run_all` takes about 10 minutes for the overhead part (10 studies of 20 rounds) and about "
              "15 minutes for the scaling part (1,000 hospitals in both ledger modes are ~4 minutes each) on a "
-             "2-core machine. The figures below were produced with the commands above on 2026-12-01/02 (the 1,000-"
-             "hospital rows in separate `bench_scale` invocations merged with `--rows-from`); a run that did not "
-             "finish would be listed in the JSON under `not_measured` or as `not finished`.", ""]
+             "2-core machine. The figures below were produced on 2026-12-02 by `bench_overhead --rounds 20` and one "
+             "`bench_scale --sizes 10,100,1000 --rounds 2`; a run that did not finish would be listed in the JSON "
+             "under `not_measured` or as `not finished`.", ""]
     lines += section_targets(load("overhead"), load("scale"))
     lines += section_overhead(load("overhead"))
     lines += section_scale(load("scale"))
