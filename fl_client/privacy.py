@@ -182,7 +182,7 @@ def compute_epsilon(accountant: str, history: Sequence[Sequence[float]], delta: 
     if accountant == "prv" and planned_steps and len(hist) == 1 and hist[0][2] <= int(planned_steps):
         noise, rate, steps = hist[0]
         planned, delta = int(planned_steps), float(delta)
-        if round_steps and json.dumps(["epsilon-planned", noise, rate, steps, planned, delta]) not in _MEMO:
+        if round_steps and _memo_key("epsilon-planned", (noise, rate, steps, planned, delta)) not in _MEMO:
             ahead = range(steps, min(planned, steps + PRECOMPUTE_ROUNDS * int(round_steps)) + 1, int(round_steps))
             for later in ahead:
                 _memoized("epsilon-planned", (noise, rate, later, planned, delta), _planned_epsilon)
@@ -205,8 +205,12 @@ def _planned_epsilon(noise: float, rate: float, steps: int, planned_steps: int, 
 _MEMO: dict[str, float] = {}
 
 
+def _memo_key(kind: str, args: tuple) -> str:
+    return json.dumps([kind, *args])
+
+
 def _memoized(kind: str, args: tuple, compute: Any) -> float:
-    key = json.dumps([kind, *args])
+    key = _memo_key(kind, args)
     if key not in _MEMO:
         _MEMO[key] = float(compute(*args))
     return _MEMO[key]

@@ -186,14 +186,15 @@ class LedgerCommit(StrategyWrapper):
                                  tuple(commitments), tuple(signatures))
         self.submitter.submit_new(record)
         mined = self.submitter.receipts.pop(record.key, None)
-        done = self.journal.submitted().get(record.key)
-        if done is None:
-            raise RuntimeError(f"round {server_round} was journaled but not submitted")
-        receipt = {"tx": done.get("tx_hash"), "block": done.get("block"), "gas_used": None}
-        if mined is not None:
-            receipt["gas_used"] = int(mined.gas_used)
-        elif receipt["tx"]:  # recorded by an earlier attempt (e.g. before a restart)
-            receipt["gas_used"] = int(self.client.w3.eth.get_transaction_receipt(receipt["tx"])["gasUsed"])
+        if mined is not None:  # submitted just now: its own receipt says everything
+            receipt = {"tx": mined.tx_hash, "block": mined.block, "gas_used": int(mined.gas_used)}
+        else:  # found on chain from an earlier attempt (e.g. before a restart): the journal has it
+            done = self.journal.submitted().get(record.key)
+            if done is None:
+                raise RuntimeError(f"round {server_round} was journaled but not submitted")
+            receipt = {"tx": done.get("tx_hash"), "block": done.get("block"), "gas_used": None}
+            if receipt["tx"]:
+                receipt["gas_used"] = int(self.client.w3.eth.get_transaction_receipt(receipt["tx"])["gasUsed"])
         receipt["mode"] = "merkle" if record.mode == 2 else "per_hospital"
         log.info("round %d recorded on-chain (%s): tx %s block %s gas %s", server_round, receipt["mode"],
                  receipt["tx"], receipt["block"], receipt["gas_used"])
