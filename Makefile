@@ -1,5 +1,5 @@
 # The two commands of the README. Both set everything up first (idempotent).
-.PHONY: setup study test test-fast bench
+.PHONY: setup study lint test test-fast bench
 
 setup:
 	./scripts/bootstrap.sh
@@ -8,8 +8,15 @@ setup:
 study: setup
 	.venv/bin/python -m experiments.run $(ARGS)
 
-# The whole test suite, slow integration tests included (what CI runs).
-test: setup
+# The habits CI keeps: ruff (lint + format), import-linter (layers point down), mypy (strict on fedledger/).
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
+	.venv/bin/mypy
+
+# The whole test suite, slow integration tests included (what CI runs), after the lint.
+test: lint
 	.venv/bin/python -m pytest -q -ra $(ARGS)
 
 test-fast: setup

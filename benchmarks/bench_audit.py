@@ -36,13 +36,22 @@ RESULTS = Path(__file__).resolve().parent / "results" / "audit.json"
 
 
 def _register(client, chain, n_hospitals: int, tag: bytes, context_hash: bytes, init_hash: bytes):
-    accounts = chain.funded_accounts[2:2 + n_hospitals]
+    accounts = chain.funded_accounts[2 : 2 + n_hospitals]
     sid = sha256(b"bench-audit" + tag)
     start = chain.w3.eth.block_number + 1
     expiry = chain.w3.eth.get_block("latest")["timestamp"] + 30 * 86400
-    client.register_study(sid, sha256(b"cfg"), init_hash, context_hash, "bench", chain.aggregator.address, expiry,
-                          [a.address for a in accounts], [epsilon_to_micro(1000.0)] * n_hospitals,
-                          sender=chain.admin)
+    client.register_study(
+        sid,
+        sha256(b"cfg"),
+        init_hash,
+        context_hash,
+        "bench",
+        chain.aggregator.address,
+        expiry,
+        [a.address for a in accounts],
+        [epsilon_to_micro(1000.0)] * n_hospitals,
+        sender=chain.admin,
+    )
     for a in accounts:
         client.consent(sid, a)
     return sid, accounts, start
@@ -92,14 +101,30 @@ def record_encrypted_study(chain, client, root: Path, n_rounds: int, n_hospitals
             blobs = ckks.encrypt_update(sec, rng.normal(size=n_params) * 0.1, n_k)
             c = RoundCommitment(sid, r, prev, ciphertexts_hash(blobs), n_k, 1000 * r + i)
             sig = sign_commitment(a, dom, c)
-            replies.append(SimpleNamespace(hospital=f"hospital_{i}", node_id=i, num_examples=n_k,
-                                           payload=ModelPayload(ciphertexts=blobs), c=c, sig=sig,
-                                           commitment={"address": a.address, "signature": "0x" + sig.hex()}))
+            replies.append(
+                SimpleNamespace(
+                    hospital=f"hospital_{i}",
+                    node_id=i,
+                    num_examples=n_k,
+                    payload=ModelPayload(ciphertexts=blobs),
+                    c=c,
+                    sig=sig,
+                    commitment={"address": a.address, "signature": "0x" + sig.hex()},
+                )
+            )
             blobs_all.append(blobs)
         agg = ModelPayload(ciphertexts=ckks.sum_ciphertexts(pub, blobs_all))
         write_manifest(store, to_hex(sid), r, to_hex(prev), agg, replies)
-        client.record_round(sid, r, prev, agg.digest(), sum(x.num_examples for x in replies),
-                            [x.c for x in replies], [x.sig for x in replies], sender=chain.aggregator)
+        client.record_round(
+            sid,
+            r,
+            prev,
+            agg.digest(),
+            sum(x.num_examples for x in replies),
+            [x.c for x in replies],
+            [x.sig for x in replies],
+            sender=chain.aggregator,
+        )
         prev = agg.digest()
     keys.secret_context.unlink()
     blob_bytes = len(blobs_all[0][0])
@@ -121,6 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     try:
         import coincurve  # noqa: F401
+
         ecc = "coincurve"
     except ImportError:
         ecc = "eth_keys native (pure Python)"
@@ -146,13 +172,14 @@ def main(argv: list[str] | None = None) -> dict:
 
             print(f"recording {args.resum_rounds} encrypted rounds with artifacts ...", flush=True)
             enc_sid, enc_start, ctx_bytes, blob_bytes = record_encrypted_study(
-                chain, client, tmp / "enc", args.resum_rounds, args.hospitals, args.params)
+                chain, client, tmp / "enc", args.resum_rounds, args.hospitals, args.params
+            )
             t0 = time.perf_counter()
             enc_view = A.read_chain_view(chain.w3, client.address, enc_sid, from_block=enc_start)
-            t_enc_read = time.perf_counter() - t0
+            time.perf_counter() - t0
             t0 = time.perf_counter()
             enc_chain = A.audit(enc_view)
-            t_enc_chain = time.perf_counter() - t0
+            time.perf_counter() - t0
             enc_res = A.audit(enc_view, tmp / "enc", ctx_bytes)
             assert enc_chain.ok and enc_res.ok, enc_res.failures[:3]
             ctx = A.load_public_context(ctx_bytes)
@@ -166,18 +193,25 @@ def main(argv: list[str] | None = None) -> dict:
     per_round_artifacts = t_art / args.resum_rounds
     chain_total = t_read + t_check
     result = {
-        "rounds": args.rounds, "hospitals": args.hospitals, "commitments": args.rounds * args.hospitals,
-        "signature_backend": ecc, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "rounds": args.rounds,
+        "hospitals": args.hospitals,
+        "commitments": args.rounds * args.hospitals,
+        "signature_backend": ecc,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "record_s": round(t_record, 2),
-        "chain_read_s": round(t_read, 2), "chain_checks_s": round(t_check, 2),
+        "chain_read_s": round(t_read, 2),
+        "chain_checks_s": round(t_check, 2),
         "chain_total_s": round(chain_total, 2),
         "chain_checks_reference_signatures_s": round(t_check_ref, 2),
-        "resum_rounds_measured": args.resum_rounds, "resum_params": args.params, "ciphertext_bytes": blob_bytes,
+        "resum_rounds_measured": args.resum_rounds,
+        "resum_params": args.params,
+        "ciphertext_bytes": blob_bytes,
         "artifact_checks_per_round_s": round(per_round_artifacts, 4),
         "artifact_checks_measured_s": round(t_art, 3),
         "full_audit_extrapolated_s": round(chain_total + per_round_artifacts * args.rounds, 1),
         "extrapolated": True,
-        "target_chain_only_s": 10.0, "meets_target": chain_total <= 10.0,
+        "target_chain_only_s": 10.0,
+        "meets_target": chain_total <= 10.0,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
@@ -189,8 +223,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"| chain checks, default signature path ({ecc}) | {t_check:.2f} |")
     print(f"| **chain-only audit total** (target <= 10 s) | **{chain_total:.2f}** |")
     print(f"| chain checks with --reference-signatures | {t_check_ref:.2f} |")
-    print(f"| artifact checks + CKKS re-sum per round (measured on {args.resum_rounds} rounds, "
-          f"N=8192, {blob_bytes // 1024} KiB ciphertexts) | {per_round_artifacts:.3f} |")
+    print(
+        f"| artifact checks + CKKS re-sum per round (measured on {args.resum_rounds} rounds, "
+        f"N=8192, {blob_bytes // 1024} KiB ciphertexts) | {per_round_artifacts:.3f} |"
+    )
     print(f"| full audit with re-sum, extrapolated to {n} rounds | {result['full_audit_extrapolated_s']:.1f} |")
     print(f"\n(recording the synthetic study took {t_record:.0f}s; results in {args.out})")
     return result

@@ -27,10 +27,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn import functional as F
-from torch.utils.data import Dataset, DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from fl_client.models import build_model
-from fl_client.privacy import GRAD_SAMPLE_MODES, DEFAULT_GRAD_SAMPLE_MODE, HospitalPrivacy, PrivacyConfig, compute_epsilon
+from fl_client.privacy import (
+    DEFAULT_GRAD_SAMPLE_MODE,
+    GRAD_SAMPLE_MODES,
+    HospitalPrivacy,
+    PrivacyConfig,
+    compute_epsilon,
+)
 from fl_client.training import TrainConfig, train_local
 
 RESULTS = Path(__file__).parent / "results" / "dp.json"
@@ -118,10 +124,18 @@ def main(argv=None) -> dict:
             steps = max(1, len(X) // BATCH)
             for k, ts in times.items():
                 med = statistics.median(ts)
-                rows.append({
-                    "model": name, "data": data_label, "rows": len(X), "batch_size": BATCH, "steps": steps,
-                    "variant": k, "median_ms": round(1000 * med, 2), "ratio_vs_non_private": round(med / base, 2),
-                })
+                rows.append(
+                    {
+                        "model": name,
+                        "data": data_label,
+                        "rows": len(X),
+                        "batch_size": BATCH,
+                        "steps": steps,
+                        "variant": k,
+                        "median_ms": round(1000 * med, 2),
+                        "ratio_vs_non_private": round(med / base, 2),
+                    }
+                )
     acc = {}
     for accountant in ("prv", "rdp", "gdp"):
         t0 = time.perf_counter()
@@ -133,8 +147,11 @@ def main(argv=None) -> dict:
         acc[accountant] = round(1000 * (time.perf_counter() - t0), 1)
     result = {
         "default_grad_sample_mode": DEFAULT_GRAD_SAMPLE_MODE,
-        "torch": torch.__version__, "python": platform.python_version(), "threads": args.threads,
-        "reps": args.reps, "rows": rows,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": args.threads,
+        "reps": args.reps,
+        "rows": rows,
         "accountant_epsilon_ms_10_rounds_140_rows": acc,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +166,9 @@ def table(result: dict) -> str:
         "|---|---|---|---:|---:|",
     ]
     for r in result["rows"]:
-        lines.append(f"| {r['model']} | {r['data']} | {r['variant']} | {r['median_ms']:.1f} | {r['ratio_vs_non_private']:.2f}x |")
+        lines.append(
+            f"| {r['model']} | {r['data']} | {r['variant']} | {r['median_ms']:.1f} | {r['ratio_vs_non_private']:.2f}x |"
+        )
     acc = result["accountant_epsilon_ms_10_rounds_140_rows"]
     lines.append("")
     lines.append("Accountant, one epsilon evaluation (uncached): " + ", ".join(f"{k} {v} ms" for k, v in acc.items()))

@@ -33,7 +33,8 @@ from eth_account import Account
 
 from fedledger.commitment import RoundCommitment, epsilon_to_micro, sign_commitment
 from ledger.chains import start_chain
-from ledger.client import LedgerClient, load_artifact
+from ledger.client import LedgerClient
+from ledger.compile import load_artifact
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gas.json"
 MERKLE_REGISTER_MAX = 100
@@ -57,8 +58,17 @@ def run_study(chain, client: LedgerClient, n: int, rounds: int) -> dict:
     study_id = os.urandom(32)
     init = os.urandom(32)
     now = chain.w3.eth.get_block("latest")["timestamp"]
-    client.register_study(study_id, os.urandom(32), init, os.urandom(32), "bench", chain.aggregator.address,
-                          now + 86_400, [h.address for h in hospitals], [epsilon_to_micro(10.0)] * n)
+    client.register_study(
+        study_id,
+        os.urandom(32),
+        init,
+        os.urandom(32),
+        "bench",
+        chain.aggregator.address,
+        now + 86_400,
+        [h.address for h in hospitals],
+        [epsilon_to_micro(10.0)] * n,
+    )
     for h in hospitals:
         client.consent(study_id, h)
     agg = client.with_account(chain.aggregator)
@@ -66,8 +76,7 @@ def run_study(chain, client: LedgerClient, n: int, rounds: int) -> dict:
     prev = init
     per_round = []
     for r in range(1, rounds + 1):
-        cs = [RoundCommitment(study_id, r, prev, os.urandom(32), 100 + i, epsilon_to_micro(0.5 * r))
-              for i in range(n)]
+        cs = [RoundCommitment(study_id, r, prev, os.urandom(32), 100 + i, epsilon_to_micro(0.5 * r)) for i in range(n)]
         sigs = [sign_commitment(h, dom, c) for h, c in zip(hospitals, cs)]
         aggregate = os.urandom(32)
         t0 = time.perf_counter()
@@ -75,8 +84,15 @@ def run_study(chain, client: LedgerClient, n: int, rounds: int) -> dict:
         latency = time.perf_counter() - t0
         data = bytes(chain.w3.eth.get_transaction(rec.tx_hash)["input"])
         calldata_gas = 4 * data.count(0) + 16 * (len(data) - data.count(0))
-        per_round.append({"round": r, "gas_used": rec.gas_used, "calldata_gas": calldata_gas,
-                          "calldata_bytes": len(data), "latency_s": round(latency, 4)})
+        per_round.append(
+            {
+                "round": r,
+                "gas_used": rec.gas_used,
+                "calldata_gas": calldata_gas,
+                "calldata_bytes": len(data),
+                "latency_s": round(latency, 4),
+            }
+        )
         prev = aggregate
     steady = [x["gas_used"] for x in per_round if x["round"] >= 2] or [per_round[0]["gas_used"]]
     return {
@@ -84,7 +100,9 @@ def run_study(chain, client: LedgerClient, n: int, rounds: int) -> dict:
         "rounds": per_round,
         "gas_round1": per_round[0]["gas_used"],
         "gas_steady": int(statistics.fmean(steady)),
-        "calldata_gas_steady": int(statistics.fmean(x["calldata_gas"] for x in per_round if x["round"] >= 2 or rounds == 1)),
+        "calldata_gas_steady": int(
+            statistics.fmean(x["calldata_gas"] for x in per_round if x["round"] >= 2 or rounds == 1)
+        ),
         "latency_s_median": round(statistics.median(x["latency_s"] for x in per_round), 4),
     }
 
@@ -99,8 +117,17 @@ def run_merkle_study(chain, client: LedgerClient, n: int, rounds: int) -> dict:
         chain.fund(h.address)
     study_id, init = os.urandom(32), os.urandom(32)
     now = chain.w3.eth.get_block("latest")["timestamp"]
-    client.register_study(study_id, os.urandom(32), init, os.urandom(32), "bench", chain.aggregator.address,
-                          now + 86_400, [h.address for h in registered], [epsilon_to_micro(10.0)] * len(registered))
+    client.register_study(
+        study_id,
+        os.urandom(32),
+        init,
+        os.urandom(32),
+        "bench",
+        chain.aggregator.address,
+        now + 86_400,
+        [h.address for h in registered],
+        [epsilon_to_micro(10.0)] * len(registered),
+    )
     for h in registered:
         client.consent(study_id, h)
     agg = client.with_account(chain.aggregator)
@@ -108,8 +135,7 @@ def run_merkle_study(chain, client: LedgerClient, n: int, rounds: int) -> dict:
     prev = init
     per_round = []
     for r in range(1, rounds + 1):
-        cs = [RoundCommitment(study_id, r, prev, os.urandom(32), 100 + i, epsilon_to_micro(0.5 * r))
-              for i in range(n)]
+        cs = [RoundCommitment(study_id, r, prev, os.urandom(32), 100 + i, epsilon_to_micro(0.5 * r)) for i in range(n)]
         sigs = [sign_commitment(h, dom, c) for h, c in zip(hospitals, cs)]
         t0 = time.perf_counter()
         leaves = [commitment_leaf(h.address, commitment_digest(dom, c)) for h, c in zip(hospitals, cs)]
@@ -118,14 +144,29 @@ def run_merkle_study(chain, client: LedgerClient, n: int, rounds: int) -> dict:
         tree_s = time.perf_counter() - t0
         aggregate = os.urandom(32)
         t0 = time.perf_counter()
-        rec = agg.record_round_merkle(study_id, r, prev, aggregate, sum(c.sample_count for c in cs), tree.root, n,
-                                      max(c.epsilon_micro for c in cs))
+        rec = agg.record_round_merkle(
+            study_id,
+            r,
+            prev,
+            aggregate,
+            sum(c.sample_count for c in cs),
+            tree.root,
+            n,
+            max(c.epsilon_micro for c in cs),
+        )
         latency = time.perf_counter() - t0
         assert len(sigs) == n
         data = bytes(chain.w3.eth.get_transaction(rec.tx_hash)["input"])
-        per_round.append({"round": r, "gas_used": rec.gas_used, "calldata_bytes": len(data),
-                          "latency_s": round(latency, 4), "tree_and_proofs_s": round(tree_s, 4),
-                          "max_proof_len": max(len(p) for p in proofs)})
+        per_round.append(
+            {
+                "round": r,
+                "gas_used": rec.gas_used,
+                "calldata_bytes": len(data),
+                "latency_s": round(latency, 4),
+                "tree_and_proofs_s": round(tree_s, 4),
+                "max_proof_len": max(len(p) for p in proofs),
+            }
+        )
         prev = aggregate
     steady = [x["gas_used"] for x in per_round if x["round"] >= 2] or [per_round[0]["gas_used"]]
     return {
@@ -147,30 +188,44 @@ def markdown(result: dict) -> str:
     ]
     for row in result["studies"]:
         n = row["hospitals"]
-        lines.append(f"| {n} | {row['gas_round1']:,} | {row['gas_steady']:,} | {TARGET_BASE + TARGET_SLOPE * n:,} "
-                     f"| {row['latency_s_median']:.3f} |")
+        lines.append(
+            f"| {n} | {row['gas_round1']:,} | {row['gas_steady']:,} | {TARGET_BASE + TARGET_SLOPE * n:,} "
+            f"| {row['latency_s_median']:.3f} |"
+        )
     f = result["fit"]
     lines.append("")
-    lines.append(f"Fit: gas = {f['base']:,.0f} + {f['per_hospital']:,.0f} x hospitals "
-                 f"(target: base <= {TARGET_BASE:,}, slope <= {TARGET_SLOPE:,}; "
-                 f"{'met' if f['meets_target'] else 'NOT met'}); of which calldata: "
-                 f"{f['calldata_base']:,} + {f['calldata_per_hospital']:,} x hospitals")
+    lines.append(
+        f"Fit: gas = {f['base']:,.0f} + {f['per_hospital']:,.0f} x hospitals "
+        f"(target: base <= {TARGET_BASE:,}, slope <= {TARGET_SLOPE:,}; "
+        f"{'met' if f['meets_target'] else 'NOT met'}); of which calldata: "
+        f"{f['calldata_base']:,} + {f['calldata_per_hospital']:,} x hospitals"
+    )
     merkle = result.get("merkle")
     if merkle:
         measured = {s["hospitals"]: s for s in result["studies"]}
-        lines += ["", "| hospitals | per-hospital gas (round >= 2) | Merkle gas (round 1) | Merkle gas (round >= 2) "
-                  "| tree + proofs (s) | proof hashes | Merkle latency (median s) |",
-                  "|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "| hospitals | per-hospital gas (round >= 2) | Merkle gas (round 1) | Merkle gas (round >= 2) "
+            "| tree + proofs (s) | proof hashes | Merkle latency (median s) |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for row in merkle["studies"]:
             n = row["hospitals"]
-            per = (f"{measured[n]['gas_steady']:,}" if n in measured
-                   else f"~{round(f['base'] + f['per_hospital'] * n):,} (fit, not run)")
-            lines.append(f"| {n:,} | {per} | {row['gas_round1']:,} | {row['gas_steady']:,} "
-                         f"| {row['tree_and_proofs_s_median']:.3f} | {row['proof_hashes_per_hospital']} "
-                         f"| {row['latency_s_median']:.3f} |")
+            per = (
+                f"{measured[n]['gas_steady']:,}"
+                if n in measured
+                else f"~{round(f['base'] + f['per_hospital'] * n):,} (fit, not run)"
+            )
+            lines.append(
+                f"| {n:,} | {per} | {row['gas_round1']:,} | {row['gas_steady']:,} "
+                f"| {row['tree_and_proofs_s_median']:.3f} | {row['proof_hashes_per_hospital']} "
+                f"| {row['latency_s_median']:.3f} |"
+            )
         lines.append("")
-        lines.append(f"Merkle gas at {merkle['ratio_of']}: {merkle['ratio']:.3f}x "
-                     f"(target <= 2x: {'met' if merkle['meets_target'] else 'NOT met'})")
+        lines.append(
+            f"Merkle gas at {merkle['ratio_of']}: {merkle['ratio']:.3f}x "
+            f"(target <= 2x: {'met' if merkle['meets_target'] else 'NOT met'})"
+        )
     return "\n".join(lines)
 
 
@@ -208,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             "calldata_base": round(cd_base),
             "calldata_per_hospital": round(cd_slope),
             "all_points_within_budget": all(
-                s["gas_steady"] <= TARGET_BASE + TARGET_SLOPE * s["hospitals"] for s in studies),
+                s["gas_steady"] <= TARGET_BASE + TARGET_SLOPE * s["hospitals"] for s in studies
+            ),
         },
     }
     if merkle_studies:
@@ -222,8 +278,11 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_of": f"{hi} vs {lo} hospitals",
             "ratio": by_n[hi] / by_n[lo],
             "meets_target": by_n[hi] <= 2 * by_n[lo],
-            "per_hospital_estimate_1000": {"gas": per_hospital_1000, "estimated": True,
-                                           "how": "fitted line of the measured per-hospital rounds"},
+            "per_hospital_estimate_1000": {
+                "gas": per_hospital_1000,
+                "estimated": True,
+                "how": "fitted line of the measured per-hospital rounds",
+            },
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -116,16 +116,16 @@ class TreeMemorySampler:
         self._thread.join(timeout=5)
 
 
-def run_study(overrides: list[str], run_dir: Path, log_path: Path, timeout: float = 3600.0,
-              env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_study(
+    overrides: list[str], run_dir: Path, log_path: Path, timeout: float = 3600.0, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """One ``python -m experiments.run`` subprocess; returns results.json plus wall/memory figures."""
     if run_dir.exists():
         shutil.rmtree(run_dir)
     cmd = [sys.executable, "-m", "experiments.run", *overrides, f"hydra.run.dir={run_dir}"]
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         with TreeMemorySampler(proc.pid) as mem:
             try:
                 rc = proc.wait(timeout=timeout)
@@ -150,8 +150,13 @@ def run_study(overrides: list[str], run_dir: Path, log_path: Path, timeout: floa
         tail = log_path.read_text()[-3000:] if log_path.exists() else ""
         raise RuntimeError(f"study {' '.join(overrides)} failed (rc={rc}); log {log_path}:\n{tail}")
     results = json.loads(results_path.read_text())
-    return {"results": results, "process_wall_s": wall, "peak_rss_bytes": mem.peak_bytes,
-            "peak_rss_excl_anvil_bytes": mem.peak_excl_anvil_bytes, "peak_processes": mem.peak_processes}
+    return {
+        "results": results,
+        "process_wall_s": wall,
+        "peak_rss_bytes": mem.peak_bytes,
+        "peak_rss_excl_anvil_bytes": mem.peak_excl_anvil_bytes,
+        "peak_processes": mem.peak_processes,
+    }
 
 
 def round_stats(results: dict[str, Any], drop_first: bool = True) -> dict[str, Any]:
@@ -179,11 +184,14 @@ def round_stats(results: dict[str, Any], drop_first: bool = True) -> dict[str, A
 
 def time_audit(run_dir: Path) -> dict[str, Any]:
     exe = Path(sys.executable).with_name("fedledger")
-    cmd = [str(exe), "audit", "--run-dir", str(run_dir)] if exe.exists() else [sys.executable, "-m", "fedledger.cli", "audit", "--run-dir", str(run_dir)]
+    cmd = (
+        [str(exe), "audit", "--run-dir", str(run_dir)]
+        if exe.exists()
+        else [sys.executable, "-m", "coordinator.cli", "audit", "--run-dir", str(run_dir)]
+    )
     t0 = time.perf_counter()
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    return {"audit_s": round(time.perf_counter() - t0, 2), "audit_rc": p.returncode,
-            "audit_ok": p.returncode == 0}
+    return {"audit_s": round(time.perf_counter() - t0, 2), "audit_rc": p.returncode, "audit_ok": p.returncode == 0}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -196,8 +204,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--workdir", type=Path, default=None, help="keep run dirs here (default: a temp dir, removed)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--resume", action="store_true", help="reuse finished runs found in --workdir")
-    ap.add_argument("--existing-only", action="store_true",
-                    help="summarise only the finished runs in --workdir; run nothing (missing ones are listed)")
+    ap.add_argument(
+        "--existing-only",
+        action="store_true",
+        help="summarise only the finished runs in --workdir; run nothing (missing ones are listed)",
+    )
     args = ap.parse_args(argv)
 
     models = [m for m in args.models.split(",") if m]
@@ -212,9 +223,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for model in models:
             for name in configs:
                 run_dir = work / f"{model}-{name}-{rep}"
-                overrides = [*CONFIGS[name], f"model={model}", "dataset=breast_cancer",
-                             f"num_hospitals={args.hospitals}", f"num_rounds={args.rounds}",
-                             "baselines=false", "audit=false", "seed=0"]
+                overrides = [
+                    *CONFIGS[name],
+                    f"model={model}",
+                    "dataset=breast_cancer",
+                    f"num_hospitals={args.hospitals}",
+                    f"num_rounds={args.rounds}",
+                    "baselines=false",
+                    "audit=false",
+                    "seed=0",
+                ]
                 done = run_dir / "results.json"
                 if (args.resume or args.existing_only) and done.exists():
                     r = {"results": json.loads(done.read_text()), "process_wall_s": None, "peak_rss_bytes": None}
@@ -226,15 +244,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     print(f"[overhead] rep {rep} {model:6s} {name:6s} ...", flush=True)
                     r = run_study(overrides, run_dir, work / f"{model}-{name}-{rep}.log")
                 stats = round_stats(r["results"])
-                row = {"model": model, "config": name, "repeat": rep, "overrides": overrides, **stats,
-                       "process_wall_s": round(r["process_wall_s"], 2) if r["process_wall_s"] is not None else None,
-                       "peak_rss_mib": round(r["peak_rss_bytes"] / 2**20) if r["peak_rss_bytes"] is not None else None}
+                row = {
+                    "model": model,
+                    "config": name,
+                    "repeat": rep,
+                    "overrides": overrides,
+                    **stats,
+                    "process_wall_s": round(r["process_wall_s"], 2) if r["process_wall_s"] is not None else None,
+                    "peak_rss_mib": round(r["peak_rss_bytes"] / 2**20) if r["peak_rss_bytes"] is not None else None,
+                }
                 if name == "all" and rep == 0 and run_dir.exists():
                     audits[model] = time_audit(run_dir)
                     row.update(audits[model])
                 runs.append(row)
-                print(f"[overhead]   round {stats['round_s_mean']:.3f}s (round 1 {stats['round1_s']:.1f}s), "
-                      f"{stats['bytes_per_hospital']:.0f} B/hospital, gas {stats['gas_per_round']}", flush=True)
+                print(
+                    f"[overhead]   round {stats['round_s_mean']:.3f}s (round 1 {stats['round1_s']:.1f}s), "
+                    f"{stats['bytes_per_hospital']:.0f} B/hospital, gas {stats['gas_per_round']}",
+                    flush=True,
+                )
 
     summary: list[dict[str, Any]] = []
     models = [m for m in models if any(r["model"] == m for r in runs)]
@@ -249,16 +276,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             s = statistics.mean(r["round_s_mean"] for r in rows)
             b = statistics.mean(r["bytes_per_hospital"] for r in rows)
             phase_names = sorted({k for r in rows for k in r.get("phases_s", {})})
-            entry = {"model": model, "config": name, "round_s": round(s, 4),
-                     "round_s_median": round(statistics.median(x for r in rows for x in r["round_s_all"]), 4),
-                     "phases_s": {k: round(statistics.mean(r["phases_s"].get(k, 0.0) for r in rows), 4)
-                                  for k in phase_names},
-                     "round_s_spread": [min(x for r in rows for x in r["round_s_all"]),
-                                        max(x for r in rows for x in r["round_s_all"])],
-                     "rounds_s": [x for r in rows for x in r["round_s_all"]],
-                     "bytes_per_hospital": round(b), "gas_per_round": rows[0]["gas_per_round"],
-                     "time_ratio": round(s / base_s, 2) if base_s else None,
-                     "bytes_ratio": round(b / base_b, 2) if base_b else None}
+            entry = {
+                "model": model,
+                "config": name,
+                "round_s": round(s, 4),
+                "round_s_median": round(statistics.median(x for r in rows for x in r["round_s_all"]), 4),
+                "phases_s": {
+                    k: round(statistics.mean(r["phases_s"].get(k, 0.0) for r in rows), 4) for k in phase_names
+                },
+                "round_s_spread": [
+                    min(x for r in rows for x in r["round_s_all"]),
+                    max(x for r in rows for x in r["round_s_all"]),
+                ],
+                "rounds_s": [x for r in rows for x in r["round_s_all"]],
+                "bytes_per_hospital": round(b),
+                "gas_per_round": rows[0]["gas_per_round"],
+                "time_ratio": round(s / base_s, 2) if base_s else None,
+                "bytes_ratio": round(b / base_b, 2) if base_b else None,
+            }
             if name == "all" and model in audits:
                 entry["audit_s"] = audits[model]["audit_s"]
             summary.append(entry)
@@ -271,8 +306,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "repeats": args.repeats,
         "dropped_rounds": [1],
         "note": "round_s = mean duration_s of rounds 2..N from results.json (train + aggregate + artifacts + "
-                "ledger commit + federated evaluation); round 1 includes Ray actor start-up and imports. "
-                "Ratios are to 'plain' of the same model. The machine was shared with other work.",
+        "ledger commit + federated evaluation); round 1 includes Ray actor start-up and imports. "
+        "Ratios are to 'plain' of the same model. The machine was shared with other work.",
         "target_all_ratio": TARGET_RATIO,
         "all_ratio": all_ratios,
         "meets_target": all(v is not None and v <= TARGET_RATIO for v in all_ratios.values()) if all_ratios else None,
@@ -290,9 +325,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def markdown(out: dict[str, Any]) -> str:
-    lines = ["| model | configuration | s / round (mean) | median | x plain | train | aggregate + store | commit "
-             "| evaluate | bytes / hospital / round | x plain | gas / round |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | configuration | s / round (mean) | median | x plain | train | aggregate + store | commit "
+        "| evaluate | bytes / hospital / round | x plain | gas / round |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for e in out["summary"]:
         gas = f"{e['gas_per_round']:,}" if e.get("gas_per_round") else "-"
         ph = e.get("phases_s", {})
@@ -300,9 +337,11 @@ def markdown(out: dict[str, Any]) -> str:
         def p(*names: str) -> str:
             return f"{sum(ph.get(n, 0.0) for n in names):.3f}" if ph else "-"
 
-        lines.append(f"| {e['model']} | {e['config']} | {e['round_s']:.3f} | {e.get('round_s_median', 0):.3f} | "
-                     f"{e['time_ratio']:.2f} | {p('train')} | {p('aggregate', 'store')} | {p('commit')} | "
-                     f"{p('evaluate')} | {e['bytes_per_hospital']:,} | {e['bytes_ratio']:.1f} | {gas} |")
+        lines.append(
+            f"| {e['model']} | {e['config']} | {e['round_s']:.3f} | {e.get('round_s_median', 0):.3f} | "
+            f"{e['time_ratio']:.2f} | {p('train')} | {p('aggregate', 'store')} | {p('commit')} | "
+            f"{p('evaluate')} | {e['bytes_per_hospital']:,} | {e['bytes_ratio']:.1f} | {gas} |"
+        )
     return "\n".join(lines)
 
 

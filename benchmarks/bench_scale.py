@@ -29,7 +29,6 @@ import json
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +63,22 @@ def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
 
 def run_size(n: int, rounds: int, mode: str | None, work: Path, timeout: float, rows: int) -> dict[str, Any]:
     tag = f"n{n}" + (f"-{mode}" if mode else "")
-    overrides = ["privacy=target_eps", "encryption=ckks", "ledger=anvil", "model=logreg", "dataset=breast_cancer",
-                 "dataset.partitioner=bootstrap", f"dataset.rows_per_hospital={rows}", f"num_hospitals={n}",
-                 f"num_rounds={rounds}", "baselines=false", "audit=false", "seed=0", "ray_num_cpus=2",
-                 f"strategy.round_timeout_s={int(timeout)}"]
+    overrides = [
+        "privacy=target_eps",
+        "encryption=ckks",
+        "ledger=anvil",
+        "model=logreg",
+        "dataset=breast_cancer",
+        "dataset.partitioner=bootstrap",
+        f"dataset.rows_per_hospital={rows}",
+        f"num_hospitals={n}",
+        f"num_rounds={rounds}",
+        "baselines=false",
+        "audit=false",
+        "seed=0",
+        "ray_num_cpus=2",
+        f"strategy.round_timeout_s={int(timeout)}",
+    ]
     if mode:
         overrides.append(f"ledger.mode={mode}")
     run_dir = work / tag
@@ -77,8 +88,11 @@ def run_size(n: int, rounds: int, mode: str | None, work: Path, timeout: float, 
         r = run_study(overrides, run_dir, work / f"{tag}.log", timeout=timeout)
     except Exception as exc:  # recorded, not hidden
         timed_out = "rc=-9" in str(exc)
-        row.update(ok=False, timed_out=timed_out,
-                   error=(f"timed out after {timeout:.0f} s (killed); " if timed_out else "") + str(exc)[-1500:])
+        row.update(
+            ok=False,
+            timed_out=timed_out,
+            error=(f"timed out after {timeout:.0f} s (killed); " if timed_out else "") + str(exc)[-1500:],
+        )
         print(f"[scale] {tag} FAILED: {str(exc)[-600:]}", flush=True)
         return row
     res = r["results"]
@@ -104,8 +118,11 @@ def run_size(n: int, rounds: int, mode: str | None, work: Path, timeout: float, 
         bytes_per_hospital=round(statistics.mean(float(x["bytes_per_hospital"]) for x in res["rounds"])),
     )
     row.update(time_audit(run_dir))
-    print(f"[scale] {tag}: rounds {row['round_s']} s, setup {row['setup_s']} s, peak {row['peak_rss_gib']} GiB, "
-          f"gas/round {row['gas_per_round']}, audit {row['audit_s']} s (ok={row['audit_ok']})", flush=True)
+    print(
+        f"[scale] {tag}: rounds {row['round_s']} s, setup {row['setup_s']} s, peak {row['peak_rss_gib']} GiB, "
+        f"gas/round {row['gas_per_round']}, audit {row['audit_s']} s (ok={row['audit_ok']})",
+        flush=True,
+    )
     return row
 
 
@@ -115,12 +132,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--rows-per-hospital", type=int, default=40)
     ap.add_argument("--timeout", type=float, default=1500.0, help="seconds per study before it is killed")
-    ap.add_argument("--merkle", choices=["auto", "yes", "no", "only"], default="auto",
-                    help="auto: also run 100+ hospitals in ledger.mode=merkle when it exists; only: merkle mode only")
+    ap.add_argument(
+        "--merkle",
+        choices=["auto", "yes", "no", "only"],
+        default="auto",
+        help="auto: also run 100+ hospitals in ledger.mode=merkle when it exists; only: merkle mode only",
+    )
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--rows-from", type=Path, nargs="*", default=[],
-                    help="earlier scale JSON files whose rows (sizes not run now) are merged in, marked 'from_file'")
+    ap.add_argument(
+        "--rows-from",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="earlier scale JSON files whose rows (sizes not run now) are merged in, marked 'from_file'",
+    )
     args = ap.parse_args(argv)
 
     sizes = [int(s) for s in args.sizes.split(",") if s and s != "none"]
@@ -159,11 +185,14 @@ def summarise(rows: list[dict[str, Any]], args: Any, use_merkle: bool) -> dict[s
         "partitioner": "bootstrap (scale benchmarks only)",
         "merkle_mode_available": use_merkle,
         "flower_ms_per_client_message_measured_before": FLOWER_MS_PER_CLIENT,
-        "targets": {"round_s_at_1000": TARGET_ROUND_S, "peak_gib_at_1000": TARGET_PEAK_GIB,
-                    "gas_ratio_1000_over_10": TARGET_GAS_RATIO},
+        "targets": {
+            "round_s_at_1000": TARGET_ROUND_S,
+            "peak_gib_at_1000": TARGET_PEAK_GIB,
+            "gas_ratio_1000_over_10": TARGET_GAS_RATIO,
+        },
         "note": "steady_round_s is the last round (round 1 includes Ray actor start-up). Peak memory is the summed "
-                "RSS of the driver and all descendants (raylet, Ray workers, anvil): shared pages count once per "
-                "process, so it is an upper bound. The machine was shared with other work.",
+        "RSS of the driver and all descendants (raylet, Ray workers, anvil): shared pages count once per "
+        "process, so it is an upper bound. The machine was shared with other work.",
         "rows": rows,
     }
     for mode in ("default", "merkle"):
@@ -177,8 +206,11 @@ def summarise(rows: list[dict[str, Any]], args: Any, use_merkle: bool) -> dict[s
                 ys = [float(r[key]) for r in done if r.get(key) is not None]
                 if len(ys) == len(xs):
                     a, b = fit_line(xs, ys)
-                    fits[key] = {"intercept": round(a, 4), "per_hospital": round(b, 6),
-                                 "at_1000": round(a + 1000 * b, 3)}
+                    fits[key] = {
+                        "intercept": round(a, 4),
+                        "per_hospital": round(b, 6),
+                        "at_1000": round(a + 1000 * b, 3),
+                    }
         at_1000 = next((r for r in done if r["hospitals"] == 1000), None)
         at_10 = next((r for r in rows if r.get("ok") and r["hospitals"] == 10 and r["ledger_mode"] == mode), None)
         verdict: dict[str, Any] = {"fits": fits}
@@ -188,14 +220,22 @@ def summarise(rows: list[dict[str, Any]], args: Any, use_merkle: bool) -> dict[s
                 at_10 = {"gas_per_round": ref}
                 verdict["gas_at_10_from"] = "benchmarks/results/gas.json (merkle, 10 hospitals, steady round)"
         if at_1000 is not None:
-            verdict.update(measured=True, round_s=at_1000["steady_round_s"], round1_s=at_1000["round1_s"],
-                           peak_gib=at_1000["peak_rss_gib"], gas_per_round=at_1000["gas_per_round"])
+            verdict.update(
+                measured=True,
+                round_s=at_1000["steady_round_s"],
+                round1_s=at_1000["round1_s"],
+                peak_gib=at_1000["peak_rss_gib"],
+                gas_per_round=at_1000["gas_per_round"],
+            )
         elif fits:
-            verdict.update(measured=False, extrapolated=True,
-                           round_s=fits.get("steady_round_s", {}).get("at_1000"),
-                           round1_s=fits.get("round1_s", {}).get("at_1000"),
-                           peak_gib=fits.get("peak_rss_gib", {}).get("at_1000"),
-                           gas_per_round=fits.get("gas_per_round", {}).get("at_1000"))
+            verdict.update(
+                measured=False,
+                extrapolated=True,
+                round_s=fits.get("steady_round_s", {}).get("at_1000"),
+                round1_s=fits.get("round1_s", {}).get("at_1000"),
+                peak_gib=fits.get("peak_rss_gib", {}).get("at_1000"),
+                gas_per_round=fits.get("gas_per_round", {}).get("at_1000"),
+            )
         if verdict.get("round_s") is not None:
             # every round counts, the first (Ray start-up, noise derivation) included
             worst = max(v for v in (verdict["round_s"], verdict.get("round1_s")) if v is not None)
@@ -217,8 +257,10 @@ def _gas_json_merkle_at_10() -> int | None:
 
 
 def markdown(out: dict[str, Any]) -> str:
-    lines = ["| hospitals | ledger | round 1 s | steady round s | set-up s | peak RSS GiB | gas / round | gas / hospital | audit s |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| hospitals | ledger | round 1 s | steady round s | set-up s | peak RSS GiB | gas / round | gas / hospital | audit s |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in out["rows"]:
         if not r.get("ok"):
             why = " ".join(str(r.get("error") or r.get("stopped")).split()).replace("|", "/")
@@ -227,8 +269,10 @@ def markdown(out: dict[str, Any]) -> str:
             continue
         gas = f"{r['gas_per_round']:,}" if r.get("gas_per_round") else "-"
         gph = f"{r['gas_per_hospital']:,}" if r.get("gas_per_hospital") else "-"
-        lines.append(f"| {r['hospitals']:,} | {r['ledger_mode']} | {r['round1_s']:.1f} | {r['steady_round_s']:.1f} | "
-                     f"{r['setup_s']:.1f} | {r['peak_rss_gib']:.2f} | {gas} | {gph} | {r['audit_s']:.1f} |")
+        lines.append(
+            f"| {r['hospitals']:,} | {r['ledger_mode']} | {r['round1_s']:.1f} | {r['steady_round_s']:.1f} | "
+            f"{r['setup_s']:.1f} | {r['peak_rss_gib']:.2f} | {gas} | {gph} | {r['audit_s']:.1f} |"
+        )
     return "\n".join(lines)
 
 

@@ -31,8 +31,13 @@ def _score(model: Any, hospitals: list[HospitalData]) -> dict[str, Any]:
 def _train(X: np.ndarray, y: np.ndarray, cfg: dict[str, Any], n_features: int) -> Any:
     model = build_model(cfg["model"]["name"], n_features, int(cfg["model"]["hidden"]), seed=int(cfg["seed"]))
     t = cfg["train"]
-    tcfg = TrainConfig(local_epochs=int(t["local_epochs"]) * int(cfg["num_rounds"]), batch_size=int(t["batch_size"]),
-                       lr=float(t["lr"]), momentum=float(t["momentum"]), weight_decay=float(t["weight_decay"]))
+    tcfg = TrainConfig(
+        local_epochs=int(t["local_epochs"]) * int(cfg["num_rounds"]),
+        batch_size=int(t["batch_size"]),
+        lr=float(t["lr"]),
+        momentum=float(t["momentum"]),
+        weight_decay=float(t["weight_decay"]),
+    )
     train_local(model, X, y, tcfg, seed=int(cfg["seed"]))
     return model
 
@@ -45,6 +50,7 @@ def compute_baselines(hospitals: list[HospitalData], cfg: dict[str, Any]) -> dic
     local_each = {}
     for h in hospitals:
         local_each[h.hospital_id] = _score(_train(h.X_train, h.y_train, cfg, n_features), hospitals)
-    local = {k: float(np.mean([v[k] for v in local_each.values() if v[k] is not None]))
-             for k in ("accuracy", "auc", "loss")}
+    local = {
+        k: float(np.mean([v[k] for v in local_each.values() if v[k] is not None])) for k in ("accuracy", "auc", "loss")
+    }
     return {"pooled": pooled, "local": {**local, "per_hospital_model": local_each}}

@@ -8,7 +8,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def plot_metrics(results: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -26,7 +26,9 @@ def plot_metrics(results: dict[str, Any], out_dir: Path) -> list[Path]:
         for name, style in (("pooled", "--"), ("local", ":")):
             value = (baselines.get(name) or {}).get(metric)
             if value is not None:
-                ax1.axhline(value, linestyle=style, color="gray" if name == "pooled" else "black", label=f"{name} baseline")
+                ax1.axhline(
+                    value, linestyle=style, color="gray" if name == "pooled" else "black", label=f"{name} baseline"
+                )
         ax1.set(title=f"overall {metric}", xlabel="round", ylabel=metric)
         ax1.legend(fontsize=8)
         for h in hospitals:

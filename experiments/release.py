@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from coordinator.study_setup import PreparedStudy
 from fedledger.hashing import model_hash
-from fedledger.study_setup import PreparedStudy
 from fl_server.artifact_store import ArtifactStore
 
 
@@ -33,14 +33,20 @@ def release_checkpoints(prepared: PreparedStudy) -> list[int]:
     if prepared.chain is not None and spec.get("chain"):
         from ledger.client import LedgerClient
 
-        client = LedgerClient.at(prepared.chain.w3, spec["chain"]["contract"], prepared.chain.admin,
-                                 deploy_block=int(spec["chain"].get("deploy_block", 0)))
+        client = LedgerClient.at(
+            prepared.chain.w3,
+            spec["chain"]["contract"],
+            prepared.chain.admin,
+            deploy_block=int(spec["chain"].get("deploy_block", 0)),
+        )
     released = []
     for r in store.round_numbers():
         manifest = store.read_round(r)
         if manifest["encrypted"]:
             blobs = store.get_blobs(manifest["aggregate"]["blobs"])
-            flat = decrypt_update(ctx, blobs, flatten(template).size, total_weight=float(manifest["aggregate"]["total_weight"]))
+            flat = decrypt_update(
+                ctx, blobs, flatten(template).size, total_weight=float(manifest["aggregate"]["total_weight"])
+            )
             arrays = unflatten(flat, template)
             store.write_checkpoint(r, arrays)
         else:

@@ -14,8 +14,8 @@ from typing import Any
 
 from rich.console import Console
 
-from fedledger.study_setup import PreparedStudy, prepare_study
-from fl_client.settings import STUDY_ENV
+from coordinator.study_setup import PreparedStudy, prepare_study
+from fedledger.study_spec import STUDY_ENV
 from fl_server.results import merge_results, read_results
 
 console = Console()
@@ -40,8 +40,12 @@ def simulate(prepared: PreparedStudy, cfg: dict[str, Any]) -> None:
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
         "init_args": {"num_cpus": int(cfg["ray_num_cpus"]), "logging_level": logging.WARNING, "log_to_driver": True},
     }
-    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=int(cfg["num_hospitals"]),
-                   backend_config=backend_config)
+    run_simulation(
+        server_app=server_app,
+        client_app=client_app,
+        num_supernodes=int(cfg["num_hospitals"]),
+        backend_config=backend_config,
+    )
 
 
 def run_simulated_study(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -53,9 +57,11 @@ def run_simulated_study(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     prepared = prepare_study(cfg, run_dir)
     try:
         spec = prepared.spec
-        console.print(f"study {spec['study_id'][:18]}.. | {cfg['num_hospitals']} hospitals | {cfg['num_rounds']} rounds | "
-                      f"DP {'on' if cfg['privacy']['enabled'] else 'off'} | CKKS {'on' if cfg['encryption']['enabled'] else 'off'} | "
-                      f"ledger {cfg['ledger']['backend']}" + (f" @ {spec['chain']['contract']}" if spec.get("chain") else ""))
+        console.print(
+            f"study {spec['study_id'][:18]}.. | {cfg['num_hospitals']} hospitals | {cfg['num_rounds']} rounds | "
+            f"DP {'on' if cfg['privacy']['enabled'] else 'off'} | CKKS {'on' if cfg['encryption']['enabled'] else 'off'} | "
+            f"ledger {cfg['ledger']['backend']}" + (f" @ {spec['chain']['contract']}" if spec.get("chain") else "")
+        )
         baselines = None
         if cfg.get("baselines", True):
             from experiments.baselines import compute_baselines
@@ -97,9 +103,13 @@ def print_summary(results: dict[str, Any]) -> None:
         console.print(f"[red]study stopped early:[/] {results['stopped']}")
     console.print(f"final accuracy {f(final.get('accuracy'))}  auc {f(final.get('auc'))}  loss {f(final.get('loss'))}")
     if b:
-        console.print(f"baselines: pooled accuracy {f(b['pooled'].get('accuracy'))}, local-only accuracy {f(b['local'].get('accuracy'))}")
+        console.print(
+            f"baselines: pooled accuracy {f(b['pooled'].get('accuracy'))}, local-only accuracy {f(b['local'].get('accuracy'))}"
+        )
     for hospital, p in (results.get("privacy") or {}).items():
-        console.print(f"  {hospital}: epsilon {p['epsilon'][-1]:.3f} (budget {p.get('budget')}, delta {p.get('delta'):.1e})")
+        console.print(
+            f"  {hospital}: epsilon {p['epsilon'][-1]:.3f} (budget {p.get('budget')}, delta {p.get('delta'):.1e})"
+        )
     if results.get("ledger"):
         led = results["ledger"]
         console.print(f"ledger: {len(led['rounds'])} rounds on chain {led['chain_id']} contract {led['contract']}")

@@ -32,8 +32,13 @@ def _stats(values: list[float]) -> dict[str, float | int | None]:
     values = [v for v in values if v is not None]
     if not values:
         return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "n": len(values)}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
 
 
 def group_key(results: dict[str, Any]) -> float | None:
@@ -46,10 +51,16 @@ def summarize(sweep_dir: Path) -> dict[str, Any]:
     summary = {
         "runs": len(runs),
         "overall": {m: _stats([(r.get("final") or {}).get(m) for r in runs]) for m in METRICS},
-        "per_run": [{"dir": r["_dir"], "seed": r["config"]["seed"], "target_epsilon": group_key(r),
-                     **{m: (r.get("final") or {}).get(m) for m in METRICS},
-                     "max_epsilon": max((p["epsilon"][-1] for p in (r.get("privacy") or {}).values()), default=None)}
-                    for r in runs],
+        "per_run": [
+            {
+                "dir": r["_dir"],
+                "seed": r["config"]["seed"],
+                "target_epsilon": group_key(r),
+                **{m: (r.get("final") or {}).get(m) for m in METRICS},
+                "max_epsilon": max((p["epsilon"][-1] for p in (r.get("privacy") or {}).values()), default=None),
+            }
+            for r in runs
+        ],
     }
     (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     with open(sweep_dir / "summary.csv", "w", newline="") as fh:
@@ -73,10 +84,15 @@ def privacy_utility(sweep_dir: Path, non_private: dict[str, Any] | None) -> Path
         spent = _stats([max(p["epsilon"][-1] for p in r["privacy"].values()) for r in by_eps[eps]])
         rows.append((eps, acc, spent))
     base = runs[0].get("baselines") or {}
-    ref = {"non-private federated": (non_private or {}).get("final", {}).get("accuracy"),
-           "pooled (centralised)": (base.get("pooled") or {}).get("accuracy"),
-           "local only (mean)": (base.get("local") or {}).get("accuracy")}
-    lines = ["| target epsilon | epsilon spent (max over hospitals, mean over runs) | final accuracy (mean ± sd) | runs |", "|---|---|---|---|"]
+    ref = {
+        "non-private federated": (non_private or {}).get("final", {}).get("accuracy"),
+        "pooled (centralised)": (base.get("pooled") or {}).get("accuracy"),
+        "local only (mean)": (base.get("local") or {}).get("accuracy"),
+    }
+    lines = [
+        "| target epsilon | epsilon spent (max over hospitals, mean over runs) | final accuracy (mean ± sd) | runs |",
+        "|---|---|---|---|",
+    ]
     for eps, acc, spent in rows:
         lines.append(f"| {eps:g} | {spent['mean']:.3f} | {acc['mean']:.3f} ± {acc['std']:.3f} | {acc['n']} |")
     lines += ["", "| reference (no DP) | final accuracy |", "|---|---|"]
@@ -89,13 +105,23 @@ def privacy_utility(sweep_dir: Path, non_private: dict[str, Any] | None) -> Path
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.errorbar([r[0] for r in rows], [r[1]["mean"] for r in rows], yerr=[r[1]["std"] for r in rows], marker="o",
-                capsize=3, label="federated + DP-SGD")
+    ax.errorbar(
+        [r[0] for r in rows],
+        [r[1]["mean"] for r in rows],
+        yerr=[r[1]["std"] for r in rows],
+        marker="o",
+        capsize=3,
+        label="federated + DP-SGD",
+    )
     for (name, value), style in zip(ref.items(), ("-", "--", ":")):
         if value is not None:
             ax.axhline(value, linestyle=style, color="gray", label=name)
-    ax.set(xscale="log", xlabel="target epsilon per hospital (delta fixed)", ylabel="final accuracy",
-           title="privacy-utility trade-off")
+    ax.set(
+        xscale="log",
+        xlabel="target epsilon per hospital (delta fixed)",
+        ylabel="final accuracy",
+        title="privacy-utility trade-off",
+    )
     ax.set_xticks([r[0] for r in rows], [f"{r[0]:g}" for r in rows])
     ax.minorticks_off()
     ax.legend(fontsize=8)
@@ -118,7 +144,9 @@ class SummaryCallback(Callback):
             privacy_utility(sweep_dir, non_private)
         acc = summary["overall"]["accuracy"]
         if acc["mean"] is not None:
-            print(f"summary of {summary['runs']} runs: accuracy {acc['mean']:.3f} ± {acc['std']:.3f} -> {sweep_dir}/summary.json")
+            print(
+                f"summary of {summary['runs']} runs: accuracy {acc['mean']:.3f} ± {acc['std']:.3f} -> {sweep_dir}/summary.json"
+            )
 
     @staticmethod
     def _non_private_reference(config: DictConfig, sweep_dir: Path) -> dict[str, Any]:

@@ -98,7 +98,7 @@ class CKKSParams:
 
     @property
     def scale(self) -> float:
-        return float(2 ** self.global_scale_bits)
+        return float(2**self.global_scale_bits)
 
     @property
     def max_abs_sum(self) -> float:
@@ -109,14 +109,18 @@ class CKKSParams:
         """Refuse anything not provably within 128-bit security or unusable; return self."""
         check_security(self.poly_modulus_degree, self.coeff_mod_bit_sizes)
         if len(self.coeff_mod_bit_sizes) < 2:
-            raise SecurityError("coeff_mod_bit_sizes needs at least one data prime and the special prime, "
-                                f"got {list(self.coeff_mod_bit_sizes)}")
+            raise SecurityError(
+                "coeff_mod_bit_sizes needs at least one data prime and the special prime, "
+                f"got {list(self.coeff_mod_bit_sizes)}"
+            )
         for b in self.coeff_mod_bit_sizes:
             if not 20 <= b <= 60:
                 raise SecurityError(f"each prime must have 20..60 bits (SEAL limit), got {b}")
         if not 20 <= self.global_scale_bits <= self.data_bits - 10:
-            raise SecurityError(f"global_scale_bits={self.global_scale_bits} leaves no headroom under the "
-                                f"{self.data_bits}-bit data modulus; use 20..{self.data_bits - 10}")
+            raise SecurityError(
+                f"global_scale_bits={self.global_scale_bits} leaves no headroom under the "
+                f"{self.data_bits}-bit data modulus; use 20..{self.data_bits - 10}"
+            )
         if self.max_update_bytes <= 0:
             raise SecurityError("max_update_bytes must be positive")
         return self
@@ -127,13 +131,17 @@ def check_security(poly_modulus_degree: int, coeff_mod_bit_sizes: Sequence[int])
     n = int(poly_modulus_degree)
     total = sum(int(b) for b in coeff_mod_bit_sizes)
     if n not in HE_STANDARD_128:
-        raise SecurityError(f"poly_modulus_degree {n} is not one of {sorted(HE_STANDARD_128)}; "
-                            "no 128-bit parameter set is defined for it here")
+        raise SecurityError(
+            f"poly_modulus_degree {n} is not one of {sorted(HE_STANDARD_128)}; "
+            "no 128-bit parameter set is defined for it here"
+        )
     bound = HE_STANDARD_128[n]
     if total > bound:
-        raise SecurityError(f"coefficient modulus of {total} bits ({list(coeff_mod_bit_sizes)}) exceeds the "
-                            f"128-bit security bound of {bound} bits for poly_modulus_degree {n} "
-                            "(HomomorphicEncryption.org standard)")
+        raise SecurityError(
+            f"coefficient modulus of {total} bits ({list(coeff_mod_bit_sizes)}) exceeds the "
+            f"128-bit security bound of {bound} bits for poly_modulus_degree {n} "
+            "(HomomorphicEncryption.org standard)"
+        )
 
 
 # Presets: the same values as conf/encryption/*.yaml (a test keeps them equal).
@@ -203,16 +211,19 @@ PARAMS_NAME = "params.json"
 
 def new_secret_context(params: CKKSParams) -> ts.Context:
     params.check()
-    ctx = ts.context(ts.SCHEME_TYPE.CKKS, params.poly_modulus_degree,
-                     coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes), n_threads=1)
+    ctx = ts.context(
+        ts.SCHEME_TYPE.CKKS,
+        params.poly_modulus_degree,
+        coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes),
+        n_threads=1,
+    )
     ctx.global_scale = params.scale
     return ctx
 
 
 def serialize_secret_context(ctx: ts.Context) -> bytes:
     """Secret and public key + parameters: no relinearisation or Galois keys."""
-    return ctx.serialize(save_public_key=True, save_secret_key=True,
-                         save_galois_keys=False, save_relin_keys=False)
+    return ctx.serialize(save_public_key=True, save_secret_key=True, save_galois_keys=False, save_relin_keys=False)
 
 
 def serialize_aggregator_context(ctx: ts.Context) -> bytes:
@@ -226,8 +237,7 @@ def serialize_aggregator_context(ctx: ts.Context) -> bytes:
     pub = ctx.copy()
     if pub.is_private():
         pub.make_context_public(generate_galois_keys=False, generate_relin_keys=False)
-    data = pub.serialize(save_public_key=True, save_secret_key=False,
-                         save_galois_keys=False, save_relin_keys=False)
+    data = pub.serialize(save_public_key=True, save_secret_key=False, save_galois_keys=False, save_relin_keys=False)
     if _proto_fields(data).get(3):
         raise KeyHandlingError("refusing to write an aggregator context that carries private fields")
     return data
@@ -270,8 +280,12 @@ def create_keys(out_dir: str | os.PathLike, params: CKKSParams | None = None, *,
     os.chmod(public, 0o644)
     fp_hex = to_hex(context_fingerprint(public_bytes))
     (d / FINGERPRINT_NAME).write_text(fp_hex + "\n")
-    meta = asdict(params) | {"coeff_mod_bit_sizes": list(params.coeff_mod_bit_sizes), "slots": params.slots,
-                             "aggregator_context_sha256": fp_hex, "encryption": "ckks-symmetric-seeded"}
+    meta = asdict(params) | {
+        "coeff_mod_bit_sizes": list(params.coeff_mod_bit_sizes),
+        "slots": params.slots,
+        "aggregator_context_sha256": fp_hex,
+        "encryption": "ckks-symmetric-seeded",
+    }
     (d / PARAMS_NAME).write_text(json.dumps(meta, indent=1) + "\n")
     return KeyPaths(d, secret, public, d / FINGERPRINT_NAME, d / PARAMS_NAME, fp_hex)
 
@@ -285,7 +299,7 @@ def context_params(ctx: ts.Context) -> CKKSParams:
     scale_bits = int(round(math.log2(scale))) if scale and scale > 0 else 0
     p = CKKSParams(parms.poly_modulus_degree(), bits, scale_bits, preset="loaded")
     check_security(p.poly_modulus_degree, p.coeff_mod_bit_sizes)
-    if scale_bits == 0 or 2.0 ** scale_bits != scale:
+    if scale_bits == 0 or 2.0**scale_bits != scale:
         raise SecurityError(f"context global scale {scale!r} is not a power of two")
     return p
 
@@ -306,19 +320,24 @@ def load_aggregator_context(path: str | os.PathLike, *, fingerprint: bytes | str
     return aggregator_context_from_bytes(data, fingerprint=fingerprint, origin=str(path))
 
 
-def aggregator_context_from_bytes(data: bytes, *, fingerprint: bytes | str | None = None,
-                                  origin: str = "<bytes>") -> ts.Context:
+def aggregator_context_from_bytes(
+    data: bytes, *, fingerprint: bytes | str | None = None, origin: str = "<bytes>"
+) -> ts.Context:
     if _proto_fields(data).get(3):
-        raise KeyHandlingError(f"{origin} carries a private section (secret key); the aggregator must never "
-                               "hold the study's secret key. Give it the aggregator context, not the hospitals'.")
+        raise KeyHandlingError(
+            f"{origin} carries a private section (secret key); the aggregator must never "
+            "hold the study's secret key. Give it the aggregator context, not the hospitals'."
+        )
     ctx = ts.context_from(data, n_threads=1)
     if ctx.is_private() or ctx.has_secret_key():
         raise KeyHandlingError(f"{origin} holds a secret key; refusing to load it as the aggregator context")
     if fingerprint is not None:
         want = fingerprint if isinstance(fingerprint, bytes) else bytes.fromhex(fingerprint.removeprefix("0x"))
         if context_fingerprint(data) != want:
-            raise KeyHandlingError(f"{origin}: context fingerprint {to_hex(context_fingerprint(data))} does not "
-                                   f"match the expected {to_hex(want)}")
+            raise KeyHandlingError(
+                f"{origin}: context fingerprint {to_hex(context_fingerprint(data))} does not "
+                f"match the expected {to_hex(want)}"
+            )
     context_params(ctx)
     return ctx
 
@@ -365,12 +384,12 @@ def _proto_fields(data: bytes) -> dict[int, list[Any]]:
             if wt == 0:
                 val, pos = _read_varint(data, pos, end)
             elif wt == 1:
-                val, pos = data[pos:pos + 8], pos + 8
+                val, pos = data[pos : pos + 8], pos + 8
             elif wt == 2:
                 ln, pos = _read_varint(data, pos, end)
-                val, pos = data[pos:pos + ln], pos + ln
+                val, pos = data[pos : pos + ln], pos + ln
             elif wt == 5:
-                val, pos = data[pos:pos + 4], pos + 4
+                val, pos = data[pos : pos + 4], pos + 4
             else:
                 raise CiphertextError("bad wire type")
             out.setdefault(num, []).append(val)
@@ -382,8 +401,16 @@ def _proto_fields(data: bytes) -> dict[int, list[Any]]:
 def wrap_seal_ciphertext(seal_bytes: bytes, size: int, scale: float) -> bytes:
     """TenSEAL CKKSVectorProto with one ciphertext: {1: packed [size], 2: seal_bytes, 3: double scale}."""
     sz = _varint(size)
-    return (b"\x0a" + _varint(len(sz)) + sz + b"\x12" + _varint(len(seal_bytes)) + seal_bytes
-            + b"\x19" + struct.pack("<d", scale))
+    return (
+        b"\x0a"
+        + _varint(len(sz))
+        + sz
+        + b"\x12"
+        + _varint(len(seal_bytes))
+        + seal_bytes
+        + b"\x19"
+        + struct.pack("<d", scale)
+    )
 
 
 @dataclass(frozen=True)
@@ -422,8 +449,13 @@ def _layout(ctx: ts.Context) -> _Layout:
     parms = first.parms()
     pid = struct.pack("<4Q", *first.parms_id())
     hdr = sealapi.Serialization.SEALHeader()
-    lay = _Layout(parms.poly_modulus_degree(), len(parms.coeff_modulus()), float(ctx.global_scale), pid,
-                  (hdr.version_major, hdr.version_minor))
+    lay = _Layout(
+        parms.poly_modulus_degree(),
+        len(parms.coeff_modulus()),
+        float(ctx.global_scale),
+        pid,
+        (hdr.version_major, hdr.version_minor),
+    )
     if not lay.scale or lay.scale <= 0:
         raise CiphertextError("the context has no global scale set")
     try:
@@ -443,11 +475,11 @@ def _check_seal_header(buf: bytes, pos: int, end: int, lay: _Layout, modes: tupl
     if hsize != 16:
         raise CiphertextError(f"{what}: SEAL header size {hsize} (want 16)")
     if (vmaj, vmin) != lay.seal_version:
-        raise CiphertextError(f"{what}: SEAL version {vmaj}.{vmin} (this study uses "
-                              f"{lay.seal_version[0]}.{lay.seal_version[1]})")
+        raise CiphertextError(
+            f"{what}: SEAL version {vmaj}.{vmin} (this study uses {lay.seal_version[0]}.{lay.seal_version[1]})"
+        )
     if compr not in modes:
-        raise CiphertextError(f"{what}: compression mode {compr} not accepted (allowed {list(modes)}: "
-                              "0=none, 2=zstd)")
+        raise CiphertextError(f"{what}: compression mode {compr} not accepted (allowed {list(modes)}: 0=none, 2=zstd)")
     if reserved != 0:
         raise CiphertextError(f"{what}: reserved SEAL header bytes are not zero")
     if size != end - pos:
@@ -468,7 +500,13 @@ def _zstd_frame(buf: bytes, pos: int, end: int, bound: int, what: str) -> bytes 
     pos += 4
     fhd = buf[pos]
     pos += 1
-    fcs_flag, single, reserved_bit, checksum, dict_flag = fhd >> 6, (fhd >> 5) & 1, (fhd >> 3) & 1, (fhd >> 2) & 1, fhd & 3
+    fcs_flag, single, reserved_bit, checksum, dict_flag = (
+        fhd >> 6,
+        (fhd >> 5) & 1,
+        (fhd >> 3) & 1,
+        (fhd >> 2) & 1,
+        fhd & 3,
+    )
     if reserved_bit or dict_flag or (fhd >> 4) & 1:  # the "unused" bit too: SEAL never sets it
         raise CiphertextError(f"{what}: zstd frame uses a dictionary or reserved bits")
     window = None
@@ -483,7 +521,7 @@ def _zstd_frame(buf: bytes, pos: int, end: int, bound: int, what: str) -> bytes 
         raise CiphertextError(f"{what}: truncated zstd frame header")
     fcs = None
     if fcs_len:
-        fcs = int.from_bytes(buf[pos:pos + fcs_len], "little") + (256 if fcs_len == 2 else 0)
+        fcs = int.from_bytes(buf[pos : pos + fcs_len], "little") + (256 if fcs_len == 2 else 0)
         pos += fcs_len
         if fcs > bound:
             raise CiphertextError(f"{what}: zstd content size {fcs} exceeds the {bound}-byte bound")
@@ -495,7 +533,7 @@ def _zstd_frame(buf: bytes, pos: int, end: int, bound: int, what: str) -> bytes 
     while True:
         if end - pos < 3:
             raise CiphertextError(f"{what}: truncated zstd block header")
-        bh = int.from_bytes(buf[pos:pos + 3], "little")
+        bh = int.from_bytes(buf[pos : pos + 3], "little")
         pos += 3
         last, btype, bsize = bh & 1, (bh >> 1) & 3, bh >> 3
         if btype == 3:
@@ -504,7 +542,7 @@ def _zstd_frame(buf: bytes, pos: int, end: int, bound: int, what: str) -> bytes 
             if end - pos < bsize:
                 raise CiphertextError(f"{what}: zstd raw block runs past the end")
             if raw_parts is not None:
-                raw_parts.append(buf[pos:pos + bsize])
+                raw_parts.append(buf[pos : pos + bsize])
             pos += bsize
             total += bsize
         elif btype == 1:  # RLE: one byte repeated bsize times
@@ -526,8 +564,11 @@ def _zstd_frame(buf: bytes, pos: int, end: int, bound: int, what: str) -> bytes 
     if checksum:
         pos += 4
     if pos != end:
-        raise CiphertextError(f"{what}: {end - pos} stray bytes after the zstd frame" if pos < end
-                              else f"{what}: zstd checksum runs past the end")
+        raise CiphertextError(
+            f"{what}: {end - pos} stray bytes after the zstd frame"
+            if pos < end
+            else f"{what}: zstd checksum runs past the end"
+        )
     if raw_parts is None:
         return None
     content = b"".join(raw_parts)
@@ -541,8 +582,9 @@ def _check_members(m: bytes, lay: _Layout, what: str) -> bool:
     if len(m) < 73 + 24:
         raise CiphertextError(f"{what}: ciphertext members truncated")
     if m[:32] != lay.parms_id:
-        raise CiphertextError(f"{what}: parms_id does not match this study's parameters "
-                              "(different ring degree, primes or modulus level)")
+        raise CiphertextError(
+            f"{what}: parms_id does not match this study's parameters (different ring degree, primes or modulus level)"
+        )
     ntt, size, n, nprimes, scale, corr = struct.unpack_from("<BQQQdQ", m, 32)
     if ntt != 1:
         raise CiphertextError(f"{what}: is_ntt_form byte is {ntt} (CKKS ciphertexts are stored in NTT form: 1)")
@@ -621,15 +663,20 @@ def _post_check(vec: Any, lay: _Layout, size: int, what: str) -> None:
     if len(cts) != 1:
         raise CiphertextError(f"{what}: holds {len(cts)} ciphertexts (want 1)")
     ct = cts[0]
-    if (struct.pack("<4Q", *ct.parms_id()) != lay.parms_id or ct.size() != 2 or not ct.is_ntt_form()
-            or ct.poly_modulus_degree() != lay.n or ct.coeff_modulus_size() != lay.n_primes or _attr(ct, 'scale') != lay.scale):
+    if (
+        struct.pack("<4Q", *ct.parms_id()) != lay.parms_id
+        or ct.size() != 2
+        or not ct.is_ntt_form()
+        or ct.poly_modulus_degree() != lay.n
+        or ct.coeff_modulus_size() != lay.n_primes
+        or _attr(ct, "scale") != lay.scale
+    ):
         raise CiphertextError(f"{what}: parsed ciphertext does not match this study's parameters")
     if vec.size() != size:
         raise CiphertextError(f"{what}: parsed size {vec.size()} differs from declared {size}")
 
 
-def _parse(ctx: ts.Context, blob: bytes, lay: _Layout, index: int, max_blob: int,
-           expected_size: int | None = None):
+def _parse(ctx: ts.Context, blob: bytes, lay: _Layout, index: int, max_blob: int, expected_size: int | None = None):
     size = _preparse(blob, lay, index, max_blob)
     if expected_size is not None and size != expected_size:
         raise CiphertextError(f"ciphertext {index}: holds {size} values, expected {expected_size}")
@@ -644,8 +691,9 @@ def _parse(ctx: ts.Context, blob: bytes, lay: _Layout, index: int, max_blob: int
 # --------------------------------------------------------------------------- validate and sum
 
 
-def validate_ciphertexts(ctx: ts.Context, blobs: Sequence[bytes], expected_count: int, max_bytes: int,
-                         *, n_params: int | None = None) -> list[CKKSVector]:
+def validate_ciphertexts(
+    ctx: ts.Context, blobs: Sequence[bytes], expected_count: int, max_bytes: int, *, n_params: int | None = None
+) -> list[CKKSVector]:
     """Validate one hospital's update before aggregating; return the parsed vectors.
 
     Order of checks: container type, count, element types, total size against
@@ -672,8 +720,9 @@ def validate_ciphertexts(ctx: ts.Context, blobs: Sequence[bytes], expected_count
     if n_params is not None:
         sizes = list(chunk_sizes(n_params, lay.slots))
         if len(sizes) != expected_count:
-            raise CiphertextError(f"{n_params} parameters need {len(sizes)} ciphertexts, expected_count is "
-                                  f"{expected_count}")
+            raise CiphertextError(
+                f"{n_params} parameters need {len(sizes)} ciphertexts, expected_count is {expected_count}"
+            )
     else:
         sizes = [lay.slots] * (expected_count - 1) + [None]
     out = []
@@ -725,7 +774,7 @@ def sum_ciphertexts(ctx: ts.Context, blobs_per_hospital: Sequence[Sequence[bytes
     for i in range(k):
         acc = None
         size0 = None
-        for h, blobs in enumerate(blobs_per_hospital):
+        for _h, blobs in enumerate(blobs_per_hospital):
             vec = _parse(ctx, blobs[i], lay, i, lay.max_blob_bytes, size0)
             size0 = vec.size()
             if acc is None:
@@ -791,34 +840,39 @@ def encrypt_update(ctx: ts.Context, flat: np.ndarray, weight: float) -> list[byt
     limit = 2.0 ** (data_bits - 2) / lay.scale
     peak = float(np.abs(y).max())
     if peak >= limit:
-        raise ValueError(f"weighted update magnitude {peak:.3g} would overflow the {data_bits}-bit modulus at "
-                         f"scale 2^{int(math.log2(lay.scale))} (limit {limit:.3g}); use a wider preset")
+        raise ValueError(
+            f"weighted update magnitude {peak:.3g} would overflow the {data_bits}-bit modulus at "
+            f"scale 2^{int(math.log2(lay.scale))} (limit {limit:.3g}); use a wider preset"
+        )
     enc = _SeededEncryptor(ctx)
     try:
         out = []
         for i, size in enumerate(chunk_sizes(x.size, lay.slots)):
-            chunk = y[i * lay.slots:i * lay.slots + size]
+            chunk = y[i * lay.slots : i * lay.slots + size]
             out.append(wrap_seal_ciphertext(enc.encrypt(chunk), size, lay.scale))
         return out
     finally:
         enc.close()
 
 
-def decrypt_update(ctx: ts.Context, blobs: Sequence[bytes], n_params: int,
-                   total_weight: float | None = None) -> np.ndarray:
+def decrypt_update(
+    ctx: ts.Context, blobs: Sequence[bytes], n_params: int, total_weight: float | None = None
+) -> np.ndarray:
     """Decrypt an aggregate (or one update) to a flat float64 vector; divide by total_weight if given."""
     if not ctx.is_private():
         raise KeyHandlingError("decrypting needs the study's secret context")
     lay = _layout(ctx)
     sizes = chunk_sizes(n_params, lay.slots)
     if isinstance(blobs, (bytes, bytearray)) or len(blobs) != len(sizes):
-        raise CiphertextError(f"{n_params} parameters need {len(sizes)} ciphertexts, got "
-                              f"{len(blobs) if not isinstance(blobs, (bytes, bytearray)) else 'bytes'}")
+        raise CiphertextError(
+            f"{n_params} parameters need {len(sizes)} ciphertexts, got "
+            f"{len(blobs) if not isinstance(blobs, (bytes, bytearray)) else 'bytes'}"
+        )
     out = np.empty(n_params, dtype=np.float64)
     pos = 0
     for i, (b, size) in enumerate(zip(blobs, sizes)):
         vec = _parse(ctx, b, lay, i, lay.max_blob_bytes, size)
-        out[pos:pos + size] = vec.decrypt()
+        out[pos : pos + size] = vec.decrypt()
         pos += size
     if total_weight is not None:
         if not total_weight > 0:

@@ -17,13 +17,14 @@ Epsilon is fixed-point: ``epsilonMicro = round(epsilon * 1e6)`` as uint64.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from eth_account import Account
 from eth_account.messages import _hash_eip191_message, encode_typed_data
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_utils import keccak, to_checksum_address
 
 DOMAIN_NAME = "FedLedger"
 DOMAIN_VERSION = "1"
@@ -198,7 +199,9 @@ def commitment_digest(dom: Domain, commitment: RoundCommitment) -> bytes:
     return bytes(_hash_eip191_message(_signable(dom, commitment)))
 
 
-def sign_commitment(private_key_or_account: LocalAccount | bytes | str, dom: Domain, commitment: RoundCommitment) -> bytes:
+def sign_commitment(
+    private_key_or_account: LocalAccount | bytes | str, dom: Domain, commitment: RoundCommitment
+) -> bytes:
     """65-byte signature ``r || s || v`` (v in {27, 28}) as the contract expects."""
     if isinstance(private_key_or_account, LocalAccount):
         acct = private_key_or_account
@@ -226,3 +229,11 @@ def recover_signer(dom: Domain, commitment: RoundCommitment, signature: bytes | 
         return to_checksum_address(Account.recover_message(_signable(dom, commitment), signature=signature))
     except Exception as exc:  # eth_keys raises several types for bad signatures
         raise CommitmentError(f"invalid signature: {exc}") from exc
+
+
+def commitments_hash(digests: Sequence[bytes]) -> bytes:
+    """The contract's running hash of EIP-712 digests: h_i = keccak256(h_{i-1} || d_i), h_0 = 0."""
+    acc = b"\x00" * 32
+    for d in digests:
+        acc = keccak(acc + bytes(d))
+    return acc

@@ -7,7 +7,7 @@ the clients read the same resolved config back from the study spec.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -27,9 +27,9 @@ class DatasetConfig:
     quantity_alpha: float = 1.0
     min_rows: int = 10
     rows_per_hospital: int = 40  # bootstrap partitioner only
-    test_fraction: Optional[float] = 0.2
-    schema: Optional[str] = None
-    base_dir: Optional[str] = None
+    test_fraction: float | None = 0.2
+    schema: str | None = None
+    base_dir: str | None = None
     hospitals: list[HospitalFileConfig] = field(default_factory=list)
 
 
@@ -59,14 +59,14 @@ class TrainConfig:
 @dataclass
 class PrivacyConfig:
     enabled: bool = False
-    noise_multiplier: Optional[float] = None
-    target_epsilon: Optional[float] = None
-    delta: Optional[float] = None
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    delta: float | None = None
     max_grad_norm: float = 1.0
     accountant: str = "prv"  # prv | rdp | gdp
     grad_sample_mode: str = "ew"
     secure_mode: bool = False
-    budget: Optional[float] = None  # default per-hospital budget; hospitals may override
+    budget: float | None = None  # default per-hospital budget; hospitals may override
 
 
 @dataclass
@@ -83,9 +83,9 @@ class EncryptionConfig:
 @dataclass
 class LedgerConfig:
     backend: str = "anvil"  # anvil | eth_tester | rpc | none
-    rpc_url: Optional[str] = None
-    key_env: Optional[str] = None
-    keystore: Optional[str] = None
+    rpc_url: str | None = None
+    key_env: str | None = None
+    keystore: str | None = None
     record_timeout_s: float = 120.0
     expiry_days: float = 30.0
     mode: str = "per_hospital"  # per_hospital | merkle | auto (Merkle above merkle_threshold hospitals)
@@ -110,7 +110,7 @@ class StudyConfig:
     audit: bool = True
     ray_num_cpus: int = 2
     budgets: dict[str, float] = field(default_factory=dict)
-    experiment: Optional[Any] = None
+    experiment: Any | None = None
 
 
 def register_schemas() -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from eth_utils import keccak, to_canonical_address
+
 from fedledger.hashing import as_bytes32
 
 ZERO32 = b"\x00" * 32

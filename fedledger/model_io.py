@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["flatten", "unflatten", "num_params", "layout"]
+__all__ = ["flatten", "layout", "num_params", "unflatten"]
 
 
 def layout(template: Mapping[str, np.ndarray]) -> list[tuple[str, tuple[int, ...], int, int]]:

@@ -27,11 +27,11 @@ GET_ROUND_SELECTOR = keccak(text="getRound(bytes32,uint64)")[:4]
 
 
 @lru_cache(maxsize=4)
-def _client(rpc_url: str, contract: str):  # noqa: ANN202 - cached web3 client per chain
-    from ledger.chains import _http_w3
+def _client(rpc_url: str, contract: str):
     from ledger.client import LedgerClient
+    from ledger.rpc import http_w3
 
-    return LedgerClient.at(_http_w3(rpc_url), contract)
+    return LedgerClient.at(http_w3(rpc_url), contract)
 
 
 def get_round_calldata(study_id: str | bytes, server_round: int) -> bytes:
@@ -45,7 +45,7 @@ def _aggregate_hash_fast(rpc_url: str, contract: str, study_id: str, server_roun
     data = "0x" + get_round_calldata(study_id, server_round).hex()
     try:
         resp = w3.provider.make_request("eth_call", [{"to": contract, "data": data}, "latest"])
-    except Exception:  # noqa: BLE001 - the slow path below retries and names the error
+    except Exception:
         return None
     result = resp.get("result") if isinstance(resp, dict) else None
     if not isinstance(result, str) or "error" in resp:
@@ -71,9 +71,15 @@ def recorded_global_hash(rpc_url: str, contract: str, study_id: str, server_roun
     return to_hex(client.read_round(study_id, server_round).aggregate_hash)
 
 
-def wait_for_recorded_hash(rpc_url: str, contract: str, study_id: str, server_round: int, wait_s: float,
-                           sleep: Callable[[float], None] = time.sleep,
-                           clock: Callable[[], float] = time.monotonic) -> str:
+def wait_for_recorded_hash(
+    rpc_url: str,
+    contract: str,
+    study_id: str,
+    server_round: int,
+    wait_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
     """:func:`recorded_global_hash`, waiting up to ``wait_s`` for a round that is not on chain yet.
 
     The aggregator sends the evaluation task while its record of the round is

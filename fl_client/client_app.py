@@ -45,7 +45,9 @@ def _operator_log(settings: Any, fmt: str, *args: Any) -> None:
 
 def _refuse(msg: Message, hospital: str, refusal: Refusal) -> Message:
     log.warning("hospital %s refuses round: %s", hospital, refusal.reason)
-    content = RecordDict({"refusal": ConfigRecord({"hospital": hospital, "code": refusal.code, "reason": refusal.reason})})
+    content = RecordDict(
+        {"refusal": ConfigRecord({"hospital": hospital, "code": refusal.code, "reason": refusal.reason})}
+    )
     return Message(content=content, reply_to=msg)
 
 
@@ -56,15 +58,22 @@ def _received_model(msg: Message, settings: Any, cfg: ConfigRecord, model: Any) 
     if digest != cfg["prev-hash"]:
         raise Refusal("hash-mismatch", f"received model hashes to {digest}, the round config says {cfg['prev-hash']}")
     try:
-        expected = rt.expected_global_hash(settings, str(cfg["study-id"]), int(cfg["server-round"]),
-                                           msg.metadata.message_type)
+        expected = rt.expected_global_hash(
+            settings, str(cfg["study-id"]), int(cfg["server-round"]), msg.metadata.message_type
+        )
     except rt.NotOnChain as exc:
         raise Refusal("not-on-chain", str(exc)) from None
     if expected is not None and expected != digest:
         raise Refusal("chain-mismatch", f"received model hashes to {digest}, but the chain records {expected}")
-    _operator_log(settings, "fedledger: hospital %s %s round %s: global model %s matches %s", settings.hospital_id,
-                  msg.metadata.message_type, cfg["server-round"], digest,
-                  "the chain" if expected is not None else "the round config (no chain check)")
+    _operator_log(
+        settings,
+        "fedledger: hospital %s %s round %s: global model %s matches %s",
+        settings.hospital_id,
+        msg.metadata.message_type,
+        cfg["server-round"],
+        digest,
+        "the chain" if expected is not None else "the round config (no chain check)",
+    )
     template = get_arrays(model)
     if cfg.get("encrypted", False) or payload.encrypted:
         _check_study_key(settings, cfg)
@@ -80,8 +89,11 @@ def _check_study_key(settings: Any, cfg: ConfigRecord) -> None:
     study_key = str(cfg.get("context-fingerprint", ""))
     own_key = rt.context_fingerprint(settings)
     if study_key and own_key != study_key:
-        raise Refusal("wrong-key", f"this hospital's CKKS key (context fingerprint {own_key}) is not the study's "
-                                   f"({study_key}); ask the coordinator for the study's secret context")
+        raise Refusal(
+            "wrong-key",
+            f"this hospital's CKKS key (context fingerprint {own_key}) is not the study's "
+            f"({study_key}); ask the coordinator for the study's secret context",
+        )
 
 
 def _round_setup(msg: Message, context: Context) -> tuple[Any, Any, ConfigRecord, Any]:
@@ -106,9 +118,16 @@ def train(msg: Message, context: Context) -> Message:
     except rt.BudgetRefusal as exc:
         return _refuse(msg, settings.hospital_id, Refusal("budget-exceeded", str(exc)))
 
-    tcfg = TrainConfig(local_epochs=int(cfg["local-epochs"]), batch_size=int(cfg["batch-size"]), lr=float(cfg["lr"]),
-                       momentum=float(cfg["momentum"]), weight_decay=float(cfg["weight-decay"]))
-    stats = train_local(model, data.X_train, data.y_train, tcfg, seed=rt.round_seed(settings, server_round), privacy=privacy)
+    tcfg = TrainConfig(
+        local_epochs=int(cfg["local-epochs"]),
+        batch_size=int(cfg["batch-size"]),
+        lr=float(cfg["lr"]),
+        momentum=float(cfg["momentum"]),
+        weight_decay=float(cfg["weight-decay"]),
+    )
+    stats = train_local(
+        model, data.X_train, data.y_train, tcfg, seed=rt.round_seed(settings, server_round), privacy=privacy
+    )
     arrays = get_arrays(model)
     n = int(data.n_train)
 
@@ -135,8 +154,15 @@ def train(msg: Message, context: Context) -> Message:
             metrics["budget"] = float(summary["budget"])
         meta["accountant"] = str(summary["accountant"])
         rt.save_privacy(settings, privacy, context)
-    _operator_log(settings, "fedledger: hospital %s round %d: trained on %d records, epsilon spent %.3f (budget %s)",
-                  settings.hospital_id, server_round, n, epsilon, settings.budget if settings.budget is not None else "none")
+    _operator_log(
+        settings,
+        "fedledger: hospital %s round %d: trained on %d records, epsilon spent %.3f (budget %s)",
+        settings.hospital_id,
+        server_round,
+        n,
+        epsilon,
+        settings.budget if settings.budget is not None else "none",
+    )
     content["info"] = ConfigRecord(meta)
     commitment = rt.commitment_for(settings, cfg, update.digest(), n, epsilon)
     if commitment is not None:
@@ -152,10 +178,14 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     except Refusal as refusal:
         return _refuse(msg, settings.hospital_id, refusal)
     res = evaluate(model, data.X_test, data.y_test)
-    metrics = MetricRecord({
-        "loss": float(res.loss), "accuracy": float(res.accuracy), "num-examples": int(res.n),
-        "auc": float(res.auc) if res.auc is not None else 0.0, "auc-defined": int(res.auc is not None),
-    })
+    metrics = MetricRecord(
+        {
+            "loss": float(res.loss),
+            "accuracy": float(res.accuracy),
+            "num-examples": int(res.n),
+            "auc": float(res.auc) if res.auc is not None else 0.0,
+            "auc-defined": int(res.auc is not None),
+        }
+    )
     content = RecordDict({"metrics": metrics, "info": ConfigRecord({"hospital": settings.hospital_id})})
     return Message(content=content, reply_to=msg)
-

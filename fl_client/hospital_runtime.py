@@ -57,7 +57,9 @@ def _secret_context(path: str) -> Any:
 
 def secret_context(settings: HospitalSettings) -> Any:
     if not settings.secret_context:
-        raise ValueError(f"hospital {settings.hospital_id} received an encrypted model but has no secret-context configured")
+        raise ValueError(
+            f"hospital {settings.hospital_id} received an encrypted model but has no secret-context configured"
+        )
     return _secret_context(settings.secret_context)
 
 
@@ -98,7 +100,9 @@ def _state_file(settings: HospitalSettings) -> Path | None:
     return Path(settings.state_dir) / "privacy_state.json" if settings.state_dir else None
 
 
-def privacy_for(settings: HospitalSettings, cfg: ConfigRecord, n_records: int, context: Context) -> HospitalPrivacy | None:
+def privacy_for(
+    settings: HospitalSettings, cfg: ConfigRecord, n_records: int, context: Context
+) -> HospitalPrivacy | None:
     """The hospital's accountant, resumed from Flower's context state or its state file."""
     pcfg = json.loads(str(cfg.get("privacy", "{}")))
     if not pcfg.get("enabled", False):
@@ -164,13 +168,15 @@ def save_privacy(settings: HospitalSettings, privacy: HospitalPrivacy, context: 
 # -- ledger ------------------------------------------------------------------------
 
 
-def commitment_for(settings: HospitalSettings, cfg: ConfigRecord, update_hash: bytes, n: int, epsilon: float) -> dict[str, Any] | None:
+def commitment_for(
+    settings: HospitalSettings, cfg: ConfigRecord, update_hash: bytes, n: int, epsilon: float
+) -> dict[str, Any] | None:
     """Sign the round commitment with the hospital's own key (None when the study has no ledger)."""
     if not cfg.get("ledger", False) or not settings.eth_key:
         return None
-    from fl_client.hospital_keys import load_eth_account
     from fedledger.commitment import RoundCommitment, domain, epsilon_to_micro, sign_commitment
     from fedledger.hashing import from_hex, to_hex
+    from ledger.accounts import load_eth_account
 
     account = load_eth_account(settings.eth_key)
     c = RoundCommitment(
@@ -182,8 +188,14 @@ def commitment_for(settings: HospitalSettings, cfg: ConfigRecord, update_hash: b
         epsilon_micro=epsilon_to_micro(epsilon),
     )
     sig = sign_commitment(account.key, domain(int(cfg["chain-id"]), str(cfg["contract"])), c)
-    return {"hospital": settings.hospital_id, "address": account.address, "update-hash": to_hex(update_hash),
-            "sample-count": n, "epsilon-micro": c.epsilon_micro, "signature": "0x" + bytes(sig).hex()}
+    return {
+        "hospital": settings.hospital_id,
+        "address": account.address,
+        "update-hash": to_hex(update_hash),
+        "sample-count": n,
+        "epsilon-micro": c.epsilon_micro,
+        "signature": "0x" + bytes(sig).hex(),
+    }
 
 
 CHAIN_WAIT_S = 60.0  # how long a hospital waits for a round's record to appear on its chain node
@@ -193,8 +205,9 @@ class NotOnChain(RuntimeError):
     """The chain holds no record of the model a task carries, even after waiting."""
 
 
-def expected_global_hash(settings: HospitalSettings, study_id: str, server_round: int, message_type: str,
-                         wait_s: float | None = None) -> str | None:
+def expected_global_hash(
+    settings: HospitalSettings, study_id: str, server_round: int, message_type: str, wait_s: float | None = None
+) -> str | None:
     """What the chain says the model we were sent must hash to (None: no chain reachable from here).
 
     Raises :class:`NotOnChain` when the round is still not on chain after ``wait_s``.
@@ -211,5 +224,7 @@ def expected_global_hash(settings: HospitalSettings, study_id: str, server_round
     except LedgerRevert as exc:
         if exc.error != "RoundNotRecorded":
             raise
-        raise NotOnChain(f"the chain has no record of round {target_round} of study {study_id} after waiting "
-                         f"{wait_s:.0f}s ({exc}); not using a model that is not on chain") from None
+        raise NotOnChain(
+            f"the chain has no record of round {target_round} of study {study_id} after waiting "
+            f"{wait_s:.0f}s ({exc}); not using a model that is not on chain"
+        ) from None

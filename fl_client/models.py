@@ -18,16 +18,16 @@ from torch import nn
 from fedledger.model_io import flatten, unflatten  # re-exported
 
 __all__ = [
-    "LogReg",
     "MLP",
     "IncompatibleModelError",
+    "LogReg",
     "build_model",
-    "get_arrays",
-    "set_arrays",
-    "flatten",
-    "unflatten",
-    "make_private_compatible",
     "dp_errors",
+    "flatten",
+    "get_arrays",
+    "make_private_compatible",
+    "set_arrays",
+    "unflatten",
     "unwrap",
 ]
 
@@ -100,23 +100,20 @@ def build_model(name: Any, n_features: int, hidden: int = 32, seed: int = 0) -> 
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain module inside an Opacus GradSampleModule (or the model itself)."""
-    while hasattr(model, "_module") and isinstance(getattr(model, "_module"), nn.Module):
+    while hasattr(model, "_module") and isinstance(model._module, nn.Module):
         model = model._module
     return model
 
 
 def _strip(name: str) -> str:
     while name.startswith(_OPACUS_PREFIX):
-        name = name[len(_OPACUS_PREFIX):]
+        name = name[len(_OPACUS_PREFIX) :]
     return name
 
 
 def get_arrays(model: nn.Module) -> dict[str, np.ndarray]:
     """All state (parameters and buffers) as float32 numpy arrays, names without ``_module.``."""
-    return {
-        _strip(k): v.detach().cpu().numpy().astype(np.float32, copy=True)
-        for k, v in model.state_dict().items()
-    }
+    return {_strip(k): v.detach().cpu().numpy().astype(np.float32, copy=True) for k, v in model.state_dict().items()}
 
 
 def set_arrays(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
@@ -169,7 +166,7 @@ def make_private_compatible(model: nn.Module) -> nn.Module:
         return model
     try:
         fixed = ModuleValidator.fix(model)
-    except Exception as exc:  # noqa: BLE001 - a fixer failing means we cannot fix it
+    except Exception as exc:
         raise IncompatibleModelError(
             f"model is not DP-SGD compatible and could not be fixed: {exc}; errors: {errors}"
         ) from exc

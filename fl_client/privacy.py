@@ -34,17 +34,17 @@ from fl_client.models import IncompatibleModelError, dp_errors, unwrap
 
 __all__ = [
     "ACCOUNTANTS",
-    "GRAD_SAMPLE_MODES",
     "DEFAULT_GRAD_SAMPLE_MODE",
+    "GRAD_SAMPLE_MODES",
     "STATE_VERSION",
-    "PrivacyConfig",
-    "HospitalPrivacy",
     "BudgetExceededError",
+    "HospitalPrivacy",
     "PoissonTensorLoader",
-    "make_hospital_privacy",
-    "default_delta",
+    "PrivacyConfig",
     "compute_epsilon",
+    "default_delta",
     "derive_noise_multiplier",
+    "make_hospital_privacy",
 ]
 
 log = logging.getLogger(__name__)
@@ -168,8 +168,13 @@ def _history_plus(history: Sequence[Sequence[float]], noise: float, q: float, st
     return hist
 
 
-def compute_epsilon(accountant: str, history: Sequence[Sequence[float]], delta: float,
-                    planned_steps: int | None = None, round_steps: int | None = None) -> float:
+def compute_epsilon(
+    accountant: str,
+    history: Sequence[Sequence[float]],
+    delta: float,
+    planned_steps: int | None = None,
+    round_steps: int | None = None,
+) -> float:
     """Epsilon of an Opacus accountant ``accountant`` with ``history`` at ``delta`` (0 if no steps).
 
     With ``planned_steps`` (the study's total steps), a PRV history of one
@@ -245,12 +250,16 @@ def _compute_epsilon_uncached(accountant: str, hist: list, delta: float) -> floa
     return float(acc.get_epsilon(delta=delta))
 
 
-def derive_noise_multiplier(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
+def derive_noise_multiplier(
+    target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str
+) -> float:
     """Memoized :func:`_derive_noise_multiplier` (see ``_MEMO``)."""
     return _memoized("noise", (target_epsilon, delta, sample_rate, steps, accountant), _derive_noise_multiplier)
 
 
-def _derive_noise_multiplier(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
+def _derive_noise_multiplier(
+    target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str
+) -> float:
     """Opacus's ``get_noise_multiplier``: smallest noise (to 0.01 in epsilon) reaching
     ``target_epsilon`` at ``delta`` after ``steps`` Poisson steps of rate ``sample_rate``.
 
@@ -262,8 +271,12 @@ def _derive_noise_multiplier(target_epsilon: float, delta: float, sample_rate: f
         warnings.simplefilter("ignore")
         return float(
             get_noise_multiplier(
-                target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate,
-                steps=steps, accountant=accountant, epsilon_tolerance=0.01,
+                target_epsilon=target_epsilon,
+                target_delta=delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant=accountant,
+                epsilon_tolerance=0.01,
             )
         )
 
@@ -343,7 +356,9 @@ class HospitalPrivacy:
         if self.delta >= 1.0 / self.n_records:
             log.warning(
                 "privacy.delta=%g is not below 1/n=%g for %d records: the guarantee is weak",
-                self.delta, 1.0 / self.n_records, self.n_records,
+                self.delta,
+                1.0 / self.n_records,
+                self.n_records,
             )
         self.max_grad_norm = float(cfg.max_grad_norm)
         self.accountant_name = cfg.accountant
@@ -355,8 +370,12 @@ class HospitalPrivacy:
             )
             log.info(
                 "derived noise multiplier %.4f for target epsilon %g, delta %g over %d steps (q=%.4f, %s)",
-                self.noise_multiplier, cfg.target_epsilon, self.delta, self.planned_steps,
-                self.sample_rate, self.accountant_name,
+                self.noise_multiplier,
+                cfg.target_epsilon,
+                self.delta,
+                self.planned_steps,
+                self.sample_rate,
+                self.accountant_name,
             )
         self._accountant = _create_accountant(self.accountant_name)
         self._secure_rng = None
@@ -376,8 +395,9 @@ class HospitalPrivacy:
 
     def epsilon(self) -> float:
         """Cumulative epsilon (at ``self.delta``) over all steps taken so far."""
-        return compute_epsilon(self.accountant_name, self._accountant.history, self.delta, self.planned_steps,
-                               self.steps_per_round())
+        return compute_epsilon(
+            self.accountant_name, self._accountant.history, self.delta, self.planned_steps, self.steps_per_round()
+        )
 
     def projected_epsilon(self, extra_steps: int) -> float:
         """Epsilon after ``extra_steps`` more steps; computed on a copy, nothing is mutated."""
@@ -396,7 +416,10 @@ class HospitalPrivacy:
                 f"privacy budget would be exceeded: this hospital has spent epsilon={current:.4f} "
                 f"(delta={self.delta:g}); training {where} would bring it to epsilon={projected:.4f}, "
                 f"above the hospital's budget of {self.budget:g}. Refusing to train.",
-                current=current, projected=projected, budget=self.budget, next_round=next_round,
+                current=current,
+                projected=projected,
+                budget=self.budget,
+                next_round=next_round,
             )
 
     def summary(self) -> dict:
@@ -525,6 +548,7 @@ class HospitalPrivacy:
         from opacus.data_loader import DPDataLoader
         from opacus.grad_sample.utils import wrap_model
         from opacus.optimizers import get_optimizer_class
+
         cfg = self.config
         base = unwrap(model)
         if base is not model:
@@ -532,7 +556,8 @@ class HospitalPrivacy:
         errors = dp_errors(model)
         if errors:
             raise IncompatibleModelError(
-                "model is not DP-SGD compatible: " + "; ".join(str(e) for e in errors)
+                "model is not DP-SGD compatible: "
+                + "; ".join(str(e) for e in errors)
                 + ". Call fl_client.models.make_private_compatible(model) when building the model."
             )
         model_params = set(model.parameters())
@@ -575,7 +600,9 @@ class HospitalPrivacy:
                     f"data has {len(data_loader.dataset)} rows, HospitalPrivacy was set up for {self.n_records}"
                 )
             loader = DPDataLoader(
-                data_loader.dataset, sample_rate=self.sample_rate, collate_fn=data_loader.collate_fn,
+                data_loader.dataset,
+                sample_rate=self.sample_rate,
+                collate_fn=data_loader.collate_fn,
                 generator=generator,
             )
         return dp_model, dp_optimizer, loader

@@ -29,8 +29,15 @@ __all__ = ["PlannedPRV", "planned_prv"]
 class PlannedPRV:
     """Epsilon after ``steps <= max_steps`` Poisson-subsampled Gaussian steps of one (noise, rate)."""
 
-    def __init__(self, noise_multiplier: float, sample_rate: float, max_steps: int, delta: float,
-                 eps_error: float = 0.01, delta_error: float | None = None) -> None:
+    def __init__(
+        self,
+        noise_multiplier: float,
+        sample_rate: float,
+        max_steps: int,
+        delta: float,
+        eps_error: float = 0.01,
+        delta_error: float | None = None,
+    ) -> None:
         from opacus.accountants.analysis.prv import (
             Domain,
             PoissonSubsampledGaussianPRV,
@@ -40,8 +47,10 @@ class PlannedPRV:
         )
 
         if not noise_multiplier > 0 or not 0 < sample_rate <= 1 or max_steps < 1 or not 0 < delta < 1:
-            raise ValueError(f"need noise > 0, 0 < rate <= 1, max_steps >= 1, 0 < delta < 1; got "
-                             f"{noise_multiplier}, {sample_rate}, {max_steps}, {delta}")
+            raise ValueError(
+                f"need noise > 0, 0 < rate <= 1, max_steps >= 1, 0 < delta < 1; got "
+                f"{noise_multiplier}, {sample_rate}, {max_steps}, {delta}"
+            )
         self.noise_multiplier, self.sample_rate = float(noise_multiplier), float(sample_rate)
         self.max_steps, self.delta = int(max_steps), float(delta)
         self.eps_error = float(eps_error)
@@ -63,7 +72,7 @@ class PlannedPRV:
         if steps > self.max_steps:
             raise ValueError(f"{steps} steps is more than the {self.max_steps} this accountant was planned for")
         # the n-fold self-convolution of the pmf, re-centred (as Opacus's compose_heterogeneous does for one PRV)
-        pmf = irfft(self._spectrum ** steps, n=len(self._dprv.pmf))
+        pmf = irfft(self._spectrum**steps, n=len(self._dprv.pmf))
         shift = steps - 1 + (len(pmf) // 2 if steps % 2 == 0 else 0)
         domain = self._dprv.domain.shift_right(self._dprv.domain.shifts * (steps - 1))
         composed = DiscretePRV(pmf=np.roll(pmf, shift), domain=domain)

@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-STUDY_ENV = "FEDLEDGER_STUDY"
+from fedledger.study_spec import STUDY_ENV
 
 
 class SettingsError(ValueError):
@@ -58,8 +58,11 @@ def from_node_config(node_config: dict[str, Any]) -> HospitalSettings:
     missing = [k for k in required if k not in node_config]
     if missing:
         raise SettingsError(f"node config lacks {missing}; a hospital needs at least {list(required)}")
-    dataset = {"name": "csv", "schema": node_config.get("schema-path"),
-               "hospitals": [{"id": node_config["hospital-id"], "path": node_config["data-path"]}]}
+    dataset = {
+        "name": "csv",
+        "schema": node_config.get("schema-path"),
+        "hospitals": [{"id": node_config["hospital-id"], "path": node_config["data-path"]}],
+    }
     if node_config["data-path"] == "builtin:breast_cancer":
         dataset = {"name": "breast_cancer", "partitioner": node_config.get("partitioner", "iid")}
     budget = node_config.get("privacy-budget")

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 if TYPE_CHECKING:  # pragma: no cover
     from fl_client.privacy import HospitalPrivacy
 
-__all__ = ["TrainConfig", "TrainStats", "EvalResult", "train_local", "evaluate", "to_tensors"]
+__all__ = ["EvalResult", "TrainConfig", "TrainStats", "evaluate", "to_tensors", "train_local"]
 
 
 @dataclass
@@ -122,7 +122,7 @@ def train_local(
         for _ in range(int(cfg.local_epochs)):
             perm = torch.randperm(n, generator=gen)
             for start in range(0, n, bs):
-                idx = perm[start:start + bs]
+                idx = perm[start : start + bs]
                 xb, yb = Xt.index_select(0, idx), yt.index_select(0, idx)
                 optimizer.zero_grad(set_to_none=True)
                 loss = F.binary_cross_entropy_with_logits(model(xb), yb)
@@ -131,8 +131,9 @@ def train_local(
                 total_loss += float(loss.detach()) * len(idx)
                 seen += len(idx)
                 steps += 1
-        return TrainStats(loss=total_loss / max(seen, 1), steps=steps, epsilon=None,
-                          noise_multiplier=None, delta=None, num_examples=n)
+        return TrainStats(
+            loss=total_loss / max(seen, 1), steps=steps, epsilon=None, noise_multiplier=None, delta=None, num_examples=n
+        )
 
     if int(cfg.batch_size) != privacy.batch_size:
         raise ValueError(
@@ -164,8 +165,14 @@ def train_local(
                     steps += 1
     finally:
         privacy.detach(dp_model)
-    return TrainStats(loss=total_loss / seen if seen else math.nan, steps=steps, epsilon=privacy.epsilon(),
-                      noise_multiplier=privacy.noise_multiplier, delta=privacy.delta, num_examples=n)
+    return TrainStats(
+        loss=total_loss / seen if seen else math.nan,
+        steps=steps,
+        epsilon=privacy.epsilon(),
+        noise_multiplier=privacy.noise_multiplier,
+        delta=privacy.delta,
+        num_examples=n,
+    )
 
 
 @torch.no_grad()

@@ -39,7 +39,9 @@ class EncryptedAggregation(StrategyWrapper):
         self.fingerprint = "0x" + ckks.context_fingerprint(self.context_path.read_bytes()).hex()
         self.aggregate_seconds: list[float] = []
 
-    def aggregate_outcome(self, server_round: int, outcome: ValidationOutcome) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_outcome(
+        self, server_round: int, outcome: ValidationOutcome
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         t0 = time.perf_counter()
         vectors, kept = [], []
         for reply in outcome.accepted:
@@ -48,10 +50,19 @@ class EncryptedAggregation(StrategyWrapper):
                     raise ckks.CiphertextError("plaintext update sent to an encrypted study")
                 used = reply.info.get("context-fingerprint")
                 if used != self.fingerprint:
-                    raise ckks.CiphertextError(f"encrypted under a different CKKS key (context fingerprint {used}, "
-                                               f"the study's is {self.fingerprint})")
-                vectors.append(ckks.validate_ciphertexts(self.context, reply.payload.ciphertexts, self.n_ct,
-                                                         self.max_update_bytes, n_params=self.n_params))
+                    raise ckks.CiphertextError(
+                        f"encrypted under a different CKKS key (context fingerprint {used}, "
+                        f"the study's is {self.fingerprint})"
+                    )
+                vectors.append(
+                    ckks.validate_ciphertexts(
+                        self.context,
+                        reply.payload.ciphertexts,
+                        self.n_ct,
+                        self.max_update_bytes,
+                        n_params=self.n_params,
+                    )
+                )
                 kept.append(reply)
             except ckks.CiphertextError as exc:
                 outcome.reject(reply, reply.node_id, reply.hospital, "invalid", f"ciphertext rejected: {exc}")
@@ -77,7 +88,9 @@ class EncryptedAggregation(StrategyWrapper):
             "ciphertexts_per_update": self.n_ct,
             "bytes_per_hospital_per_round": per_hospital,
             "expansion_vs_float32": per_hospital / (4 * self.n_params) if self.n_params else None,
-            "aggregate_seconds_per_round": (sum(self.aggregate_seconds) / len(self.aggregate_seconds)) if self.aggregate_seconds else None,
+            "aggregate_seconds_per_round": (sum(self.aggregate_seconds) / len(self.aggregate_seconds))
+            if self.aggregate_seconds
+            else None,
         }
 
     def summary(self) -> None:

@@ -47,9 +47,18 @@ class LedgerCommit(StrategyWrapper):
 
     MODES = ("per_hospital", "merkle", "auto")
 
-    def __init__(self, inner: Strategy, client: Any, study_id: str, hospitals: dict[str, str],
-                 run_dir: Path, record_timeout_s: float, chain: Any = None, mode: str = "per_hospital",
-                 merkle_threshold: int = 32) -> None:
+    def __init__(
+        self,
+        inner: Strategy,
+        client: Any,
+        study_id: str,
+        hospitals: dict[str, str],
+        run_dir: Path,
+        record_timeout_s: float,
+        chain: Any = None,
+        mode: str = "per_hospital",
+        merkle_threshold: int = 32,
+    ) -> None:
         super().__init__(inner)
         if mode not in self.MODES:
             raise ValueError(f"ledger.mode must be one of {', '.join(self.MODES)}, got {mode!r}")
@@ -72,39 +81,60 @@ class LedgerCommit(StrategyWrapper):
     @classmethod
     def from_spec(cls, inner: Strategy, spec: dict[str, Any]) -> "LedgerCommit":
         """Connect to the study's chain as the aggregator (key from a file, env var or keystore; never logged)."""
-        from ledger.chains import _http_w3, load_aggregator_account
+        from ledger.accounts import load_eth_account
+        from ledger.chains import load_aggregator_account
         from ledger.client import LedgerClient
         from ledger.local_registry import lookup
-        from fl_client.hospital_keys import load_eth_account
+        from ledger.rpc import http_w3
 
         chain_spec = spec["chain"]
         if chain_spec.get("aggregator_key"):
             account = load_eth_account(chain_spec["aggregator_key"])
         else:
-            account = load_aggregator_account(chain_spec.get("key_env"), Path(chain_spec["keystore"]) if chain_spec.get("keystore") else None)
+            account = load_aggregator_account(
+                chain_spec.get("key_env"), Path(chain_spec["keystore"]) if chain_spec.get("keystore") else None
+            )
         local = lookup(chain_spec["contract"]) if chain_spec["backend"] == "eth_tester" else None
-        w3 = local.w3 if local is not None else _http_w3(chain_spec["rpc_url"])
-        client = LedgerClient.at(w3, chain_spec["contract"], account, deploy_block=int(chain_spec.get("deploy_block", 0)))
+        w3 = local.w3 if local is not None else http_w3(chain_spec["rpc_url"])
+        client = LedgerClient.at(
+            w3, chain_spec["contract"], account, deploy_block=int(chain_spec.get("deploy_block", 0))
+        )
         hospitals = {h["id"]: h["address"] for h in spec["hospitals"]}
         led = (spec.get("config") or {}).get("ledger") or {}
         mode = str(chain_spec.get("mode") or led.get("mode") or "per_hospital")
-        threshold = next((int(v) for v in (chain_spec.get("merkle_threshold"), led.get("merkle_threshold"))
-                          if v is not None), 32)
-        return cls(inner, client, spec["study_id"], hospitals, Path(spec["run_dir"]),
-                   float(chain_spec.get("record_timeout_s", 120)), chain=local, mode=mode,
-                   merkle_threshold=threshold)
+        threshold = next(
+            (int(v) for v in (chain_spec.get("merkle_threshold"), led.get("merkle_threshold")) if v is not None), 32
+        )
+        return cls(
+            inner,
+            client,
+            spec["study_id"],
+            hospitals,
+            Path(spec["run_dir"]),
+            float(chain_spec.get("record_timeout_s", 120)),
+            chain=local,
+            mode=mode,
+            merkle_threshold=threshold,
+        )
 
     def uses_merkle(self, n_hospitals: int) -> bool:
         """Merkle mode for a round of ``n_hospitals`` accepted updates?"""
         return self.mode == "merkle" or (self.mode == "auto" and n_hospitals > self.merkle_threshold)
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         self._prev_hash[server_round] = str(config["prev-hash"])
         return self.inner.configure_train(server_round, arrays, config, grid)
 
     def summary(self) -> None:
-        log.info("LedgerCommit: contract %s, study %s, mode %s (Merkle threshold %d)", self.client.address,
-                 self.study_id, self.mode, self.merkle_threshold)
+        log.info(
+            "LedgerCommit: contract %s, study %s, mode %s (Merkle threshold %d)",
+            self.client.address,
+            self.study_id,
+            self.mode,
+            self.merkle_threshold,
+        )
 
     # -- commitments ----------------------------------------------------------------
     def verify(self, server_round: int, reply: TrainReply) -> RoundCommitment:
@@ -116,19 +146,25 @@ class LedgerCommit(StrategyWrapper):
         if expected_address is None:
             raise CommitmentRejected(f"hospital {reply.hospital!r} is not registered for this study")
         commitment = RoundCommitment(
-            study_id=from_hex(self.study_id), round=server_round,
+            study_id=from_hex(self.study_id),
+            round=server_round,
             prev_global_hash=from_hex(self._prev_hash[server_round]),
-            update_hash=reply.payload.digest(), sample_count=reply.num_examples,
+            update_hash=reply.payload.digest(),
+            sample_count=reply.num_examples,
             epsilon_micro=int(c["epsilon-micro"]),
         )
         if str(c.get("update-hash")) != to_hex(commitment.update_hash):
             raise CommitmentRejected("signed update hash does not match the update received")
         signer = recover_signer(self.domain, commitment, bytes.fromhex(str(c["signature"])[2:]))
         if signer != expected_address:
-            raise CommitmentRejected(f"signature is by {signer}, not by the hospital's registered key {expected_address}")
+            raise CommitmentRejected(
+                f"signature is by {signer}, not by the hospital's registered key {expected_address}"
+            )
         return commitment
 
-    def aggregate_outcome(self, server_round: int, outcome: ValidationOutcome) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_outcome(
+        self, server_round: int, outcome: ValidationOutcome
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         kept = []
         verified = []
         for reply in outcome.accepted:
@@ -158,8 +194,9 @@ class LedgerCommit(StrategyWrapper):
         if info.status != "consented":
             raise CommitmentRejected(f"{hospital} is '{info.status}' on chain, not consenting")
         if c.epsilon_micro > info.budget_micro:
-            raise CommitmentRejected(f"{hospital} epsilon {c.epsilon_micro} micro is over its budget "
-                                     f"{info.budget_micro} micro")
+            raise CommitmentRejected(
+                f"{hospital} epsilon {c.epsilon_micro} micro is over its budget {info.budget_micro} micro"
+            )
         last = max(info.last_epsilon_micro, self._last_eps.get(address, 0))
         if c.epsilon_micro < last:
             raise CommitmentRejected(f"{hospital} epsilon {c.epsilon_micro} micro is below its last {last} micro")
@@ -173,17 +210,29 @@ class LedgerCommit(StrategyWrapper):
         commitments, signatures = [], []
         for u in manifest["updates"]:
             c = u["commitment"]
-            commitments.append(RoundCommitment(
-                study_id=from_hex(self.study_id), round=server_round, prev_global_hash=from_hex(manifest["prev_hash"]),
-                update_hash=from_hex(u["update_hash"]), sample_count=int(u["num_examples"]),
-                epsilon_micro=int(c["epsilon-micro"])))
+            commitments.append(
+                RoundCommitment(
+                    study_id=from_hex(self.study_id),
+                    round=server_round,
+                    prev_global_hash=from_hex(manifest["prev_hash"]),
+                    update_hash=from_hex(u["update_hash"]),
+                    sample_count=int(u["num_examples"]),
+                    epsilon_micro=int(c["epsilon-micro"]),
+                )
+            )
             signatures.append(bytes.fromhex(str(c["signature"])[2:]))
         if self.uses_merkle(len(commitments)):
             record = self._merkle_record(server_round, manifest, commitments)
         else:
-            record = RoundRecord(from_hex(self.study_id), server_round, from_hex(manifest["prev_hash"]),
-                                 from_hex(manifest["aggregate"]["hash"]), int(manifest["aggregate"]["total_weight"]),
-                                 tuple(commitments), tuple(signatures))
+            record = RoundRecord(
+                from_hex(self.study_id),
+                server_round,
+                from_hex(manifest["prev_hash"]),
+                from_hex(manifest["aggregate"]["hash"]),
+                int(manifest["aggregate"]["total_weight"]),
+                tuple(commitments),
+                tuple(signatures),
+            )
         self.submitter.submit_new(record)
         mined = self.submitter.receipts.pop(record.key, None)
         if mined is not None:  # submitted just now: its own receipt says everything
@@ -196,8 +245,14 @@ class LedgerCommit(StrategyWrapper):
             if receipt["tx"]:
                 receipt["gas_used"] = int(self.client.w3.eth.get_transaction_receipt(receipt["tx"])["gasUsed"])
         receipt["mode"] = "merkle" if record.mode == 2 else "per_hospital"
-        log.info("round %d recorded on-chain (%s): tx %s block %s gas %s", server_round, receipt["mode"],
-                 receipt["tx"], receipt["block"], receipt["gas_used"])
+        log.info(
+            "round %d recorded on-chain (%s): tx %s block %s gas %s",
+            server_round,
+            receipt["mode"],
+            receipt["tx"],
+            receipt["block"],
+            receipt["gas_used"],
+        )
         return receipt
 
     def _merkle_record(self, server_round: int, manifest: dict[str, Any], commitments: list[RoundCommitment]) -> Any:
@@ -214,13 +269,30 @@ class LedgerCommit(StrategyWrapper):
         tree = MerkleTree(leaves)
         max_eps = max(c.epsilon_micro for c in commitments)
         for u, c, leaf in zip(manifest["updates"], commitments, leaves):
-            u["merkle"] = {"address": self.hospitals[u["hospital"]], "commitment": c.to_json(),
-                           "leaf": to_hex(leaf), "proof": [to_hex(p) for p in tree.proof(leaf)]}
+            u["merkle"] = {
+                "address": self.hospitals[u["hospital"]],
+                "commitment": c.to_json(),
+                "leaf": to_hex(leaf),
+                "proof": [to_hex(p) for p in tree.proof(leaf)],
+            }
             self._last_eps[self.hospitals[u["hospital"]]] = c.epsilon_micro
-        manifest["ledger"] = {"mode": "merkle", "commitments_root": to_hex(tree.root),
-                              "participants": len(commitments), "max_epsilon_micro": max_eps}
+        manifest["ledger"] = {
+            "mode": "merkle",
+            "commitments_root": to_hex(tree.root),
+            "participants": len(commitments),
+            "max_epsilon_micro": max_eps,
+        }
         ArtifactStore(self.run_dir).write_round(manifest)
-        return RoundRecord(from_hex(self.study_id), server_round, from_hex(manifest["prev_hash"]),
-                           from_hex(manifest["aggregate"]["hash"]), int(manifest["aggregate"]["total_weight"]),
-                           (), (), mode=2, commitments_root=tree.root, participants=len(commitments),
-                           max_epsilon_micro=max_eps)
+        return RoundRecord(
+            from_hex(self.study_id),
+            server_round,
+            from_hex(manifest["prev_hash"]),
+            from_hex(manifest["aggregate"]["hash"]),
+            int(manifest["aggregate"]["total_weight"]),
+            (),
+            (),
+            mode=2,
+            commitments_root=tree.root,
+            participants=len(commitments),
+            max_epsilon_micro=max_eps,
+        )

@@ -22,8 +22,18 @@ class RoundTable:
 
     def _table(self, header: bool) -> Table:
         t = Table(show_header=header, box=None, pad_edge=False)
-        for name, width in (("round", 7), ("hospitals", 9), ("accuracy", 8), ("auc", 6), ("loss", 6),
-                            ("max eps", 7), ("KiB/hosp", 9), ("time s", 6), ("ledger tx", 14), ("rejected", 30)):
+        for name, width in (
+            ("round", 7),
+            ("hospitals", 9),
+            ("accuracy", 8),
+            ("auc", 6),
+            ("loss", 6),
+            ("max eps", 7),
+            ("KiB/hosp", 9),
+            ("time s", 6),
+            ("ledger tx", 14),
+            ("rejected", 30),
+        ):
             t.add_column(name, min_width=width, max_width=max(width, 30), no_wrap=True)
         return t
 
@@ -33,7 +43,16 @@ class RoundTable:
         eps = max((p.get("epsilon", 0.0) for p in o.privacy.values()), default=None)
         tx = (o.ledger or {}).get("tx")
         rejected = ", ".join(f"{r['hospital']} ({r['kind']})" for r in o.rejected) or "-"
-        t.add_row(f"{o.server_round}/{self.num_rounds}", str(len(o.participants)), _fmt(o.metrics.get("accuracy")),
-                  _fmt(o.metrics.get("auc")), _fmt(o.metrics.get("loss")), _fmt(eps, 2),
-                  f"{o.bytes_per_hospital / 1024:.1f}", f"{o.duration_s:.1f}", (tx[:12] + "..") if tx else "-", rejected)
+        t.add_row(
+            f"{o.server_round}/{self.num_rounds}",
+            str(len(o.participants)),
+            _fmt(o.metrics.get("accuracy")),
+            _fmt(o.metrics.get("auc")),
+            _fmt(o.metrics.get("loss")),
+            _fmt(eps, 2),
+            f"{o.bytes_per_hospital / 1024:.1f}",
+            f"{o.duration_s:.1f}",
+            (tx[:12] + "..") if tx else "-",
+            rejected,
+        )
         self.console.print(t)

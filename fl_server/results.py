@@ -38,10 +38,18 @@ def privacy_section(outcomes: list[RoundOutcome]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for o in outcomes:
         for hospital, p in o.privacy.items():
-            h = out.setdefault(hospital, {"epsilon": [], "rounds": [], "delta": p.get("delta"), "budget": p.get("budget"),
-                                          "noise_multiplier": p.get("noise-multiplier"),
-                                          "max_grad_norm": p.get("max-grad-norm"),
-                                          "accountant": p.get("accountant")})
+            h = out.setdefault(
+                hospital,
+                {
+                    "epsilon": [],
+                    "rounds": [],
+                    "delta": p.get("delta"),
+                    "budget": p.get("budget"),
+                    "noise_multiplier": p.get("noise-multiplier"),
+                    "max_grad_norm": p.get("max-grad-norm"),
+                    "accountant": p.get("accountant"),
+                },
+            )
             h["epsilon"].append(p["epsilon"])
             h["rounds"].append(o.server_round)
     return dict(sorted(out.items()))
@@ -68,9 +76,29 @@ def write_metrics_csv(path: Path, outcomes: list[RoundOutcome]) -> None:
         w = csv.writer(fh)
         w.writerow(["round", "hospital", "accuracy", "auc", "loss", "num_examples", "epsilon", "participated"])
         for o in outcomes:
-            w.writerow([o.server_round, "overall", o.metrics.get("accuracy"), o.metrics.get("auc"), o.metrics.get("loss"),
-                        o.total_examples, "", len(o.participants)])
+            w.writerow(
+                [
+                    o.server_round,
+                    "overall",
+                    o.metrics.get("accuracy"),
+                    o.metrics.get("auc"),
+                    o.metrics.get("loss"),
+                    o.total_examples,
+                    "",
+                    len(o.participants),
+                ]
+            )
             for hospital, m in o.per_hospital.items():
                 eps = o.privacy.get(hospital, {}).get("epsilon", "")
-                w.writerow([o.server_round, hospital, m.get("accuracy"), m.get("auc"), m.get("loss"), m.get("num-examples"),
-                            eps, int(hospital in o.participants)])
+                w.writerow(
+                    [
+                        o.server_round,
+                        hospital,
+                        m.get("accuracy"),
+                        m.get("auc"),
+                        m.get("loss"),
+                        m.get("num-examples"),
+                        eps,
+                        int(hospital in o.participants),
+                    ]
+                )

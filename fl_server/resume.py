@@ -75,15 +75,23 @@ def resume_point(spec: dict[str, Any]) -> tuple[int, ModelPayload]:
     if not resume_requested(spec):
         raise ResumeError(
             f"{run_dir} already holds recorded rounds 1..{last}; starting again would overwrite them. "
-            f"To continue the study from round {last + 1}, set \"resume\": true in {run_dir / 'study.json'} "
-            "(see docs/DEPLOYMENT.md, Faults)")
+            f'To continue the study from round {last + 1}, set "resume": true in {run_dir / "study.json"} '
+            "(see docs/DEPLOYMENT.md, Faults)"
+        )
     manifest = store.read_round(last)
     model = _global_after(store, manifest, initial.arrays)
     if to_hex(model.digest()) != manifest["aggregate"]["hash"]:
-        raise ResumeError(f"round {last}: the stored global model hashes to {to_hex(model.digest())}, "
-                          f"the manifest records {manifest['aggregate']['hash']}")
-    log.warning("resuming study %s at round %d (rounds 1..%d recorded%s)", spec["study_id"], last + 1, last,
-                " on chain" if client is not None else "")
+        raise ResumeError(
+            f"round {last}: the stored global model hashes to {to_hex(model.digest())}, "
+            f"the manifest records {manifest['aggregate']['hash']}"
+        )
+    log.warning(
+        "resuming study %s at round %d (rounds 1..%d recorded%s)",
+        spec["study_id"],
+        last + 1,
+        last,
+        " on chain" if client is not None else "",
+    )
     return last + 1, model
 
 
@@ -109,11 +117,14 @@ def _last_recorded_round(spec: dict[str, Any], store: ArtifactStore, client: Any
     if last:
         onchain = client.read_round(study_id, last)
         m = store.read_round(last)
-        if (m["aggregate"]["hash"] != to_hex(onchain.aggregate_hash)
-                or m["prev_hash"] != to_hex(onchain.prev_global_hash)):
-            raise ResumeError(f"round {last}: the manifest (aggregate {m['aggregate']['hash']}, previous "
-                              f"{m['prev_hash']}) differs from the chain (aggregate {to_hex(onchain.aggregate_hash)}, "
-                              f"previous {to_hex(onchain.prev_global_hash)})")
+        if m["aggregate"]["hash"] != to_hex(onchain.aggregate_hash) or m["prev_hash"] != to_hex(
+            onchain.prev_global_hash
+        ):
+            raise ResumeError(
+                f"round {last}: the manifest (aggregate {m['aggregate']['hash']}, previous "
+                f"{m['prev_hash']}) differs from the chain (aggregate {to_hex(onchain.aggregate_hash)}, "
+                f"previous {to_hex(onchain.prev_global_hash)})"
+            )
         for r in range(2, last + 1):
             if store.read_round(r)["prev_hash"] != store.read_round(r - 1)["aggregate"]["hash"]:
                 raise ResumeError(f"round {r}'s manifest does not continue round {r - 1}'s global model")
@@ -144,7 +155,7 @@ def parse_canonical_model(data: bytes) -> dict[str, np.ndarray]:
 
     def take(n: int) -> bytes:
         nonlocal pos
-        out = data[pos:pos + n]
+        out = data[pos : pos + n]
         if len(out) != n:
             raise ResumeError("truncated canonical model bytes")
         pos += n
@@ -172,18 +183,20 @@ def _ledger_client(spec: dict[str, Any]) -> Any:
     chain_spec = spec.get("chain") or {}
     if not chain_spec.get("contract"):
         return None
-    from ledger.chains import _http_w3, load_aggregator_account
+    from ledger.accounts import load_eth_account
+    from ledger.chains import load_aggregator_account
     from ledger.client import LedgerClient
     from ledger.local_registry import lookup
-    from fl_client.hospital_keys import load_eth_account
+    from ledger.rpc import http_w3
 
     if chain_spec.get("aggregator_key"):
         account = load_eth_account(chain_spec["aggregator_key"])
     else:
-        account = load_aggregator_account(chain_spec.get("key_env"),
-                                          Path(chain_spec["keystore"]) if chain_spec.get("keystore") else None)
+        account = load_aggregator_account(
+            chain_spec.get("key_env"), Path(chain_spec["keystore"]) if chain_spec.get("keystore") else None
+        )
     local = lookup(chain_spec["contract"]) if chain_spec["backend"] == "eth_tester" else None
-    w3 = local.w3 if local is not None else _http_w3(chain_spec["rpc_url"])
+    w3 = local.w3 if local is not None else http_w3(chain_spec["rpc_url"])
     return LedgerClient.at(w3, chain_spec["contract"], account, deploy_block=int(chain_spec.get("deploy_block", 0)))
 
 
@@ -193,10 +206,14 @@ def _flush_journal(spec: dict[str, Any], client: Any) -> None:
     journal = Journal(Path(spec["run_dir"]))
     pending = journal.pending()
     if pending:
-        log.warning("journal holds %d round record(s) never confirmed on chain (rounds %s): submitting them first",
-                    len(pending), [r.round for r in pending])
-        RecordSubmitter(client=client, journal=journal,
-                        limit_s=float(spec["chain"].get("record_timeout_s", 120))).flush()
+        log.warning(
+            "journal holds %d round record(s) never confirmed on chain (rounds %s): submitting them first",
+            len(pending),
+            [r.round for r in pending],
+        )
+        RecordSubmitter(
+            client=client, journal=journal, limit_s=float(spec["chain"].get("record_timeout_s", 120))
+        ).flush()
 
 
 # -- outcomes of earlier rounds -------------------------------------------------------------
@@ -240,15 +257,27 @@ def earlier_outcomes(spec: dict[str, Any], start_round: int) -> list[RoundOutcom
             out.append(RoundOutcome(**entry))
             continue
         log.warning("round %d: no saved outcome; reporting it from its manifest (no evaluation metrics)", r)
-        out.append(RoundOutcome(
-            server_round=r, prev_hash=manifest["prev_hash"], aggregate_hash=manifest["aggregate"]["hash"],
-            participants=[u["hospital"] for u in manifest["updates"]], rejected=[],
-            total_examples=int(manifest["aggregate"]["total_weight"]),
-            metrics={"accuracy": None, "auc": None, "loss": None}, per_hospital={}, train_loss=None,
-            bytes_per_hospital=0.0, duration_s=0.0, ledger=ledger.get(r),
-            privacy={u["hospital"]: {"epsilon": int(u["commitment"]["epsilon-micro"]) / 1e6}
-                     for u in manifest["updates"] if u.get("commitment") and int(u["commitment"]["epsilon-micro"])},
-        ))
+        out.append(
+            RoundOutcome(
+                server_round=r,
+                prev_hash=manifest["prev_hash"],
+                aggregate_hash=manifest["aggregate"]["hash"],
+                participants=[u["hospital"] for u in manifest["updates"]],
+                rejected=[],
+                total_examples=int(manifest["aggregate"]["total_weight"]),
+                metrics={"accuracy": None, "auc": None, "loss": None},
+                per_hospital={},
+                train_loss=None,
+                bytes_per_hospital=0.0,
+                duration_s=0.0,
+                ledger=ledger.get(r),
+                privacy={
+                    u["hospital"]: {"epsilon": int(u["commitment"]["epsilon-micro"]) / 1e6}
+                    for u in manifest["updates"]
+                    if u.get("commitment") and int(u["commitment"]["epsilon-micro"])
+                },
+            )
+        )
     return out
 
 

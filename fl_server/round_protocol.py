@@ -78,9 +78,11 @@ def innermost(strategy: Strategy) -> Strategy:
     return strategy
 
 
-def write_manifest(store: ArtifactStore, study_id: str, server_round: int, prev_hash: str,
-                   aggregate: ModelPayload, accepted: list[Any]) -> dict[str, Any]:
+def write_manifest(
+    store: ArtifactStore, study_id: str, server_round: int, prev_hash: str, aggregate: ModelPayload, accepted: list[Any]
+) -> dict[str, Any]:
     """Persist a round's update and aggregate blobs plus its manifest before it is committed."""
+
     def blobs_of(payload: ModelPayload) -> list[str]:
         if payload.encrypted:
             return store.put_blobs(payload.ciphertexts)
@@ -92,12 +94,20 @@ def write_manifest(store: ArtifactStore, study_id: str, server_round: int, prev_
         "round": server_round,
         "prev_hash": prev_hash,
         "encrypted": aggregate.encrypted,
-        "aggregate": {"hash": to_hex(aggregate.digest()), "blobs": blobs_of(aggregate),
-                      "total_weight": int(sum(r.num_examples for r in accepted))},
+        "aggregate": {
+            "hash": to_hex(aggregate.digest()),
+            "blobs": blobs_of(aggregate),
+            "total_weight": int(sum(r.num_examples for r in accepted)),
+        },
         "updates": [
-            {"hospital": r.hospital, "node_id": r.node_id, "num_examples": r.num_examples,
-             "update_hash": to_hex(r.payload.digest()), "blobs": blobs_of(r.payload),
-             "commitment": r.commitment}
+            {
+                "hospital": r.hospital,
+                "node_id": r.node_id,
+                "num_examples": r.num_examples,
+                "update_hash": to_hex(r.payload.digest()),
+                "blobs": blobs_of(r.payload),
+                "commitment": r.commitment,
+            }
             for r in accepted
         ],
     }
@@ -129,7 +139,9 @@ def run_rounds(
         clock = PhaseClock()
         prev_hash = to_hex(global_model.digest())
         config = ConfigRecord({**round_config, "prev-hash": prev_hash, "study-id": study_id})
-        replies = grid.send_and_receive(strategy.configure_train(server_round, encode(global_model), config, grid), timeout=timeout)
+        replies = grid.send_and_receive(
+            strategy.configure_train(server_round, encode(global_model), config, grid), timeout=timeout
+        )
         clock.lap("train")
         agg_record, train_metrics = strategy.aggregate_train(server_round, replies)
         clock.lap("aggregate")
@@ -169,7 +181,10 @@ def run_rounds(
             participants=[r.hospital for r in accepted],
             rejected=[r.as_dict() for r in rejected],
             total_examples=int(manifest["aggregate"]["total_weight"]),
-            metrics={k: (float(overall[k]) if overall is not None and k in overall else None) for k in ("accuracy", "auc", "loss")},
+            metrics={
+                k: (float(overall[k]) if overall is not None and k in overall else None)
+                for k in ("accuracy", "auc", "loss")
+            },
             per_hospital=dict(core.last_evaluation),
             train_loss=float(train_metrics["train-loss"]) if train_metrics is not None else None,
             bytes_per_hospital=sum(r.payload.nbytes() for r in accepted) / len(accepted),
@@ -185,8 +200,9 @@ def run_rounds(
     return global_model, outcomes
 
 
-def send_and_receive_around(grid: Grid, messages: Iterable[Message], work: Callable[[], T],
-                            timeout: float) -> tuple[list[Message], T]:
+def send_and_receive_around(
+    grid: Grid, messages: Iterable[Message], work: Callable[[], T], timeout: float
+) -> tuple[list[Message], T]:
     """Flower's ``Grid.send_and_receive`` with ``work()`` run between the push and the first pull.
 
     The pull loop is Flower's own (same cadence: the grid's ``pull_interval``,
@@ -214,4 +230,3 @@ def privacy_of(metrics: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     if "accountant" in info:
         out["accountant"] = str(info["accountant"])
     return out
-

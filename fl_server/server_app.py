@@ -8,7 +8,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fl_client.settings import STUDY_ENV
+from fedledger.study_spec import STUDY_ENV
 from fl_server.study import run_study
 
 app = ServerApp()

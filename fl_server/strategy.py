@@ -50,23 +50,33 @@ class FedAvgStrategy(Strategy):
         k = max(1, round(len(nodes) * fraction))
         return sorted(self._rng.sample(nodes, k)) if k < len(nodes) else nodes
 
-    def _messages(self, grid: Grid, fraction: float, arrays: ArrayRecord, config: ConfigRecord, kind: str) -> list[Message]:
+    def _messages(
+        self, grid: Grid, fraction: float, arrays: ArrayRecord, config: ConfigRecord, kind: str
+    ) -> list[Message]:
         content = RecordDict({"global": arrays, "config": config})
         return [Message(content=content, message_type=kind, dst_node_id=n) for n in self._sample(grid, fraction)]
 
     # -- Strategy interface -------------------------------------------------
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         config["server-round"] = server_round
         return self._messages(grid, self.fraction_train, arrays, config, MessageType.TRAIN)
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         config["server-round"] = server_round
         return self._messages(grid, self.fraction_evaluate, arrays, config, MessageType.EVALUATE)
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         return self.aggregate_outcome(server_round, parse_train_replies(replies, self.node_names))
 
-    def aggregate_outcome(self, server_round: int, outcome: ValidationOutcome) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_outcome(
+        self, server_round: int, outcome: ValidationOutcome
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Drop plaintext updates that do not fit the model, then take the sample-weighted mean."""
         kept = []
         for reply in outcome.accepted:
@@ -83,7 +93,9 @@ class FedAvgStrategy(Strategy):
         total = sum(r.num_examples for r in outcome.accepted)
         names = sorted(outcome.accepted[0].payload.arrays)
         avg = {
-            name: (sum(r.payload.arrays[name].astype(np.float64) * r.num_examples for r in outcome.accepted) / total).astype(np.float32)
+            name: (
+                sum(r.payload.arrays[name].astype(np.float64) * r.num_examples for r in outcome.accepted) / total
+            ).astype(np.float32)
             for name in names
         }
         return encode(ModelPayload(arrays=avg)), self.train_metrics(outcome.accepted)
@@ -106,7 +118,12 @@ class FedAvgStrategy(Strategy):
                 self.node_names[int(msg.metadata.src_node_id)] = hospital
             if msg.has_error() or "metrics" not in msg.content.metric_records:
                 reason = msg.error.reason if msg.has_error() else "reply without metrics"
-                log.warning("evaluation reply dropped: node=%s hospital=%s reason=%s", msg.metadata.src_node_id, hospital, reason)
+                log.warning(
+                    "evaluation reply dropped: node=%s hospital=%s reason=%s",
+                    msg.metadata.src_node_id,
+                    hospital,
+                    reason,
+                )
                 continue
             m = dict(msg.content.metric_records["metrics"])
             auc = m.get("auc")
@@ -129,7 +146,6 @@ class FedAvgStrategy(Strategy):
         log.info("FedAvg: fraction_train=%.2f fraction_evaluate=%.2f", self.fraction_train, self.fraction_evaluate)
 
 
-
 class StrategyWrapper(Strategy):
     """Base of the wrappers (encryption, ledger): delegates everything to ``inner``.
 
@@ -140,19 +156,27 @@ class StrategyWrapper(Strategy):
     def __init__(self, inner: Strategy) -> None:
         self.inner = inner
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         return self.inner.configure_train(server_round, arrays, config, grid)
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         return self.inner.configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         return self.inner.aggregate_evaluate(server_round, replies)
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         return self.aggregate_outcome(server_round, parse_train_replies(replies, self.core.node_names))
 
-    def aggregate_outcome(self, server_round: int, outcome: ValidationOutcome) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_outcome(
+        self, server_round: int, outcome: ValidationOutcome
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         return self.inner.aggregate_outcome(server_round, outcome)
 
     def commit_round(self, server_round: int, manifest: dict) -> dict | None:

@@ -19,8 +19,8 @@ from flwr.serverapp.strategy import Strategy
 
 from fl_server.artifact_store import ArtifactStore
 from fl_server.progress import RoundTable
-from fl_server.resume import earlier_outcomes, resume_point, save_outcome
 from fl_server.results import privacy_section, round_entry, write_metrics_csv, write_results
+from fl_server.resume import earlier_outcomes, resume_point, save_outcome
 from fl_server.round_protocol import RoundOutcome, StudyStopped, run_rounds
 from fl_server.strategy import FedAvgStrategy
 
@@ -37,13 +37,20 @@ def round_config(spec: dict[str, Any]) -> dict[str, Any]:
     cfg = spec["config"]
     chain = spec.get("chain") or {}
     return {
-        "model": cfg["model"]["name"], "hidden": int(cfg["model"]["hidden"]), "seed": int(cfg["seed"]),
-        "local-epochs": int(cfg["train"]["local_epochs"]), "batch-size": int(cfg["train"]["batch_size"]),
-        "lr": float(cfg["train"]["lr"]), "momentum": float(cfg["train"]["momentum"]),
-        "weight-decay": float(cfg["train"]["weight_decay"]), "num-rounds": int(cfg["num_rounds"]),
-        "privacy": json.dumps(cfg["privacy"]), "encrypted": bool(cfg["encryption"]["enabled"]),
+        "model": cfg["model"]["name"],
+        "hidden": int(cfg["model"]["hidden"]),
+        "seed": int(cfg["seed"]),
+        "local-epochs": int(cfg["train"]["local_epochs"]),
+        "batch-size": int(cfg["train"]["batch_size"]),
+        "lr": float(cfg["train"]["lr"]),
+        "momentum": float(cfg["train"]["momentum"]),
+        "weight-decay": float(cfg["train"]["weight_decay"]),
+        "num-rounds": int(cfg["num_rounds"]),
+        "privacy": json.dumps(cfg["privacy"]),
+        "encrypted": bool(cfg["encryption"]["enabled"]),
         "context-fingerprint": str((spec.get("keys") or {}).get("fingerprint") or ""),
-        "ledger": bool(chain.get("contract")), "chain-id": int(chain.get("chain_id", 0)),
+        "ledger": bool(chain.get("contract")),
+        "chain-id": int(chain.get("chain_id", 0)),
         "contract": str(chain.get("contract", "")),
     }
 
@@ -51,12 +58,15 @@ def round_config(spec: dict[str, Any]) -> dict[str, Any]:
 def build_strategy(spec: dict[str, Any], n_params: int) -> Strategy:
     """FedAvg, wrapped by encryption and then by the ledger commit when the study has them."""
     cfg = spec["config"]
-    strategy: Strategy = FedAvgStrategy(cfg["strategy"]["fraction_train"], cfg["strategy"]["fraction_evaluate"], cfg["seed"])
+    strategy: Strategy = FedAvgStrategy(
+        cfg["strategy"]["fraction_train"], cfg["strategy"]["fraction_evaluate"], cfg["seed"]
+    )
     if cfg["encryption"]["enabled"]:
         from fl_server.encrypted import EncryptedAggregation
 
-        strategy = EncryptedAggregation(strategy, Path(spec["keys"]["aggregator_context"]), n_params,
-                                        int(cfg["encryption"]["max_update_bytes"]))
+        strategy = EncryptedAggregation(
+            strategy, Path(spec["keys"]["aggregator_context"]), n_params, int(cfg["encryption"]["max_update_bytes"])
+        )
     if (spec.get("chain") or {}).get("contract"):
         from fl_server.ledger_commit import LedgerCommit
 
@@ -92,10 +102,19 @@ def run_study(grid: Grid, spec_path: Path) -> dict[str, Any]:
 
     stopped = None
     try:
-        run_rounds(grid, strategy, start_model, round_config(spec), int(cfg["num_rounds"]),
-                   int(cfg["min_hospitals"]), ArtifactStore(run_dir), spec["study_id"],
-                   timeout=float(cfg["strategy"]["round_timeout_s"]), start_round=start_round,
-                   on_round=on_round)
+        run_rounds(
+            grid,
+            strategy,
+            start_model,
+            round_config(spec),
+            int(cfg["num_rounds"]),
+            int(cfg["min_hospitals"]),
+            ArtifactStore(run_dir),
+            spec["study_id"],
+            timeout=float(cfg["strategy"]["round_timeout_s"]),
+            start_round=start_round,
+            on_round=on_round,
+        )
     except StudyStopped as exc:
         stopped = str(exc)
         log.error("study stopped: %s", stopped)
@@ -109,7 +128,9 @@ def run_study(grid: Grid, spec_path: Path) -> dict[str, Any]:
     return results
 
 
-def study_results(spec: dict[str, Any], outcomes: list[RoundOutcome], strategy: Strategy, stopped: str | None) -> dict[str, Any]:
+def study_results(
+    spec: dict[str, Any], outcomes: list[RoundOutcome], strategy: Strategy, stopped: str | None
+) -> dict[str, Any]:
     cfg = spec["config"]
     last = outcomes[-1] if outcomes else None
     results: dict[str, Any] = {
@@ -125,9 +146,14 @@ def study_results(spec: dict[str, Any], outcomes: list[RoundOutcome], strategy: 
         results["encryption"] = _find(strategy, "encryption_report")(outcomes)
     if (spec.get("chain") or {}).get("contract"):
         chain = spec["chain"]
-        results["ledger"] = {"backend": chain["backend"], "chain_id": chain["chain_id"], "contract": chain["contract"],
-                             "study_id": spec["study_id"], "rpc_url": chain.get("rpc_url"),
-                             "rounds": [dict(o.ledger, round=o.server_round) for o in outcomes if o.ledger]}
+        results["ledger"] = {
+            "backend": chain["backend"],
+            "chain_id": chain["chain_id"],
+            "contract": chain["contract"],
+            "study_id": spec["study_id"],
+            "rpc_url": chain.get("rpc_url"),
+            "rounds": [dict(o.ledger, round=o.server_round) for o in outcomes if o.ledger],
+        }
     return results
 
 

@@ -68,7 +68,7 @@ def hospital_of(msg: Message, names: dict[int, str] | None = None) -> str:
                 rec = msg.content.config_records.get(key)
                 if rec is not None and "hospital" in rec:
                     return str(rec["hospital"])
-    except Exception:  # noqa: BLE001 - a broken reply must not break logging
+    except Exception:
         pass
     node_id = int(msg.metadata.src_node_id)
     return (names or {}).get(node_id, f"node-{node_id}")
@@ -91,7 +91,9 @@ def parse_train_replies(replies: Iterable[Message], names: dict[int, str] | None
         content = msg.content
         if "refusal" in content.config_records:
             refusal = content.config_records["refusal"]
-            out.reject(None, node_id, hospital, "refusal", f"{refusal.get('code', 'refused')}: {refusal.get('reason', '')}")
+            out.reject(
+                None, node_id, hospital, "refusal", f"{refusal.get('code', 'refused')}: {refusal.get('reason', '')}"
+            )
             continue
         try:
             payload = decode(content.array_records["update"])

@@ -57,8 +57,10 @@ from fedledger.commitment import (
     CommitmentError,
     Domain,
     RoundCommitment,
-    domain as make_domain,
     recover_signer,
+)
+from fedledger.commitment import (
+    domain as make_domain,
 )
 from fedledger.hashing import ciphertexts_hash, model_hash, sha256, to_hex
 
@@ -67,9 +69,26 @@ FORMAT = "fedledger-audit-v1"
 SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
 
 #: Every check name, in report order.
-CHECKS = ("study", "hash_chain", "signature", "binding", "registered", "consent", "expiry", "budget",
-          "samples", "merkle", "privacy", "context", "manifest", "participants", "blobs", "update_hash", "resum",
-          "checkpoint")
+CHECKS = (
+    "study",
+    "hash_chain",
+    "signature",
+    "binding",
+    "registered",
+    "consent",
+    "expiry",
+    "budget",
+    "samples",
+    "merkle",
+    "privacy",
+    "context",
+    "manifest",
+    "participants",
+    "blobs",
+    "update_hash",
+    "resum",
+    "checkpoint",
+)
 
 
 # ====================================================================== data
@@ -160,7 +179,7 @@ class ChainView:
     code_version: str = ""
     registered_at: int = 0
     labels: dict[str, str] = field(default_factory=dict)  # address -> human name (from manifests)
-    notices: list[str] = field(default_factory=list)       # events outside the normal flow
+    notices: list[str] = field(default_factory=list)  # events outside the normal flow
     head_block: int = 0
 
     @property
@@ -179,18 +198,32 @@ class ChainView:
 
 def _domain_separator(dom: Domain) -> bytes:
     t = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
-    return keccak(t + keccak(text=dom.name) + keccak(text=dom.version) + dom.chain_id.to_bytes(32, "big")
-                  + bytes(12) + bytes.fromhex(dom.verifying_contract[2:]))
+    return keccak(
+        t
+        + keccak(text=dom.name)
+        + keccak(text=dom.version)
+        + dom.chain_id.to_bytes(32, "big")
+        + bytes(12)
+        + bytes.fromhex(dom.verifying_contract[2:])
+    )
 
 
-_TYPEHASH = keccak(text="RoundCommitment(" + ",".join(
-    f"{f['type']} {f['name']}" for f in EIP712_TYPES["RoundCommitment"]) + ")")
+_TYPEHASH = keccak(
+    text="RoundCommitment(" + ",".join(f"{f['type']} {f['name']}" for f in EIP712_TYPES["RoundCommitment"]) + ")"
+)
 
 
 def commitment_digest_independent(separator: bytes, c: RoundCommitment) -> bytes:
     """EIP-712 digest written out from docs/HASHES.md (a second implementation, keccak only)."""
-    struct = keccak(_TYPEHASH + c.study_id + c.round.to_bytes(32, "big") + c.prev_global_hash + c.update_hash
-                    + c.sample_count.to_bytes(32, "big") + c.epsilon_micro.to_bytes(32, "big"))
+    struct = keccak(
+        _TYPEHASH
+        + c.study_id
+        + c.round.to_bytes(32, "big")
+        + c.prev_global_hash
+        + c.update_hash
+        + c.sample_count.to_bytes(32, "big")
+        + c.epsilon_micro.to_bytes(32, "big")
+    )
     return keccak(b"\x19\x01" + separator + struct)
 
 
@@ -320,7 +353,7 @@ class _ChainReader:
     def _batch(self, calls: list[tuple[str, list]]) -> list[Any]:
         out = []
         for i in range(0, len(calls), self.BATCH):
-            chunk = calls[i:i + self.BATCH]
+            chunk = calls[i : i + self.BATCH]
             resps = _retry(lambda: self.w3.provider.make_batch_request(chunk), "batch")
             if isinstance(resps, dict):  # a node that refuses batches answers with one error
                 return [self._request(m, p) for m, p in calls]
@@ -336,10 +369,19 @@ class _ChainReader:
         if not self.http:
             ev = getattr(self.c.events, name)
             filters = {"studyId": study_id} if study_id is not None else None
-            raw = _retry(lambda: ev().get_logs(from_block=self.start, to_block="latest", argument_filters=filters),
-                         f"{name} logs")
-            out = [{"block": int(e["blockNumber"]), "log_index": int(e["logIndex"]), "tx": bytes(e["transactionHash"]),
-                    "args": dict(e["args"])} for e in raw]
+            raw = _retry(
+                lambda: ev().get_logs(from_block=self.start, to_block="latest", argument_filters=filters),
+                f"{name} logs",
+            )
+            out = [
+                {
+                    "block": int(e["blockNumber"]),
+                    "log_index": int(e["logIndex"]),
+                    "tx": bytes(e["transactionHash"]),
+                    "args": dict(e["args"]),
+                }
+                for e in raw
+            ]
         else:
             from eth_abi import decode
 
@@ -348,8 +390,10 @@ class _ChainReader:
             topics: list[Any] = ["0x" + sig.hex()]
             if study_id is not None:
                 topics.append("0x" + study_id.hex())
-            raw = self._request("eth_getLogs", [{"address": self.c.address, "fromBlock": hex(self.start),
-                                                 "toBlock": "latest", "topics": topics}])
+            raw = self._request(
+                "eth_getLogs",
+                [{"address": self.c.address, "fromBlock": hex(self.start), "toBlock": "latest", "topics": topics}],
+            )
             indexed = [i for i in abi["inputs"] if i["indexed"]]
             plain = [i for i in abi["inputs"] if not i["indexed"]]
             out = []
@@ -359,8 +403,14 @@ class _ChainReader:
                     (args[inp["name"]],) = decode([_abi_type(inp)], _raw(topic))
                 for inp, val in zip(plain, decode([_abi_type(i) for i in plain], _raw(e["data"]))):
                     args[inp["name"]] = val
-                out.append({"block": _int(e["blockNumber"]), "log_index": _int(e["logIndex"]),
-                            "tx": _raw(e["transactionHash"]), "args": args})
+                out.append(
+                    {
+                        "block": _int(e["blockNumber"]),
+                        "log_index": _int(e["logIndex"]),
+                        "tx": _raw(e["transactionHash"]),
+                        "args": args,
+                    }
+                )
         return sorted(out, key=lambda e: (e["block"], e["log_index"]))
 
     def tx_inputs(self, txs: list[bytes]) -> dict[bytes, bytes]:
@@ -392,8 +442,9 @@ class _ChainReader:
         raise ValueError("transaction is not a recordRound or recordRoundMerkle call")
 
 
-def read_chain_view(w3: Any, contract: str, study_id: bytes | str, from_block: int = 0,
-                    client: Any = None, abi: list | None = None) -> ChainView:
+def read_chain_view(
+    w3: Any, contract: str, study_id: bytes | str, from_block: int = 0, client: Any = None, abi: list | None = None
+) -> ChainView:
     """Everything the chain records about ``study_id``: events, recordRound calldata, block times.
 
     A reader of its own (web3/eth_abi and the contract ABI from
@@ -403,7 +454,7 @@ def read_chain_view(w3: Any, contract: str, study_id: bytes | str, from_block: i
     contract recovered), their full fields and signatures from that
     transaction's calldata.
     """
-    from ledger.client import load_artifact
+    from ledger.compile import load_artifact
 
     abi = abi or load_artifact()["abi"]
     c = w3.eth.contract(address=to_checksum_address(contract), abi=abi)
@@ -441,16 +492,28 @@ def read_chain_view(w3: Any, contract: str, study_id: bytes | str, from_block: i
         if params["_function"] == "recordRoundMerkle":
             if bytes(params["commitmentsRoot"]) != bytes(a["commitmentsHash"]) or commit_by_tx.get(ev["tx"]):
                 notices.append(f"round {a['round']}: recordRoundMerkle calldata does not match its logs")
-            rounds.append(RoundView(
-                round=int(a["round"]), prev_hash=bytes(a["prevGlobalHash"]), aggregate_hash=bytes(a["aggregateHash"]),
-                total_samples=int(a["totalSamples"]), participants=int(a["participants"]), block=ev["block"],
-                timestamp=times[ev["block"]], commitments=[], commitments_hash=bytes(a["commitmentsHash"]),
-                tx_hash="0x" + ev["tx"].hex(), log_index=ev["log_index"], mode=2,
-                max_epsilon_micro=int(params["maxEpsilonMicro"]),
-            ))
+            rounds.append(
+                RoundView(
+                    round=int(a["round"]),
+                    prev_hash=bytes(a["prevGlobalHash"]),
+                    aggregate_hash=bytes(a["aggregateHash"]),
+                    total_samples=int(a["totalSamples"]),
+                    participants=int(a["participants"]),
+                    block=ev["block"],
+                    timestamp=times[ev["block"]],
+                    commitments=[],
+                    commitments_hash=bytes(a["commitmentsHash"]),
+                    tx_hash="0x" + ev["tx"].hex(),
+                    log_index=ev["log_index"],
+                    mode=2,
+                    max_epsilon_micro=int(params["maxEpsilonMicro"]),
+                )
+            )
             continue
-        call_cs = [RoundCommitment.from_tuple(tuple(x.values()) if isinstance(x, dict) else tuple(x))
-                   for x in params["commitments"]]
+        call_cs = [
+            RoundCommitment.from_tuple(tuple(x.values()) if isinstance(x, dict) else tuple(x))
+            for x in params["commitments"]
+        ]
         sigs = [bytes(x) for x in params["signatures"]]
         clogs = commit_by_tx.get(ev["tx"], [])
         if len(clogs) != len(call_cs):
@@ -459,19 +522,38 @@ def read_chain_view(w3: Any, contract: str, study_id: bytes | str, from_block: i
         for i, cm in enumerate(call_cs):
             lg = clogs[i] if i < len(clogs) else None
             hospital = to_checksum_address(lg["args"]["hospital"]) if lg is not None else "0x" + "00" * 20
-            if lg is not None and (bytes(lg["args"]["updateHash"]), int(lg["args"]["sampleCount"]),
-                                   int(lg["args"]["epsilonMicro"])) != (cm.update_hash, cm.sample_count,
-                                                                          cm.epsilon_micro):
-                notices.append(f"round {a['round']}: CommitmentRecorded log {lg['log_index']} does not match the "
-                               "calldata of its transaction")
-            commitments.append(CommitmentView(hospital, cm, sigs[i] if i < len(sigs) else b"",
-                                              lg["log_index"] if lg is not None else ev["log_index"]))
-        rounds.append(RoundView(
-            round=int(a["round"]), prev_hash=bytes(a["prevGlobalHash"]), aggregate_hash=bytes(a["aggregateHash"]),
-            total_samples=int(a["totalSamples"]), participants=int(a["participants"]), block=ev["block"],
-            timestamp=times[ev["block"]], commitments=commitments, commitments_hash=bytes(a["commitmentsHash"]),
-            tx_hash="0x" + ev["tx"].hex(), log_index=ev["log_index"],
-        ))
+            if lg is not None and (
+                bytes(lg["args"]["updateHash"]),
+                int(lg["args"]["sampleCount"]),
+                int(lg["args"]["epsilonMicro"]),
+            ) != (cm.update_hash, cm.sample_count, cm.epsilon_micro):
+                notices.append(
+                    f"round {a['round']}: CommitmentRecorded log {lg['log_index']} does not match the "
+                    "calldata of its transaction"
+                )
+            commitments.append(
+                CommitmentView(
+                    hospital,
+                    cm,
+                    sigs[i] if i < len(sigs) else b"",
+                    lg["log_index"] if lg is not None else ev["log_index"],
+                )
+            )
+        rounds.append(
+            RoundView(
+                round=int(a["round"]),
+                prev_hash=bytes(a["prevGlobalHash"]),
+                aggregate_hash=bytes(a["aggregateHash"]),
+                total_samples=int(a["totalSamples"]),
+                participants=int(a["participants"]),
+                block=ev["block"],
+                timestamp=times[ev["block"]],
+                commitments=commitments,
+                commitments_hash=bytes(a["commitmentsHash"]),
+                tx_hash="0x" + ev["tx"].hex(),
+                log_index=ev["log_index"],
+            )
+        )
     released = {}
     for ev in rd.logs("ModelReleased", sid):
         released[int(ev["args"]["round"])] = bytes(ev["args"]["modelHash"])
@@ -480,12 +562,22 @@ def read_chain_view(w3: Any, contract: str, study_id: bytes | str, from_block: i
     except Exception:
         last_round = int(info.get("lastRound", max([r.round for r in rounds], default=0)))
     return ChainView(
-        study_id=sid, chain_id=int(_retry(lambda: w3.eth.chain_id, "chain id")), contract=c.address,
-        initial_model_hash=bytes(info["initialModelHash"]), context_hash=bytes(info["contextHash"]),
-        config_hash=bytes(info["configHash"]), aggregator=to_checksum_address(info["aggregator"]),
-        expiry=int(info["expiry"]), last_round=last_round, hospitals=hospitals, rounds=rounds, released=released,
-        code_version=str(info.get("codeVersion", "")), registered_at=int(info.get("registeredAt", 0)),
-        notices=notices, head_block=int(_retry(lambda: w3.eth.block_number, "block number")),
+        study_id=sid,
+        chain_id=int(_retry(lambda: w3.eth.chain_id, "chain id")),
+        contract=c.address,
+        initial_model_hash=bytes(info["initialModelHash"]),
+        context_hash=bytes(info["contextHash"]),
+        config_hash=bytes(info["configHash"]),
+        aggregator=to_checksum_address(info["aggregator"]),
+        expiry=int(info["expiry"]),
+        last_round=last_round,
+        hospitals=hospitals,
+        rounds=rounds,
+        released=released,
+        code_version=str(info.get("codeVersion", "")),
+        registered_at=int(info.get("registeredAt", 0)),
+        notices=notices,
+        head_block=int(_retry(lambda: w3.eth.block_number, "block number")),
     )
 
 
@@ -513,8 +605,11 @@ def check_hash_chain(view: ChainView) -> list[Finding]:
     prev_block = -1
     for r in range(1, last + 1):
         if r not in by_round:
-            out.append(Finding("hash_chain", False, f"round {r} is missing from the chain record "
-                               f"(rounds 1..{last} expected)", r))
+            out.append(
+                Finding(
+                    "hash_chain", False, f"round {r} is missing from the chain record (rounds 1..{last} expected)", r
+                )
+            )
             continue
         recs = by_round[r]
         fails = []
@@ -522,8 +617,14 @@ def check_hash_chain(view: ChainView) -> list[Finding]:
             fails.append(Finding("hash_chain", False, f"round {r} recorded {len(recs)} times", r))
         rv = recs[0]
         if rv.block < prev_block:
-            fails.append(Finding("hash_chain", False, f"round {r} was recorded in block {rv.block}, "
-                                 f"before round {r - 1} (block {prev_block})", r))
+            fails.append(
+                Finding(
+                    "hash_chain",
+                    False,
+                    f"round {r} was recorded in block {rv.block}, before round {r - 1} (block {prev_block})",
+                    r,
+                )
+            )
         prev_block = rv.block
         if r == 1:
             expected, what = view.initial_model_hash, "the registered initial model hash"
@@ -533,8 +634,9 @@ def check_hash_chain(view: ChainView) -> list[Finding]:
             expected, what = None, ""
             fails.append(Finding("hash_chain", False, f"round {r} cannot be linked: round {r - 1} is missing", r))
         if expected is not None and rv.prev_hash != expected:
-            fails.append(Finding("hash_chain", False, f"prev hash {to_hex(rv.prev_hash)} != {what} "
-                                 f"{to_hex(expected)}", r))
+            fails.append(
+                Finding("hash_chain", False, f"prev hash {to_hex(rv.prev_hash)} != {what} {to_hex(expected)}", r)
+            )
         out += _per_round("hash_chain", r, fails, "linked to " + ("the initial model" if r == 1 else f"round {r - 1}"))
     extra = sorted(r for r in by_round if r < 1)
     for r in extra:
@@ -544,7 +646,7 @@ def check_hash_chain(view: ChainView) -> list[Finding]:
 
 def check_participants(view: ChainView, reference_signatures: bool = False) -> list[Finding]:
     """Signer, binding, registration, consent, expiry, budget and sample counts of every commitment."""
-    from ledger.client import commitments_hash
+    from fedledger.commitment import commitments_hash
 
     verifier = SignerVerifier(view.domain, reference=reference_signatures)
     out: list[Finding] = []
@@ -552,14 +654,35 @@ def check_participants(view: ChainView, reference_signatures: bool = False) -> l
         r = rv.round
         if rv.mode == 2 and not rv.leaves_loaded:
             for k in ("signature", "binding", "registered", "consent", "budget", "samples"):
-                out.append(Finding(k, True, f"Merkle round: its {rv.participants} commitments are in the artifact "
-                                   "store, not on chain (audit with the artifact store)", r, skipped=True))
-            out += _per_round("expiry", r, [] if rv.timestamp <= view.expiry else [Finding(
-                "expiry", False, f"round {r} recorded at t={rv.timestamp}, after the study expiry t={view.expiry}",
-                r)], "recorded before the study expiry")
+                out.append(
+                    Finding(
+                        k,
+                        True,
+                        f"Merkle round: its {rv.participants} commitments are in the artifact "
+                        "store, not on chain (audit with the artifact store)",
+                        r,
+                        skipped=True,
+                    )
+                )
+            out += _per_round(
+                "expiry",
+                r,
+                []
+                if rv.timestamp <= view.expiry
+                else [
+                    Finding(
+                        "expiry",
+                        False,
+                        f"round {r} recorded at t={rv.timestamp}, after the study expiry t={view.expiry}",
+                        r,
+                    )
+                ],
+                "recorded before the study expiry",
+            )
             continue
-        fails: dict[str, list[Finding]] = {k: [] for k in
-                                           ("signature", "binding", "registered", "consent", "expiry", "budget", "samples")}
+        fails: dict[str, list[Finding]] = {
+            k: [] for k in ("signature", "binding", "registered", "consent", "expiry", "budget", "samples")
+        }
         seen: set[str] = set()
         digests = []
         for cv in rv.commitments:
@@ -570,48 +693,99 @@ def check_participants(view: ChainView, reference_signatures: bool = False) -> l
             try:
                 signer = verifier.recover(c, cv.signature, h, digest)
                 if signer != h:
-                    fails["signature"].append(Finding("signature", False, f"commitment of {name} was signed by "
-                                                      f"{signer}", r, h))
+                    fails["signature"].append(
+                        Finding("signature", False, f"commitment of {name} was signed by {signer}", r, h)
+                    )
             except CommitmentError as exc:
-                fails["signature"].append(Finding("signature", False, f"signature of {name} does not verify: {exc}", r, h))
-            bad = [f for f, ok in (("studyId", c.study_id == view.study_id), ("round", c.round == r),
-                                   ("prevGlobalHash", c.prev_global_hash == rv.prev_hash)) if not ok]
+                fails["signature"].append(
+                    Finding("signature", False, f"signature of {name} does not verify: {exc}", r, h)
+                )
+            bad = [
+                f
+                for f, ok in (
+                    ("studyId", c.study_id == view.study_id),
+                    ("round", c.round == r),
+                    ("prevGlobalHash", c.prev_global_hash == rv.prev_hash),
+                )
+                if not ok
+            ]
             if bad:
-                fails["binding"].append(Finding("binding", False, f"commitment of {name} does not bind this "
-                                                f"study/round/prev hash: {', '.join(bad)} differ", r, h))
+                fails["binding"].append(
+                    Finding(
+                        "binding",
+                        False,
+                        f"commitment of {name} does not bind this study/round/prev hash: {', '.join(bad)} differ",
+                        r,
+                        h,
+                    )
+                )
             if h in seen:
                 fails["binding"].append(Finding("binding", False, f"{name} committed twice in round {r}", r, h))
             seen.add(h)
             hv = view.hospitals.get(h)
             if hv is None:
-                fails["registered"].append(Finding("registered", False, f"{name} is not registered for this study", r, h))
+                fails["registered"].append(
+                    Finding("registered", False, f"{name} is not registered for this study", r, h)
+                )
                 continue
             status = hv.status_at(rv.block, cv.log_index)
             if status != "consented":
-                fails["consent"].append(Finding("consent", False, f"{name} was '{status}' (not consenting) "
-                                                f"when round {r} was recorded in block {rv.block}", r, h))
+                fails["consent"].append(
+                    Finding(
+                        "consent",
+                        False,
+                        f"{name} was '{status}' (not consenting) when round {r} was recorded in block {rv.block}",
+                        r,
+                        h,
+                    )
+                )
             if c.epsilon_micro > hv.budget_micro:
-                fails["budget"].append(Finding("budget", False, f"{name} epsilon {c.epsilon_micro / 1e6:.6f} exceeds "
-                                               f"its budget {hv.budget_micro / 1e6:.6f}", r, h))
+                fails["budget"].append(
+                    Finding(
+                        "budget",
+                        False,
+                        f"{name} epsilon {c.epsilon_micro / 1e6:.6f} exceeds its budget {hv.budget_micro / 1e6:.6f}",
+                        r,
+                        h,
+                    )
+                )
         if rv.timestamp > view.expiry:
-            fails["expiry"].append(Finding("expiry", False, f"round {r} recorded at t={rv.timestamp}, after the study "
-                                           f"expiry t={view.expiry}", r))
+            fails["expiry"].append(
+                Finding(
+                    "expiry",
+                    False,
+                    f"round {r} recorded at t={rv.timestamp}, after the study expiry t={view.expiry}",
+                    r,
+                )
+            )
         total = sum(cv.commitment.sample_count for cv in rv.commitments)
         if total != rv.total_samples:
-            fails["samples"].append(Finding("samples", False, f"sample counts sum to {total}, the round records "
-                                            f"{rv.total_samples}", r))
+            fails["samples"].append(
+                Finding("samples", False, f"sample counts sum to {total}, the round records {rv.total_samples}", r)
+            )
         if len(rv.commitments) != rv.participants or not rv.commitments:
-            fails["samples"].append(Finding("samples", False, f"{len(rv.commitments)} commitments but the round "
-                                            f"records {rv.participants} participants", r))
+            fails["samples"].append(
+                Finding(
+                    "samples",
+                    False,
+                    f"{len(rv.commitments)} commitments but the round records {rv.participants} participants",
+                    r,
+                )
+            )
         if rv.mode != 2 and rv.commitments_hash is not None and commitments_hash(digests) != rv.commitments_hash:
-            fails["samples"].append(Finding("samples", False, "the commitments do not hash to the round's "
-                                            "on-chain commitmentsHash", r))
-        oks = {"signature": f"{len(rv.commitments)} signatures verified off-chain"
-                            + (" (Merkle leaves)" if rv.mode == 2 else ""),
-               "binding": "commitments bind study, round and prev hash",
-               "registered": "all participants registered", "consent": "all participants consenting",
-               "expiry": "recorded before the study expiry", "budget": "all epsilons within budget",
-               "samples": f"{rv.participants} participants, {rv.total_samples} samples add up"}
+            fails["samples"].append(
+                Finding("samples", False, "the commitments do not hash to the round's on-chain commitmentsHash", r)
+            )
+        oks = {
+            "signature": f"{len(rv.commitments)} signatures verified off-chain"
+            + (" (Merkle leaves)" if rv.mode == 2 else ""),
+            "binding": "commitments bind study, round and prev hash",
+            "registered": "all participants registered",
+            "consent": "all participants consenting",
+            "expiry": "recorded before the study expiry",
+            "budget": "all epsilons within budget",
+            "samples": f"{rv.participants} participants, {rv.total_samples} samples add up",
+        }
         for k, fs in fails.items():
             out += _per_round(k, r, fs, oks[k])
     return out
@@ -645,8 +819,9 @@ def attach_merkle_leaves(view: ChainView, store_dir: Path) -> list[Finding]:
         except (OSError, ValueError) as exc:
             m, problem = None, f"manifest of round {r} is unreadable: {exc}"
         else:
-            problem = f"round {r} is a Merkle round but has no manifest: its {rv.participants} commitments " \
-                      "cannot be checked"
+            problem = (
+                f"round {r} is a Merkle round but has no manifest: its {rv.participants} commitments cannot be checked"
+            )
         if not isinstance(m, dict):
             out.append(Finding("merkle", False, problem, r))
             continue
@@ -658,8 +833,15 @@ def attach_merkle_leaves(view: ChainView, store_dir: Path) -> list[Finding]:
             entry = u.get("merkle")
             signed = u.get("commitment") if isinstance(u.get("commitment"), dict) else {}
             if not isinstance(entry, dict):
-                fails.append(Finding("merkle", False, f"update of {name!r} has no Merkle leaf (an update that is "
-                                     "not under the on-chain root)", r, name))
+                fails.append(
+                    Finding(
+                        "merkle",
+                        False,
+                        f"update of {name!r} has no Merkle leaf (an update that is not under the on-chain root)",
+                        r,
+                        name,
+                    )
+                )
                 continue
             try:
                 address = to_checksum_address(str(entry["address"]))
@@ -674,34 +856,71 @@ def attach_merkle_leaves(view: ChainView, store_dir: Path) -> list[Finding]:
             leaf = commitment_leaf(address, commitment_digest_independent(separator, c))
             leaves.append(leaf)
             if stored_leaf != leaf:
-                fails.append(Finding("merkle", False, f"leaf of {who} does not match its commitment (altered leaf)",
-                                     r, address))
+                fails.append(
+                    Finding("merkle", False, f"leaf of {who} does not match its commitment (altered leaf)", r, address)
+                )
             if not verify_proof(proof, root, leaf):
-                fails.append(Finding("merkle", False, f"commitment of {who} is not under the on-chain root "
-                                     f"{to_hex(root)[:18]}.. (its proof does not verify: leaf added or altered)",
-                                     r, address))
+                fails.append(
+                    Finding(
+                        "merkle",
+                        False,
+                        f"commitment of {who} is not under the on-chain root "
+                        f"{to_hex(root)[:18]}.. (its proof does not verify: leaf added or altered)",
+                        r,
+                        address,
+                    )
+                )
             if (_hex32(u.get("update_hash")), u.get("num_examples")) != (c.update_hash, c.sample_count):
-                fails.append(Finding("merkle", False, f"leaf of {who} commits to update "
-                                     f"{to_hex(c.update_hash)[:18]}.. / {c.sample_count} samples, the manifest stores "
-                                     f"{str(u.get('update_hash'))[:18]}.. / {u.get('num_examples')}", r, address))
+                fails.append(
+                    Finding(
+                        "merkle",
+                        False,
+                        f"leaf of {who} commits to update "
+                        f"{to_hex(c.update_hash)[:18]}.. / {c.sample_count} samples, the manifest stores "
+                        f"{str(u.get('update_hash'))[:18]}.. / {u.get('num_examples')}",
+                        r,
+                        address,
+                    )
+                )
             commitments.append(CommitmentView(address, c, signature, rv.log_index))
         if len(leaves) != rv.participants:
             missing = _missing_leaves(m, leaves)
-            fails.append(Finding("merkle", False, f"the manifest has {len(leaves)} leaves, the chain records "
-                                 f"{rv.participants} participants (leaf dropped or added)"
-                                 + (f"; leaves named in proofs but absent: {', '.join(missing)}" if missing else ""), r))
+            fails.append(
+                Finding(
+                    "merkle",
+                    False,
+                    f"the manifest has {len(leaves)} leaves, the chain records "
+                    f"{rv.participants} participants (leaf dropped or added)"
+                    + (f"; leaves named in proofs but absent: {', '.join(missing)}" if missing else ""),
+                    r,
+                )
+            )
         try:
             rebuilt = MerkleTree(leaves).root if leaves else None
         except MerkleError as exc:
             rebuilt = None
             fails.append(Finding("merkle", False, f"the leaves do not form a tree: {exc}", r))
         if leaves and rebuilt is not None and rebuilt != root:
-            fails.append(Finding("merkle", False, f"the {len(leaves)} leaves rebuild root {to_hex(rebuilt)[:18]}.., "
-                                 f"the chain records {to_hex(root)[:18]}..", r))
+            fails.append(
+                Finding(
+                    "merkle",
+                    False,
+                    f"the {len(leaves)} leaves rebuild root {to_hex(rebuilt)[:18]}.., "
+                    f"the chain records {to_hex(root)[:18]}..",
+                    r,
+                )
+            )
         max_eps = max((cv.commitment.epsilon_micro for cv in commitments), default=0)
         if rv.max_epsilon_micro is not None and commitments and max_eps != rv.max_epsilon_micro:
-            fails.append(Finding("merkle", False, f"the leaves' largest epsilon is {max_eps / 1e6:.6f}, the "
-                                 f"aggregator declared {rv.max_epsilon_micro / 1e6:.6f} on chain", r))
+            fails.append(
+                Finding(
+                    "merkle",
+                    False,
+                    f"the leaves' largest epsilon is {max_eps / 1e6:.6f}, the "
+                    f"aggregator declared {rv.max_epsilon_micro / 1e6:.6f} on chain",
+                    r,
+                )
+            )
         rv.commitments = commitments
         rv.leaves_loaded = True
         out += _per_round("merkle", r, fails, f"{len(leaves)} leaves verify against the on-chain root")
@@ -740,12 +959,28 @@ def check_privacy(view: ChainView) -> list[Finding]:
         for cv in rv.commitments:
             h, eps = cv.hospital, cv.commitment.epsilon_micro
             if h in last and eps < last[h][1]:
-                fails.append(Finding("privacy", False, f"{view.label(h)} epsilon decreased from "
-                                     f"{last[h][1] / 1e6:.6f} (round {last[h][0]}) to {eps / 1e6:.6f}", rv.round, h))
+                fails.append(
+                    Finding(
+                        "privacy",
+                        False,
+                        f"{view.label(h)} epsilon decreased from "
+                        f"{last[h][1] / 1e6:.6f} (round {last[h][0]}) to {eps / 1e6:.6f}",
+                        rv.round,
+                        h,
+                    )
+                )
             hv = view.hospitals.get(h)
             if hv is not None and eps > hv.budget_micro:
-                fails.append(Finding("privacy", False, f"{view.label(h)} cumulative epsilon {eps / 1e6:.6f} is over "
-                                     f"budget {hv.budget_micro / 1e6:.6f}", rv.round, h))
+                fails.append(
+                    Finding(
+                        "privacy",
+                        False,
+                        f"{view.label(h)} cumulative epsilon {eps / 1e6:.6f} is over "
+                        f"budget {hv.budget_micro / 1e6:.6f}",
+                        rv.round,
+                        h,
+                    )
+                )
             last[h] = (rv.round, max(eps, last.get(h, (0, 0))[1]))
         out += _per_round("privacy", rv.round, fails, "cumulative epsilon non-decreasing and within budget")
     return out
@@ -756,10 +991,21 @@ def check_study(view: ChainView) -> list[Finding]:
     if not view.hospitals:
         fails.append(Finding("study", False, "no hospital is registered for the study"))
     if view.last_round != len({rv.round for rv in view.rounds}):
-        fails.append(Finding("study", False, f"the contract's last round is {view.last_round} but "
-                             f"{len(view.rounds)} RoundRecorded events were found"))
-    return fails or [Finding("study", True, f"study {to_hex(view.study_id)} registered with "
-                             f"{len(view.hospitals)} hospitals, {view.last_round} rounds")]
+        fails.append(
+            Finding(
+                "study",
+                False,
+                f"the contract's last round is {view.last_round} but "
+                f"{len(view.rounds)} RoundRecorded events were found",
+            )
+        )
+    return fails or [
+        Finding(
+            "study",
+            True,
+            f"study {to_hex(view.study_id)} registered with {len(view.hospitals)} hospitals, {view.last_round} rounds",
+        )
+    ]
 
 
 # --------------------------------------------------------- artifact store
@@ -799,8 +1045,11 @@ class _Store:
             else:
                 data = p.read_bytes()
                 actual = hashlib.sha256(data).hexdigest()
-                problem = None if actual == digest else (f"blob {digest[:16]}.. does not hash to its content "
-                                                         f"address (sha256 {actual[:16]}..)")
+                problem = (
+                    None
+                    if actual == digest
+                    else (f"blob {digest[:16]}.. does not hash to its content address (sha256 {actual[:16]}..)")
+                )
                 self._cache[digest] = (data, problem)
         return self._cache[digest]
 
@@ -838,13 +1087,27 @@ def check_context(view: ChainView, context_bytes: bytes | None, encrypted: bool)
     if view.context_hash == ZERO32:
         return [Finding("context", True, "study registered without encryption (context hash zero)", skipped=True)]
     if context_bytes is None:
-        return [Finding("context", False, "the aggregator's public CKKS context was not found; "
-                        "the stored ciphertexts cannot be re-summed")] if encrypted else \
-            [Finding("context", True, "no public context given", skipped=True)]
+        return (
+            [
+                Finding(
+                    "context",
+                    False,
+                    "the aggregator's public CKKS context was not found; the stored ciphertexts cannot be re-summed",
+                )
+            ]
+            if encrypted
+            else [Finding("context", True, "no public context given", skipped=True)]
+        )
     fp = sha256(context_bytes)
     if fp != view.context_hash:
-        return [Finding("context", False, f"public context fingerprint {to_hex(fp)} does not match the registered "
-                        f"context hash {to_hex(view.context_hash)} (artifacts from a different study?)")]
+        return [
+            Finding(
+                "context",
+                False,
+                f"public context fingerprint {to_hex(fp)} does not match the registered "
+                f"context hash {to_hex(view.context_hash)} (artifacts from a different study?)",
+            )
+        ]
     return [Finding("context", True, f"public context matches the registered hash {to_hex(fp)[:18]}..")]
 
 
@@ -867,32 +1130,55 @@ def check_artifacts(view: ChainView, store_dir: Path, public_ctx: Any = None, re
             out.append(Finding("manifest", False, f"manifest of round {r} is unreadable: {exc}", r))
             continue
         if m is None:
-            out.append(Finding("manifest", False, f"round {r} is on chain but has no manifest in the artifact store", r))
+            out.append(
+                Finding("manifest", False, f"round {r} is on chain but has no manifest in the artifact store", r)
+            )
             continue
         out += _check_round_artifacts(view, rv, m, store, public_ctx, resum)
     return out
 
 
-def _check_round_artifacts(view: ChainView, rv: RoundView, m: dict[str, Any], store: _Store,
-                           public_ctx: Any, resum: bool) -> list[Finding]:
+def _check_round_artifacts(
+    view: ChainView, rv: RoundView, m: dict[str, Any], store: _Store, public_ctx: Any, resum: bool
+) -> list[Finding]:
     r = rv.round
     out: list[Finding] = []
     mf: list[Finding] = []
     if _hex32(m.get("study_id")) != view.study_id:
-        mf.append(Finding("manifest", False, f"manifest belongs to study {m.get('study_id')}, not "
-                          f"{to_hex(view.study_id)} (artifact store from a different study?)", r))
+        mf.append(
+            Finding(
+                "manifest",
+                False,
+                f"manifest belongs to study {m.get('study_id')}, not "
+                f"{to_hex(view.study_id)} (artifact store from a different study?)",
+                r,
+            )
+        )
     if int(m.get("round", -1)) != r:
         mf.append(Finding("manifest", False, f"manifest file of round {r} says round {m.get('round')}", r))
     if _hex32(m.get("prev_hash")) != rv.prev_hash:
-        mf.append(Finding("manifest", False, f"manifest prev hash {m.get('prev_hash')} != on-chain "
-                          f"{to_hex(rv.prev_hash)}", r))
+        mf.append(
+            Finding("manifest", False, f"manifest prev hash {m.get('prev_hash')} != on-chain {to_hex(rv.prev_hash)}", r)
+        )
     agg = m.get("aggregate") or {}
     if _hex32(agg.get("hash")) != rv.aggregate_hash:
-        mf.append(Finding("manifest", False, f"manifest aggregate hash {agg.get('hash')} != on-chain "
-                          f"{to_hex(rv.aggregate_hash)}", r))
+        mf.append(
+            Finding(
+                "manifest",
+                False,
+                f"manifest aggregate hash {agg.get('hash')} != on-chain {to_hex(rv.aggregate_hash)}",
+                r,
+            )
+        )
     if agg.get("total_weight") is not None and int(agg["total_weight"]) != rv.total_samples:
-        mf.append(Finding("manifest", False, f"manifest total weight {agg['total_weight']} != on-chain total "
-                          f"samples {rv.total_samples}", r))
+        mf.append(
+            Finding(
+                "manifest",
+                False,
+                f"manifest total weight {agg['total_weight']} != on-chain total samples {rv.total_samples}",
+                r,
+            )
+        )
     out += _per_round("manifest", r, mf, "manifest matches the chain record")
     encrypted = bool(m.get("encrypted", True))
 
@@ -907,20 +1193,36 @@ def _check_round_artifacts(view: ChainView, rv: RoundView, m: dict[str, Any], st
             u = updates[i]
             addr = (u.get("commitment") or {}).get("address") if isinstance(u.get("commitment"), dict) else None
             if _hex32(u.get("update_hash")) == cv.commitment.update_hash and (
-                    not addr or str(addr).lower() == cv.hospital.lower()):
+                not addr or str(addr).lower() == cv.hospital.lower()
+            ):
                 hit = i
                 break
         if hit is None:
-            pf.append(Finding("participants", False, f"update committed on chain by {view.label(cv.hospital)} "
-                              f"({to_hex(cv.commitment.update_hash)[:18]}..) is not in the manifest", r, cv.hospital))
+            pf.append(
+                Finding(
+                    "participants",
+                    False,
+                    f"update committed on chain by {view.label(cv.hospital)} "
+                    f"({to_hex(cv.commitment.update_hash)[:18]}..) is not in the manifest",
+                    r,
+                    cv.hospital,
+                )
+            )
         else:
             unmatched.remove(hit)
             matched.append((cv, updates[hit]))
     extras = [updates[i] for i in unmatched]
     for u in extras:
-        pf.append(Finding("participants", False, f"manifest lists an update of {u.get('hospital')!r} "
-                          f"({str(u.get('update_hash'))[:18]}..) that no hospital committed on chain (extra update)",
-                          r, str(u.get("hospital"))))
+        pf.append(
+            Finding(
+                "participants",
+                False,
+                f"manifest lists an update of {u.get('hospital')!r} "
+                f"({str(u.get('update_hash'))[:18]}..) that no hospital committed on chain (extra update)",
+                r,
+                str(u.get("hospital")),
+            )
+        )
     out += _per_round("participants", r, pf, f"{len(matched)} stored updates match the on-chain participants")
 
     # blobs and update hashes
@@ -944,14 +1246,23 @@ def _check_round_artifacts(view: ChainView, rv: RoundView, m: dict[str, Any], st
         blobs = load(u.get("blobs", []), cv.hospital)
         update_blobs[cv.hospital] = blobs
         if blobs is not None and _update_digest(blobs, encrypted) != cv.commitment.update_hash:
-            uf.append(Finding("update_hash", False, f"stored update of {view.label(cv.hospital)} hashes to "
-                              f"{to_hex(_update_digest(blobs, encrypted))[:18]}.., its signed on-chain updateHash is "
-                              f"{to_hex(cv.commitment.update_hash)[:18]}..", r, cv.hospital))
+            uf.append(
+                Finding(
+                    "update_hash",
+                    False,
+                    f"stored update of {view.label(cv.hospital)} hashes to "
+                    f"{to_hex(_update_digest(blobs, encrypted))[:18]}.., its signed on-chain updateHash is "
+                    f"{to_hex(cv.commitment.update_hash)[:18]}..",
+                    r,
+                    cv.hospital,
+                )
+            )
     extra_blobs = [(str(u.get("hospital")), load(u.get("blobs", []), str(u.get("hospital")))) for u in extras]
     agg_blobs = load(agg.get("blobs", []), None)
     if agg_blobs is not None and encrypted and ciphertexts_hash(agg_blobs) != rv.aggregate_hash:
-        uf.append(Finding("update_hash", False, "stored aggregate ciphertexts do not hash to the on-chain "
-                          "aggregate hash", r))
+        uf.append(
+            Finding("update_hash", False, "stored aggregate ciphertexts do not hash to the on-chain aggregate hash", r)
+        )
     out += _per_round("blobs", r, bf, "every blob hashes to its content address")
     out += _per_round("update_hash", r, uf, "every stored update hashes to its on-chain updateHash")
 
@@ -965,11 +1276,23 @@ def _check_round_artifacts(view: ChainView, rv: RoundView, m: dict[str, Any], st
     elif any(update_blobs.get(cv.hospital) is None for cv in rv.commitments):
         missing = [cv.hospital for cv in rv.commitments if update_blobs.get(cv.hospital) is None]
         for h in missing:
-            out.append(Finding("resum", False, f"cannot re-sum: the update of {view.label(h)} is not (fully) in "
-                               "the artifact store", r, h))
+            out.append(
+                Finding(
+                    "resum",
+                    False,
+                    f"cannot re-sum: the update of {view.label(h)} is not (fully) in the artifact store",
+                    r,
+                    h,
+                )
+            )
     else:
-        out += _resum(view, rv, [(cv.hospital, update_blobs[cv.hospital]) for cv in rv.commitments],
-                      [(n, b) for n, b in extra_blobs if b is not None], public_ctx)
+        out += _resum(
+            view,
+            rv,
+            [(cv.hospital, update_blobs[cv.hospital]) for cv in rv.commitments],
+            [(n, b) for n, b in extra_blobs if b is not None],
+            public_ctx,
+        )
     return out
 
 
@@ -979,8 +1302,13 @@ def _sum_hash(ctx: Any, parts: list[list[bytes]]) -> bytes:
     return ciphertexts_hash(sum_ciphertexts(ctx, parts))
 
 
-def _resum(view: ChainView, rv: RoundView, parts: list[tuple[str, list[bytes]]],
-           extras: list[tuple[str, list[bytes]]], ctx: Any) -> list[Finding]:
+def _resum(
+    view: ChainView,
+    rv: RoundView,
+    parts: list[tuple[str, list[bytes]]],
+    extras: list[tuple[str, list[bytes]]],
+    ctx: Any,
+) -> list[Finding]:
     r = rv.round
     try:
         got = _sum_hash(ctx, [b for _, b in parts])
@@ -992,8 +1320,16 @@ def _resum(view: ChainView, rv: RoundView, parts: list[tuple[str, list[bytes]]],
             except Exception:
                 bad.append(h)
         if bad:
-            return [Finding("resum", False, f"stored update of {view.label(h)} does not parse as a ciphertext "
-                            f"under the public context: {exc}", r, h) for h in bad]
+            return [
+                Finding(
+                    "resum",
+                    False,
+                    f"stored update of {view.label(h)} does not parse as a ciphertext under the public context: {exc}",
+                    r,
+                    h,
+                )
+                for h in bad
+            ]
         return [Finding("resum", False, f"re-summing the stored updates failed: {exc}", r)]
     if got == rv.aggregate_hash:
         return [Finding("resum", True, f"re-sum of {len(parts)} stored updates reproduces the recorded aggregate", r)]
@@ -1001,8 +1337,17 @@ def _resum(view: ChainView, rv: RoundView, parts: list[tuple[str, list[bytes]]],
     if extras:
         try:
             if _sum_hash(ctx, [b for _, b in parts] + [b for _, b in extras]) == rv.aggregate_hash:
-                return [Finding("resum", False, f"the recorded aggregate includes update(s) of {n!r} that were not "
-                                "committed on chain (extra update added)", r, n) for n, _ in extras]
+                return [
+                    Finding(
+                        "resum",
+                        False,
+                        f"the recorded aggregate includes update(s) of {n!r} that were not "
+                        "committed on chain (extra update added)",
+                        r,
+                        n,
+                    )
+                    for n, _ in extras
+                ]
         except Exception:
             pass
     if len(parts) > 1:
@@ -1010,12 +1355,27 @@ def _resum(view: ChainView, rv: RoundView, parts: list[tuple[str, list[bytes]]],
             rest = [b for j, (_, b) in enumerate(parts) if j != i]
             try:
                 if _sum_hash(ctx, rest) == rv.aggregate_hash:
-                    return [Finding("resum", False, f"the recorded aggregate leaves out the committed update of "
-                                    f"{view.label(h)} (update left out of the sum)", r, h)]
+                    return [
+                        Finding(
+                            "resum",
+                            False,
+                            f"the recorded aggregate leaves out the committed update of "
+                            f"{view.label(h)} (update left out of the sum)",
+                            r,
+                            h,
+                        )
+                    ]
             except Exception:
                 continue
-    return [Finding("resum", False, f"re-sum of the {len(parts)} committed updates hashes to {to_hex(got)[:18]}.., "
-                    f"the chain records {to_hex(rv.aggregate_hash)[:18]}.. (an update was dropped, added or altered)", r)]
+    return [
+        Finding(
+            "resum",
+            False,
+            f"re-sum of the {len(parts)} committed updates hashes to {to_hex(got)[:18]}.., "
+            f"the chain records {to_hex(rv.aggregate_hash)[:18]}.. (an update was dropped, added or altered)",
+            r,
+        )
+    ]
 
 
 def check_checkpoints(view: ChainView, store_dir: Path) -> list[Finding]:
@@ -1025,8 +1385,14 @@ def check_checkpoints(view: ChainView, store_dir: Path) -> list[Finding]:
     for r, released in sorted(view.released.items()):
         p = ckpt_dir / f"round_{r:05d}.npz"
         if not p.exists():
-            out.append(Finding("checkpoint", False, f"round {r} model was released on chain but "
-                               f"{p.name} is not in the artifact store", r))
+            out.append(
+                Finding(
+                    "checkpoint",
+                    False,
+                    f"round {r} model was released on chain but {p.name} is not in the artifact store",
+                    r,
+                )
+            )
             continue
         try:
             with np.load(p, allow_pickle=False) as data:
@@ -1036,8 +1402,15 @@ def check_checkpoints(view: ChainView, store_dir: Path) -> list[Finding]:
             out.append(Finding("checkpoint", False, f"{p.name} cannot be read safely: {exc}", r))
             continue
         if got != released:
-            out.append(Finding("checkpoint", False, f"{p.name} hashes to {to_hex(got)[:18]}.., the chain released "
-                               f"{to_hex(released)[:18]}.. (altered checkpoint)", r))
+            out.append(
+                Finding(
+                    "checkpoint",
+                    False,
+                    f"{p.name} hashes to {to_hex(got)[:18]}.., the chain released "
+                    f"{to_hex(released)[:18]}.. (altered checkpoint)",
+                    r,
+                )
+            )
         else:
             out.append(Finding("checkpoint", True, f"{p.name} matches the released model hash", r))
     if ckpt_dir.exists():
@@ -1047,8 +1420,9 @@ def check_checkpoints(view: ChainView, store_dir: Path) -> list[Finding]:
             except (IndexError, ValueError):
                 continue
             if r not in view.released:
-                out.append(Finding("checkpoint", True, f"{p.name} was never released on chain; not checked", r,
-                                   skipped=True))
+                out.append(
+                    Finding("checkpoint", True, f"{p.name} was never released on chain; not checked", r, skipped=True)
+                )
     return out
 
 
@@ -1079,19 +1453,23 @@ class AuditResult:
         for r in rounds:
             fs = [f for f in self.findings if f.round == r]
             rv = by_round.get(r)
-            rows.append({
-                "round": r,
-                "ok": all(f.ok for f in fs),
-                "on_chain": rv is not None,
-                "block": rv.block if rv else None,
-                "timestamp": rv.timestamp if rv else None,
-                "participants": [self.view.label(c.hospital) for c in rv.commitments] if rv else [],
-                "n_participants": len(rv.commitments) if rv else 0,
-                "total_samples": rv.total_samples if rv else None,
-                "aggregate_hash": to_hex(rv.aggregate_hash) if rv else None,
-                "checks": {c: _worst([f for f in fs if f.check == c]) for c in CHECKS if any(f.check == c for f in fs)},
-                "failed": [f.to_json() for f in fs if not f.ok],
-            })
+            rows.append(
+                {
+                    "round": r,
+                    "ok": all(f.ok for f in fs),
+                    "on_chain": rv is not None,
+                    "block": rv.block if rv else None,
+                    "timestamp": rv.timestamp if rv else None,
+                    "participants": [self.view.label(c.hospital) for c in rv.commitments] if rv else [],
+                    "n_participants": len(rv.commitments) if rv else 0,
+                    "total_samples": rv.total_samples if rv else None,
+                    "aggregate_hash": to_hex(rv.aggregate_hash) if rv else None,
+                    "checks": {
+                        c: _worst([f for f in fs if f.check == c]) for c in CHECKS if any(f.check == c for f in fs)
+                    },
+                    "failed": [f.to_json() for f in fs if not f.ok],
+                }
+            )
         return rows
 
     def to_json(self) -> dict[str, Any]:
@@ -1102,11 +1480,14 @@ class AuditResult:
         hospitals = {}
         for a, hv in v.hospitals.items():
             eps = self.epsilon.get(a, {})
-            hospitals[a] = {"label": v.labels.get(a), "budget": None if hv.budget_micro >= 2**64 - 1
-                            else hv.budget_micro / 1e6, "budget_micro": hv.budget_micro,
-                            "epsilon": {str(r): e for r, e in sorted(eps.items())},
-                            "final_epsilon": max(eps.values()) if eps else 0.0,
-                            "status_events": [{"block": b, "log_index": li, "kind": k} for b, li, k in sorted(hv.events)]}
+            hospitals[a] = {
+                "label": v.labels.get(a),
+                "budget": None if hv.budget_micro >= 2**64 - 1 else hv.budget_micro / 1e6,
+                "budget_micro": hv.budget_micro,
+                "epsilon": {str(r): e for r, e in sorted(eps.items())},
+                "final_epsilon": max(eps.values()) if eps else 0.0,
+                "status_events": [{"block": b, "log_index": li, "kind": k} for b, li, k in sorted(hv.events)],
+            }
         return {
             "format": FORMAT,
             "ok": self.ok,
@@ -1141,8 +1522,13 @@ def _worst(fs: Iterable[Finding]) -> str:
     return "pass"
 
 
-def audit(view: ChainView, store_dir: Path | None = None, context_bytes: bytes | None = None,
-          resum: bool = True, reference_signatures: bool = False) -> AuditResult:
+def audit(
+    view: ChainView,
+    store_dir: Path | None = None,
+    context_bytes: bytes | None = None,
+    resum: bool = True,
+    reference_signatures: bool = False,
+) -> AuditResult:
     """Run every check; artifact checks only when ``store_dir`` is given."""
     t0 = time.perf_counter()
     merkle_findings: list[Finding] = []
@@ -1150,14 +1536,26 @@ def audit(view: ChainView, store_dir: Path | None = None, context_bytes: bytes |
         merkle_findings = attach_merkle_leaves(view, Path(store_dir))
         learn_labels(view, Path(store_dir))
     elif any(rv.mode == 2 for rv in view.rounds):
-        view.notices.append("Merkle-mode rounds: their commitments are only in the artifact store; without it "
-                            "signatures, consent and budgets of those rounds are not checked")
-    findings = merkle_findings + check_study(view) + check_hash_chain(view) + check_participants(view, reference_signatures) \
+        view.notices.append(
+            "Merkle-mode rounds: their commitments are only in the artifact store; without it "
+            "signatures, consent and budgets of those rounds are not checked"
+        )
+    findings = (
+        merkle_findings
+        + check_study(view)
+        + check_hash_chain(view)
+        + check_participants(view, reference_signatures)
         + check_privacy(view)
+    )
     if store_dir is not None:
         store_dir = Path(store_dir)
-        encrypted = any(bool((_Store(store_dir).manifest(r) or {}).get("encrypted")) for r in
-                        _Store(store_dir).round_numbers()[:1]) or view.context_hash != ZERO32
+        encrypted = (
+            any(
+                bool((_Store(store_dir).manifest(r) or {}).get("encrypted"))
+                for r in _Store(store_dir).round_numbers()[:1]
+            )
+            or view.context_hash != ZERO32
+        )
         findings += check_context(view, context_bytes, encrypted)
         ctx = None
         if context_bytes is not None:

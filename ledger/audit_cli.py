@@ -32,27 +32,43 @@ class AuditSetupError(RuntimeError):
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("audit", help="verify a study's history from the chain (no secret key needed)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "audit",
+        help="verify a study's history from the chain (no secret key needed)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     src = p.add_argument_group("where the study is")
     src.add_argument("--run-dir", type=Path, help="a study's run directory (study.json, artifact store, anvil state)")
     src.add_argument("--rpc", help="JSON-RPC URL of the chain")
     src.add_argument("--contract", help="StudyLedger contract address")
     src.add_argument("--study", help="study id (0x + 64 hex)")
-    src.add_argument("--from-block", type=int, default=None, help="block to read events from (default: deploy block or 0)")
+    src.add_argument(
+        "--from-block", type=int, default=None, help="block to read events from (default: deploy block or 0)"
+    )
     src.add_argument("--artifacts", type=Path, help="artifact store to check against the chain (a run directory)")
-    src.add_argument("--context", type=Path, help="the aggregator's PUBLIC CKKS context (default: "
-                     "<artifacts>/keys/ckks/aggregator_public.ctx)")
+    src.add_argument(
+        "--context",
+        type=Path,
+        help="the aggregator's PUBLIC CKKS context (default: <artifacts>/keys/ckks/aggregator_public.ctx)",
+    )
     out = p.add_argument_group("reports")
     out.add_argument("--json", type=Path, help="write the JSON verdict here (run-dir default: DIR/audit.json)")
     out.add_argument("--html", type=Path, help="write the HTML report here (run-dir default: DIR/audit.html)")
     out.add_argument("--no-resum", action="store_true", help="skip re-summing the stored ciphertexts")
-    out.add_argument("--reference-signatures", action="store_true",
-                     help="recover every signer with fedledger.commitment.recover_signer (slower)")
+    out.add_argument(
+        "--reference-signatures",
+        action="store_true",
+        help="recover every signer with fedledger.commitment.recover_signer (slower)",
+    )
     fol = p.add_argument_group("watch mode (regulators)")
     fol.add_argument("--follow", action="store_true", help="poll for new rounds, print each, alert on problems")
-    fol.add_argument("--alert-share", type=float, default=0.8,
-                     help="alert when a hospital has spent this share of its epsilon budget (default 0.8)")
+    fol.add_argument(
+        "--alert-share",
+        type=float,
+        default=0.8,
+        help="alert when a hospital has spent this share of its epsilon budget (default 0.8)",
+    )
     fol.add_argument("--poll-interval", type=float, default=5.0, help="seconds between polls (default 5)")
     fol.add_argument("--max-polls", type=int, default=None, help="stop after N polls (default: run until Ctrl-C)")
     p.set_defaults(handler=handle)
@@ -99,8 +115,10 @@ def open_run_dir_chain(run_dir: Path, spec: dict[str, Any], stack: ExitStack):
 
         live = lookup(contract)
         if live is None:
-            raise AuditSetupError("this study ran on an in-process eth_tester chain that no longer exists; "
-                                  "audit it from the process that ran it, or use the anvil backend")
+            raise AuditSetupError(
+                "this study ran on an in-process eth_tester chain that no longer exists; "
+                "audit it from the process that ran it, or use the anvil backend"
+            )
         return live.w3
     url = chain.get("rpc_url")
     if url and backend == "rpc":
@@ -109,9 +127,10 @@ def open_run_dir_chain(run_dir: Path, spec: dict[str, Any], stack: ExitStack):
             raise AuditSetupError(f"no StudyLedger at {contract} on {url}")
         return w3
     if backend == "anvil":
-        from ledger.chains import STATE_FILE, _rpc_answers, reopen_anvil
+        from ledger.chains import STATE_FILE, reopen_anvil
+        from ledger.rpc import rpc_answers
 
-        if url and _rpc_answers(url, 0.3):
+        if url and rpc_answers(url, 0.3):
             w3 = _rpc_w3(url)
             if _has_code(w3, contract):
                 return w3
@@ -144,14 +163,30 @@ def find_context(store: Path | None, spec: dict[str, Any] | None, explicit: Path
 # ------------------------------------------------------------------------------ entry points
 
 
-def run_audit(w3, contract: str, study_id: str | bytes, *, store: Path | None = None, context_bytes: bytes | None = None,
-              from_block: int = 0, resum: bool = True, reference_signatures: bool = False) -> A.AuditResult:
+def run_audit(
+    w3,
+    contract: str,
+    study_id: str | bytes,
+    *,
+    store: Path | None = None,
+    context_bytes: bytes | None = None,
+    from_block: int = 0,
+    resum: bool = True,
+    reference_signatures: bool = False,
+) -> A.AuditResult:
     view = A.read_chain_view(w3, contract, study_id, from_block=from_block)
     return A.audit(view, store, context_bytes, resum=resum, reference_signatures=reference_signatures)
 
 
-def audit_run_dir(run_dir: Path, console: Any = None, *, json_path: Path | None = None,
-                  html_path: Path | None = None, w3: Any = None, quiet: bool = False) -> dict[str, Any]:
+def audit_run_dir(
+    run_dir: Path,
+    console: Any = None,
+    *,
+    json_path: Path | None = None,
+    html_path: Path | None = None,
+    w3: Any = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
     """Audit a finished study from its run directory; write DIR/audit.json and DIR/audit.html.
 
     Returns the JSON verdict (key ``ok``). Never raises for an audit that
@@ -167,9 +202,14 @@ def audit_run_dir(run_dir: Path, console: Any = None, *, json_path: Path | None 
         spec = _study_spec(run_dir)
         with ExitStack() as stack:
             w3 = w3 or open_run_dir_chain(run_dir, spec, stack)
-            result = run_audit(w3, spec["chain"]["contract"], spec["study_id"], store=run_dir,
-                               context_bytes=find_context(run_dir, spec, None),
-                               from_block=int(spec["chain"].get("deploy_block") or 0))
+            result = run_audit(
+                w3,
+                spec["chain"]["contract"],
+                spec["study_id"],
+                store=run_dir,
+                context_bytes=find_context(run_dir, spec, None),
+                from_block=int(spec["chain"].get("deploy_block") or 0),
+            )
     except Exception as exc:  # the launcher must get a verdict, not a traceback
         verdict = {"format": A.FORMAT, "ok": False, "error": f"{type(exc).__name__}: {exc}", "failures": []}
         write_json(verdict, json_path)
@@ -196,7 +236,9 @@ def handle(args: argparse.Namespace) -> int:
                 w3 = open_run_dir_chain(args.run_dir, spec, stack) if not args.rpc else _rpc_w3(args.rpc)
                 contract = args.contract or spec["chain"]["contract"]
                 study = args.study or spec["study_id"]
-                from_block = args.from_block if args.from_block is not None else int(spec["chain"].get("deploy_block") or 0)
+                from_block = (
+                    args.from_block if args.from_block is not None else int(spec["chain"].get("deploy_block") or 0)
+                )
                 store = store or args.run_dir
                 json_path = args.json or args.run_dir / "audit.json"
                 html_path = args.html or args.run_dir / "audit.html"
@@ -208,11 +250,26 @@ def handle(args: argparse.Namespace) -> int:
                 from_block = args.from_block or 0
                 json_path, html_path = args.json, args.html
             if args.follow:
-                return follow(w3, contract, study, console, alert_share=args.alert_share,
-                              poll_interval=args.poll_interval, max_polls=args.max_polls, from_block=from_block)
-            result = run_audit(w3, contract, study, store=store, context_bytes=find_context(store, spec, args.context),
-                               from_block=from_block, resum=not args.no_resum,
-                               reference_signatures=args.reference_signatures)
+                return follow(
+                    w3,
+                    contract,
+                    study,
+                    console,
+                    alert_share=args.alert_share,
+                    poll_interval=args.poll_interval,
+                    max_polls=args.max_polls,
+                    from_block=from_block,
+                )
+            result = run_audit(
+                w3,
+                contract,
+                study,
+                store=store,
+                context_bytes=find_context(store, spec, args.context),
+                from_block=from_block,
+                resum=not args.no_resum,
+                reference_signatures=args.reference_signatures,
+            )
     except Exception as exc:
         console.print(f"[bold red]AUDIT ERROR[/]: {type(exc).__name__}: {exc}")
         return 2
@@ -229,8 +286,17 @@ def handle(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ watch mode
 
 
-def follow(w3, contract: str, study: str, console: Any, *, alert_share: float = 0.8, poll_interval: float = 5.0,
-           max_polls: int | None = None, from_block: int = 0) -> int:
+def follow(
+    w3,
+    contract: str,
+    study: str,
+    console: Any,
+    *,
+    alert_share: float = 0.8,
+    poll_interval: float = 5.0,
+    max_polls: int | None = None,
+    from_block: int = 0,
+) -> int:
     """Poll the chain; print each newly recorded round; alert on failed checks, budget share, odd events.
 
     Returns 1 if any alert was raised, else 0 (when ``max_polls`` ends the watch).
@@ -258,9 +324,11 @@ def follow(w3, contract: str, study: str, console: Any, *, alert_share: float = 
                     continue
                 seen_rounds.add(rv.round)
                 bad = by_round.get(rv.round, [])
-                console.print(f"round {rv.round}: block {rv.block}, {len(rv.commitments)} hospitals, "
-                              f"{rv.total_samples} samples, aggregate {A.to_hex(rv.aggregate_hash)[:18]}.. "
-                              + ("[green]ok[/]" if not bad else "[bold red]FAIL[/]"))
+                console.print(
+                    f"round {rv.round}: block {rv.block}, {len(rv.commitments)} hospitals, "
+                    f"{rv.total_samples} samples, aggregate {A.to_hex(rv.aggregate_hash)[:18]}.. "
+                    + ("[green]ok[/]" if not bad else "[bold red]FAIL[/]")
+                )
                 for f in bad:
                     alerts += 1
                     console.print(f"[bold red]ALERT[/] round {f.round} {f.hospital or ''} {f.check}: {f.message}")
@@ -279,8 +347,10 @@ def follow(w3, contract: str, study: str, console: Any, *, alert_share: float = 
                 if budget > 0 and spent >= alert_share * budget:
                     share_alerted.add(addr)
                     alerts += 1
-                    console.print(f"[bold yellow]ALERT[/] hospital {view.label(addr)} has spent epsilon {spent:.3f}, "
-                                  f"{spent / budget:.0%} of its budget {budget:.3f}")
+                    console.print(
+                        f"[bold yellow]ALERT[/] hospital {view.label(addr)} has spent epsilon {spent:.3f}, "
+                        f"{spent / budget:.0%} of its budget {budget:.3f}"
+                    )
             for n in view.notices:
                 if n not in seen_notices:
                     seen_notices.add(n)
@@ -317,6 +387,7 @@ def _role_notices(client, from_block: int) -> list[str]:
         for ev in evs:
             if ev["blockNumber"] > deploy_block:
                 a = ev["args"]
-                out.append(f"block {ev['blockNumber']}: {name} role 0x{bytes(a['role']).hex()[:8]}.. "
-                           f"account {a['account']}")
+                out.append(
+                    f"block {ev['blockNumber']}: {name} role 0x{bytes(a['role']).hex()[:8]}.. account {a['account']}"
+                )
     return out

@@ -61,10 +61,15 @@ def print_report(result: AuditResult | dict[str, Any], console: Any = None) -> N
     show = rows
     if len(rows) > MAX_TABLE_ROWS:
         head, tail = rows[:5], rows[-5:]
-        show = head + [r for r in rows[5:-5] if not r["ok"]][:MAX_TABLE_ROWS - 10] + tail
-    table = Table(title=f"audit of study {j['study_id'][:18]}.. on chain {j['chain_id']} ({j['contract']})",
-                  show_lines=False, box=box.SIMPLE_HEAD, pad_edge=False,
-                  collapse_padding=True)
+        show = head + [r for r in rows[5:-5] if not r["ok"]][: MAX_TABLE_ROWS - 10] + tail
+    table = Table(
+        title=f"audit of study {j['study_id'][:18]}.. on chain {j['chain_id']} ({j['contract']})",
+        show_lines=False,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+
     def col(name: str, justify: str = "right") -> None:
         table.add_column(name, justify=justify, min_width=len(name), no_wrap=True)
 
@@ -77,11 +82,14 @@ def print_report(result: AuditResult | dict[str, Any], console: Any = None) -> N
         col(g, "center")
     col("verdict", "center")
     for r in show:
-        table.add_row(str(r["round"]), str(r["block"] if r["block"] is not None else "-"),
-                      str(r["n_participants"]),
-                      str(r["total_samples"] if r["total_samples"] is not None else "-"),
-                      *[_mark(group_status(r["checks"], GROUPS[g])) for g in groups],
-                      "[green]PASS[/]" if r["ok"] else "[bold red]FAIL[/]")
+        table.add_row(
+            str(r["round"]),
+            str(r["block"] if r["block"] is not None else "-"),
+            str(r["n_participants"]),
+            str(r["total_samples"] if r["total_samples"] is not None else "-"),
+            *[_mark(group_status(r["checks"], GROUPS[g])) for g in groups],
+            "[green]PASS[/]" if r["ok"] else "[bold red]FAIL[/]",
+        )
     console.print(table)
     if len(show) < len(rows):
         console.print(f"[dim]({len(rows) - len(show)} passing rounds not shown; see the JSON/HTML report)[/]")
@@ -90,21 +98,29 @@ def print_report(result: AuditResult | dict[str, Any], console: Any = None) -> N
         where = f"round {f['round']}" if f["round"] is not None else "study"
         label = (j["hospitals"].get(f["hospital"]) or {}).get("label") if f["hospital"] else None
         who = f" hospital {label or f['hospital']}" if f["hospital"] else ""
-        console.print(f"[red]FAIL[/] {where}{who} [bold]{f['check']}[/]: {html.unescape(f['message'])}",
-                      highlight=False, markup=True)
+        console.print(
+            f"[red]FAIL[/] {where}{who} [bold]{f['check']}[/]: {html.unescape(f['message'])}",
+            highlight=False,
+            markup=True,
+        )
     for n in j.get("notices", []):
         console.print(f"[yellow]notice[/] {n}")
-    eps_line = ", ".join(f"{_short(h.get('label') or a)} {h['final_epsilon']:.3f}"
-                         + (f"/{h['budget']:.3f}" if h.get("budget") is not None else "")
-                         for a, h in j["hospitals"].items())
+    eps_line = ", ".join(
+        f"{_short(h.get('label') or a)} {h['final_epsilon']:.3f}"
+        + (f"/{h['budget']:.3f}" if h.get("budget") is not None else "")
+        for a, h in j["hospitals"].items()
+    )
     if eps_line:
         console.print(f"epsilon spent/budget: {eps_line}")
-    counts = ", ".join(f"{k} {v['pass']}/{v['pass'] + v['fail']}" for k, v in j["checks"].items()
-                       if v["pass"] + v["fail"])
+    counts = ", ".join(
+        f"{k} {v['pass']}/{v['pass'] + v['fail']}" for k, v in j["checks"].items() if v["pass"] + v["fail"]
+    )
     console.print(f"checks passed: {counts}")
     verdict = "[bold green]AUDIT PASS[/]" if j["ok"] else f"[bold red]AUDIT FAIL[/] ({len(j['failures'])} failure(s))"
-    console.print(f"{verdict}: {j['rounds_on_chain']} rounds, artifacts "
-                  f"{'checked' if j['artifacts_checked'] else 'not checked (chain only)'}, {j['duration_s']:.2f}s")
+    console.print(
+        f"{verdict}: {j['rounds_on_chain']} rounds, artifacts "
+        f"{'checked' if j['artifacts_checked'] else 'not checked (chain only)'}, {j['duration_s']:.2f}s"
+    )
 
 
 def write_json(result: AuditResult | dict[str, Any], path: Path) -> dict[str, Any]:
@@ -212,59 +228,80 @@ def render_html(result: AuditResult | dict[str, Any], alert_share: float | None 
     j = result.to_json() if isinstance(result, AuditResult) else result
     e = html.escape
     ok = j["ok"]
-    meta = [("study id", f"<code>{e(j['study_id'])}</code>"), ("chain id", str(j["chain_id"])),
-            ("contract", f"<code>{e(j['contract'])}</code>"), ("aggregator", f"<code>{e(str(j['aggregator']))}</code>"),
-            ("initial model hash", f"<code>{e(j['initial_model_hash'])}</code>"),
-            ("CKKS context hash", f"<code>{e(j['context_hash'])}</code>"),
-            ("code version", e(str(j.get("code_version", "")))),
-            ("rounds on chain", str(j["rounds_on_chain"])),
-            ("artifact store", "checked" if j["artifacts_checked"] else "not checked (chain only)"),
-            ("audit time", f"{j['duration_s']:.2f} s")]
-    parts = [f"<!doctype html><html><head><meta charset=utf-8><title>FedLedger audit {e(j['study_id'][:18])}</title>"
-             f"<style>{_CSS}</style></head><body>",
-             "<h1>FedLedger audit report</h1>",
-             f"<p><span class='verdict {'pass' if ok else 'fail'}'>{'PASS' if ok else 'FAIL'}</span> "
-             f"&nbsp;{len(j['failures'])} failure(s), {j['rounds_on_chain']} rounds, "
-             f"{len(j['hospitals'])} hospitals</p>",
-             "<table class=meta>" + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in meta) + "</table>"]
+    meta = [
+        ("study id", f"<code>{e(j['study_id'])}</code>"),
+        ("chain id", str(j["chain_id"])),
+        ("contract", f"<code>{e(j['contract'])}</code>"),
+        ("aggregator", f"<code>{e(str(j['aggregator']))}</code>"),
+        ("initial model hash", f"<code>{e(j['initial_model_hash'])}</code>"),
+        ("CKKS context hash", f"<code>{e(j['context_hash'])}</code>"),
+        ("code version", e(str(j.get("code_version", "")))),
+        ("rounds on chain", str(j["rounds_on_chain"])),
+        ("artifact store", "checked" if j["artifacts_checked"] else "not checked (chain only)"),
+        ("audit time", f"{j['duration_s']:.2f} s"),
+    ]
+    parts = [
+        f"<!doctype html><html><head><meta charset=utf-8><title>FedLedger audit {e(j['study_id'][:18])}</title>"
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>FedLedger audit report</h1>",
+        f"<p><span class='verdict {'pass' if ok else 'fail'}'>{'PASS' if ok else 'FAIL'}</span> "
+        f"&nbsp;{len(j['failures'])} failure(s), {j['rounds_on_chain']} rounds, "
+        f"{len(j['hospitals'])} hospitals</p>",
+        "<table class=meta>" + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in meta) + "</table>",
+    ]
     if j["failures"]:
         parts.append("<h2>Failures</h2><table><tr><th>round</th><th>hospital</th><th>check</th><th>message</th></tr>")
         for f in j["failures"]:
             label = (j["hospitals"].get(f["hospital"]) or {}).get("label") if f["hospital"] else None
             who = f"{label}<br><code>{e(f['hospital'])}</code>" if label else e(str(f["hospital"] or "-"))
-            parts.append(f"<tr><td>{f['round'] if f['round'] is not None else 'study'}</td>"
-                         f"<td>{who}</td><td>{e(f['check'])}</td><td>{e(f['message'])}</td></tr>")
+            parts.append(
+                f"<tr><td>{f['round'] if f['round'] is not None else 'study'}</td>"
+                f"<td>{who}</td><td>{e(f['check'])}</td><td>{e(f['message'])}</td></tr>"
+            )
         parts.append("</table>")
     parts.append("<h2>Privacy</h2>")
     parts.append(f"<img alt='epsilon per hospital' src='{plot_epsilon(j, alert_share)}'>")
-    parts.append("<table><tr><th>hospital</th><th>address</th><th>budget</th><th>final epsilon</th><th>share</th>"
-                 "<th>consent events (block)</th></tr>")
+    parts.append(
+        "<table><tr><th>hospital</th><th>address</th><th>budget</th><th>final epsilon</th><th>share</th>"
+        "<th>consent events (block)</th></tr>"
+    )
     for addr, h in j["hospitals"].items():
         budget = h.get("budget")
         share = f"{h['final_epsilon'] / budget:.0%}" if budget else "-"
         ev = ", ".join(f"{x['kind']} ({x['block']})" for x in h["status_events"])
-        parts.append(f"<tr><td>{e(str(h.get('label') or '-'))}</td><td><code>{e(addr)}</code></td>"
-                     f"<td>{'unbounded' if budget is None else f'{budget:.3f}'}</td><td>{h['final_epsilon']:.3f}</td>"
-                     f"<td>{share}</td><td>{e(ev)}</td></tr>")
+        parts.append(
+            f"<tr><td>{e(str(h.get('label') or '-'))}</td><td><code>{e(addr)}</code></td>"
+            f"<td>{'unbounded' if budget is None else f'{budget:.3f}'}</td><td>{h['final_epsilon']:.3f}</td>"
+            f"<td>{share}</td><td>{e(ev)}</td></tr>"
+        )
     parts.append("</table>")
     parts.append("<h2>Rounds</h2>")
     parts.append(f"<img alt='participants per round' src='{plot_participants(j)}'>")
     groups = [g for g in GROUPS if any(group_status(r["checks"], GROUPS[g]) for r in j["rounds"])]
     registered = {h.get("label") or a for a, h in j["hospitals"].items()}
-    parts.append("<table><tr><th>round</th><th>block</th><th>participants</th><th>samples</th>"
-                 + "".join(f"<th title='{e(', '.join(GROUPS[g]))}'>{e(g)}</th>" for g in groups)
-                 + "<th>verdict</th></tr>")
+    parts.append(
+        "<table><tr><th>round</th><th>block</th><th>participants</th><th>samples</th>"
+        + "".join(f"<th title='{e(', '.join(GROUPS[g]))}'>{e(g)}</th>" for g in groups)
+        + "<th>verdict</th></tr>"
+    )
     for r in j["rounds"]:
         took = {_short(p) for p in r["participants"]}
         absent = sorted(registered - took)
         who = f"{len(took)} of {len(registered)}" + (f" (not: {e(', '.join(absent))})" if absent and took else "")
-        parts.append(f"<tr><td>{r['round']}</td><td>{r['block'] if r['block'] is not None else '-'}</td>"
-                     f"<td title='{e(', '.join(sorted(took)))}'>{who}</td>"
-                     f"<td>{r['total_samples'] if r['total_samples'] is not None else '-'}</td>"
-                     + "".join(_cell(group_status(r["checks"], GROUPS[g]),
-                                     ", ".join(f"{c}: {r['checks'][c]}" for c in GROUPS[g] if c in r["checks"]))
-                               for g in groups)
-                     + _cell("pass" if r["ok"] else "fail") + "</tr>")
+        parts.append(
+            f"<tr><td>{r['round']}</td><td>{r['block'] if r['block'] is not None else '-'}</td>"
+            f"<td title='{e(', '.join(sorted(took)))}'>{who}</td>"
+            f"<td>{r['total_samples'] if r['total_samples'] is not None else '-'}</td>"
+            + "".join(
+                _cell(
+                    group_status(r["checks"], GROUPS[g]),
+                    ", ".join(f"{c}: {r['checks'][c]}" for c in GROUPS[g] if c in r["checks"]),
+                )
+                for g in groups
+            )
+            + _cell("pass" if r["ok"] else "fail")
+            + "</tr>"
+        )
     parts.append("</table>")
     if j.get("released"):
         parts.append("<h2>Released models</h2><table><tr><th>round</th><th>model hash (on chain)</th></tr>")
@@ -273,10 +310,14 @@ def render_html(result: AuditResult | dict[str, Any], alert_share: float | None 
     if j.get("notices"):
         parts.append("<h2>Notices</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in j["notices"]) + "</ul>")
     parts.append("<h2>Checks</h2><table><tr><th>check</th><th>pass</th><th>fail</th><th>skip</th></tr>")
-    parts += [f"<tr><td>{e(k)}</td><td>{v['pass']}</td><td>{v['fail']}</td><td>{v['skip']}</td></tr>"
-              for k, v in j["checks"].items()]
-    parts.append("</table><p style='color:#888;font-size:12px'>Generated by <code>fedledger audit</code> "
-                 "(format fedledger-audit-v1). No secret key was used. See docs/AUDIT.md.</p></body></html>")
+    parts += [
+        f"<tr><td>{e(k)}</td><td>{v['pass']}</td><td>{v['fail']}</td><td>{v['skip']}</td></tr>"
+        for k, v in j["checks"].items()
+    ]
+    parts.append(
+        "</table><p style='color:#888;font-size:12px'>Generated by <code>fedledger audit</code> "
+        "(format fedledger-audit-v1). No secret key was used. See docs/AUDIT.md.</p></body></html>"
+    )
     return "\n".join(parts)
 
 

@@ -39,8 +39,9 @@ from typing import Any
 import requests
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from web3 import EthereumTesterProvider, HTTPProvider, Web3
-from web3.types import RPCEndpoint
+from web3 import EthereumTesterProvider, Web3
+
+from ledger.rpc import http_w3, rpc_answers
 
 log = logging.getLogger("fedledger.ledger.chains")
 
@@ -178,27 +179,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rpc_answers(url: str, timeout: float = 1.0) -> bool:
-    try:
-        r = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=timeout)
-        return r.ok and "result" in r.json()
-    except (requests.RequestException, ValueError):
-        return False
-
-
 def _spawn_anvil(run_dir: Path, port: int, timeout: float) -> subprocess.Popen:
     chain_dir = run_dir / "chain"
     chain_dir.mkdir(parents=True, exist_ok=True)
     state = chain_dir / STATE_FILE
     cmd = [
         anvil_binary(),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--chain-id", str(LOCAL_CHAIN_ID),
-        "--accounts", str(DEV_ACCOUNTS),
-        "--mnemonic", DEV_MNEMONIC,
-        "--state", str(state),
-        "--state-interval", "5",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--chain-id",
+        str(LOCAL_CHAIN_ID),
+        "--accounts",
+        str(DEV_ACCOUNTS),
+        "--mnemonic",
+        DEV_MNEMONIC,
+        "--state",
+        str(state),
+        "--state-interval",
+        "5",
         "--quiet",
     ]
     log_path = chain_dir / "anvil.log"
@@ -209,9 +209,11 @@ def _spawn_anvil(run_dir: Path, port: int, timeout: float) -> subprocess.Popen:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ChainError(f"anvil exited with code {proc.returncode}; see {log_path}: "
-                             f"{log_path.read_text(errors='replace')[-2000:]}")
-        if _rpc_answers(url, timeout=0.5):
+            raise ChainError(
+                f"anvil exited with code {proc.returncode}; see {log_path}: "
+                f"{log_path.read_text(errors='replace')[-2000:]}"
+            )
+        if rpc_answers(url, timeout=0.5):
             (chain_dir / "anvil.json").write_text(json.dumps({"port": port, "url": url, "state": str(state)}))
             return proc
         time.sleep(0.05)
@@ -220,20 +222,21 @@ def _spawn_anvil(run_dir: Path, port: int, timeout: float) -> subprocess.Popen:
     raise ChainError(f"anvil did not answer at {url} within {timeout:.0f}s; see {log_path}")
 
 
-def _http_w3(url: str, timeout: float = 10.0) -> Web3:
-    # Retries are the ledger client's job (with its own backoff and limits). web3's validation asks
-    # eth_chainId before every call; an endpoint's chain id does not change, so that one answer is cached.
-    return Web3(HTTPProvider(url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None,
-                             cache_allowed_requests=True, cacheable_requests={RPCEndpoint("eth_chainId")}))
-
-
 def _start_anvil(run_dir: Path, port: int | None = None, timeout: float = 15.0) -> Chain:
     port = port or free_port()
     proc = _spawn_anvil(run_dir, port, timeout)
     url = f"http://127.0.0.1:{port}"
-    w3 = _http_w3(url)
-    return Chain(w3=w3, chain_id=w3.eth.chain_id, backend="anvil", funded_accounts=dev_accounts(),
-                 rpc_url=url, run_dir=run_dir, _process=proc, _port=port)
+    w3 = http_w3(url)
+    return Chain(
+        w3=w3,
+        chain_id=w3.eth.chain_id,
+        backend="anvil",
+        funded_accounts=dev_accounts(),
+        rpc_url=url,
+        run_dir=run_dir,
+        _process=proc,
+        _port=port,
+    )
 
 
 def reopen_anvil(run_dir: Path, port: int | None = None, timeout: float = 15.0) -> Chain:
@@ -249,7 +252,7 @@ def reopen_anvil(run_dir: Path, port: int | None = None, timeout: float = 15.0) 
         meta = run_dir / "chain" / "anvil.json"
         if meta.exists():
             recorded = int(json.loads(meta.read_text())["port"])
-            port = recorded if not _rpc_answers(f"http://127.0.0.1:{recorded}", 0.3) and _port_free(recorded) else None
+            port = recorded if not rpc_answers(f"http://127.0.0.1:{recorded}", 0.3) and _port_free(recorded) else None
     return _start_anvil(run_dir, port, timeout)
 
 
@@ -307,7 +310,7 @@ def _connect_rpc(rpc_url: str | None, key_env: str | None, keystore: Path | None
     if not rpc_url:
         raise ChainError("backend 'rpc' needs rpc_url")
     account = load_aggregator_account(key_env, keystore)
-    w3 = _http_w3(rpc_url)
+    w3 = http_w3(rpc_url)
     try:
         chain_id = w3.eth.chain_id
     except (requests.RequestException, OSError) as exc:

@@ -13,13 +13,11 @@ can never produce a second, different transaction. A revert raises
 from __future__ import annotations
 
 import ast
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
@@ -30,20 +28,23 @@ from web3 import EthereumTesterProvider, Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound
 from web3.logs import DISCARD
 
+from fedledger.commitment import Domain, RoundCommitment, domain
+from fedledger.hashing import as_bytes32
+from ledger.compile import load_artifact
+
 try:  # eth-tester (py-evm in-process) raises its own type instead of web3's
     from eth_tester.exceptions import TransactionFailed as _TesterFailed
 except ImportError:  # pragma: no cover - eth-tester is a dependency, but optional at runtime
+
     class _TesterFailed(Exception):  # type: ignore[no-redef]
         pass
 
+
 REVERT_ERRORS: tuple[type[BaseException], ...] = (ContractLogicError, _TesterFailed)
 
-from fedledger.hashing import as_bytes32
-from fedledger.commitment import Domain, RoundCommitment, domain
 
 log = logging.getLogger("fedledger.ledger.client")
 
-ARTIFACT_PATH = Path(__file__).resolve().parent / "artifacts" / "StudyLedger.json"
 HOSPITAL_STATUS = ("none", "registered", "consented", "withdrawn")
 MODE_SIGNED = 1  # RoundRecord.mode: every commitment verified on-chain (recordRound)
 MODE_MERKLE = 2  # RoundRecord.mode: Merkle root of the commitments only (recordRoundMerkle)
@@ -87,10 +88,6 @@ def _show(v: Any) -> str:
     if isinstance(v, (bytes, bytearray)):
         return "0x" + bytes(v).hex()
     return str(v)
-
-
-def load_artifact(path: Path = ARTIFACT_PATH) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 _b32 = as_bytes32
@@ -178,14 +175,6 @@ class RoundEvent:
         return self.commitments_hash if self.mode == MODE_MERKLE else None
 
 
-def commitments_hash(digests: Sequence[bytes]) -> bytes:
-    """The contract's running hash of EIP-712 digests: h_i = keccak256(h_{i-1} || d_i), h_0 = 0."""
-    acc = b"\x00" * 32
-    for d in digests:
-        acc = keccak(acc + bytes(d))
-    return acc
-
-
 # ------------------------------------------------------------------ client
 
 
@@ -240,8 +229,14 @@ class LedgerClient:
         tmp = cls.__new__(cls)
         LedgerClient.__init__(tmp, w3, "0x" + "00" * 20, admin_account, abi=artifact["abi"], **kwargs)
         receipt = tmp._transact(factory.constructor(admin_account.address), admin_account, "deploy StudyLedger")
-        client = cls(w3, receipt["contractAddress"], admin_account, abi=artifact["abi"],
-                     deploy_block=receipt["blockNumber"], **kwargs)
+        client = cls(
+            w3,
+            receipt["contractAddress"],
+            admin_account,
+            abi=artifact["abi"],
+            deploy_block=receipt["blockNumber"],
+            **kwargs,
+        )
         client._nonces = tmp._nonces
         log.info("StudyLedger deployed at %s (block %d)", client.address, receipt["blockNumber"])
         return client
@@ -252,20 +247,39 @@ class LedgerClient:
 
     def with_account(self, account: LocalAccount) -> "LedgerClient":
         """Same contract and nonce book, different default sender."""
-        other = LedgerClient(self.w3, self.address, account, abi=self.abi, max_attempts=self.max_attempts,
-                             backoff_s=self.backoff_s, max_backoff_s=self.max_backoff_s,
-                             receipt_timeout_s=self.receipt_timeout_s, deploy_block=self.deploy_block,
-                             gas_limit=self.gas_limit)
+        other = LedgerClient(
+            self.w3,
+            self.address,
+            account,
+            abi=self.abi,
+            max_attempts=self.max_attempts,
+            backoff_s=self.backoff_s,
+            max_backoff_s=self.max_backoff_s,
+            receipt_timeout_s=self.receipt_timeout_s,
+            deploy_block=self.deploy_block,
+            gas_limit=self.gas_limit,
+        )
         other._nonces = self._nonces
         return other
 
     def with_options(self, **options: Any) -> "LedgerClient":
         """Same contract, sender and nonce book; other retry/timeout settings."""
-        settings = {"max_attempts": self.max_attempts, "backoff_s": self.backoff_s,
-                    "max_backoff_s": self.max_backoff_s, "receipt_timeout_s": self.receipt_timeout_s}
+        settings = {
+            "max_attempts": self.max_attempts,
+            "backoff_s": self.backoff_s,
+            "max_backoff_s": self.max_backoff_s,
+            "receipt_timeout_s": self.receipt_timeout_s,
+        }
         settings.update(options)
-        other = LedgerClient(self.w3, self.address, self.account, abi=self.abi, deploy_block=self.deploy_block,
-                             gas_limit=self.gas_limit, **settings)
+        other = LedgerClient(
+            self.w3,
+            self.address,
+            self.account,
+            abi=self.abi,
+            deploy_block=self.deploy_block,
+            gas_limit=self.gas_limit,
+            **settings,
+        )
         other._nonces = self._nonces
         return other
 
@@ -288,8 +302,11 @@ class LedgerClient:
 
     def grant_study_admin(self, account: str, sender: LocalAccount | None = None) -> RecordReceipt:
         role = self._call(lambda: self.contract.functions.STUDY_ADMIN_ROLE().call(), "read role")
-        return self._receipt(self._transact(self.contract.functions.grantRole(role, to_checksum_address(account)),
-                                            sender, "grant STUDY_ADMIN_ROLE"))
+        return self._receipt(
+            self._transact(
+                self.contract.functions.grantRole(role, to_checksum_address(account)), sender, "grant STUDY_ADMIN_ROLE"
+            )
+        )
 
     def register_study(
         self,
@@ -305,24 +322,40 @@ class LedgerClient:
         sender: LocalAccount | None = None,
     ) -> RecordReceipt:
         fn = self.contract.functions.registerStudy(
-            _b32(study_id), _b32(config_hash), _b32(initial_model_hash), _b32(context_hash), code_version,
-            to_checksum_address(aggregator), int(expiry), [to_checksum_address(h) for h in hospitals],
+            _b32(study_id),
+            _b32(config_hash),
+            _b32(initial_model_hash),
+            _b32(context_hash),
+            code_version,
+            to_checksum_address(aggregator),
+            int(expiry),
+            [to_checksum_address(h) for h in hospitals],
             [int(b) for b in epsilon_budgets_micro],
         )
         return self._receipt(self._transact(fn, sender, "registerStudy"))
 
-    def add_hospitals(self, study_id: bytes | str, hospitals: Sequence[str], epsilon_budgets_micro: Sequence[int],
-                      sender: LocalAccount | None = None) -> RecordReceipt:
+    def add_hospitals(
+        self,
+        study_id: bytes | str,
+        hospitals: Sequence[str],
+        epsilon_budgets_micro: Sequence[int],
+        sender: LocalAccount | None = None,
+    ) -> RecordReceipt:
         """Register more hospitals for an existing study (large consortia register in batches)."""
-        fn = self.contract.functions.addHospitals(_b32(study_id), [to_checksum_address(h) for h in hospitals],
-                                                  [int(b) for b in epsilon_budgets_micro])
+        fn = self.contract.functions.addHospitals(
+            _b32(study_id), [to_checksum_address(h) for h in hospitals], [int(b) for b in epsilon_budgets_micro]
+        )
         return self._receipt(self._transact(fn, sender, f"addHospitals({len(hospitals)})"))
 
     def consent(self, study_id: bytes | str, hospital_account: LocalAccount) -> RecordReceipt:
-        return self._receipt(self._transact(self.contract.functions.consent(_b32(study_id)), hospital_account, "consent"))
+        return self._receipt(
+            self._transact(self.contract.functions.consent(_b32(study_id)), hospital_account, "consent")
+        )
 
     def withdraw(self, study_id: bytes | str, hospital_account: LocalAccount) -> RecordReceipt:
-        return self._receipt(self._transact(self.contract.functions.withdraw(_b32(study_id)), hospital_account, "withdraw"))
+        return self._receipt(
+            self._transact(self.contract.functions.withdraw(_b32(study_id)), hospital_account, "withdraw")
+        )
 
     def record_round(
         self,
@@ -336,8 +369,13 @@ class LedgerClient:
         sender: LocalAccount | None = None,
     ) -> RecordReceipt:
         fn = self.contract.functions.recordRound(
-            _b32(study_id), int(round), _b32(prev_global_hash), _b32(aggregate_hash), int(total_samples),
-            [c.as_tuple() for c in commitments], [bytes(s) for s in signatures],
+            _b32(study_id),
+            int(round),
+            _b32(prev_global_hash),
+            _b32(aggregate_hash),
+            int(total_samples),
+            [c.as_tuple() for c in commitments],
+            [bytes(s) for s in signatures],
         )
         return self._receipt(self._transact(fn, sender, f"recordRound(round={round})"))
 
@@ -359,26 +397,41 @@ class LedgerClient:
         on-chain; signatures, consent and budgets are the auditor's job.
         """
         fn = self.contract.functions.recordRoundMerkle(
-            _b32(study_id), int(round), _b32(prev_global_hash), _b32(aggregate_hash), int(total_samples),
-            _b32(commitments_root), int(participants), int(max_epsilon_micro),
+            _b32(study_id),
+            int(round),
+            _b32(prev_global_hash),
+            _b32(aggregate_hash),
+            int(total_samples),
+            _b32(commitments_root),
+            int(participants),
+            int(max_epsilon_micro),
         )
         return self._receipt(self._transact(fn, sender, f"recordRoundMerkle(round={round})"))
 
     def onchain_leaf(self, hospital: str, commitment: RoundCommitment) -> bytes:
         """``StudyLedger.commitmentLeaf``: the Merkle leaf the contract computes."""
-        return bytes(self._view(self.contract.functions.commitmentLeaf(to_checksum_address(hospital),
-                                                                       commitment.as_tuple()), "commitmentLeaf"))
+        return bytes(
+            self._view(
+                self.contract.functions.commitmentLeaf(to_checksum_address(hospital), commitment.as_tuple()),
+                "commitmentLeaf",
+            )
+        )
 
-    def merkle_member(self, study_id: bytes | str, round: int, commitment: RoundCommitment, signature: bytes,
-                      proof: Sequence[bytes]) -> str | None:
+    def merkle_member(
+        self, study_id: bytes | str, round: int, commitment: RoundCommitment, signature: bytes, proof: Sequence[bytes]
+    ) -> str | None:
         """The hospital the contract finds under a Merkle round's root (None: not a member)."""
-        a = self._view(self.contract.functions.merkleMember(_b32(study_id), int(round), commitment.as_tuple(),
-                                                            bytes(signature), [_b32(p) for p in proof]),
-                       "merkleMember")
+        a = self._view(
+            self.contract.functions.merkleMember(
+                _b32(study_id), int(round), commitment.as_tuple(), bytes(signature), [_b32(p) for p in proof]
+            ),
+            "merkleMember",
+        )
         return None if int(a, 16) == 0 else to_checksum_address(a)
 
-    def release_model(self, study_id: bytes | str, round: int, model_hash: bytes | str,
-                      sender: LocalAccount | None = None) -> RecordReceipt:
+    def release_model(
+        self, study_id: bytes | str, round: int, model_hash: bytes | str, sender: LocalAccount | None = None
+    ) -> RecordReceipt:
         fn = self.contract.functions.releaseModel(_b32(study_id), int(round), _b32(model_hash))
         return self._receipt(self._transact(fn, sender, f"releaseModel(round={round})"))
 
@@ -407,8 +460,10 @@ class LedgerClient:
 
     def onchain_recover(self, commitment: RoundCommitment, signature: bytes) -> str:
         """The signer the contract itself recovers (used to cross-check the Python side)."""
-        return self._view(self.contract.functions.recoverCommitmentSigner(commitment.as_tuple(), bytes(signature)),
-                          "recoverCommitmentSigner")
+        return self._view(
+            self.contract.functions.recoverCommitmentSigner(commitment.as_tuple(), bytes(signature)),
+            "recoverCommitmentSigner",
+        )
 
     def onchain_digest(self, commitment: RoundCommitment) -> bytes:
         return bytes(self._view(self.contract.functions.commitmentDigest(commitment.as_tuple()), "commitmentDigest"))
@@ -430,8 +485,12 @@ class LedgerClient:
         """
         sid = _b32(study_id)
         start = self.deploy_block if from_block is None else from_block
-        rounds = self._call(lambda: self.contract.events.RoundRecorded().get_logs(
-            from_block=start, to_block="latest", argument_filters={"studyId": sid}), "RoundRecorded logs")
+        rounds = self._call(
+            lambda: self.contract.events.RoundRecorded().get_logs(
+                from_block=start, to_block="latest", argument_filters={"studyId": sid}
+            ),
+            "RoundRecorded logs",
+        )
         out = []
         for ev in sorted(rounds, key=lambda e: (e["blockNumber"], e["logIndex"])):
             a = ev["args"]
@@ -440,42 +499,82 @@ class LedgerClient:
             _fn, params = self.contract.decode_function_input(tx["input"])
             if _fn.fn_name == "recordRoundMerkle":
                 if (bytes(params["commitmentsRoot"]), params["round"], bytes(params["studyId"])) != (
-                        bytes(a["commitmentsHash"]), a["round"], sid):
+                    bytes(a["commitmentsHash"]),
+                    a["round"],
+                    sid,
+                ):
                     raise LedgerError(f"round {a['round']}: calldata of tx {txh} does not match its RoundRecorded log")
-                out.append(RoundEvent(sid, a["round"], bytes(a["prevGlobalHash"]), bytes(a["aggregateHash"]),
-                                      a["totalSamples"], bytes(a["commitmentsHash"]), a["participants"],
-                                      ev["blockNumber"], txh, (), MODE_MERKLE, int(params["maxEpsilonMicro"])))
+                out.append(
+                    RoundEvent(
+                        sid,
+                        a["round"],
+                        bytes(a["prevGlobalHash"]),
+                        bytes(a["aggregateHash"]),
+                        a["totalSamples"],
+                        bytes(a["commitmentsHash"]),
+                        a["participants"],
+                        ev["blockNumber"],
+                        txh,
+                        (),
+                        MODE_MERKLE,
+                        int(params["maxEpsilonMicro"]),
+                    )
+                )
                 continue
-            call_commitments = [RoundCommitment.from_tuple(tuple(c.values()) if isinstance(c, dict) else c)
-                                for c in params["commitments"]]
+            call_commitments = [
+                RoundCommitment.from_tuple(tuple(c.values()) if isinstance(c, dict) else c)
+                for c in params["commitments"]
+            ]
             sigs = [bytes(s) for s in params["signatures"]]
             for c in call_commitments:
                 if c.study_id != sid or c.round != a["round"]:
                     raise LedgerError(f"round {a['round']}: calldata of tx {txh} does not match its RoundRecorded log")
             receipt = self._call(lambda: self.w3.eth.get_transaction_receipt(txh), "get receipt")
-            logs = sorted(self.contract.events.CommitmentRecorded().process_receipt(receipt, errors=DISCARD),
-                          key=lambda e: e["logIndex"])
+            logs = sorted(
+                self.contract.events.CommitmentRecorded().process_receipt(receipt, errors=DISCARD),
+                key=lambda e: e["logIndex"],
+            )
             if len(logs) != len(call_commitments):
-                raise LedgerError(f"round {a['round']}: {len(logs)} commitment logs but "
-                                  f"{len(call_commitments)} commitments in tx {txh}")
+                raise LedgerError(
+                    f"round {a['round']}: {len(logs)} commitment logs but "
+                    f"{len(call_commitments)} commitments in tx {txh}"
+                )
             items = []
             for log_ev, c, sig in zip(logs, call_commitments, sigs):
                 la = log_ev["args"]
                 if (bytes(la["updateHash"]), la["sampleCount"], la["epsilonMicro"]) != (
-                        c.update_hash, c.sample_count, c.epsilon_micro):
+                    c.update_hash,
+                    c.sample_count,
+                    c.epsilon_micro,
+                ):
                     raise LedgerError(f"round {a['round']}: log {log_ev['logIndex']} does not match calldata")
                 items.append(CommitmentEvent(la["hospital"], c, sig, log_ev["logIndex"]))
-            out.append(RoundEvent(sid, a["round"], bytes(a["prevGlobalHash"]), bytes(a["aggregateHash"]),
-                                  a["totalSamples"], bytes(a["commitmentsHash"]), a["participants"],
-                                  ev["blockNumber"], txh, tuple(items)))
+            out.append(
+                RoundEvent(
+                    sid,
+                    a["round"],
+                    bytes(a["prevGlobalHash"]),
+                    bytes(a["aggregateHash"]),
+                    a["totalSamples"],
+                    bytes(a["commitmentsHash"]),
+                    a["participants"],
+                    ev["blockNumber"],
+                    txh,
+                    tuple(items),
+                )
+            )
         return out
 
     def events(self, event_name: str, study_id: bytes | str | None = None, from_block: int | None = None) -> list:
         """Raw decoded logs of one event type (optionally for one study)."""
         filters = {} if study_id is None else {"studyId": _b32(study_id)}
         start = self.deploy_block if from_block is None else from_block
-        return self._call(lambda: getattr(self.contract.events, event_name)().get_logs(
-            from_block=start, to_block="latest", argument_filters=filters), f"{event_name} logs")
+        return self._call(
+            lambda: getattr(self.contract.events, event_name)().get_logs(
+                from_block=start, to_block="latest", argument_filters=filters
+            ),
+            f"{event_name} logs",
+        )
 
     # ------------------------------------------------------------ plumbing
 
@@ -489,9 +588,16 @@ class LedgerClient:
                 if attempt == self.max_attempts:
                     raise LedgerTransportError(
                         f"{what}: chain at {self._endpoint()} unreachable after {attempt} attempts "
-                        f"({type(exc).__name__})") from exc
-                log.warning("%s: chain unreachable (%s), retry %d/%d in %.2fs", what, type(exc).__name__,
-                            attempt, self.max_attempts - 1, delay)
+                        f"({type(exc).__name__})"
+                    ) from exc
+                log.warning(
+                    "%s: chain unreachable (%s), retry %d/%d in %.2fs",
+                    what,
+                    type(exc).__name__,
+                    attempt,
+                    self.max_attempts - 1,
+                    delay,
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, self.max_backoff_s)
         raise AssertionError("unreachable")
@@ -522,8 +628,9 @@ class LedgerClient:
             try:
                 tx = self._call(lambda: fn.build_transaction(params), what)
                 if self.gas_limit is not None:  # no estimate ran: preflight to name a revert
-                    self._call(lambda: self.w3.eth.call({k: tx[k] for k in ("from", "to", "data", "value")
-                                                         if k in tx}), what)
+                    self._call(
+                        lambda: self.w3.eth.call({k: tx[k] for k in ("from", "to", "data", "value") if k in tx}), what
+                    )
             except REVERT_ERRORS as exc:
                 raise self._decode_revert(exc, what) from None
             if self.gas_limit is None:
@@ -550,8 +657,12 @@ class LedgerClient:
         if receipt["status"] != 1:
             # Re-run the call at the mined block's parent state to name the error.
             try:
-                self._call(lambda: self.w3.eth.call({k: tx[k] for k in ("from", "to", "data", "value") if k in tx},
-                                                    receipt["blockNumber"] - 1), what)
+                self._call(
+                    lambda: self.w3.eth.call(
+                        {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}, receipt["blockNumber"] - 1
+                    ),
+                    what,
+                )
             except REVERT_ERRORS as exc:
                 raise self._decode_revert(exc, what) from None
             raise LedgerRevert("UnknownRevert", {"tx": tx_hash.to_0x_hex()}, action=what)
@@ -585,8 +696,9 @@ class LedgerClient:
                 return self._call(lambda: self.w3.eth.get_transaction_receipt(tx_hash), what)
             except TransactionNotFound:
                 if time.monotonic() > deadline:
-                    raise LedgerTransportError(f"{what}: no receipt for {tx_hash.to_0x_hex()} after "
-                                               f"{self.receipt_timeout_s:.0f}s") from None
+                    raise LedgerTransportError(
+                        f"{what}: no receipt for {tx_hash.to_0x_hex()} after {self.receipt_timeout_s:.0f}s"
+                    ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
@@ -612,11 +724,14 @@ def _revert_data(exc: BaseException) -> bytes | str | None:
             return data
         if seen.args and isinstance(seen.args[0], (bytes, bytearray)):
             return bytes(seen.args[0])
-        starts = [i for i in (seen.args[0].find("b'"), seen.args[0].find('b"'))
-                  if i >= 0] if seen.args and isinstance(seen.args[0], str) else []
+        starts = (
+            [i for i in (seen.args[0].find("b'"), seen.args[0].find('b"')) if i >= 0]
+            if seen.args and isinstance(seen.args[0], str)
+            else []
+        )
         if starts:
             # eth-tester: "execution reverted: b'...'" (a Python bytes literal)
-            literal = seen.args[0][min(starts):]
+            literal = seen.args[0][min(starts) :]
             try:
                 value = ast.literal_eval(literal)
                 if isinstance(value, bytes) and value:

@@ -76,9 +76,7 @@ def standard_input(source: str) -> dict:
             "viaIR": True,
             "evmVersion": EVM_VERSION,
             "metadata": {"bytecodeHash": "none"},
-            "outputSelection": {
-                "*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}
-            },
+            "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
         },
     }
 

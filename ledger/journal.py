@@ -35,7 +35,16 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 
 from fedledger.commitment import RoundCommitment
-from ledger.client import MODE_MERKLE, MODE_SIGNED, TRANSPORT_ERRORS, LedgerClient, LedgerError, LedgerRevert, LedgerTransportError, RecordReceipt
+from ledger.client import (
+    MODE_MERKLE,
+    MODE_SIGNED,
+    TRANSPORT_ERRORS,
+    LedgerClient,
+    LedgerError,
+    LedgerRevert,
+    LedgerTransportError,
+    RecordReceipt,
+)
 
 log = logging.getLogger("fedledger.ledger.journal")
 
@@ -109,9 +118,16 @@ class RoundRecord:
             "commitments": [c.to_json() for c in self.commitments],
             "signatures": [_hex(s) for s in self.signatures],
             # Merkle fields only when used, so per-hospital lines stay as before
-            **({"mode": self.mode, "commitmentsRoot": _hex(self.commitments_root),
-                "participants": self.participants, "maxEpsilonMicro": self.max_epsilon_micro}
-               if self.mode == MODE_MERKLE else {}),
+            **(
+                {
+                    "mode": self.mode,
+                    "commitmentsRoot": _hex(self.commitments_root),
+                    "participants": self.participants,
+                    "maxEpsilonMicro": self.max_epsilon_micro,
+                }
+                if self.mode == MODE_MERKLE
+                else {}
+            ),
         }
 
     @classmethod
@@ -173,10 +189,12 @@ class Journal:
         self._append({"type": "record", "key": record.key, "record": record.to_json()})
         return record.key
 
-    def mark_submitted(self, key: str, tx_hash: str | None, block: int | None = None,
-                       found_on_chain: bool = False) -> None:
-        self._append({"type": "submitted", "key": key, "tx_hash": tx_hash, "block": block,
-                      "found_on_chain": found_on_chain})
+    def mark_submitted(
+        self, key: str, tx_hash: str | None, block: int | None = None, found_on_chain: bool = False
+    ) -> None:
+        self._append(
+            {"type": "submitted", "key": key, "tx_hash": tx_hash, "block": block, "found_on_chain": found_on_chain}
+        )
 
     # ----------------------------------------------------------------- read
 
@@ -232,12 +250,15 @@ class RecordSubmitter:
     # Records journaled by this very object and not yet tried: no earlier attempt can have landed,
     # so their first try skips the "already on chain?" read (a RoundAlreadyRecorded revert still says so).
     _fresh: set[str] = field(default_factory=set, init=False, repr=False)
-    receipts: dict[str, RecordReceipt] = field(default_factory=dict, init=False, repr=False)  # by record key, this process
+    receipts: dict[str, RecordReceipt] = field(
+        default_factory=dict, init=False, repr=False
+    )  # by record key, this process
 
     def __post_init__(self) -> None:
         # Short inner retries: this class owns the waiting and its deadline.
-        self._client = self.client.with_options(max_attempts=2, backoff_s=0.05, max_backoff_s=0.1,
-                                                receipt_timeout_s=max(5.0, min(self.limit_s, 60.0)))
+        self._client = self.client.with_options(
+            max_attempts=2, backoff_s=0.05, max_backoff_s=0.1, receipt_timeout_s=max(5.0, min(self.limit_s, 60.0))
+        )
 
     def record(
         self,
@@ -250,8 +271,11 @@ class RecordSubmitter:
         signatures: Sequence[bytes],
     ) -> list[RecordReceipt]:
         """Journal one round durably, then submit everything pending (this round included)."""
-        return self.submit_new(RoundRecord(study_id, round, prev_global_hash, aggregate_hash, total_samples,
-                                           tuple(commitments), tuple(signatures)))
+        return self.submit_new(
+            RoundRecord(
+                study_id, round, prev_global_hash, aggregate_hash, total_samples, tuple(commitments), tuple(signatures)
+            )
+        )
 
     def record_merkle(
         self,
@@ -265,9 +289,21 @@ class RecordSubmitter:
         max_epsilon_micro: int,
     ) -> list[RecordReceipt]:
         """Journal one Merkle-mode round durably, then submit everything pending."""
-        return self.submit_new(RoundRecord(study_id, round, prev_global_hash, aggregate_hash, total_samples, (), (),
-                                           mode=MODE_MERKLE, commitments_root=commitments_root,
-                                           participants=participants, max_epsilon_micro=max_epsilon_micro))
+        return self.submit_new(
+            RoundRecord(
+                study_id,
+                round,
+                prev_global_hash,
+                aggregate_hash,
+                total_samples,
+                (),
+                (),
+                mode=MODE_MERKLE,
+                commitments_root=commitments_root,
+                participants=participants,
+                max_epsilon_micro=max_epsilon_micro,
+            )
+        )
 
     def submit_new(self, rec: RoundRecord) -> list[RecordReceipt]:
         """Journal a record made just now durably, then submit everything pending (it included)."""
@@ -297,12 +333,27 @@ class RecordSubmitter:
                     return None
                 if rec.mode == MODE_MERKLE:
                     receipt = self._client.record_round_merkle(
-                        rec.study_id, rec.round, rec.prev_global_hash, rec.aggregate_hash, rec.total_samples,
-                        rec.commitments_root, rec.participants, rec.max_epsilon_micro, sender=self.sender)
+                        rec.study_id,
+                        rec.round,
+                        rec.prev_global_hash,
+                        rec.aggregate_hash,
+                        rec.total_samples,
+                        rec.commitments_root,
+                        rec.participants,
+                        rec.max_epsilon_micro,
+                        sender=self.sender,
+                    )
                 else:
                     receipt = self._client.record_round(
-                        rec.study_id, rec.round, rec.prev_global_hash, rec.aggregate_hash, rec.total_samples,
-                        rec.commitments, rec.signatures, sender=self.sender)
+                        rec.study_id,
+                        rec.round,
+                        rec.prev_global_hash,
+                        rec.aggregate_hash,
+                        rec.total_samples,
+                        rec.commitments,
+                        rec.signatures,
+                        sender=self.sender,
+                    )
                 self.journal.mark_submitted(rec.key, receipt.tx_hash, receipt.block)
                 self.receipts[rec.key] = receipt
                 log.info("round %d recorded on chain: tx %s (gas %d)", rec.round, receipt.tx_hash, receipt.gas_used)
@@ -321,8 +372,13 @@ class RecordSubmitter:
                     f"{self._client._endpoint()} within {self.limit_s:.0f}s ({last_exc}); it is kept in "
                     f"{self.journal.path} and will be submitted when the chain is back"
                 ) from last_exc
-            log.warning("ledger unreachable (%s); retrying round %d in %.1fs (%.0fs left)",
-                        type(last_exc).__name__, rec.round, min(delay, remaining), remaining)
+            log.warning(
+                "ledger unreachable (%s); retrying round %d in %.1fs (%.0fs left)",
+                type(last_exc).__name__,
+                rec.round,
+                min(delay, remaining),
+                remaining,
+            )
             self.sleep(min(delay, remaining))
             delay = min(delay * 2, self.max_backoff_s)
 
@@ -334,10 +390,12 @@ class RecordSubmitter:
                 return False
             raise
         if onchain.aggregate_hash != rec.aggregate_hash or (
-                rec.mode == MODE_MERKLE and onchain.commitments_hash != rec.commitments_root):
+            rec.mode == MODE_MERKLE and onchain.commitments_hash != rec.commitments_root
+        ):
             raise JournalError(
                 f"round {rec.round} of study 0x{rec.study_id.hex()} is on chain with aggregate hash "
-                f"0x{onchain.aggregate_hash.hex()}, journal says 0x{rec.aggregate_hash.hex()}")
+                f"0x{onchain.aggregate_hash.hex()}, journal says 0x{rec.aggregate_hash.hex()}"
+            )
         self.journal.mark_submitted(rec.key, None, onchain.block_number, found_on_chain=True)
         log.info("round %d already on chain (block %d); marked submitted", rec.round, onchain.block_number)
         return True

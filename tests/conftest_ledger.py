@@ -92,21 +92,29 @@ class StudyHarness:
         eps = [eps_micro] * len(hs) if isinstance(eps_micro, int) else list(eps_micro)
         prev = self.prev_hash(round) if prev is None else prev
         dom = self.client.domain()
-        cs = [RoundCommitment(self.study_id, round, prev, os.urandom(32), samples + i, e)
-              for i, e in enumerate(eps)]
+        cs = [RoundCommitment(self.study_id, round, prev, os.urandom(32), samples + i, e) for i, e in enumerate(eps)]
         return cs, [sign_commitment(h, dom, c) for h, c in zip(hs, cs)]
 
-    def record(self, round: int, commitments: Sequence[RoundCommitment] | None = None,
-               signatures: Sequence[bytes] | None = None, *, eps_micro: int | Sequence[int] = 1_000_000,
-               prev: bytes | None = None, total: int | None = None, aggregate: bytes | None = None,
-               sender: LocalAccount | None = None) -> RecordReceipt:
+    def record(
+        self,
+        round: int,
+        commitments: Sequence[RoundCommitment] | None = None,
+        signatures: Sequence[bytes] | None = None,
+        *,
+        eps_micro: int | Sequence[int] = 1_000_000,
+        prev: bytes | None = None,
+        total: int | None = None,
+        aggregate: bytes | None = None,
+        sender: LocalAccount | None = None,
+    ) -> RecordReceipt:
         if commitments is None:
             commitments, signatures = self.commitments(round, eps_micro)
         aggregate = os.urandom(32) if aggregate is None else aggregate
         prev = self.prev_hash(round) if prev is None else prev
         total = sum(c.sample_count for c in commitments) if total is None else total
-        receipt = self.client.record_round(self.study_id, round, prev, aggregate, total, commitments,
-                                           signatures, sender=sender or self.aggregator)
+        receipt = self.client.record_round(
+            self.study_id, round, prev, aggregate, total, commitments, signatures, sender=sender or self.aggregator
+        )
         self.aggregates[round] = aggregate
         return receipt
 
@@ -115,22 +123,33 @@ class StudyHarness:
 def make_study(ledger_chain: Chain, ledger: LedgerClient) -> Callable[..., StudyHarness]:
     """Factory: ``make_study(n=3, consent=True, budget_micro=5_000_000, ttl=3600)``."""
 
-    def make(n: int = 3, consent: bool | Sequence[bool] = True, budget_micro: int = 5_000_000,
-             ttl: int = 3600) -> StudyHarness:
+    def make(
+        n: int = 3, consent: bool | Sequence[bool] = True, budget_micro: int = 5_000_000, ttl: int = 3600
+    ) -> StudyHarness:
         accounts = ledger_chain.funded_accounts
-        hospitals = list(accounts[2:2 + n])
+        hospitals = list(accounts[2 : 2 + n])
         assert len(hospitals) == n, "not enough funded dev accounts"
         study_id, init = os.urandom(32), os.urandom(32)
         now = ledger_chain.w3.eth.get_block("latest")["timestamp"]
         budgets = [budget_micro] * n
-        ledger.register_study(study_id, os.urandom(32), init, os.urandom(32), "test-1.0", ledger_chain.aggregator.address,
-                              now + ttl, [h.address for h in hospitals], budgets)
+        ledger.register_study(
+            study_id,
+            os.urandom(32),
+            init,
+            os.urandom(32),
+            "test-1.0",
+            ledger_chain.aggregator.address,
+            now + ttl,
+            [h.address for h in hospitals],
+            budgets,
+        )
         flags = [consent] * n if isinstance(consent, bool) else list(consent)
         for h, ok in zip(hospitals, flags):
             if ok:
                 ledger.consent(study_id, h)
-        return StudyHarness(ledger_chain, ledger, ledger_chain.aggregator, study_id, init, hospitals, budgets,
-                            now + ttl)
+        return StudyHarness(
+            ledger_chain, ledger, ledger_chain.aggregator, study_id, init, hospitals, budgets, now + ttl
+        )
 
     return make
 

@@ -60,7 +60,9 @@ class Proc:
             if m:
                 return m
             if not self.alive():
-                raise AssertionError(f"{self.name} exited ({self.popen.returncode}) before {pattern!r}:\n{self.text()[-3000:]}")
+                raise AssertionError(
+                    f"{self.name} exited ({self.popen.returncode}) before {pattern!r}:\n{self.text()[-3000:]}"
+                )
             time.sleep(0.3)
         raise AssertionError(f"{self.name}: no {pattern!r} within {timeout:.0f}s:\n{self.text()[-3000:]}")
 
@@ -72,9 +74,13 @@ class Proc:
         deadline = time.monotonic() + timeout
         while self.count(pattern) < n:
             if not self.alive():
-                raise AssertionError(f"{self.name} exited ({self.popen.returncode}) before {n}x {pattern!r}:\n{self.text()[-3000:]}")
+                raise AssertionError(
+                    f"{self.name} exited ({self.popen.returncode}) before {n}x {pattern!r}:\n{self.text()[-3000:]}"
+                )
             if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name}: fewer than {n}x {pattern!r} within {timeout:.0f}s:\n{self.text()[-3000:]}")
+                raise AssertionError(
+                    f"{self.name}: fewer than {n}x {pattern!r} within {timeout:.0f}s:\n{self.text()[-3000:]}"
+                )
             time.sleep(0.2)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
@@ -118,8 +124,15 @@ class Deployment:
         log = self.root / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         fh = open(log, "ab")
-        popen = subprocess.Popen([str(c) for c in cmd], cwd=REPO, env=env or self.env, stdout=fh, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        popen = subprocess.Popen(
+            [str(c) for c in cmd],
+            cwd=REPO,
+            env=env or self.env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         fh.close()
         proc = Proc(name, popen, log)
         self.procs.append(proc)
@@ -130,8 +143,9 @@ class Deployment:
     def chain(self, study: Path, port: int) -> Proc:
         from ledger.chains import anvil_binary
 
-        proc = self.start("chain", [DEPLOY / "run_chain.sh", study, "127.0.0.1", port],
-                          env={**self.env, "ANVIL": anvil_binary()})
+        proc = self.start(
+            "chain", [DEPLOY / "run_chain.sh", study, "127.0.0.1", port], env={**self.env, "ANVIL": anvil_binary()}
+        )
         wait_rpc(f"http://127.0.0.1:{port}", proc)
         return proc
 
@@ -141,8 +155,10 @@ class Deployment:
         return proc
 
     def hospital(self, hospital_dir: Path, superlink_port: int, name: str | None = None) -> Proc:
-        return self.start(name or f"hospital_{hospital_dir.name}",
-                          [DEPLOY / "run_hospital.sh", hospital_dir, f"127.0.0.1:{superlink_port}", free_port()])
+        return self.start(
+            name or f"hospital_{hospital_dir.name}",
+            [DEPLOY / "run_hospital.sh", hospital_dir, f"127.0.0.1:{superlink_port}", free_port()],
+        )
 
     def study(self, study: Path, name: str = "study") -> Proc:
         return self.start(name, [DEPLOY / "run_study.sh", study, REPO])
@@ -175,7 +191,9 @@ def wait_path(path: Path, timeout: float, watch: "Proc | None" = None) -> None:
     deadline = time.monotonic() + timeout
     while not Path(path).exists():
         if watch is not None and not watch.alive():
-            raise AssertionError(f"{watch.name} exited ({watch.popen.returncode}) before {path} appeared:\n{watch.text()[-3000:]}")
+            raise AssertionError(
+                f"{watch.name} exited ({watch.popen.returncode}) before {path} appeared:\n{watch.text()[-3000:]}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(f"no {path} within {timeout:.0f}s")
         time.sleep(0.2)
@@ -183,14 +201,26 @@ def wait_path(path: Path, timeout: float, watch: "Proc | None" = None) -> None:
 
 def audit(study: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """``fedledger audit --run-dir`` as an auditor runs it."""
-    return subprocess.run([sys.executable, "-m", "fedledger.cli", "audit", "--run-dir", str(study)], cwd=REPO,
-                          env=base_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", "audit", "--run-dir", str(study)],
+        cwd=REPO,
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def provision(study: Path, *args: str, timeout: float = 300) -> dict:
     """``fedledger provision`` as the coordinator runs it; returns the written study spec."""
-    proc = subprocess.run([sys.executable, "-m", "fedledger.cli", "provision", str(study), *args], cwd=REPO, env=base_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", "provision", str(study), *args],
+        cwd=REPO,
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((study / "study.json").read_text())
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -39,7 +39,7 @@ ZERO = b"\x00" * 32
 class BuiltStudy:
     run_dir: Path
     study_id: bytes
-    hospitals: list[str]           # addresses, index = hospital index
+    hospitals: list[str]  # addresses, index = hospital index
     names: list[str]
     client: Any
     chain: Any
@@ -49,8 +49,9 @@ class BuiltStudy:
     def view(self, fresh: bool = False) -> A.ChainView:
         """The chain view, read once right after the build (eth_tester log scans grow with the chain)."""
         if fresh or self.cached is None:
-            self.cached = A.read_chain_view(self.chain.w3, self.client.address, self.study_id,
-                                            from_block=self.start_block)
+            self.cached = A.read_chain_view(
+                self.chain.w3, self.client.address, self.study_id, from_block=self.start_block
+            )
         return copy.deepcopy(self.cached)
 
     def context_bytes(self) -> bytes:
@@ -65,9 +66,21 @@ class BuiltStudy:
 _counter = [0]
 
 
-def build_study(chain, client, root: Path, *, n_hospitals: int = 3, n_rounds: int = 3, seed: int = 0,
-                n_params: int = 8, omit: tuple[int, int] | None = None, extra: int | None = None,
-                extra_in_manifest: bool = True, release: bool = True, budget: float = 10.0) -> BuiltStudy:
+def build_study(
+    chain,
+    client,
+    root: Path,
+    *,
+    n_hospitals: int = 3,
+    n_rounds: int = 3,
+    seed: int = 0,
+    n_params: int = 8,
+    omit: tuple[int, int] | None = None,
+    extra: int | None = None,
+    extra_in_manifest: bool = True,
+    release: bool = True,
+    budget: float = 10.0,
+) -> BuiltStudy:
     """A small honest study (or one whose aggregator cheats in one round)."""
     _counter[0] += 1
     rng = np.random.default_rng(seed)
@@ -77,16 +90,28 @@ def build_study(chain, client, root: Path, *, n_hospitals: int = 3, n_rounds: in
     pub = ckks.load_aggregator_context(keys.aggregator_context)
     store = ArtifactStore(run_dir)
     admin, aggregator = chain.admin, chain.aggregator
-    accounts = chain.funded_accounts[2:2 + n_hospitals]
+    accounts = chain.funded_accounts[2 : 2 + n_hospitals]
     names = [f"hospital_{i}" for i in range(n_hospitals)]
-    template = {"b": np.zeros(2, np.float32), "w": rng.normal(size=(n_params - 2) // 2 * 2).astype(np.float32).reshape(-1, 2)}
+    template = {
+        "b": np.zeros(2, np.float32),
+        "w": rng.normal(size=(n_params - 2) // 2 * 2).astype(np.float32).reshape(-1, 2),
+    }
     init_hash = model_hash(template)
     study_id = sha256(b"audit-test" + seed.to_bytes(4, "big") + _counter[0].to_bytes(4, "big"))
     expiry = chain.w3.eth.get_block("latest")["timestamp"] + 86400
     start_block = chain.w3.eth.block_number + 1
-    client.register_study(study_id, sha256(b"cfg"), init_hash, keys.fingerprint.read_text().strip(), "test",
-                          aggregator.address, expiry, [a.address for a in accounts],
-                          [epsilon_to_micro(budget)] * n_hospitals, sender=admin)
+    client.register_study(
+        study_id,
+        sha256(b"cfg"),
+        init_hash,
+        keys.fingerprint.read_text().strip(),
+        "test",
+        aggregator.address,
+        expiry,
+        [a.address for a in accounts],
+        [epsilon_to_micro(budget)] * n_hospitals,
+        sender=admin,
+    )
     for a in accounts:
         client.consent(study_id, a)
     dom = client.domain()
@@ -100,11 +125,23 @@ def build_study(chain, client, root: Path, *, n_hospitals: int = 3, n_rounds: in
             uh = ciphertexts_hash(blobs)
             c = RoundCommitment(study_id, r, prev, uh, n_k, epsilon_to_micro(0.4 * r + 0.05 * i))
             sig = sign_commitment(acct, dom, c)
-            replies.append(SimpleNamespace(
-                hospital=names[i], node_id=100 + i, num_examples=n_k, payload=ModelPayload(ciphertexts=blobs),
-                commitment={"hospital": names[i], "address": acct.address, "update-hash": to_hex(uh),
-                            "epsilon-micro": c.epsilon_micro, "signature": "0x" + sig.hex()},
-                c=c, sig=sig))
+            replies.append(
+                SimpleNamespace(
+                    hospital=names[i],
+                    node_id=100 + i,
+                    num_examples=n_k,
+                    payload=ModelPayload(ciphertexts=blobs),
+                    commitment={
+                        "hospital": names[i],
+                        "address": acct.address,
+                        "update-hash": to_hex(uh),
+                        "epsilon-micro": c.epsilon_micro,
+                        "signature": "0x" + sig.hex(),
+                    },
+                    c=c,
+                    sig=sig,
+                )
+            )
             blobs_all.append(blobs)
         summed = [b for j, b in enumerate(blobs_all) if not (omit and omit[0] == r and omit[1] == j)]
         listed = list(replies)
@@ -112,15 +149,31 @@ def build_study(chain, client, root: Path, *, n_hospitals: int = 3, n_rounds: in
             intruder = ckks.encrypt_update(sec, rng.normal(size=n), 7.0)
             summed.append(intruder)
             if extra_in_manifest:
-                listed.append(SimpleNamespace(hospital="intruder", node_id=999, num_examples=0,
-                                              payload=ModelPayload(ciphertexts=intruder), commitment=None))
-        agg = ModelPayload(ciphertexts=ckks.sum_ciphertexts(pub, summed),
-                           total_weight=float(sum(x.num_examples for x in replies)))
+                listed.append(
+                    SimpleNamespace(
+                        hospital="intruder",
+                        node_id=999,
+                        num_examples=0,
+                        payload=ModelPayload(ciphertexts=intruder),
+                        commitment=None,
+                    )
+                )
+        agg = ModelPayload(
+            ciphertexts=ckks.sum_ciphertexts(pub, summed), total_weight=float(sum(x.num_examples for x in replies))
+        )
         manifest = write_manifest(store, to_hex(study_id), r, to_hex(prev), agg, listed)
         manifest["aggregate"]["total_weight"] = int(sum(x.num_examples for x in replies))
         store.write_round(manifest)
-        client.record_round(study_id, r, prev, agg.digest(), int(agg.total_weight), [x.c for x in replies],
-                            [x.sig for x in replies], sender=aggregator)
+        client.record_round(
+            study_id,
+            r,
+            prev,
+            agg.digest(),
+            int(agg.total_weight),
+            [x.c for x in replies],
+            [x.sig for x in replies],
+            sender=aggregator,
+        )
         if release:
             arrays = unflatten(ckks.decrypt_update(sec, agg.ciphertexts, n, agg.total_weight), template)
             store.write_checkpoint(r, arrays)
@@ -128,11 +181,20 @@ def build_study(chain, client, root: Path, *, n_hospitals: int = 3, n_rounds: in
         prev = agg.digest()
     # The secret context stays with the hospitals; the run dir keeps only the public one for the auditor.
     keys.secret_context.unlink()
-    spec = {"format": "fedledger-study-v1", "study_id": to_hex(study_id), "run_dir": str(run_dir),
-            "keys": {"aggregator_context": str(keys.aggregator_context), "fingerprint": keys.fingerprint_hex},
-            "hospitals": [{"id": nm, "address": a.address} for nm, a in zip(names, accounts)],
-            "chain": {"backend": chain.backend, "rpc_url": chain.rpc_url, "chain_id": client.chain_id,
-                      "contract": client.address, "deploy_block": start_block}}
+    spec = {
+        "format": "fedledger-study-v1",
+        "study_id": to_hex(study_id),
+        "run_dir": str(run_dir),
+        "keys": {"aggregator_context": str(keys.aggregator_context), "fingerprint": keys.fingerprint_hex},
+        "hospitals": [{"id": nm, "address": a.address} for nm, a in zip(names, accounts)],
+        "chain": {
+            "backend": chain.backend,
+            "rpc_url": chain.rpc_url,
+            "chain_id": client.chain_id,
+            "contract": client.address,
+            "deploy_block": start_block,
+        },
+    }
     (run_dir / "study.json").write_text(json.dumps(spec, indent=1))
     built = BuiltStudy(run_dir, study_id, [a.address for a in accounts], names, client, chain, start_block)
     built.view()
@@ -180,8 +242,21 @@ def test_honest_study_audits_clean(honest_result):
     assert honest_result.ok, fails(honest_result)
     j = honest_result.to_json()
     assert j["ok"] is True and j["rounds_on_chain"] == 3
-    for check in ("hash_chain", "signature", "consent", "budget", "samples", "privacy", "manifest",
-                  "participants", "blobs", "update_hash", "resum", "checkpoint", "context"):
+    for check in (
+        "hash_chain",
+        "signature",
+        "consent",
+        "budget",
+        "samples",
+        "privacy",
+        "manifest",
+        "participants",
+        "blobs",
+        "update_hash",
+        "resum",
+        "checkpoint",
+        "context",
+    ):
         assert j["checks"][check]["pass"] >= 1 and j["checks"][check]["fail"] == 0, check
     assert j["checks"]["resum"]["pass"] == 3 and j["checks"]["checkpoint"]["pass"] == 3
     # labels learnt from the manifests; epsilon per hospital per round reported
@@ -189,9 +264,14 @@ def test_honest_study_audits_clean(honest_result):
     assert all(len(h["epsilon"]) == 3 for h in j["hospitals"].values())
 
 
-@pytest.mark.parametrize("kw", [dict(seed=1, n_hospitals=2, n_rounds=4),
-                                dict(seed=2, n_hospitals=4, n_rounds=2, n_params=2100),  # 2 ciphertexts/update
-                                dict(seed=3, n_hospitals=1, n_rounds=2, release=False)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(seed=1, n_hospitals=2, n_rounds=4),
+        dict(seed=2, n_hospitals=4, n_rounds=2, n_params=2100),  # 2 ciphertexts/update
+        dict(seed=3, n_hospitals=1, n_rounds=2, release=False),
+    ],
+)
 def test_honest_studies_have_no_false_positives(ledger, kw):
     study = build_study(ledger.chain, ledger.client, ledger.root, **kw)
     result = study.audit()
@@ -303,11 +383,12 @@ def test_forged_signature_and_policy_violations_are_named(honest):
     rv = view.rounds[0]
     h0, h1, h2 = honest.hospitals
     cv0 = rv.commitments[0]
-    rv.commitments[0] = replace(cv0, signature=rv.commitments[1].signature)           # someone else's signature
-    view.hospitals[h1].events.append((rv.block - 1, 0, "withdrawn"))                   # withdrew before round 1
-    view.hospitals[h2].budget_micro = 1                                                 # budget tiny
-    view.rounds[2].commitments[0] = replace(view.rounds[2].commitments[0], commitment=replace(
-        view.rounds[2].commitments[0].commitment, epsilon_micro=0))                      # epsilon decreased
+    rv.commitments[0] = replace(cv0, signature=rv.commitments[1].signature)  # someone else's signature
+    view.hospitals[h1].events.append((rv.block - 1, 0, "withdrawn"))  # withdrew before round 1
+    view.hospitals[h2].budget_micro = 1  # budget tiny
+    view.rounds[2].commitments[0] = replace(
+        view.rounds[2].commitments[0], commitment=replace(view.rounds[2].commitments[0].commitment, epsilon_micro=0)
+    )  # epsilon decreased
 
     f = fails(A.audit(view))
 
@@ -323,8 +404,11 @@ def test_signer_verifier_fast_path_agrees_with_reference(honest):
     ref = A.SignerVerifier(view.domain, reference=True)
     for rv in view.rounds:
         for cv in rv.commitments:
-            assert fast.recover(cv.commitment, cv.signature, cv.hospital) == \
-                ref.recover(cv.commitment, cv.signature, cv.hospital) == cv.hospital
+            assert (
+                fast.recover(cv.commitment, cv.signature, cv.hospital)
+                == ref.recover(cv.commitment, cv.signature, cv.hospital)
+                == cv.hospital
+            )
     cv = view.rounds[0].commitments[0]
     assert A.commitment_digest_independent(fast.separator, cv.commitment) == honest.client.onchain_digest(cv.commitment)
 
@@ -370,7 +454,7 @@ def anvil_study(tmp_path_factory):
 
 
 def test_cli_exit_codes_on_honest_and_tampered_run_dir(anvil_study, tmp_path):
-    from fedledger.cli import main
+    from coordinator.cli import main
 
     honest_rc = main(["audit", "--run-dir", str(anvil_study.run_dir)])
     assert honest_rc == 0
@@ -390,10 +474,22 @@ def test_cli_exit_codes_on_honest_and_tampered_run_dir(anvil_study, tmp_path):
 
 
 def test_follow_mode_prints_rounds_and_alerts(anvil_study, capsys):
-    from fedledger.cli import main
+    from coordinator.cli import main
 
-    rc = main(["audit", "--run-dir", str(anvil_study.run_dir), "--follow", "--max-polls", "2",
-               "--poll-interval", "0.05", "--alert-share", "0.05"])
+    rc = main(
+        [
+            "audit",
+            "--run-dir",
+            str(anvil_study.run_dir),
+            "--follow",
+            "--max-polls",
+            "2",
+            "--poll-interval",
+            "0.05",
+            "--alert-share",
+            "0.05",
+        ]
+    )
 
     out = capsys.readouterr().out
     assert rc == 1  # the alert share is exceeded by every hospital
@@ -406,7 +502,9 @@ def test_follow_without_from_block_does_not_flag_the_constructors_role_grant():
 
     class Client:
         def events(self, name, study, from_block):
-            ev = lambda block: {"blockNumber": block, "args": {"role": b"\x00" * 32, "account": f"0x{block:040x}"}}
+            def ev(block):
+                return {"blockNumber": block, "args": {"role": b"\x00" * 32, "account": f"0x{block:040x}"}}
+
             return {"RoleGranted": [ev(1), ev(7)], "RoleRevoked": [ev(9)]}[name]
 
     assert [n.split(":")[0] for n in _role_notices(Client(), 0)] == ["block 7", "block 9"]
@@ -426,11 +524,15 @@ def test_real_simulated_study_audits_clean_and_tamper_is_caught(tmp_path):
     import subprocess
     import sys
 
-    from fedledger.cli import main
+    from coordinator.cli import main
 
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "experiments.run", "num_rounds=2", f"hydra.run.dir={run}"],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.run", "num_rounds=2", f"hydra.run.dir={run}"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert json.loads((run / "audit.json").read_text())["ok"] is True
 

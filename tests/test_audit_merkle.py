@@ -27,29 +27,46 @@ from fl_server.round_protocol import write_manifest
 from ledger import audit as A
 
 
-def build_merkle_study(chain, client, root: Path, *, n_hospitals: int = 4, n_rounds: int = 2, mode: str = "merkle",
-                       seed: int = 7) -> SimpleNamespace:
+def build_merkle_study(
+    chain, client, root: Path, *, n_hospitals: int = 4, n_rounds: int = 2, mode: str = "merkle", seed: int = 7
+) -> SimpleNamespace:
     rng = np.random.default_rng(seed)
     run_dir = root / f"merkle_{mode}_{seed}"
     keys = ckks.create_keys(run_dir / "keys" / "ckks", ckks.preset("ckks_n4096"))
     sec = ckks.load_secret_context(keys.secret_context)
     pub = ckks.load_aggregator_context(keys.aggregator_context)
     store = ArtifactStore(run_dir)
-    accounts = chain.funded_accounts[2:2 + n_hospitals]
+    accounts = chain.funded_accounts[2 : 2 + n_hospitals]
     names = [f"hospital_{i}" for i in range(n_hospitals)]
     template = {"w": rng.normal(size=6).astype(np.float32)}
     init_hash = model_hash(template)
     study_id = sha256(b"merkle-audit" + seed.to_bytes(4, "big") + mode.encode())
     expiry = chain.w3.eth.get_block("latest")["timestamp"] + 86400
     start_block = chain.w3.eth.block_number + 1
-    client.register_study(study_id, sha256(b"cfg"), init_hash, keys.fingerprint.read_text().strip(), "test",
-                          chain.aggregator.address, expiry, [a.address for a in accounts],
-                          [epsilon_to_micro(10.0)] * n_hospitals, sender=chain.admin)
+    client.register_study(
+        study_id,
+        sha256(b"cfg"),
+        init_hash,
+        keys.fingerprint.read_text().strip(),
+        "test",
+        chain.aggregator.address,
+        expiry,
+        [a.address for a in accounts],
+        [epsilon_to_micro(10.0)] * n_hospitals,
+        sender=chain.admin,
+    )
     for a in accounts:
         client.consent(study_id, a)
-    commit = LedgerCommit(SimpleNamespace(), client.with_account(chain.aggregator), to_hex(study_id),
-                          {nm: a.address for nm, a in zip(names, accounts)}, run_dir, 30.0, mode=mode,
-                          merkle_threshold=2)
+    commit = LedgerCommit(
+        SimpleNamespace(),
+        client.with_account(chain.aggregator),
+        to_hex(study_id),
+        {nm: a.address for nm, a in zip(names, accounts)},
+        run_dir,
+        30.0,
+        mode=mode,
+        merkle_threshold=2,
+    )
     dom = client.domain()
     prev = init_hash
     n = flatten(template).size
@@ -61,24 +78,48 @@ def build_merkle_study(chain, client, root: Path, *, n_hospitals: int = 4, n_rou
             blobs = ckks.encrypt_update(sec, rng.normal(size=n) * 0.1, n_k)
             c = RoundCommitment(study_id, r, prev, ciphertexts_hash(blobs), n_k, epsilon_to_micro(0.4 * r + 0.05 * i))
             sig = sign_commitment(acct, dom, c)
-            replies.append(SimpleNamespace(
-                hospital=names[i], node_id=100 + i, num_examples=n_k, payload=ModelPayload(ciphertexts=blobs),
-                commitment={"hospital": names[i], "address": acct.address, "update-hash": to_hex(c.update_hash),
-                            "epsilon-micro": c.epsilon_micro, "signature": "0x" + sig.hex()}))
-        agg = ModelPayload(ciphertexts=ckks.sum_ciphertexts(pub, [x.payload.ciphertexts for x in replies]),
-                           total_weight=float(sum(x.num_examples for x in replies)))
+            replies.append(
+                SimpleNamespace(
+                    hospital=names[i],
+                    node_id=100 + i,
+                    num_examples=n_k,
+                    payload=ModelPayload(ciphertexts=blobs),
+                    commitment={
+                        "hospital": names[i],
+                        "address": acct.address,
+                        "update-hash": to_hex(c.update_hash),
+                        "epsilon-micro": c.epsilon_micro,
+                        "signature": "0x" + sig.hex(),
+                    },
+                )
+            )
+        agg = ModelPayload(
+            ciphertexts=ckks.sum_ciphertexts(pub, [x.payload.ciphertexts for x in replies]),
+            total_weight=float(sum(x.num_examples for x in replies)),
+        )
         # what the server does: the policy check a Merkle round needs, manifest, then commit
         seen: set[str] = set()
         for x in replies:
-            commit._check_policy(x.hospital, RoundCommitment(study_id, r, prev, ZERO, x.num_examples,
-                                                             int(x.commitment["epsilon-micro"])), seen)
+            commit._check_policy(
+                x.hospital,
+                RoundCommitment(study_id, r, prev, ZERO, x.num_examples, int(x.commitment["epsilon-micro"])),
+                seen,
+            )
         manifest = write_manifest(store, to_hex(study_id), r, to_hex(prev), agg, replies)
         receipts.append(commit.commit_round(r, manifest))
         prev = agg.digest()
     keys.secret_context.unlink()
     view = A.read_chain_view(chain.w3, client.address, study_id, from_block=start_block)
-    return SimpleNamespace(run_dir=run_dir, study_id=study_id, accounts=accounts, names=names, view=view,
-                           receipts=receipts, commit=commit, ctx=keys.aggregator_context.read_bytes())
+    return SimpleNamespace(
+        run_dir=run_dir,
+        study_id=study_id,
+        accounts=accounts,
+        names=names,
+        view=view,
+        receipts=receipts,
+        commit=commit,
+        ctx=keys.aggregator_context.read_bytes(),
+    )
 
 
 ZERO = b"\x00" * 32
@@ -162,6 +203,7 @@ def test_chain_only_audit_skips_merkle_leaves(study):
 def test_altered_leaf_is_caught(study, tmp_path):
     def edit(m):
         m["updates"][1]["merkle"]["commitment"]["epsilonMicro"] = 1  # understate a hospital's epsilon
+
     result = run_audit(study, tampered_copy(study, tmp_path, 2, edit))
     addr = study.accounts[1].address
     got = fails(result)
@@ -172,6 +214,7 @@ def test_altered_leaf_is_caught(study, tmp_path):
 def test_dropped_leaf_is_caught(study, tmp_path):
     def edit(m):
         del m["updates"][2]["merkle"]  # the update was summed but its leaf withheld
+
     result = run_audit(study, tampered_copy(study, tmp_path, 1, edit))
     got = fails(result)
     assert ("merkle", 1, "hospital_2") in got  # named
@@ -181,6 +224,7 @@ def test_dropped_leaf_is_caught(study, tmp_path):
 def test_dropped_update_and_leaf_is_caught(study, tmp_path):
     def edit(m):
         m["updates"].pop(0)  # hospital_0 vanishes from the manifest altogether
+
     result = run_audit(study, tampered_copy(study, tmp_path, 1, edit))
     msgs = [f.message for f in result.failures if f.check == "merkle" and f.round == 1]
     assert any("3 leaves" in x and "chain records 4" in x for x in msgs)
@@ -200,9 +244,12 @@ def test_added_leaf_is_caught(study, env, tmp_path):
         u["commitment"].update({"hospital": "intruder", "address": intruder.address, "signature": "0x" + sig.hex()})
         from fedledger.commitment import commitment_digest
         from fedledger.merkle import commitment_leaf
-        u["merkle"].update({"address": intruder.address, "leaf": to_hex(commitment_leaf(intruder.address,
-                                                                                        commitment_digest(dom, c)))})
+
+        u["merkle"].update(
+            {"address": intruder.address, "leaf": to_hex(commitment_leaf(intruder.address, commitment_digest(dom, c)))}
+        )
         m["updates"].append(u)
+
     result = run_audit(study, tampered_copy(study, tmp_path, 2, edit))
     got = fails(result)
     assert ("merkle", 2, intruder.address) in got  # proof does not verify, named

@@ -63,6 +63,13 @@ def test_a_round_that_never_appears_is_named_after_the_wait(make_study, ledger_c
     now = [0.0]
     # act / assert
     with pytest.raises(LedgerRevert, match="RoundNotRecorded"):
-        wait_for_recorded_hash(ledger_chain.rpc_url, study.client.address, "0x" + study.study_id.hex(), 5,
-                               wait_s=3, sleep=lambda s: now.__setitem__(0, now[0] + 1.0), clock=lambda: now[0])
+        wait_for_recorded_hash(
+            ledger_chain.rpc_url,
+            study.client.address,
+            "0x" + study.study_id.hex(),
+            5,
+            wait_s=3,
+            sleep=lambda s: now.__setitem__(0, now[0] + 1.0),
+            clock=lambda: now[0],
+        )
     assert now[0] >= 3.0

@@ -40,8 +40,9 @@ def _fedavg_roundtrip(keys, hospitals, n_params, seed=0, weights=None):
     return np.abs(got - want).max(), updates, agg
 
 
-@pytest.mark.parametrize("hospitals,n_params", [(2, 10), (10, 10), (50, 10), (2, 10_000), (10, 10_000),
-                                                (50, 10_000), (2, 1_000_000)])
+@pytest.mark.parametrize(
+    "hospitals,n_params", [(2, 10), (10, 10), (50, 10), (2, 10_000), (10, 10_000), (50, 10_000), (2, 1_000_000)]
+)
 def test_encrypted_fedavg_matches_plaintext(keys, hospitals, n_params):
     err, updates, _ = _fedavg_roundtrip(keys, hospitals, n_params)
     assert err < 1e-6
@@ -83,7 +84,7 @@ def test_aggregator_context_cannot_decrypt_and_has_no_secret(keys):
     assert 3 not in ckks._proto_fields(pub_bytes)
     assert sk_bytes not in pub_bytes
     for off in range(40, len(sk_bytes) - 32, max(1, len(sk_bytes) // 50)):
-        assert sk_bytes[off:off + 32] not in pub_bytes
+        assert sk_bytes[off : off + 32] not in pub_bytes
 
 
 def test_aggregator_loader_refuses_secret_context(keys):
@@ -114,8 +115,12 @@ def test_round_trips(keys):
     paths, sec, pub = keys
     sec_bytes, pub_bytes = paths.secret_context.read_bytes(), paths.aggregator_context.read_bytes()
     assert ckks.serialize_secret_context(ts.context_from(sec_bytes)) == sec_bytes
-    assert ts.context_from(pub_bytes).serialize(save_public_key=True, save_secret_key=False, save_galois_keys=False,
-                                                save_relin_keys=False) == pub_bytes
+    assert (
+        ts.context_from(pub_bytes).serialize(
+            save_public_key=True, save_secret_key=False, save_galois_keys=False, save_relin_keys=False
+        )
+        == pub_bytes
+    )
     assert ckks.serialize_aggregator_context(sec) == pub_bytes  # hospitals can recompute the fingerprint
     x = np.linspace(-10, 10, 5000)
     blobs = ckks.encrypt_update(sec, x, 7.0)
@@ -181,14 +186,21 @@ def test_resum_is_byte_identical_in_another_process(keys, tmp_path):
         for j, b in enumerate(u):
             (tmp_path / f"{i}_{j}.bin").write_bytes(b)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-c", _RESUM, str(paths.aggregator_context), str(tmp_path), "3",
-                          str(len(updates[0]))], capture_output=True, text=True, env=env, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _RESUM, str(paths.aggregator_context), str(tmp_path), "3", str(len(updates[0]))],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    )
     assert out.stdout.strip() == ciphertexts_hash(agg).hex()
     assert ciphertexts_hash(ckks.sum_ciphertexts(pub, updates[::-1])) == ciphertexts_hash(agg)  # order-free
 
 
 def test_cli_keys_init(tmp_path):
-    from fedledger import cli
+    from coordinator import cli
+
     assert cli.main(["keys", "init", str(tmp_path / "k"), "--preset", "ckks_n4096"]) == 0
     ctx = ckks.load_aggregator_context(tmp_path / "k" / ckks.AGGREGATOR_NAME)
     assert ckks.context_params(ctx).poly_modulus_degree == 4096

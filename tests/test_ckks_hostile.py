@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from fedledger import ckks
 
@@ -108,9 +106,21 @@ for i in range(start, len(cases)):
     print(json.dumps([i, kind, res]), flush=True)
 """
 
-MUST_REJECT = {"random": 200, "random_after_header": 100, "truncated": 200, "flip_struct": 300,
-               "oversized_blob": 30, "oversized_update": 20, "wrong_n": 30, "wrong_primes": 30, "wrong_scale": 30,
-               "wrong_count": 30, "wrong_size": 30, "non_bytes": 40, "bomb": 20}
+MUST_REJECT = {
+    "random": 200,
+    "random_after_header": 100,
+    "truncated": 200,
+    "flip_struct": 300,
+    "oversized_blob": 30,
+    "oversized_update": 20,
+    "wrong_n": 30,
+    "wrong_primes": 30,
+    "wrong_scale": 30,
+    "wrong_count": 30,
+    "wrong_size": 30,
+    "non_bytes": 40,
+    "bomb": 20,
+}
 OTHER = {"flip_payload": 60, "foreign": 10}
 
 
@@ -140,7 +150,8 @@ def test_hostile_ciphertexts_never_crash_and_are_rejected(tmp_path):
     valid = ckks.encrypt_update(sec, x, 3.0)
     x_small = x[:4000]
     mat = {
-        "n_params": N_PARAMS, "plain": (3.0 * x).tolist(),
+        "n_params": N_PARAMS,
+        "plain": (3.0 * x).tolist(),
         "valid": [b.hex() for b in valid],
         "foreign": [b.hex() for b in _encrypt_with(base, x, tmp_path, "foreign")],
         "wrong_n": [b.hex() for b in _encrypt_with(ckks.CKKSParams(4096, (60, 40), 36), x[:4096], tmp_path, "n")],
@@ -159,8 +170,13 @@ def test_hostile_ciphertexts_never_crash_and_are_rejected(tmp_path):
     crashes: list[tuple[int, str, int]] = []
     start = 0
     while start < len(cases):
-        proc = subprocess.run([sys.executable, "-c", WORKER, str(tmp_path), str(start)], capture_output=True,
-                              text=True, env=env, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-c", WORKER, str(tmp_path), str(start)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
         for line in proc.stdout.splitlines():
             i, kind, res = json.loads(line)
             results[i] = (kind, res)

@@ -23,22 +23,46 @@ def task_identity():
 
 
 def node_config(**extra) -> dict:
-    return {"hospital-id": "h0", "data-path": "builtin:breast_cancer", "partition-index": 0, "num-partitions": 2,
-            "seed": 0, **extra}
+    return {
+        "hospital-id": "h0",
+        "data-path": "builtin:breast_cancer",
+        "partition-index": 0,
+        "num-partitions": 2,
+        "seed": 0,
+        **extra,
+    }
 
 
 def round_config(prev_hash: str, privacy: dict | None = None, **extra) -> ConfigRecord:
-    cfg = {"server-round": 1, "study-id": "0x" + "11" * 32, "prev-hash": prev_hash, "model": "logreg", "hidden": 0,
-           "seed": 0, "local-epochs": 1, "batch-size": 32, "lr": 0.5, "momentum": 0.0, "weight-decay": 0.0,
-           "num-rounds": 2, "privacy": json.dumps(privacy or {"enabled": False}), "encrypted": False, "ledger": False,
-           "chain-id": 0, "contract": ""}
+    cfg = {
+        "server-round": 1,
+        "study-id": "0x" + "11" * 32,
+        "prev-hash": prev_hash,
+        "model": "logreg",
+        "hidden": 0,
+        "seed": 0,
+        "local-epochs": 1,
+        "batch-size": 32,
+        "lr": 0.5,
+        "momentum": 0.0,
+        "weight-decay": 0.0,
+        "num-rounds": 2,
+        "privacy": json.dumps(privacy or {"enabled": False}),
+        "encrypted": False,
+        "ledger": False,
+        "chain-id": 0,
+        "contract": "",
+    }
     cfg.update(extra)
     return ConfigRecord(cfg)
 
 
 def task(arrays: dict, cfg: ConfigRecord, kind: str = "train") -> Message:
-    return Message(content=RecordDict({"global": encode(ModelPayload(arrays=arrays)), "config": cfg}),
-                   dst_node_id=3, message_type=kind)
+    return Message(
+        content=RecordDict({"global": encode(ModelPayload(arrays=arrays)), "config": cfg}),
+        dst_node_id=3,
+        message_type=kind,
+    )
 
 
 def context(nc: dict) -> Context:
@@ -54,7 +78,9 @@ def test_train_replies_with_the_update_and_its_sample_count(initial):
     reply = train(task(initial, round_config(to_hex(model_hash(initial)))), context(node_config()))
     update = decode(reply.content.array_records["update"])
     metrics = reply.content.metric_records["metrics"]
-    assert set(update.arrays) == set(initial) and not np.allclose(update.arrays["linear.weight"], initial["linear.weight"])
+    assert set(update.arrays) == set(initial) and not np.allclose(
+        update.arrays["linear.weight"], initial["linear.weight"]
+    )
     assert metrics["num-examples"] > 100 and reply.content.config_records["info"]["hospital"] == "h0"
 
 
@@ -66,13 +92,18 @@ def test_a_model_that_does_not_match_the_announced_hash_is_refused(initial):
 
 def test_spent_budget_gives_a_refusal_reply_not_a_crash(initial):
     privacy = {"enabled": True, "noise_multiplier": 0.8, "max_grad_norm": 1.0, "accountant": "rdp"}
-    reply = train(task(initial, round_config(to_hex(model_hash(initial)), privacy)), context(node_config(**{"privacy-budget": 0.01})))
+    reply = train(
+        task(initial, round_config(to_hex(model_hash(initial)), privacy)),
+        context(node_config(**{"privacy-budget": 0.01})),
+    )
     refusal = reply.content.config_records["refusal"]
     assert refusal["code"] == "budget-exceeded" and "budget" in refusal["reason"]
 
 
 def test_evaluation_reports_metrics_on_the_hospital_test_split(initial):
-    reply = evaluate_global(task(initial, round_config(to_hex(model_hash(initial))), "evaluate"), context(node_config()))
+    reply = evaluate_global(
+        task(initial, round_config(to_hex(model_hash(initial))), "evaluate"), context(node_config())
+    )
     m = reply.content.metric_records["metrics"]
     assert 0.0 <= m["accuracy"] <= 1.0 and m["num-examples"] > 20 and m["auc-defined"] == 1
 
@@ -89,8 +120,17 @@ def test_hospital_refuses_a_model_whose_hash_is_not_the_one_on_chain(tmp_path, i
         client = LedgerClient.deploy(chain.w3, chain.admin)
         hospital = chain.funded_accounts[2]
         study = "0x" + "22" * 32
-        client.register_study(study, b"\x01" * 32, model_hash(initial), b"\x00" * 32, "test", chain.aggregator.address,
-                              2**40, [hospital.address], [10**9])
+        client.register_study(
+            study,
+            b"\x01" * 32,
+            model_hash(initial),
+            b"\x00" * 32,
+            "test",
+            chain.aggregator.address,
+            2**40,
+            [hospital.address],
+            [10**9],
+        )
         forged = {k: v + 1.0 for k, v in initial.items()}
         cfg = round_config(to_hex(model_hash(forged)), **{"study-id": study})
         nc = node_config(**{"chain-rpc": chain.rpc_url, "contract": client.address})
@@ -98,8 +138,9 @@ def test_hospital_refuses_a_model_whose_hash_is_not_the_one_on_chain(tmp_path, i
         reply = train(task(forged, cfg), context(nc))
         honest = train(task(initial, round_config(to_hex(model_hash(initial)), **{"study-id": study})), context(nc))
         monkeypatch.setattr(hospital_runtime, "CHAIN_WAIT_S", 0.3)
-        unrecorded = evaluate_global(task(initial, round_config(to_hex(model_hash(initial)), **{"study-id": study}),
-                                          "evaluate"), context(nc))  # round 1 was never recorded
+        unrecorded = evaluate_global(
+            task(initial, round_config(to_hex(model_hash(initial)), **{"study-id": study}), "evaluate"), context(nc)
+        )  # round 1 was never recorded
     finally:
         chain.stop()
     # assert
@@ -124,7 +165,9 @@ def test_restarted_hospital_resumes_its_privacy_spend_from_its_state_dir(tmp_pat
     eps2 = second.content.metric_records["metrics"]["epsilon"]
     uninterrupted = context(node_config())
     train(task(initial, round_config(h0, privacy)), uninterrupted)
-    eps2_ref = train(task(initial, round_config(h0, privacy, **{"server-round": 2})), uninterrupted).content.metric_records["metrics"]["epsilon"]
+    eps2_ref = train(
+        task(initial, round_config(h0, privacy, **{"server-round": 2})), uninterrupted
+    ).content.metric_records["metrics"]["epsilon"]
     assert (tmp_path / "state" / "privacy_state.json").exists()
     assert eps2 > eps1 > 0
     assert eps2 == pytest.approx(eps2_ref, rel=1e-9)
@@ -132,7 +175,8 @@ def test_restarted_hospital_resumes_its_privacy_spend_from_its_state_dir(tmp_pat
 
 def test_restarted_hospital_does_not_derive_its_noise_again(tmp_path, initial, monkeypatch):
     """The accountant memo travels with the hospital's state: a new process reuses the derived noise."""
-    from fl_client import hospital_runtime, privacy as privacy_mod
+    from fl_client import hospital_runtime
+    from fl_client import privacy as privacy_mod
 
     privacy = {"enabled": True, "target_epsilon": 3.0, "delta": 1e-5, "max_grad_norm": 1.0, "accountant": "rdp"}
     nc = node_config(**{"state-dir": str(tmp_path / "state")})
@@ -173,8 +217,11 @@ def test_deployed_hospital_whose_own_csv_holds_one_class_still_trains():
     from fl_client.settings import from_node_config
 
     example = Path(__file__).resolve().parents[1] / "examples" / "csv_study"
-    nc = {"hospital-id": "switzerland", "data-path": str(example / "switzerland.csv"),
-          "schema-path": str(example / "schema.yaml")}
+    nc = {
+        "hospital-id": "switzerland",
+        "data-path": str(example / "switzerland.csv"),
+        "schema-path": str(example / "schema.yaml"),
+    }
     data = hospital_runtime.hospital_data(from_node_config(nc))
     assert len(set(data.y_train.tolist()) | set(data.y_test.tolist())) == 1
     start = get_arrays(build_model("logreg", data.X_train.shape[1], 0, seed=0))

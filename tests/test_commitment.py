@@ -61,13 +61,19 @@ def test_digest_matches_a_hand_built_eip712_encoding():
     # Arrange: the spec, written out with nothing but keccak and abi.encode
     c = VECTOR_COMMITMENT
     typehash = keccak(text=ROUND_COMMITMENT_TYPE)
-    struct_hash = keccak(encode(
-        ["bytes32", "bytes32", "uint64", "bytes32", "bytes32", "uint64", "uint64"],
-        [typehash, c.study_id, c.round, c.prev_global_hash, c.update_hash, c.sample_count, c.epsilon_micro]))
+    struct_hash = keccak(
+        encode(
+            ["bytes32", "bytes32", "uint64", "bytes32", "bytes32", "uint64", "uint64"],
+            [typehash, c.study_id, c.round, c.prev_global_hash, c.update_hash, c.sample_count, c.epsilon_micro],
+        )
+    )
     domain_typehash = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
-    separator = keccak(encode(["bytes32", "bytes32", "bytes32", "uint256", "address"],
-                              [domain_typehash, keccak(text="FedLedger"), keccak(text="1"), VECTOR_CHAIN_ID,
-                               VECTOR_CONTRACT]))
+    separator = keccak(
+        encode(
+            ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+            [domain_typehash, keccak(text="FedLedger"), keccak(text="1"), VECTOR_CHAIN_ID, VECTOR_CONTRACT],
+        )
+    )
     # Act
     digest = commitment_digest(domain(VECTOR_CHAIN_ID, VECTOR_CONTRACT), c)
     # Assert
@@ -75,10 +81,17 @@ def test_digest_matches_a_hand_built_eip712_encoding():
     assert digest == keccak(b"\x19\x01" + separator + struct_hash)
 
 
-@pytest.mark.parametrize("field,value", [
-    ("round", 4), ("sample_count", 1235), ("epsilon_micro", 1_500_001),
-    ("update_hash", b"\x34" * 32), ("prev_global_hash", b"\x23" * 32), ("study_id", b"\x12" * 32),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("round", 4),
+        ("sample_count", 1235),
+        ("epsilon_micro", 1_500_001),
+        ("update_hash", b"\x34" * 32),
+        ("prev_global_hash", b"\x23" * 32),
+        ("study_id", b"\x12" * 32),
+    ],
+)
 def test_any_changed_field_changes_the_signer(field, value):
     # Arrange
     dom = domain(VECTOR_CHAIN_ID, VECTOR_CONTRACT)
@@ -123,8 +136,18 @@ def test_malformed_and_malleable_signatures_are_rejected():
         recover_signer(dom, VECTOR_COMMITMENT, flipped)
 
 
-@pytest.mark.parametrize("eps,micro", [(0.0, 0), (1.5, 1_500_000), (0.1, 100_000), (2.9999996, 3_000_000),
-                                       (1e-7, 0), (8.0000004, 8_000_000), (12.345678, 12_345_678)])
+@pytest.mark.parametrize(
+    "eps,micro",
+    [
+        (0.0, 0),
+        (1.5, 1_500_000),
+        (0.1, 100_000),
+        (2.9999996, 3_000_000),
+        (1e-7, 0),
+        (8.0000004, 8_000_000),
+        (12.345678, 12_345_678),
+    ],
+)
 def test_epsilon_to_micro(eps, micro):
     assert epsilon_to_micro(eps) == micro
     assert abs(micro_to_epsilon(micro) - eps) <= 5e-7

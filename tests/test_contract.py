@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 from eth_account import Account
 
-from fedledger.commitment import commitment_digest, recover_signer, sign_commitment
-from ledger.client import LedgerRevert, commitments_hash
+from fedledger.commitment import commitment_digest, commitments_hash, recover_signer, sign_commitment
+from ledger.client import LedgerRevert
 from ledger.compile import ARTIFACT_PATH, CompileError, artifact_json, compile_contract
 
 
@@ -34,7 +34,8 @@ def test_committed_artifact_matches_source():
         pytest.skip(f"solc unavailable: {exc}")
     # Assert
     assert ARTIFACT_PATH.read_text(encoding="utf-8") == artifact_json(fresh), (
-        "ledger/artifacts/StudyLedger.json is stale: run `python -m ledger.compile` and commit it")
+        "ledger/artifacts/StudyLedger.json is stale: run `python -m ledger.compile` and commit it"
+    )
 
 
 # ---------------------------------------------------------------------------- happy path
@@ -82,9 +83,10 @@ def test_events_carry_the_right_arguments(make_study):
         assert got.hospital == h.address and got.commitment == c and got.signature == sig
         assert recover_signer(dom, got.commitment, got.signature) == h.address
     raw = s.client.events("CommitmentRecorded", from_block=receipt.block)
-    assert [(e["args"]["hospital"], bytes(e["args"]["updateHash"]), e["args"]["sampleCount"],
-             e["args"]["epsilonMicro"]) for e in raw] == [(h.address, c.update_hash, c.sample_count, c.epsilon_micro)
-                                                          for h, c in zip(s.hospitals, cs)]
+    assert [
+        (e["args"]["hospital"], bytes(e["args"]["updateHash"]), e["args"]["sampleCount"], e["args"]["epsilonMicro"])
+        for e in raw
+    ] == [(h.address, c.update_hash, c.sample_count, c.epsilon_micro) for h, c in zip(s.hospitals, cs)]
 
 
 def test_python_signature_matches_what_the_contract_recovers(make_study):
@@ -288,8 +290,7 @@ def test_register_study_guards(ledger_chain, ledger, make_study):
     args = (os.urandom(32), os.urandom(32), os.urandom(32), os.urandom(32), "v", ledger_chain.aggregator.address)
     # Act / Assert
     assert _revert(ledger.register_study, s.study_id, *args[1:], now + 99, h, [1]).error == "StudyAlreadyExists"
-    assert _revert(ledger.register_study, *args, now + 99, h, [1],
-                   sender=s.hospitals[0]).error == "NotStudyAdmin"
+    assert _revert(ledger.register_study, *args, now + 99, h, [1], sender=s.hospitals[0]).error == "NotStudyAdmin"
     assert _revert(ledger.register_study, *args, now - 1, h, [1]).error == "ExpiryInPast"
     assert _revert(ledger.register_study, *args, now + 99, h, [1, 2]).error == "HospitalsBudgetsLengthMismatch"
     assert _revert(ledger.register_study, *args, now + 99, h + h, [1, 1]).error == "HospitalRegisteredTwice"
@@ -302,8 +303,18 @@ def test_study_admin_role_can_register(ledger_chain, ledger):
     now = ledger_chain.w3.eth.get_block("latest")["timestamp"]
     sid = os.urandom(32)
     # Act
-    ledger.register_study(sid, os.urandom(32), os.urandom(32), os.urandom(32), "v", ledger_chain.aggregator.address,
-                          now + 99, [ledger_chain.funded_accounts[2].address], [1], sender=study_admin)
+    ledger.register_study(
+        sid,
+        os.urandom(32),
+        os.urandom(32),
+        os.urandom(32),
+        "v",
+        ledger_chain.aggregator.address,
+        now + 99,
+        [ledger_chain.funded_accounts[2].address],
+        [1],
+        sender=study_admin,
+    )
     # Assert
     assert ledger.read_study(sid).aggregator == ledger_chain.aggregator.address
 

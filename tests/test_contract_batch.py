@@ -23,8 +23,17 @@ def test_add_hospitals_in_batches_then_each_consents(ledger):
     study = "0x" + "ab" * 32
     accounts = [Account.create() for _ in range(5)]
     expiry = chain.w3.eth.get_block("latest")["timestamp"] + 10**6
-    client.register_study(study, b"\x01" * 32, b"\x02" * 32, b"\x00" * 32, "t", chain.aggregator.address, expiry,
-                          [accounts[0].address], [10**6])
+    client.register_study(
+        study,
+        b"\x01" * 32,
+        b"\x02" * 32,
+        b"\x00" * 32,
+        "t",
+        chain.aggregator.address,
+        expiry,
+        [accounts[0].address],
+        [10**6],
+    )
     # act
     client.add_hospitals(study, [a.address for a in accounts[1:]], [2 * 10**6] * 4)
     chain.fund(accounts[3].address)
@@ -43,8 +52,9 @@ def test_add_hospitals_refuses_unknown_study_duplicates_and_strangers(ledger):
     assert unknown.value.error == "UnknownStudy"
     study = "0x" + "ef" * 32
     expiry = chain.w3.eth.get_block("latest")["timestamp"] + 10**6
-    client.register_study(study, b"\x01" * 32, b"\x02" * 32, b"\x00" * 32, "t", chain.aggregator.address, expiry,
-                          [a.address], [1])
+    client.register_study(
+        study, b"\x01" * 32, b"\x02" * 32, b"\x00" * 32, "t", chain.aggregator.address, expiry, [a.address], [1]
+    )
     with pytest.raises(LedgerRevert) as twice:
         client.add_hospitals(study, [a.address], [1])
     assert twice.value.error == "HospitalRegisteredTwice"

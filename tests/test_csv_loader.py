@@ -113,7 +113,7 @@ def test_missing_tokens_impute_with_train_mean(tmp_path):
     X = np.concatenate([h.X_train, h.X_test])
     assert h.n_train + h.n_test == 6
     assert np.isfinite(X).all()
-    assert (X[:, 0] == 0.0).sum() >= 1            # imputed age = train mean -> 0 after standardising
+    assert (X[:, 0] == 0.0).sum() >= 1  # imputed age = train mean -> 0 after standardising
     assert (X[:, 1:].sum(axis=1) == 0).sum() == 1  # missing category -> all-zero one-hot
 
 
@@ -241,8 +241,16 @@ def test_text_labels_rule():
 
 
 def test_all_errors_share_one_base():
-    for cls in (SchemaError, MissingFileError, EmptyFileError, MissingColumnError,
-                NonNumericValueError, UnknownCategoryError, SingleClassStudyError, ConfigError):
+    for cls in (
+        SchemaError,
+        MissingFileError,
+        EmptyFileError,
+        MissingColumnError,
+        NonNumericValueError,
+        UnknownCategoryError,
+        SingleClassStudyError,
+        ConfigError,
+    ):
         assert issubclass(cls, DataError)
 
 

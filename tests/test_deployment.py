@@ -29,8 +29,19 @@ def test_plain_study_superlink_two_supernodes_two_rounds(tmp_path, deployment: D
     t0 = time.monotonic()
     port = free_port()
     study = tmp_path / "study"
-    provision(study, "num_rounds=2", *PLAIN, "--builtin", "2", "--ledger", "none", "--superlink", f"127.0.0.1:{port}",
-              "--join-timeout", "120")
+    provision(
+        study,
+        "num_rounds=2",
+        *PLAIN,
+        "--builtin",
+        "2",
+        "--ledger",
+        "none",
+        "--superlink",
+        f"127.0.0.1:{port}",
+        "--join-timeout",
+        "120",
+    )
     deployment.superlink(study, port)
     for hdir in sorted((study / "hospitals").iterdir()):
         deployment.hospital(hdir, port)
@@ -57,8 +68,21 @@ def test_tls_auth_dp_ckks_ledger_three_hospitals_then_audit(tmp_path, deployment
     study = tmp_path / "study"
     # rdp: every task is a fresh flwr-clientapp process, and deriving the noise for a target epsilon with
     # PRV costs seconds per process; the product default (prv) is covered by the simulation tests.
-    spec = provision(study, "num_rounds=3", "privacy.accountant=rdp", "--builtin", "3", "--ledger", "anvil", "--tls", "--auth",
-                     "--superlink", f"127.0.0.1:{port}", "--join-timeout", "180")
+    spec = provision(
+        study,
+        "num_rounds=3",
+        "privacy.accountant=rdp",
+        "--builtin",
+        "3",
+        "--ledger",
+        "anvil",
+        "--tls",
+        "--auth",
+        "--superlink",
+        f"127.0.0.1:{port}",
+        "--join-timeout",
+        "180",
+    )
     # what the aggregator side holds: no hospital secret; each hospital's bundle holds its own
     assert not any(p.name in ("secret.ctx", "eth_key", "auth_key") for p in (study / "keys").rglob("*"))
     assert spec["keys"]["secret_context"] is None and spec["chain"]["contract"]
@@ -80,19 +104,27 @@ def test_tls_auth_dp_ckks_ledger_three_hospitals_then_audit(tmp_path, deployment
     assert res["final"]["accuracy"] > 0.8, res["final"]
     assert len(res["ledger"]["rounds"]) == 3
     assert all(p["epsilon"][-1] <= p["budget"] + 1e-9 for p in res["privacy"].values())
-    audit = subprocess.run([sys.executable, "-m", "fedledger.cli", "audit", "--run-dir", str(study)], cwd=REPO,
-                           env=base_env(), capture_output=True, text=True, timeout=300)
+    audit = subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", "audit", "--run-dir", str(study)],
+        cwd=REPO,
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
     print(f"TLS+auth DP/CKKS/ledger deployment study took {time.monotonic() - t0:.0f}s")
 
 
 def test_supernode_not_on_allow_list_is_refused(tmp_path, deployment: Deployment):
     """SuperNode authentication: a SuperNode whose key the aggregator never registered cannot join."""
-    from fedledger.provision import make_auth_key
+    from coordinator.provision import make_auth_key
 
     port = free_port()
     study = tmp_path / "study"
-    provision(study, *PLAIN, "--builtin", "2", "--ledger", "none", "--tls", "--auth", "--superlink", f"127.0.0.1:{port}")
+    provision(
+        study, *PLAIN, "--builtin", "2", "--ledger", "none", "--tls", "--auth", "--superlink", f"127.0.0.1:{port}"
+    )
     link = deployment.superlink(study, port)
     link.wait_for(r"registered SuperNode key hospital_1", timeout=90)
     rogue = tmp_path / "rogue"
@@ -101,8 +133,16 @@ def test_supernode_not_on_allow_list_is_refused(tmp_path, deployment: Deployment
         (rogue / name).write_bytes((study / "hospitals" / "hospital_0" / name).read_bytes())
     make_auth_key(rogue / "auth_key")  # a valid key pair, but not on the allow-list
     env = {**deployment.env, "MAX_WAIT_TIME": "20"}
-    proc = deployment.start("rogue", [str(Path(__file__).resolve().parents[1] / "deploy" / "run_hospital.sh"), rogue,
-                                      f"127.0.0.1:{port}", str(free_port())], env=env)
+    proc = deployment.start(
+        "rogue",
+        [
+            str(Path(__file__).resolve().parents[1] / "deploy" / "run_hospital.sh"),
+            rogue,
+            f"127.0.0.1:{port}",
+            str(free_port()),
+        ],
+        env=env,
+    )
     good = deployment.hospital(study / "hospitals" / "hospital_0", port)
     good.wait_for(r"(?i)activat|Starting Flower SuperNode", timeout=60)
     link.wait_for(r"Activated node_id", timeout=90)  # the registered hospital gets in
@@ -111,4 +151,4 @@ def test_supernode_not_on_allow_list_is_refused(tmp_path, deployment: Deployment
         time.sleep(1)
     log = link.text()
     assert log.count("Activated node_id") == 1, log[-3000:]
-    assert not proc.alive() or "activate-node HTTP/1.1\" 200" not in proc.text()
+    assert not proc.alive() or 'activate-node HTTP/1.1" 200' not in proc.text()

@@ -41,18 +41,22 @@ def uninterrupted_epsilons(spec: dict, n_records: int, rounds: int) -> list[floa
     from fl_client.privacy import HospitalPrivacy
 
     cfg = spec["config"]
-    priv = HospitalPrivacy({k: v for k, v in cfg["privacy"].items()}, n_records=n_records,
-                           batch_size=int(cfg["train"]["batch_size"]), planned_rounds=int(cfg["num_rounds"]),
-                           local_epochs=int(cfg["train"]["local_epochs"]))
+    priv = HospitalPrivacy(
+        {k: v for k, v in cfg["privacy"].items()},
+        n_records=n_records,
+        batch_size=int(cfg["train"]["batch_size"]),
+        planned_rounds=int(cfg["num_rounds"]),
+        local_epochs=int(cfg["train"]["local_epochs"]),
+    )
     return [priv.projected_epsilon(k * priv.steps_per_round()) for k in range(1, rounds + 1)]
 
 
 def chain_view(spec: dict):
-    from ledger.chains import _http_w3
     from ledger.client import LedgerClient
+    from ledger.rpc import http_w3
 
     chain = spec["chain"]
-    return LedgerClient.at(_http_w3(chain["rpc_url"]), chain["contract"], deploy_block=int(chain.get("deploy_block", 0)))
+    return LedgerClient.at(http_w3(chain["rpc_url"]), chain["contract"], deploy_block=int(chain.get("deploy_block", 0)))
 
 
 # -- (f) a hospital restarted between rounds ---------------------------------------------------
@@ -64,9 +68,24 @@ def test_hospital_restarted_between_rounds_keeps_privacy_spend(tmp_path, deploym
     port = free_port()
     study = tmp_path / "study"
     # min_hospitals=1: the study goes on even if the restarted SuperNode is still starting when a round samples nodes
-    spec = provision(study, "num_rounds=3", *PLAIN_MODEL, "privacy=fixed_noise", "min_hospitals=1",
-                     "strategy.round_timeout_s=120", "--builtin", "2", "--ledger", "none", "--tls", "--auth",
-                     "--superlink", f"127.0.0.1:{port}", "--join-timeout", "180")
+    spec = provision(
+        study,
+        "num_rounds=3",
+        *PLAIN_MODEL,
+        "privacy=fixed_noise",
+        "min_hospitals=1",
+        "strategy.round_timeout_s=120",
+        "--builtin",
+        "2",
+        "--ledger",
+        "none",
+        "--tls",
+        "--auth",
+        "--superlink",
+        f"127.0.0.1:{port}",
+        "--join-timeout",
+        "180",
+    )
     link = deployment.superlink(study, port)
     link.wait_for(r"registered SuperNode key hospital_1", timeout=90)
     hdir = study / "hospitals" / "hospital_1"
@@ -100,9 +119,22 @@ def test_supernode_killed_while_training_round_completes_with_the_others(tmp_pat
     t0 = time.monotonic()
     port = free_port()
     study = tmp_path / "study"
-    spec = provision(study, "num_rounds=2", *PLAIN_MODEL, "privacy=off", "min_hospitals=2",
-                     "strategy.round_timeout_s=300", "--builtin", "3", "--ledger", "anvil",
-                     "--superlink", f"127.0.0.1:{port}", "--join-timeout", "180")
+    spec = provision(
+        study,
+        "num_rounds=2",
+        *PLAIN_MODEL,
+        "privacy=off",
+        "min_hospitals=2",
+        "strategy.round_timeout_s=300",
+        "--builtin",
+        "3",
+        "--ledger",
+        "anvil",
+        "--superlink",
+        f"127.0.0.1:{port}",
+        "--join-timeout",
+        "180",
+    )
     deployment.chain(study, urlparse(spec["chain"]["rpc_url"]).port)
     deployment.superlink(study, port)
     procs = {h.name: deployment.hospital(h, port) for h in sorted((study / "hospitals").iterdir())}
@@ -142,9 +174,23 @@ def test_aggregator_killed_after_round_two_resumes_without_duplicate_rounds(tmp_
     t0 = time.monotonic()
     port = free_port()
     study = tmp_path / "study"
-    spec = provision(study, "num_rounds=4", *PLAIN_MODEL, "privacy=off", "strategy.round_timeout_s=120",
-                     "--builtin", "2", "--ledger", "anvil", "--tls", "--auth",
-                     "--superlink", f"127.0.0.1:{port}", "--join-timeout", "180")
+    spec = provision(
+        study,
+        "num_rounds=4",
+        *PLAIN_MODEL,
+        "privacy=off",
+        "strategy.round_timeout_s=120",
+        "--builtin",
+        "2",
+        "--ledger",
+        "anvil",
+        "--tls",
+        "--auth",
+        "--superlink",
+        f"127.0.0.1:{port}",
+        "--join-timeout",
+        "180",
+    )
     deployment.chain(study, urlparse(spec["chain"]["rpc_url"]).port)
     link = deployment.superlink(study, port)
     link.wait_for(r"registered SuperNode key hospital_1", timeout=90)
@@ -204,11 +250,21 @@ def _fake_run(tmp_path: Path, rounds: int, checkpoints: bool = True) -> tuple[di
     store = ArtifactStore(tmp_path)
     for r in range(1, rounds + 1):
         models.append({k: v + r for k, v in models[-1].items()})
-        write_manifest(store, "0x" + "ab" * 32, r, to_hex(ModelPayload(arrays=models[-2]).digest()),
-                       ModelPayload(arrays=models[-1]), [])
+        write_manifest(
+            store,
+            "0x" + "ab" * 32,
+            r,
+            to_hex(ModelPayload(arrays=models[-2]).digest()),
+            ModelPayload(arrays=models[-1]),
+            [],
+        )
         if checkpoints:
             store.write_checkpoint(r, models[-1])
-    spec = {"run_dir": str(tmp_path), "initial_model": str(tmp_path / "initial_model.npz"), "study_id": "0x" + "ab" * 32}
+    spec = {
+        "run_dir": str(tmp_path),
+        "initial_model": str(tmp_path / "initial_model.npz"),
+        "study_id": "0x" + "ab" * 32,
+    }
     return spec, models
 
 
@@ -256,14 +312,30 @@ def test_parse_canonical_model_roundtrip():
 
 
 @pytest.mark.slow
-def test_supernode_with_the_wrong_ckks_key_is_rejected_naming_it_and_the_round_goes_on(tmp_path, deployment: Deployment):
+def test_supernode_with_the_wrong_ckks_key_is_rejected_naming_it_and_the_round_goes_on(
+    tmp_path, deployment: Deployment
+):
     # arrange: hospital_2 holds a secret context from another key ceremony
     from fedledger.ckks import create_keys, preset
 
     port = free_port()
     study = tmp_path / "study"
-    provision(study, "num_rounds=2", "model=logreg", "privacy=off", "min_hospitals=2", "strategy.round_timeout_s=300",
-              "--builtin", "3", "--ledger", "none", "--superlink", f"127.0.0.1:{port}", "--join-timeout", "180")
+    provision(
+        study,
+        "num_rounds=2",
+        "model=logreg",
+        "privacy=off",
+        "min_hospitals=2",
+        "strategy.round_timeout_s=300",
+        "--builtin",
+        "3",
+        "--ledger",
+        "none",
+        "--superlink",
+        f"127.0.0.1:{port}",
+        "--join-timeout",
+        "180",
+    )
     foreign = create_keys(tmp_path / "foreign", preset("ckks"))
     victim_ctx = study / "hospitals" / "hospital_2" / "secret.ctx"
     assert victim_ctx.exists()
@@ -282,6 +354,10 @@ def test_supernode_with_the_wrong_ckks_key_is_rejected_naming_it_and_the_round_g
         assert [x["hospital"] for x in r["rejected"]] == ["hospital_2"]
     for r in res["rounds"]:
         refusal = r["rejected"][0]
-        assert refusal["kind"] == "refusal" and refusal["reason"].startswith("wrong-key") and "CKKS key" in refusal["reason"]
+        assert (
+            refusal["kind"] == "refusal"
+            and refusal["reason"].startswith("wrong-key")
+            and "CKKS key" in refusal["reason"]
+        )
         assert "hospital_2" not in r["per_hospital"]  # it cannot decrypt, so it does not evaluate either
     assert res["final"]["accuracy"] > 0.85

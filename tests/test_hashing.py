@@ -23,22 +23,42 @@ from ledger.audit import _TYPEHASH, _domain_separator, commitment_digest_indepen
 MODEL_1 = {"w": np.array([1.0, -2.0], dtype="<f4"), "b": np.array(0.5, dtype="<f8")}
 MODEL_1_BYTES = (
     "4645444c45444745522d4d4f44454c2d7631"  # "FEDLEDGER-MODEL-v1"
-    "02000000"                              # u32 number of arrays = 2
-    "0100" "62"                             # "b": u16 name length, name
-    "03" "3c6638"                           # u8 dtype length, "<f8"
-    "00"                                    # u8 ndim = 0 (a scalar), no shape
-    "0800000000000000" "000000000000e03f"   # u64 byte length 8, 0.5 as little-endian float64
-    "0100" "77"                             # "w"
-    "03" "3c6634"                           # "<f4"
-    "01" "0200000000000000"                 # ndim 1, shape (2,)
-    "0800000000000000" "0000803f000000c0"   # 8 bytes: 1.0, -2.0 as little-endian float32
+    "02000000"  # u32 number of arrays = 2
+    "0100"
+    "62"  # "b": u16 name length, name
+    "03"
+    "3c6638"  # u8 dtype length, "<f8"
+    "00"  # u8 ndim = 0 (a scalar), no shape
+    "0800000000000000"
+    "000000000000e03f"  # u64 byte length 8, 0.5 as little-endian float64
+    "0100"
+    "77"  # "w"
+    "03"
+    "3c6634"  # "<f4"
+    "01"
+    "0200000000000000"  # ndim 1, shape (2,)
+    "0800000000000000"
+    "0000803f000000c0"  # 8 bytes: 1.0, -2.0 as little-endian float32
 )
 MODEL_1_HASH = "0xf8dce3e7cbbcd9c52c97e4f501e14d23f7bc8d4ba0a7da49d65b0d63ce26e41a"
 
 MODEL_2 = {"x": np.array([[1, 2], [3, 4]], dtype=">i4")}  # big-endian input: hashed as little-endian
-MODEL_2_BYTES = ("4645444c45444745522d4d4f44454c2d7631" "01000000" "0100" "78" "03" "3c6934"
-                 "02" "0200000000000000" "0200000000000000" "1000000000000000"
-                 "01000000" "02000000" "03000000" "04000000")
+MODEL_2_BYTES = (
+    "4645444c45444745522d4d4f44454c2d7631"
+    "01000000"
+    "0100"
+    "78"
+    "03"
+    "3c6934"
+    "02"
+    "0200000000000000"
+    "0200000000000000"
+    "1000000000000000"
+    "01000000"
+    "02000000"
+    "03000000"
+    "04000000"
+)
 MODEL_2_HASH = "0xacb00bb7c9884458463c26f6fd2b3c6f423f14a396e67f75bb1e91c2e07de28e"
 
 EMPTY_MODEL_HASH = "0x92bcb75a5c8317d1ff3208cb1a0602ee9a1ff7eb34da8ba1bfba66ae5830fda4"
@@ -46,8 +66,8 @@ EMPTY_MODEL_HASH = "0x92bcb75a5c8317d1ff3208cb1a0602ee9a1ff7eb34da8ba1bfba66ae58
 # -- ciphertexts --------------------------------------------------------------------------
 
 CT_EMPTY_HASH = "0x903cd69785e6f0278abd5749be90958da2a6e3056f963a1047e6523b5e17317b"
-CT_TWO_HASH = "0x2b6ae4284d4e838dd63c78c815342bec65b3e9a2a6b4a57b3db35877e703736b"   # [01 02, <empty>]
-CT_ABC_HASH = "0x51d3628d75018aaab9fc4a8e565f52ddee134071f5f5da8d7f1b59a1106461cb"   # [b"abc"]
+CT_TWO_HASH = "0x2b6ae4284d4e838dd63c78c815342bec65b3e9a2a6b4a57b3db35877e703736b"  # [01 02, <empty>]
+CT_ABC_HASH = "0x51d3628d75018aaab9fc4a8e565f52ddee134071f5f5da8d7f1b59a1106461cb"  # [b"abc"]
 
 # -- EIP-712 commitment -------------------------------------------------------------------
 
@@ -59,8 +79,11 @@ DIGEST = "0x997c55ab4d32f2ace79d339533eda86b257056b050c33c45fc52e84422d6215f"
 # anvil/hardhat development account #2 (a publicly known test key, never for real use)
 DEV_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"
 DEV_ADDRESS = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
-SIGNATURE = ("0x523b8eb5d84812759e704b933ea98468316d2253c2e9f8ce0f1f9b7fc324b843"
-             "7ef837bf45f46e76d8bd395049a0e9e492d8af77416c3fc8a53c031573cd7322" "1b")
+SIGNATURE = (
+    "0x523b8eb5d84812759e704b933ea98468316d2253c2e9f8ce0f1f9b7fc324b843"
+    "7ef837bf45f46e76d8bd395049a0e9e492d8af77416c3fc8a53c031573cd7322"
+    "1b"
+)
 
 
 def test_canonical_model_bytes_vector():
@@ -100,8 +123,7 @@ def test_ciphertexts_hash_vectors():
 
 
 def test_ciphertexts_hash_by_hand():
-    by_hand = (b"FEDLEDGER-CKKS-v1" + struct.pack("<I", 2) + struct.pack("<Q", 2) + b"\x01\x02"
-               + struct.pack("<Q", 0))
+    by_hand = b"FEDLEDGER-CKKS-v1" + struct.pack("<I", 2) + struct.pack("<Q", 2) + b"\x01\x02" + struct.pack("<Q", 0)
     assert to_hex(hashlib.sha256(by_hand).digest()) == CT_TWO_HASH
     # length prefixes make the split unambiguous
     assert ciphertexts_hash([b"ab", b"c"]) != ciphertexts_hash([b"a", b"bc"]) != ciphertexts_hash([b"abc"])

@@ -13,7 +13,8 @@ from eth_account import Account
 
 from fedledger.commitment import RoundCommitment, recover_signer, sign_commitment
 from ledger.chains import ChainError, ChainUnavailable, free_port, load_aggregator_account, reopen_anvil, start_chain
-from ledger.client import LedgerClient, LedgerRevert, LedgerTransportError, decode_revert, load_artifact, _error_table
+from ledger.client import LedgerClient, LedgerRevert, LedgerTransportError, _error_table, decode_revert
+from ledger.compile import load_artifact
 from ledger.journal import Journal, JournalError, LedgerUnavailable, RecordSubmitter, RoundRecord
 from tests.conftest_ledger import ANVIL_AVAILABLE
 
@@ -30,19 +31,29 @@ class _Study:
 
     def __init__(self, chain, client: LedgerClient, n: int = 2):
         self.chain, self.client = chain, client
-        self.hospitals = chain.funded_accounts[2:2 + n]
+        self.hospitals = chain.funded_accounts[2 : 2 + n]
         self.study_id, self.init = os.urandom(32), os.urandom(32)
         now = chain.w3.eth.get_block("latest")["timestamp"]
-        client.register_study(self.study_id, os.urandom(32), self.init, os.urandom(32), "t", chain.aggregator.address,
-                              now + 86_400, [h.address for h in self.hospitals], [10_000_000] * n)
+        client.register_study(
+            self.study_id,
+            os.urandom(32),
+            self.init,
+            os.urandom(32),
+            "t",
+            chain.aggregator.address,
+            now + 86_400,
+            [h.address for h in self.hospitals],
+            [10_000_000] * n,
+        )
         for h in self.hospitals:
             client.consent(self.study_id, h)
         self.prev = self.init
 
     def next_record(self, round: int) -> RoundRecord:
         dom = self.client.domain()
-        cs = tuple(RoundCommitment(self.study_id, round, self.prev, os.urandom(32), 7, 100 * round)
-                   for _ in self.hospitals)
+        cs = tuple(
+            RoundCommitment(self.study_id, round, self.prev, os.urandom(32), 7, 100 * round) for _ in self.hospitals
+        )
         sigs = tuple(sign_commitment(h, dom, c) for h, c in zip(self.hospitals, cs))
         rec = RoundRecord(self.study_id, round, self.prev, os.urandom(32), 7 * len(cs), cs, sigs)
         self.prev = rec.aggregate_hash
@@ -80,8 +91,11 @@ def test_journal_rejects_a_conflicting_record_and_ignores_a_torn_tail(tmp_path):
     # Act / Assert
     assert j.pending() == [r1]
     with pytest.raises(JournalError):
-        j.append(RoundRecord(r1.study_id, 1, r1.prev_global_hash, os.urandom(32), r1.total_samples,
-                             r1.commitments, r1.signatures))
+        j.append(
+            RoundRecord(
+                r1.study_id, 1, r1.prev_global_hash, os.urandom(32), r1.total_samples, r1.commitments, r1.signatures
+            )
+        )
 
 
 def test_record_json_round_trip():
@@ -119,8 +133,16 @@ def test_a_round_mined_before_the_journal_mark_is_found_not_resent(tmp_path):
     rec = study.next_record(1)
     journal = Journal(tmp_path)
     journal.append(rec)
-    client.record_round(rec.study_id, 1, rec.prev_global_hash, rec.aggregate_hash, rec.total_samples,
-                        rec.commitments, rec.signatures, sender=chain.aggregator)
+    client.record_round(
+        rec.study_id,
+        1,
+        rec.prev_global_hash,
+        rec.aggregate_hash,
+        rec.total_samples,
+        rec.commitments,
+        rec.signatures,
+        sender=chain.aggregator,
+    )
     # Act
     receipts = RecordSubmitter(client.with_account(chain.aggregator), journal).flush()
     # Assert
@@ -134,14 +156,27 @@ def test_a_reverting_record_raises_and_stays_pending(tmp_path):
     client = LedgerClient.deploy(chain.w3, chain.admin)
     study = _Study(chain, client, n=1)
     good = study.next_record(1)
-    bad = RoundRecord(good.study_id, 1, good.prev_global_hash, good.aggregate_hash, good.total_samples,
-                      good.commitments, (sign_commitment(Account.create(), client.domain(), good.commitments[0]),))
+    bad = RoundRecord(
+        good.study_id,
+        1,
+        good.prev_global_hash,
+        good.aggregate_hash,
+        good.total_samples,
+        good.commitments,
+        (sign_commitment(Account.create(), client.domain(), good.commitments[0]),),
+    )
     journal = Journal(tmp_path)
     # Act
     with pytest.raises(LedgerRevert) as info:
         RecordSubmitter(client.with_account(chain.aggregator), journal).record(
-            bad.study_id, 1, bad.prev_global_hash, bad.aggregate_hash, bad.total_samples, bad.commitments,
-            bad.signatures)
+            bad.study_id,
+            1,
+            bad.prev_global_hash,
+            bad.aggregate_hash,
+            bad.total_samples,
+            bad.commitments,
+            bad.signatures,
+        )
     # Assert
     assert info.value.error == "HospitalNotRegistered"
     assert journal.pending() == [bad]
@@ -185,8 +220,15 @@ def test_client_survives_the_chain_going_away_mid_study(tmp_path):
 
 
 def _args(rec: RoundRecord) -> tuple:
-    return (rec.study_id, rec.round, rec.prev_global_hash, rec.aggregate_hash, rec.total_samples, rec.commitments,
-            rec.signatures)
+    return (
+        rec.study_id,
+        rec.round,
+        rec.prev_global_hash,
+        rec.aggregate_hash,
+        rec.total_samples,
+        rec.commitments,
+        rec.signatures,
+    )
 
 
 # ----------------------------------------------------------------------------- chains
@@ -241,8 +283,9 @@ def test_down_rpc_chain_names_the_url(monkeypatch):
     # Act
     with pytest.raises(ChainUnavailable, match=url.replace(".", r"\.")):
         start_chain("rpc", Path("."), rpc_url=url, key_env="FL_TEST_AGG_KEY")
-    client = LedgerClient.at(__import__("ledger.chains").chains._http_w3(url, timeout=1), "0x" + "00" * 20,
-                             max_attempts=2, backoff_s=0.01)
+    client = LedgerClient.at(
+        __import__("ledger.rpc").rpc.http_w3(url, timeout=1), "0x" + "00" * 20, max_attempts=2, backoff_s=0.01
+    )
     with pytest.raises(LedgerTransportError, match=url.replace(".", r"\.")):
         client.last_round(b"\x00" * 32)
 
@@ -299,8 +342,10 @@ def test_revert_decoding_names_custom_errors_and_standard_ones():
     table = _error_table(load_artifact()["abi"])
     from eth_abi import encode
     from eth_utils import keccak
+
     custom = keccak(text="EpsilonOverBudget(address,uint64,uint64)")[:4] + encode(
-        ["address", "uint64", "uint64"], ["0x" + "11" * 20, 5, 4])
+        ["address", "uint64", "uint64"], ["0x" + "11" * 20, 5, 4]
+    )
     string_err = keccak(text="Error(string)")[:4] + encode(["string"], ["nope"])
     # Act / Assert
     err = decode_revert(table, "0x" + custom.hex(), "recordRound")

@@ -48,17 +48,22 @@ L = [keccak(bytes([i])) for i in range(1, 6)]  # keccak256(uint8 i), i = 1..5
 
 def test_leaf_vector():
     # HASHES.md section 4 vector: digest signed by dev key #2
-    leaf = commitment_leaf("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
-                           "0x997c55ab4d32f2ace79d339533eda86b257056b050c33c45fc52e84422d6215f")
+    leaf = commitment_leaf(
+        "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
+        "0x997c55ab4d32f2ace79d339533eda86b257056b050c33c45fc52e84422d6215f",
+    )
     assert leaf.hex() == "e8133caeabc2c02f930601a1ee954c1a5eabbb58866ad901ca2d1b1113305bdb"
 
 
-@pytest.mark.parametrize("n, root", [
-    (1, "5fe7f977e71dba2ea1a68e21057beebb9be2ac30c6410aa38d4f3fbe41dcffd2"),
-    (2, "71d8979cbfae9b197a4fbcc7d387b1fae9560e2f284d30b4e90c80f6bc074f57"),
-    (3, "eabc7452eee4f65d21a7edc9987de7047c7f2554db3dfeab6bff2d80e61c2022"),
-    (5, "74ca41639f96e1540a34fccf3a3cf9307e7dcb18f3238ffeef27804595aabc82"),
-])
+@pytest.mark.parametrize(
+    "n, root",
+    [
+        (1, "5fe7f977e71dba2ea1a68e21057beebb9be2ac30c6410aa38d4f3fbe41dcffd2"),
+        (2, "71d8979cbfae9b197a4fbcc7d387b1fae9560e2f284d30b4e90c80f6bc074f57"),
+        (3, "eabc7452eee4f65d21a7edc9987de7047c7f2554db3dfeab6bff2d80e61c2022"),
+        (5, "74ca41639f96e1540a34fccf3a3cf9307e7dcb18f3238ffeef27804595aabc82"),
+    ],
+)
 def test_root_vectors(n, root):
     assert merkle_root(L[:n]).hex() == root
     assert merkle_root(reversed(L[:n])).hex() == root  # order-independent (leaves are sorted)
@@ -71,9 +76,11 @@ def test_proof_vectors_and_odd_node_promotion():
     assert [p.hex() for p in t.proof(L[0])] == [
         "69c322e3248a5dfc29d73c5b0553b0185a35cd5bb6386747517ef7e53b15e287",
         "82142e1c0ddd298cd66ef6caeaffb602a56f7379941f173a60d5d604cd34c9e3",
-        "f343681465b9efe82c933c3e8748c70cb8aa06539c361de20f72eac04e766393"]
+        "f343681465b9efe82c933c3e8748c70cb8aa06539c361de20f72eac04e766393",
+    ]
     assert [p.hex() for p in t.proof(t.leaves[4])] == [
-        "5057ac0e50fd0490de6ec149ae4e7d67ab7c0f330960feaf5145d909e2da442d"]
+        "5057ac0e50fd0490de6ec149ae4e7d67ab7c0f330960feaf5145d909e2da442d"
+    ]
     assert t.root == hash_pair(t.levels[-2][0], t.levels[-2][1])
     for leaf in L:
         assert verify_proof(t.proof(leaf), t.root, leaf)
@@ -120,8 +127,17 @@ def test_contract_stores_the_python_root_and_verifies_python_proofs(make_study):
     cs, sigs, leaves, tree = _merkle_round(s, 1, eps_micro=[1, 2, 3, 4, 5])
     agg = os.urandom(32)
     # Act
-    rec = s.client.record_round_merkle(s.study_id, 1, s.initial_model_hash, agg, sum(c.sample_count for c in cs),
-                                       tree.root, len(cs), 5, sender=s.aggregator)
+    rec = s.client.record_round_merkle(
+        s.study_id,
+        1,
+        s.initial_model_hash,
+        agg,
+        sum(c.sample_count for c in cs),
+        tree.root,
+        len(cs),
+        5,
+        sender=s.aggregator,
+    )
     s.aggregates[1] = agg
     # Assert: the stored root is Python's, mode 2, and the contract agrees on every leaf and proof
     info = s.client.read_round(s.study_id, 1)
@@ -141,9 +157,10 @@ def test_contract_stores_the_python_root_and_verifies_python_proofs(make_study):
     assert len(ev) == 1 and ev[0].mode == MODE_MERKLE and ev[0].commitments_root == tree.root
     assert ev[0].max_epsilon_micro == 5 and ev[0].commitments == ()
     s.record(2, eps_micro=6)
-    cs3, _sigs3, _l3, tree3 = _merkle_round(s, 3)
-    s.client.record_round_merkle(s.study_id, 3, s.aggregates[2], os.urandom(32), 1, tree3.root, 5, 1,
-                                 sender=s.aggregator)
+    _cs3, _sigs3, _l3, tree3 = _merkle_round(s, 3)
+    s.client.record_round_merkle(
+        s.study_id, 3, s.aggregates[2], os.urandom(32), 1, tree3.root, 5, 1, sender=s.aggregator
+    )
     assert [e.mode for e in s.client.round_events(s.study_id)] == [2, 1, 2]
     assert s.client.read_round(s.study_id, 2).mode == 1
 
@@ -155,30 +172,47 @@ def test_record_round_merkle_reverts(make_study, ledger_chain):
     c = s.client
     ok = dict(sender=s.aggregator)
     # Act / Assert
-    assert _revert(c.record_round_merkle, s.study_id, 1, init, os.urandom(32), 10, root, 2, 1,
-                   sender=s.hospitals[0]).error == "NotAggregator"
-    assert _revert(c.record_round_merkle, os.urandom(32), 1, init, os.urandom(32), 10, root, 2, 1,
-                   **ok).error == "UnknownStudy"
-    assert _revert(c.record_round_merkle, s.study_id, 1, init, b"\x00" * 32, 10, root, 2, 1,
-                   **ok).error == "ZeroAggregateHash"
-    assert _revert(c.record_round_merkle, s.study_id, 2, init, os.urandom(32), 10, root, 2, 1,
-                   **ok).error == "RoundOutOfOrder"
-    assert _revert(c.record_round_merkle, s.study_id, 0, init, os.urandom(32), 10, root, 2, 1,
-                   **ok).error == "RoundOutOfOrder"
+    assert (
+        _revert(c.record_round_merkle, s.study_id, 1, init, os.urandom(32), 10, root, 2, 1, sender=s.hospitals[0]).error
+        == "NotAggregator"
+    )
+    assert (
+        _revert(c.record_round_merkle, os.urandom(32), 1, init, os.urandom(32), 10, root, 2, 1, **ok).error
+        == "UnknownStudy"
+    )
+    assert (
+        _revert(c.record_round_merkle, s.study_id, 1, init, b"\x00" * 32, 10, root, 2, 1, **ok).error
+        == "ZeroAggregateHash"
+    )
+    assert (
+        _revert(c.record_round_merkle, s.study_id, 2, init, os.urandom(32), 10, root, 2, 1, **ok).error
+        == "RoundOutOfOrder"
+    )
+    assert (
+        _revert(c.record_round_merkle, s.study_id, 0, init, os.urandom(32), 10, root, 2, 1, **ok).error
+        == "RoundOutOfOrder"
+    )
     e = _revert(c.record_round_merkle, s.study_id, 1, os.urandom(32), os.urandom(32), 10, root, 2, 1, **ok)
     assert e.error == "PrevHashMismatch" and e.error_args["expected"] == init
-    assert _revert(c.record_round_merkle, s.study_id, 1, init, os.urandom(32), 10, root, 0, 1,
-                   **ok).error == "NoParticipants"
-    assert _revert(c.record_round_merkle, s.study_id, 1, init, os.urandom(32), 10, b"\x00" * 32, 2, 1,
-                   **ok).error == "ZeroCommitmentsRoot"
+    assert (
+        _revert(c.record_round_merkle, s.study_id, 1, init, os.urandom(32), 10, root, 0, 1, **ok).error
+        == "NoParticipants"
+    )
+    assert (
+        _revert(c.record_round_merkle, s.study_id, 1, init, os.urandom(32), 10, b"\x00" * 32, 2, 1, **ok).error
+        == "ZeroCommitmentsRoot"
+    )
     agg = os.urandom(32)
     c.record_round_merkle(s.study_id, 1, init, agg, 10, root, 2, 1, **ok)
-    assert _revert(c.record_round_merkle, s.study_id, 1, init, os.urandom(32), 10, root, 2, 1,
-                   **ok).error == "RoundAlreadyRecorded"
+    assert (
+        _revert(c.record_round_merkle, s.study_id, 1, init, os.urandom(32), 10, root, 2, 1, **ok).error
+        == "RoundAlreadyRecorded"
+    )
     assert _revert(s.record, 1, prev=init).error == "RoundAlreadyRecorded"  # no second record in the other mode
     ledger_chain.increase_time(700)
-    assert _revert(c.record_round_merkle, s.study_id, 2, agg, os.urandom(32), 10, root, 2, 1,
-                   **ok).error == "StudyExpired"
+    assert (
+        _revert(c.record_round_merkle, s.study_id, 2, agg, os.urandom(32), 10, root, 2, 1, **ok).error == "StudyExpired"
+    )
 
 
 # ------------------------------------------------------------------------ journal
@@ -200,8 +234,15 @@ def test_journal_merkle_record_round_trips_and_submits(make_study, tmp_path):
     assert RoundRecord.from_json(rec.to_json()) == rec
     assert s.client.read_round(s.study_id, 1).commitments_hash == tree.root
     # a journal line written before Merkle mode existed still reads as a per-hospital record
-    old = {"studyId": "0x" + "11" * 32, "round": 1, "prevGlobalHash": "0x" + "22" * 32,
-           "aggregateHash": "0x" + "33" * 32, "totalSamples": 0, "commitments": [], "signatures": []}
+    old = {
+        "studyId": "0x" + "11" * 32,
+        "round": 1,
+        "prevGlobalHash": "0x" + "22" * 32,
+        "aggregateHash": "0x" + "33" * 32,
+        "totalSamples": 0,
+        "commitments": [],
+        "signatures": [],
+    }
     legacy = RoundRecord.from_json(old)
     assert legacy.mode == 1 and legacy.commitments_root is None and legacy.to_json() == old
     # resubmitting after a crash finds the round on chain
@@ -210,5 +251,6 @@ def test_journal_merkle_record_round_trips_and_submits(make_study, tmp_path):
     assert sub2.record_merkle(s.study_id, 1, s.initial_model_hash, agg, 150, tree.root, 3, 1_000_000) == []
     assert list(journal2.submitted().values())[0]["found_on_chain"] is True
     with pytest.raises(ValueError):
-        RoundRecord(s.study_id, 2, agg, agg, 1, (), (), mode=2, commitments_root=None, participants=1,
-                    max_epsilon_micro=0)
+        RoundRecord(
+            s.study_id, 2, agg, agg, 1, (), (), mode=2, commitments_root=None, participants=1, max_epsilon_micro=0
+        )

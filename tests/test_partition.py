@@ -94,7 +94,7 @@ def test_split_is_stratified_and_deterministic():
     tr, te = split_train_test(y, 0.25, seed=1, hospital_id="h")
     assert sorted(np.concatenate([tr, te]).tolist()) == list(range(20))
     assert len(te) == 5 and np.bincount(y[te]).tolist() == [2, 3]
-    tr2, te2 = split_train_test(y, 0.25, seed=1, hospital_id="h")
+    _tr2, te2 = split_train_test(y, 0.25, seed=1, hospital_id="h")
     assert np.array_equal(te, te2)
 
 
@@ -110,14 +110,20 @@ def test_standardizer_uses_train_stats_and_handles_zero_variance():
     X_test = np.array([[5.0, 7.0]])
     tr, te = standardize(X_train, X_test)
     assert tr.dtype == np.float32
-    assert tr[:, 0].tolist() == [-1.0, 1.0]   # mean 2, std 1
-    assert tr[:, 1].tolist() == [0.0, 0.0]    # zero variance -> 0, not nan
-    assert te.tolist() == [[3.0, 2.0]]        # test uses the train mean/std
+    assert tr[:, 0].tolist() == [-1.0, 1.0]  # mean 2, std 1
+    assert tr[:, 1].tolist() == [0.0, 0.0]  # zero variance -> 0, not nan
+    assert te.tolist() == [[3.0, 2.0]]  # test uses the train mean/std
     assert Standardizer().fit(X_train).std_.tolist() == [1.0, 1.0]
 
 
-BC = {"name": "breast_cancer", "partitioner": "dirichlet", "alpha": 0.5, "quantity_alpha": 1.0,
-      "min_rows": 10, "test_fraction": 0.2}
+BC = {
+    "name": "breast_cancer",
+    "partitioner": "dirichlet",
+    "alpha": 0.5,
+    "quantity_alpha": 1.0,
+    "min_rows": 10,
+    "test_fraction": 0.2,
+}
 
 
 def test_breast_cancer_hospitals_cover_all_patients():
@@ -166,9 +172,9 @@ def test_bootstrap_draws_with_replacement_deterministically():
     parts = partition(y, 1000, seed=3, method="bootstrap", rows_per_hospital=40)
     assert len(parts) == 1000 and all(len(p) == 40 for p in parts)
     assert all(p.min() >= 0 and p.max() < 569 for p in parts)
-    assert any(len(np.unique(p)) < 40 for p in parts)               # with replacement
+    assert any(len(np.unique(p)) < 40 for p in parts)  # with replacement
     again = partition(y, 10, seed=3, method="bootstrap", rows_per_hospital=40)
-    assert all(np.array_equal(a, b) for a, b in zip(again, parts[:10]))   # independent of num_hospitals
+    assert all(np.array_equal(a, b) for a, b in zip(again, parts[:10]))  # independent of num_hospitals
     other = partition(y, 10, seed=4, method="bootstrap", rows_per_hospital=40)
     assert not all(np.array_equal(a, b) for a, b in zip(other, parts[:10]))
     with pytest.raises(PartitionError, match="rows_per_hospital"):

@@ -86,8 +86,9 @@ def test_default_delta_is_below_one_over_n():
 
 
 def test_target_epsilon_derives_noise_once_for_the_whole_study():
-    privacy = _privacy(n=140, batch=32, rounds=5, epochs=2, noise_multiplier=None, target_epsilon=3.0,
-                       delta=1e-5, accountant="prv")
+    privacy = _privacy(
+        n=140, batch=32, rounds=5, epochs=2, noise_multiplier=None, target_epsilon=3.0, delta=1e-5, accountant="prv"
+    )
 
     final = compute_epsilon("prv", [(privacy.noise_multiplier, 32 / 140, privacy.planned_steps)], 1e-5)
 
@@ -159,7 +160,7 @@ def test_grad_sample_modes_give_exact_per_sample_gradients(mode, name):
     expected = []
     for i in range(5):  # reference: one backward pass per sample
         model.zero_grad()
-        nn.functional.binary_cross_entropy_with_logits(model(X[i:i + 1]), y[i:i + 1]).backward()
+        nn.functional.binary_cross_entropy_with_logits(model(X[i : i + 1]), y[i : i + 1]).backward()
         expected.append({k: p.grad.clone() for k, p in model.named_parameters()})
     wrapped = wrap_model(model, mode, batch_first=True, loss_reduction="mean")
 

@@ -54,8 +54,13 @@ def test_compute_epsilon_falls_back_to_opacus_past_the_plan():
 
 def test_hospital_projection_uses_the_plan_and_agrees_with_opacus():
     # arrange: 100 records, batch 20 -> 5 steps/epoch, 3 rounds x 1 epoch = 15 planned steps
-    hp = HospitalPrivacy(PrivacyConfig(enabled=True, noise_multiplier=1.1, accountant="prv"),
-                         n_records=100, batch_size=20, planned_rounds=3, local_epochs=1)
+    hp = HospitalPrivacy(
+        PrivacyConfig(enabled=True, noise_multiplier=1.1, accountant="prv"),
+        n_records=100,
+        batch_size=20,
+        planned_rounds=3,
+        local_epochs=1,
+    )
     # act
     projected = hp.projected_epsilon(5)
     # assert

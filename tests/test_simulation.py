@@ -32,8 +32,15 @@ def test_plain_study_two_hospitals_two_rounds_writes_every_artifact(tmp_path):
     assert set(results["rounds"][0]["per_hospital"]) == {"hospital_0", "hospital_1"}
     assert results["baselines"]["pooled"]["accuracy"] > 0.85
     assert "local" in results["baselines"] and "resolved" not in results["config"]
-    for name in ("metrics.csv", "accuracy.png", "auc.png", "loss.png", "study.json",
-                 "checkpoints/round_00001.npz", "checkpoints/round_00002.npz"):
+    for name in (
+        "metrics.csv",
+        "accuracy.png",
+        "auc.png",
+        "loss.png",
+        "study.json",
+        "checkpoints/round_00001.npz",
+        "checkpoints/round_00002.npz",
+    ):
         assert (tmp_path / name).exists(), name
 
 
@@ -54,18 +61,29 @@ def test_full_study_dp_ckks_anvil_then_audit(tmp_path):
 @pytest.mark.slow
 def test_spent_budget_refuses_at_the_right_round_and_the_study_goes_on(tmp_path):
     # arrange: hospital_1 may spend only 60 % of what the study plans
-    proc = run_study(tmp_path, "num_hospitals=3", "num_rounds=4", "encryption=off", "ledger=none", "baselines=false",
-                     "privacy.target_epsilon=3", "+budgets.hospital_1=1.8")
+    proc = run_study(
+        tmp_path,
+        "num_hospitals=3",
+        "num_rounds=4",
+        "encryption=off",
+        "ledger=none",
+        "baselines=false",
+        "privacy.target_epsilon=3",
+        "+budgets.hospital_1=1.8",
+    )
     # assert
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     spent = results["privacy"]["hospital_1"]
-    refused = [r["round"] for r in results["rounds"]
-               if any(x["hospital"] == "hospital_1" and x["kind"] == "refusal" for x in r["rejected"])]
+    refused = [
+        r["round"]
+        for r in results["rounds"]
+        if any(x["hospital"] == "hospital_1" and x["kind"] == "refusal" for x in r["rejected"])
+    ]
     assert refused, "hospital_1 never refused"
     first = refused[0]
-    assert refused == list(range(first, 5))            # refuses from then on, every round
-    assert spent["rounds"] == list(range(1, first))     # trained until the round before
+    assert refused == list(range(first, 5))  # refuses from then on, every round
+    assert spent["rounds"] == list(range(1, first))  # trained until the round before
     assert max(spent["epsilon"]) <= 1.8 and spent["budget"] == 1.8
     reason = next(x["reason"] for x in results["rounds"][first - 1]["rejected"] if x["hospital"] == "hospital_1")
     assert "budget" in reason.lower()
@@ -76,13 +94,21 @@ def test_spent_budget_refuses_at_the_right_round_and_the_study_goes_on(tmp_path)
 @pytest.mark.slow
 def test_csv_study_as_a_new_hospital_user_runs_it(tmp_path):
     """The example of examples/csv_study: a schema, three files, one hospital holding a single class."""
-    proc = run_study(tmp_path, "dataset=csv", "num_hospitals=3", "num_rounds=2", "privacy=off", "encryption=off",
-                     "ledger=none", "baselines=false")
+    proc = run_study(
+        tmp_path,
+        "dataset=csv",
+        "num_hospitals=3",
+        "num_rounds=2",
+        "privacy=off",
+        "encryption=off",
+        "ledger=none",
+        "baselines=false",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     last = results["rounds"][-1]
     assert set(last["participants"]) == {"cleveland", "hungary", "switzerland"}
-    assert last["per_hospital"]["switzerland"]["auc"] is None          # undefined, not a crash
+    assert last["per_hospital"]["switzerland"]["auc"] is None  # undefined, not a crash
     assert last["per_hospital"]["cleveland"]["auc"] is not None
     assert "single class" in proc.stdout + proc.stderr
 

@@ -24,14 +24,23 @@ def task_identity():
 
 
 def instruction(node: int) -> Message:
-    return Message(content=RecordDict({"config": ConfigRecord({"server-round": 1})}), dst_node_id=node, message_type="train")
+    return Message(
+        content=RecordDict({"config": ConfigRecord({"server-round": 1})}), dst_node_id=node, message_type="train"
+    )
 
 
-def reply(node: int, arrays: dict | ModelPayload, n: int, hospital: str | None = None, fingerprint: str | None = None) -> Message:
+def reply(
+    node: int, arrays: dict | ModelPayload, n: int, hospital: str | None = None, fingerprint: str | None = None
+) -> Message:
     payload = arrays if isinstance(arrays, ModelPayload) else ModelPayload(arrays=arrays)
     info = {"hospital": hospital or f"h{node}"} | ({"context-fingerprint": fingerprint} if fingerprint else {})
-    content = RecordDict({"update": encode(payload), "metrics": MetricRecord({"num-examples": n, "train-loss": 0.5}),
-                          "info": ConfigRecord(info)})
+    content = RecordDict(
+        {
+            "update": encode(payload),
+            "metrics": MetricRecord({"num-examples": n, "train-loss": 0.5}),
+            "info": ConfigRecord(info),
+        }
+    )
     return Message(content=content, reply_to=instruction(node))
 
 
@@ -62,10 +71,25 @@ def test_fedavg_is_sample_weighted():
         (lambda: reply(9, arrays([np.nan, 1], 0), 5), "NaN"),
         (lambda: reply(9, {"w": np.zeros(2, np.float32)}, 5), "do not match"),
         (lambda: reply(9, arrays([1, 1], 0), 0), "positive integer"),
-        (lambda: Message(content=RecordDict({"refusal": ConfigRecord({"hospital": "h9", "code": "budget-exceeded",
-                                                                         "reason": "epsilon 3.2 > 3"})}),
-                         reply_to=instruction(9)), "budget-exceeded"),
-        (lambda: Message(content=RecordDict({"metrics": MetricRecord({"num-examples": 3})}), reply_to=instruction(9)), "lacks"),
+        (
+            lambda: Message(
+                content=RecordDict(
+                    {
+                        "refusal": ConfigRecord(
+                            {"hospital": "h9", "code": "budget-exceeded", "reason": "epsilon 3.2 > 3"}
+                        )
+                    }
+                ),
+                reply_to=instruction(9),
+            ),
+            "budget-exceeded",
+        ),
+        (
+            lambda: Message(
+                content=RecordDict({"metrics": MetricRecord({"num-examples": 3})}), reply_to=instruction(9)
+            ),
+            "lacks",
+        ),
     ],
     ids=["node-error", "wrong-shape", "nan", "missing-array", "zero-examples", "refusal", "no-update"],
 )
@@ -97,8 +121,12 @@ def test_evaluation_keeps_undefined_auc_undefined():
         MetricRecord({"loss": 0.2, "accuracy": 1.0, "auc": 0.9, "auc-defined": 1, "num-examples": 10}),
         MetricRecord({"loss": 0.4, "accuracy": 0.5, "auc": 0.0, "auc-defined": 0, "num-examples": 30}),
     ]
-    replies = [Message(content=RecordDict({"metrics": m, "info": ConfigRecord({"hospital": f"h{i}"})}),
-                       reply_to=instruction(i)) for i, m in enumerate(rows, start=1)]
+    replies = [
+        Message(
+            content=RecordDict({"metrics": m, "info": ConfigRecord({"hospital": f"h{i}"})}), reply_to=instruction(i)
+        )
+        for i, m in enumerate(rows, start=1)
+    ]
     # act
     overall = s.aggregate_evaluate(1, replies)
     # assert: accuracy weighted by examples, AUC only over hospitals where it is defined
@@ -124,8 +152,10 @@ def test_encrypted_aggregation_equals_plaintext_fedavg_and_drops_bad_ciphertexts
     s = EncryptedAggregation(FedAvgStrategy(), ckks_keys.aggregator_context, n_params=3, max_update_bytes=1 << 20)
     fp = ckks_keys.fingerprint_hex
     updates = {1: (arrays([1, 2], 0), 1), 2: (arrays([4, 5], 3), 2)}
-    replies = [reply(n, ModelPayload(ciphertexts=encrypt_update(secret, flatten(a), k)), k, fingerprint=fp)
-               for n, (a, k) in updates.items()]
+    replies = [
+        reply(n, ModelPayload(ciphertexts=encrypt_update(secret, flatten(a), k)), k, fingerprint=fp)
+        for n, (a, k) in updates.items()
+    ]
     hostile = ModelPayload(ciphertexts=[b"\x00" * 100])
     replies.append(reply(9, hostile, 5, hospital="mallory", fingerprint=fp))
     # act
@@ -159,10 +189,19 @@ def test_update_under_a_different_ckks_key_is_rejected_naming_the_hospital(ckks_
     good = load_secret_context(ckks_keys.secret_context)
     bad = load_secret_context(foreign.secret_context)
     replies = [
-        reply(1, ModelPayload(ciphertexts=encrypt_update(good, flatten(arrays([1, 1], 1)), 2)), 2,
-              fingerprint=_fingerprint(str(ckks_keys.secret_context))),
-        reply(2, ModelPayload(ciphertexts=encrypt_update(bad, flatten(arrays([9, 9], 9)), 2)), 2, hospital="stale-keys",
-              fingerprint=_fingerprint(str(foreign.secret_context))),
+        reply(
+            1,
+            ModelPayload(ciphertexts=encrypt_update(good, flatten(arrays([1, 1], 1)), 2)),
+            2,
+            fingerprint=_fingerprint(str(ckks_keys.secret_context)),
+        ),
+        reply(
+            2,
+            ModelPayload(ciphertexts=encrypt_update(bad, flatten(arrays([9, 9], 9)), 2)),
+            2,
+            hospital="stale-keys",
+            fingerprint=_fingerprint(str(foreign.secret_context)),
+        ),
     ]
     # act
     with caplog.at_level(logging.WARNING, logger="fedledger.server"):
@@ -179,6 +218,8 @@ def test_a_crashed_node_is_named_by_the_hospital_it_announced_earlier():
     s.template = TEMPLATE
     s.aggregate_train(1, [reply(1, arrays([1, 1], 1), 4), reply(9, arrays([2, 2], 2), 4)])
     # act
-    s.aggregate_train(2, [reply(1, arrays([1, 1], 1), 4), Message(Error(code=3, reason="boom"), reply_to=instruction(9))])
+    s.aggregate_train(
+        2, [reply(1, arrays([1, 1], 1), 4), Message(Error(code=3, reason="boom"), reply_to=instruction(9))]
+    )
     # assert
     assert [(r.node_id, r.hospital, r.kind) for r in s.last_rejected] == [(9, "h9", "error")]

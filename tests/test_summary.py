@@ -12,8 +12,11 @@ from experiments.summary import privacy_utility, summarize
 def write_run(path, seed, acc, target_eps=None, spent=None):
     path.mkdir(parents=True)
     privacy = {"enabled": target_eps is not None, "target_epsilon": target_eps}
-    results = {"config": {"seed": seed, "privacy": privacy}, "final": {"accuracy": acc, "auc": 0.9, "loss": 0.2},
-               "baselines": {"pooled": {"accuracy": 0.97}, "local": {"accuracy": 0.93}}}
+    results = {
+        "config": {"seed": seed, "privacy": privacy},
+        "final": {"accuracy": acc, "auc": 0.9, "loss": 0.2},
+        "baselines": {"pooled": {"accuracy": 0.97}, "local": {"accuracy": 0.93}},
+    }
     if target_eps is not None:
         results["privacy"] = {"h0": {"epsilon": [spent / 2, spent]}, "h1": {"epsilon": [spent]}}
     (path / "results.json").write_text(json.dumps(results))

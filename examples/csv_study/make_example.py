@@ -15,8 +15,22 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-COLUMNS = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach",
-           "exang", "oldpeak", "slope", "ca", "thal", "num"]
+COLUMNS = [
+    "age",
+    "sex",
+    "cp",
+    "trestbps",
+    "chol",
+    "fbs",
+    "restecg",
+    "thalach",
+    "exang",
+    "oldpeak",
+    "slope",
+    "ca",
+    "thal",
+    "num",
+]
 
 # hospital -> (rows, seed, baseline risk shift, share of "?" in ca/thal/slope/chol)
 HOSPITALS = {
@@ -41,16 +55,41 @@ def _patients(n: int, seed: int, shift: float, miss: float, all_positive: bool) 
     slope = rng.choice([1, 2, 3], n, p=[0.47, 0.46, 0.07])
     ca = rng.choice([0, 1, 2, 3], n, p=[0.58, 0.22, 0.13, 0.07])
     thal = rng.choice([3, 6, 7], n, p=[0.55, 0.06, 0.39])
-    risk = (shift - 4.2 + 0.04 * (age - 54) + 0.9 * sex + 1.1 * (cp == 4) + 0.8 * exang
-            + 0.6 * oldpeak + 0.7 * ca + 1.0 * (thal == 7) - 0.02 * (thalach - 150)
-            + rng.normal(0, 0.8, n) + 3.0)
+    risk = (
+        shift
+        - 4.2
+        + 0.04 * (age - 54)
+        + 0.9 * sex
+        + 1.1 * (cp == 4)
+        + 0.8 * exang
+        + 0.6 * oldpeak
+        + 0.7 * ca
+        + 1.0 * (thal == 7)
+        - 0.02 * (thalach - 150)
+        + rng.normal(0, 0.8, n)
+        + 3.0
+    )
     num = np.clip(np.floor(risk), 0, 4).astype(int)
     if all_positive:
         num = np.maximum(num, 1)
     rows = []
     for i in range(n):
-        r = [int(age[i]), sex[i], cp[i], int(trestbps[i]), int(chol[i]), fbs[i], restecg[i],
-             int(thalach[i]), exang[i], f"{oldpeak[i]:.1f}", slope[i], ca[i], thal[i], num[i]]
+        r = [
+            int(age[i]),
+            sex[i],
+            cp[i],
+            int(trestbps[i]),
+            int(chol[i]),
+            fbs[i],
+            restecg[i],
+            int(thalach[i]),
+            exang[i],
+            f"{oldpeak[i]:.1f}",
+            slope[i],
+            ca[i],
+            thal[i],
+            num[i],
+        ]
         r = [str(v) for v in r]
         for col in ("chol", "slope", "ca", "thal"):
             if rng.random() < miss:

@@ -17,29 +17,30 @@ from .errors import (
     UnexpectedColumnError,
     UnknownCategoryError,
 )
-from .hospital import HospitalData, load_hospital, load_hospitals
+from .hospital import HospitalData
+from .loaders import load_hospital, load_hospitals
 from .partition import partition, partition_dirichlet, partition_iid, partition_quantity
 
 __all__ = [
-    "HospitalData",
-    "load_hospitals",
-    "load_hospital",
-    "partition",
-    "partition_iid",
-    "partition_dirichlet",
-    "partition_quantity",
-    "DataError",
     "ConfigError",
     "CsvFormatError",
+    "DataError",
+    "DataWarning",
+    "EmptyFileError",
+    "HospitalData",
+    "MissingColumnError",
+    "MissingFileError",
+    "NonNumericValueError",
     "PartitionError",
     "SchemaError",
-    "MissingFileError",
-    "EmptyFileError",
-    "MissingColumnError",
-    "UnexpectedColumnError",
-    "NonNumericValueError",
-    "UnknownCategoryError",
     "SingleClassStudyError",
     "TooFewRowsError",
-    "DataWarning",
+    "UnexpectedColumnError",
+    "UnknownCategoryError",
+    "load_hospital",
+    "load_hospitals",
+    "partition",
+    "partition_dirichlet",
+    "partition_iid",
+    "partition_quantity",
 ]

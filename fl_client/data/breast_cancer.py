@@ -45,8 +45,7 @@ def _options(cfg: dict) -> dict:
     unknown = sorted(k for k in cfg if k not in DEFAULTS and not str(k).startswith("_"))
     if unknown:
         raise ConfigError(
-            f"unknown key(s) {unknown} in dataset config (name: breast_cancer); "
-            f"allowed: {sorted(DEFAULTS)}"
+            f"unknown key(s) {unknown} in dataset config (name: breast_cancer); allowed: {sorted(DEFAULTS)}"
         )
     opts = {**DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
     if opts["partitioner"] not in PARTITIONERS:

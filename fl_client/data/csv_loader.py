@@ -10,8 +10,9 @@ hospital's own training statistics.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -163,7 +164,9 @@ def load_csv_hospital(
     else:
         y[~t_missing] = [schema.target.positive(v) for v in stripped[tcol].to_numpy()[~t_missing]]
 
-    X_num = np.column_stack([numeric(c, "numeric") for c in schema.numeric]) if schema.numeric else np.zeros((len(df), 0))
+    X_num = (
+        np.column_stack([numeric(c, "numeric") for c in schema.numeric]) if schema.numeric else np.zeros((len(df), 0))
+    )
 
     onehots, row_missing = [], np.zeros(len(df), dtype=bool)
     for c in schema.numeric:
@@ -185,7 +188,9 @@ def load_csv_hospital(
         if unknown_rows:
             i, v = unknown_rows[0]
             if schema.unknown == "error":
-                more = f"; {len(unknown_rows) - 1} more unknown value(s) in this column" if len(unknown_rows) > 1 else ""
+                more = (
+                    f"; {len(unknown_rows) - 1} more unknown value(s) in this column" if len(unknown_rows) > 1 else ""
+                )
                 raise UnknownCategoryError(
                     f"{path}: line {_line(i)}, column {c!r}: category {v!r} is not in the schema's list "
                     f"{cats}{more}. Add it to categorical.{c} in {schema.source} (every hospital must use the "
@@ -204,7 +209,9 @@ def load_csv_hospital(
     if schema.missing_rows == "drop":
         dropped = keep & row_missing
         if dropped.any():
-            warn(f"{hospital_id}: {path}: dropped {int(dropped.sum())} row(s) with missing feature values (missing_rows: drop)")
+            warn(
+                f"{hospital_id}: {path}: dropped {int(dropped.sum())} row(s) with missing feature values (missing_rows: drop)"
+            )
         keep &= ~row_missing
     if not keep.any():
         raise EmptyFileError(

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -109,10 +110,11 @@ def parse_rule(column: str, positive: Any, where: str) -> TargetRule:
     """Parse ``target.positive``: ``"> x"``, ``">= x"``, ``"< x"``, ``"<= x"``,
     ``"== v"``, ``"!= v"``, ``"in [a, b]"``, a YAML list of positive labels,
     or a bare number/label (same as ``== v``)."""
+
     def bad(msg: str) -> SchemaError:
         return SchemaError(
-            f"{where}: target.positive {positive!r}: {msg}. Write e.g. \"> 0\", \">= 2\", "
-            "\"== yes\", \"in [1, 2]\" or a list of positive labels"
+            f'{where}: target.positive {positive!r}: {msg}. Write e.g. "> 0", ">= 2", '
+            '"== yes", "in [1, 2]" or a list of positive labels'
         )
 
     try:
@@ -170,9 +172,7 @@ def parse_schema(data: Any, source: str = "<schema>") -> CsvSchema:
         raise SchemaError(f"{where}: the schema must be a YAML mapping of keys, got {type(data).__name__}")
     unknown = [k for k in data if k not in SCHEMA_KEYS]
     if unknown:
-        raise SchemaError(
-            f"{where}: unknown key(s) {unknown} (typo?); allowed keys: {', '.join(SCHEMA_KEYS)}"
-        )
+        raise SchemaError(f"{where}: unknown key(s) {unknown} (typo?); allowed keys: {', '.join(SCHEMA_KEYS)}")
     if "target" not in data:
         raise SchemaError(f"{where}: missing required key 'target' ({SCHEMA_KEYS['target']})")
     tgt = data["target"]
@@ -199,7 +199,9 @@ def parse_schema(data: Any, source: str = "<schema>") -> CsvSchema:
         if not isinstance(col, str) or not col.strip():
             raise SchemaError(f"{where}: categorical column name {col!r} must be a string")
         if not isinstance(cats, list) or not cats:
-            raise SchemaError(f"{where}: categorical.{col} must be a non-empty list of allowed categories, got {cats!r}")
+            raise SchemaError(
+                f"{where}: categorical.{col} must be a non-empty list of allowed categories, got {cats!r}"
+            )
         keys = []
         for c in cats:
             if isinstance(c, bool) or c is None or isinstance(c, (list, dict)):

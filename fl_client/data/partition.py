@@ -24,7 +24,7 @@ then tops up the short hospitals from the largest ones, with a warning).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -127,8 +127,9 @@ def partition_dirichlet(
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
 
 
-def partition_bootstrap(n_rows: int, num_hospitals: int, seed: int, rows_per_hospital: int = 40,
-                        min_rows: int = 0) -> list[np.ndarray]:
+def partition_bootstrap(
+    n_rows: int, num_hospitals: int, seed: int, rows_per_hospital: int = 40, min_rows: int = 0
+) -> list[np.ndarray]:
     """Scale benchmarks only: each hospital draws ``rows_per_hospital`` rows with replacement.
 
     Hospital ``h`` uses its own stream ``default_rng([seed, h])``, so its rows

@@ -29,9 +29,7 @@ def warn(message: str) -> None:
     warnings.warn(message, DataWarning, stacklevel=3)
 
 
-def split_train_test(
-    y: np.ndarray, test_fraction: float, seed: int, hospital_id: str
-) -> tuple[np.ndarray, np.ndarray]:
+def split_train_test(y: np.ndarray, test_fraction: float, seed: int, hospital_id: str) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, test) of one hospital's rows, stratified by label.
 
     Falls back to a plain random split, with a :class:`DataWarning`, when a
@@ -42,9 +40,7 @@ def split_train_test(
     if not 0.0 < float(test_fraction) < 1.0:
         raise TooFewRowsError(f"{hospital_id}: test_fraction must be in (0, 1), got {test_fraction}")
     if n < 2:
-        raise TooFewRowsError(
-            f"{hospital_id}: only {n} usable row(s); at least 2 are needed for a train/test split"
-        )
+        raise TooFewRowsError(f"{hospital_id}: only {n} usable row(s); at least 2 are needed for a train/test split")
     n_test = min(max(1, int(math.ceil(n * float(test_fraction)))), n - 1)
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(y, return_counts=True)

@@ -1,6 +1,6 @@
 """Provision a study for Flower's Deployment Engine: what the aggregator and each hospital receive.
 
-``provision_study`` reuses :func:`fedledger.study_setup.prepare_study` (the
+``provision_study`` reuses :func:`coordinator.study_setup.prepare_study` (the
 same spec, initial model, CKKS keys, hospital Ethereum keys and chain setup as
 the simulation path) and adds what a real deployment needs:
 
@@ -21,7 +21,7 @@ the simulation path) and adds what a real deployment needs:
         state/             its accountant state (privacy spend), kept across restarts
         README.md          what it must keep secret
 
-``python -m fedledger.provision node-config <hospital dir>`` prints the node
+``python -m coordinator.provision node-config <hospital dir>`` prints the node
 config with paths made absolute (what deploy/run_hospital.sh passes to
 ``flower-supernode --node-config``).
 """
@@ -113,13 +113,31 @@ def make_tls(study_dir: Path, hosts: list[str], days: int = 365) -> dict[str, Pa
     pem = serialization.Encoding.PEM
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "FedLedger study CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + dt.timedelta(days=days))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                                       key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                       encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = []
     for h in hosts:
@@ -127,15 +145,26 @@ def make_tls(study_dir: Path, hosts: list[str], days: int = 365) -> dict[str, Pa
             sans.append(x509.IPAddress(ipaddress.ip_address(h)))
         except ValueError:
             sans.append(x509.DNSName(h))
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     tls = study_dir / "aggregator" / "tls"
-    paths = {"ca": tls / "ca.pem", "cert": tls / "server.pem", "key": tls / "server.key", "ca_key": study_dir / "ca" / "ca.key"}
+    paths = {
+        "ca": tls / "ca.pem",
+        "cert": tls / "server.pem",
+        "key": tls / "server.key",
+        "ca_key": study_dir / "ca" / "ca.key",
+    }
     nopass = serialization.NoEncryption()
     _write(paths["ca_key"], ca_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, nopass), secret=True)
     os.chmod(paths["ca_key"].parent, 0o700)
@@ -151,10 +180,17 @@ def make_auth_key(private_path: Path) -> Path:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     key = ec.generate_private_key(ec.SECP384R1())
-    _write(private_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                           serialization.NoEncryption()), secret=True)
+    _write(
+        private_path,
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        ),
+        secret=True,
+    )
     pub = private_path.with_name(private_path.name + ".pub")
-    _write(pub, key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b"\n")
+    _write(
+        pub, key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b"\n"
+    )
     return pub
 
 
@@ -195,7 +231,7 @@ def flower_connection(study_dir: Path, address: str, ca: Path | None) -> Path:
     """``<study>/flwr_home/config.toml``: the Flower CLI's connection to this study's SuperLink."""
     home = study_dir / "flwr_home"
     home.mkdir(parents=True, exist_ok=True)
-    lines = ['[superlink]', f'default = "{CONNECTION}"', '', f'[superlink.{CONNECTION}]', f'address = "{address}"']
+    lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]", f'address = "{address}"']
     lines += [f'root-certificates = "{ca}"'] if ca else ["insecure = true"]
     (home / "config.toml").write_text("\n".join(lines) + "\n")
     return home / "config.toml"
@@ -220,20 +256,33 @@ points at your own CSV ({data}).
 
 
 def _hospital_readme(hid: str, study: str, files: dict[str, tuple[str, bool]], data: str) -> str:
-    rows = "\n".join(f"| `{name}` | {what} | {'**yes**' if secret else 'no'} |" for name, (what, secret) in files.items())
+    rows = "\n".join(
+        f"| `{name}` | {what} | {'**yes**' if secret else 'no'} |" for name, (what, secret) in files.items()
+    )
     return HOSPITAL_README.format(hid=hid, study=study, rows=rows, data=data)
 
 
 # ------------------------------------------------------------------------ main
 
 
-def provision_study(study_dir: Path, overrides: list[str], hospitals: list[tuple[str, str]] | None = None,
-                    builtin: int | None = None, schema: str | None = None, ledger: str = "anvil",
-                    rpc_url: str | None = None, chain_url: str | None = None, tls: bool = False, auth: bool = False,
-                    superlink_address: str = "127.0.0.1:9093", tls_hosts: list[str] | None = None,
-                    join_timeout_s: float | None = None, hospital_data_dir: str | None = None) -> Provisioned:
+def provision_study(
+    study_dir: Path,
+    overrides: list[str],
+    hospitals: list[tuple[str, str]] | None = None,
+    builtin: int | None = None,
+    schema: str | None = None,
+    ledger: str = "anvil",
+    rpc_url: str | None = None,
+    chain_url: str | None = None,
+    tls: bool = False,
+    auth: bool = False,
+    superlink_address: str = "127.0.0.1:9093",
+    tls_hosts: list[str] | None = None,
+    join_timeout_s: float | None = None,
+    hospital_data_dir: str | None = None,
+) -> Provisioned:
     """Write a deployable study into ``study_dir`` (see the module docstring for the layout)."""
-    from fedledger.study_setup import prepare_study
+    from coordinator.study_setup import prepare_study
 
     study_dir = Path(study_dir).resolve()
     if (study_dir / "study.json").exists():
@@ -272,7 +321,11 @@ def provision_study(study_dir: Path, overrides: list[str], hospitals: list[tuple
         spec["join_timeout_s"] = float(join_timeout_s)
 
     host = superlink_address.rsplit(":", 1)[0]
-    tls_paths = make_tls(study_dir, list(dict.fromkeys([host, "127.0.0.1", "localhost", "superlink", *(tls_hosts or [])]))) if tls else None
+    tls_paths = (
+        make_tls(study_dir, list(dict.fromkeys([host, "127.0.0.1", "localhost", "superlink", *(tls_hosts or [])])))
+        if tls
+        else None
+    )
     flower_connection(study_dir, superlink_address, tls_paths["ca"] if tls_paths else None)
 
     out: dict[str, Path] = {}
@@ -287,19 +340,30 @@ def provision_study(study_dir: Path, overrides: list[str], hospitals: list[tuple
         if hospitals:
             path = dict(hospitals)[hid]
             # where the hospital's own machine (or container) sees its CSV
-            nc["data-path"] = str(Path(hospital_data_dir) / Path(path).name) if hospital_data_dir else str(Path(path).resolve())
+            nc["data-path"] = (
+                str(Path(hospital_data_dir) / Path(path).name) if hospital_data_dir else str(Path(path).resolve())
+            )
             if cfg["dataset"].get("schema"):
                 shutil.copy(cfg["dataset"]["schema"], hdir / "schema.yaml")
                 nc["schema-path"] = "schema.yaml"
                 files["schema.yaml"] = ("the study's CSV schema", False)
         else:
-            nc.update({"data-path": "builtin:breast_cancer", "partition-index": int(h["index"]),
-                       "num-partitions": int(cfg["num_hospitals"]), "seed": int(cfg["seed"]),
-                       "partitioner": str(cfg["dataset"].get("partitioner", "iid"))})
+            nc.update(
+                {
+                    "data-path": "builtin:breast_cancer",
+                    "partition-index": int(h["index"]),
+                    "num-partitions": int(cfg["num_hospitals"]),
+                    "seed": int(cfg["seed"]),
+                    "partitioner": str(cfg["dataset"].get("partitioner", "iid")),
+                }
+            )
         if h.get("secret_context"):
             _write(hdir / "secret.ctx", Path(h["secret_context"]).read_bytes(), secret=True)
             nc["secret-context"] = "secret.ctx"
-            files["secret.ctx"] = ("CKKS secret context shared by the study's hospitals (decrypts every aggregate)", True)
+            files["secret.ctx"] = (
+                "CKKS secret context shared by the study's hospitals (decrypts every aggregate)",
+                True,
+            )
         if h.get("eth_key"):
             _write(hdir / "eth_key", Path(h["eth_key"]).read_bytes(), secret=True)
             nc["eth-key"] = "eth_key"
@@ -319,7 +383,10 @@ def provision_study(study_dir: Path, overrides: list[str], hospitals: list[tuple
             allow = study_dir / "aggregator" / "supernode_keys"
             allow.mkdir(parents=True, exist_ok=True)
             shutil.copy(pub, allow / f"{hid}.pub")
-            files["auth_key"] = ("your SuperNode's authentication key (the SuperLink only admits registered keys)", True)
+            files["auth_key"] = (
+                "your SuperNode's authentication key (the SuperLink only admits registered keys)",
+                True,
+            )
             files["auth_key.pub"] = ("its public half, on the aggregator's allow-list", False)
         write_toml(hdir / "node_config.toml", nc)
         (hdir / "README.md").write_text(_hospital_readme(hid, spec["study_id"], files, nc["data-path"]))
@@ -327,8 +394,13 @@ def provision_study(study_dir: Path, overrides: list[str], hospitals: list[tuple
         out[hid] = hdir
 
     _remove_hospital_secrets(spec)
-    spec["deployment"] = {"superlink": superlink_address, "tls": bool(tls), "auth": bool(auth),
-                          "flwr_home": str(study_dir / "flwr_home"), "connection": CONNECTION}
+    spec["deployment"] = {
+        "superlink": superlink_address,
+        "tls": bool(tls),
+        "auth": bool(auth),
+        "flwr_home": str(study_dir / "flwr_home"),
+        "connection": CONNECTION,
+    }
     (study_dir / "study.json").write_text(json.dumps(spec, indent=1))
     return Provisioned(study_dir, spec, out, superlink_address, bool(tls), bool(auth), url)
 
@@ -336,8 +408,11 @@ def provision_study(study_dir: Path, overrides: list[str], hospitals: list[tuple
 def _remove_hospital_secrets(spec: dict[str, Any]) -> None:
     """The aggregator's copy of the study holds no hospital secret: each now lives only in hospitals/<id>/."""
     keys = spec.get("keys") or {}
-    for path in {keys.get("secret_context"), *(h.get("secret_context") for h in spec["hospitals"]),
-                 *(h.get("eth_key") for h in spec["hospitals"])}:
+    for path in {
+        keys.get("secret_context"),
+        *(h.get("secret_context") for h in spec["hospitals"]),
+        *(h.get("eth_key") for h in spec["hospitals"]),
+    }:
         if path and Path(path).exists():
             Path(path).unlink()
     if keys:
@@ -352,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) == 2 and argv[0] == "node-config":
         print(node_config_arg(resolve_node_config(Path(argv[1]))))
         return 0
-    print("usage: python -m fedledger.provision node-config <hospital dir>", file=sys.stderr)
+    print("usage: python -m coordinator.provision node-config <hospital dir>", file=sys.stderr)
     return 2
 
 

@@ -7,12 +7,12 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fedledger import keys_cli
+    from coordinator import keys_cli
 
     parser = argparse.ArgumentParser(prog="fedledger")
     sub = parser.add_subparsers(dest="command", required=True)
     keys_cli.add_parser(sub)
-    from fedledger import provision_cli
+    from coordinator import provision_cli
 
     provision_cli.add_parser(sub)
     from ledger import audit_cli

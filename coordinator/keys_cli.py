@@ -13,8 +13,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     sub = keys.add_subparsers(dest="keys_command", required=True)
     init = sub.add_parser("init", help="create the hospitals' secret context and the aggregator's context")
     init.add_argument("directory", help="output directory (created with mode 0700)")
-    init.add_argument("--preset", default="ckks", choices=sorted(ckks.PRESETS),
-                      help="CKKS parameter preset (see docs/ENCRYPTION.md); default: ckks")
+    init.add_argument(
+        "--preset",
+        default="ckks",
+        choices=sorted(ckks.PRESETS),
+        help="CKKS parameter preset (see docs/ENCRYPTION.md); default: ckks",
+    )
     init.add_argument("--force", action="store_true", help="replace an existing study key (destroys it)")
     init.set_defaults(handler=handle)
     keys.set_defaults(handler=handle)
@@ -31,8 +35,10 @@ def handle(args: argparse.Namespace) -> int:
     except (FileExistsError, ckks.SecurityError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"preset              {params.preset}: N={params.poly_modulus_degree}, "
-          f"primes={list(params.coeff_mod_bit_sizes)}, scale=2^{params.global_scale_bits}, slots={params.slots}")
+    print(
+        f"preset              {params.preset}: N={params.poly_modulus_degree}, "
+        f"primes={list(params.coeff_mod_bit_sizes)}, scale=2^{params.global_scale_bits}, slots={params.slots}"
+    )
     print(f"hospital secret     {paths.secret_context}  (mode 0600; give to hospitals only)")
     print(f"aggregator context  {paths.aggregator_context}  (no secret key)")
     print(f"fingerprint         {paths.fingerprint_hex}  ({paths.fingerprint})")

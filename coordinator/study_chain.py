@@ -12,7 +12,7 @@ from typing import Any
 
 from fedledger.commitment import epsilon_to_micro
 from fedledger.hashing import from_hex, sha256, to_hex
-from fl_client.hospital_keys import generate_eth_key, write_secret
+from ledger.accounts import generate_eth_key, write_secret
 
 UNBOUNDED_MICRO = 2**64 - 1
 CODE_VERSION = "fedledger-0.1.0"
@@ -36,8 +36,13 @@ def setup_chain(cfg: dict[str, Any], spec: dict[str, Any], keys_dir: Path) -> An
 
     led = cfg["ledger"]
     run_dir = Path(spec["run_dir"])
-    chain = start_chain(led["backend"], run_dir, rpc_url=led.get("rpc_url"), key_env=led.get("key_env"),
-                        keystore=Path(led["keystore"]) if led.get("keystore") else None)
+    chain = start_chain(
+        led["backend"],
+        run_dir,
+        rpc_url=led.get("rpc_url"),
+        key_env=led.get("key_env"),
+        keystore=Path(led["keystore"]) if led.get("keystore") else None,
+    )
     try:
         admin = chain.admin
         aggregator = chain.aggregator
@@ -53,11 +58,21 @@ def setup_chain(cfg: dict[str, Any], spec: dict[str, Any], keys_dir: Path) -> An
         expiry = int(time.time() + float(led["expiry_days"]) * 86400)
         addresses = [a.address for a in hospitals]
         budgets = [budget_micro(h["budget"]) for h in spec["hospitals"]]
-        client.register_study(spec["study_id"], from_hex(spec["config_hash"]), from_hex(spec["initial_model_hash"]),
-                              context_hash(spec), CODE_VERSION, aggregator.address, expiry,
-                              addresses[:REGISTER_BATCH], budgets[:REGISTER_BATCH])
+        client.register_study(
+            spec["study_id"],
+            from_hex(spec["config_hash"]),
+            from_hex(spec["initial_model_hash"]),
+            context_hash(spec),
+            CODE_VERSION,
+            aggregator.address,
+            expiry,
+            addresses[:REGISTER_BATCH],
+            budgets[:REGISTER_BATCH],
+        )
         for start in range(REGISTER_BATCH, len(addresses), REGISTER_BATCH):  # one block cannot hold 1,000 registrations
-            client.add_hospitals(spec["study_id"], addresses[start:start + REGISTER_BATCH], budgets[start:start + REGISTER_BATCH])
+            client.add_hospitals(
+                spec["study_id"], addresses[start : start + REGISTER_BATCH], budgets[start : start + REGISTER_BATCH]
+            )
         for account in hospitals:
             client.consent(spec["study_id"], account)
         agg_key = None
@@ -65,11 +80,18 @@ def setup_chain(cfg: dict[str, Any], spec: dict[str, Any], keys_dir: Path) -> An
             agg_key = keys_dir / "aggregator_eth_key"
             write_secret(agg_key, aggregator.key.hex().encode())
         spec["chain"] = {
-            "backend": chain.backend, "rpc_url": chain.rpc_url, "chain_id": client.chain_id,
-            "contract": client.address, "deploy_block": client.deploy_block, "aggregator": aggregator.address,
-            "aggregator_key": str(agg_key) if agg_key else None, "key_env": led.get("key_env"),
-            "keystore": led.get("keystore"), "record_timeout_s": float(led["record_timeout_s"]),
-            "context_hash": to_hex(context_hash(spec)), "expiry": expiry,
+            "backend": chain.backend,
+            "rpc_url": chain.rpc_url,
+            "chain_id": client.chain_id,
+            "contract": client.address,
+            "deploy_block": client.deploy_block,
+            "aggregator": aggregator.address,
+            "aggregator_key": str(agg_key) if agg_key else None,
+            "key_env": led.get("key_env"),
+            "keystore": led.get("keystore"),
+            "record_timeout_s": float(led["record_timeout_s"]),
+            "context_hash": to_hex(context_hash(spec)),
+            "expiry": expiry,
         }
         if chain.backend == "eth_tester":
             from ledger.local_registry import register

@@ -79,16 +79,24 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
         from fedledger.ckks import create_keys, params_from_config
 
         paths = create_keys(keys_dir / "ckks", params_from_config(cfg["encryption"]))
-        spec["keys"] = {"secret_context": str(paths.secret_context), "aggregator_context": str(paths.aggregator_context),
-                        "fingerprint": paths.fingerprint_hex}
+        spec["keys"] = {
+            "secret_context": str(paths.secret_context),
+            "aggregator_context": str(paths.aggregator_context),
+            "fingerprint": paths.fingerprint_hex,
+        }
     for i, h in enumerate(hospitals):
-        entry: dict[str, Any] = {"id": h.hospital_id, "index": i, "n_train": h.n_train, "n_test": h.n_test,
-                                 "budget": hospital_budget(cfg, h.hospital_id),
-                                 "secret_context": spec["keys"].get("secret_context")}
+        entry: dict[str, Any] = {
+            "id": h.hospital_id,
+            "index": i,
+            "n_train": h.n_train,
+            "n_test": h.n_test,
+            "budget": hospital_budget(cfg, h.hospital_id),
+            "secret_context": spec["keys"].get("secret_context"),
+        }
         spec["hospitals"].append(entry)
     prepared = PreparedStudy(run_dir / "study.json", spec, hospitals)
     if cfg["ledger"]["backend"] != "none":
-        from fedledger.study_chain import setup_chain
+        from coordinator.study_chain import setup_chain
 
         prepared.chain = setup_chain(cfg, spec, keys_dir)
     prepared.spec_path.write_text(json.dumps(spec, indent=1))

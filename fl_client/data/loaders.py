@@ -1,0 +1,86 @@
+"""The two entry points the rest of FedLedger calls to load hospital data.
+
+``load_hospitals(dataset_cfg, num_hospitals, seed)`` loads every hospital
+(simulation, baselines); ``load_hospital(dataset_cfg, index, ...)`` loads one
+(a Flower client next to its own data). For the same arguments,
+``load_hospital(cfg, i, n, s)`` equals ``load_hospitals(cfg, n, s)[i]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, SingleClassStudyError
+from .hospital import HospitalData
+
+DATASETS = ("breast_cancer", "csv")
+
+
+def _plain(cfg: Any) -> dict:
+    """Accept a dict, any Mapping or an OmegaConf DictConfig."""
+    try:  # optional: hydra / omegaconf present in the product environment
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            return dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    except ImportError:  # pragma: no cover
+        pass
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"dataset config must be a mapping, got {type(cfg).__name__}")
+    return dict(cfg)
+
+
+def _name(cfg: dict) -> str:
+    name = cfg.get("name")
+    if name not in DATASETS:
+        raise ConfigError(f"dataset.name must be one of {', '.join(DATASETS)}; got {name!r}")
+    return name
+
+
+def load_hospitals(dataset_cfg: Mapping, num_hospitals: int, seed: int) -> list[HospitalData]:
+    """Load every hospital of the study.
+
+    Raises :class:`SingleClassStudyError` if the target has only one class
+    across all hospitals together (a single hospital with one class only
+    warns; see :func:`load_hospital`).
+    """
+    cfg = _plain(dataset_cfg)
+    name = _name(cfg)
+    if name == "breast_cancer":
+        from .breast_cancer import load_breast_cancer_hospitals
+
+        hospitals = load_breast_cancer_hospitals(cfg, num_hospitals, seed)
+    else:
+        from .csv_loader import load_csv_hospitals
+
+        hospitals = load_csv_hospitals(cfg, num_hospitals, seed)
+    classes = sorted({c for h in hospitals for c in h.classes_present})
+    if len(classes) < 2:
+        raise SingleClassStudyError(
+            f"the target has a single class ({classes}) across all {len(hospitals)} hospitals of the "
+            "study; a binary model cannot be trained. Check the target column and its positive rule."
+        )
+    return hospitals
+
+
+def load_hospital(dataset_cfg: Mapping, index: int, num_hospitals: int, seed: int) -> HospitalData:
+    """Load hospital ``index`` (0-based) only; same data as ``load_hospitals(...)[index]``.
+
+    A lone client cannot see other hospitals, so the study-wide single-class
+    check of :func:`load_hospitals` is not done here; a hospital whose own
+    data holds one class gets a :class:`DataWarning` and still loads.
+    """
+    cfg = _plain(dataset_cfg)
+    name = _name(cfg)
+    if not isinstance(index, (int, np.integer)) or not 0 <= int(index) < int(num_hospitals):
+        raise ConfigError(f"hospital index must be in 0..{int(num_hospitals) - 1}, got {index!r}")
+    if name == "breast_cancer":
+        from .breast_cancer import load_breast_cancer_hospital
+
+        return load_breast_cancer_hospital(cfg, int(index), num_hospitals, seed)
+    from .csv_loader import load_csv_hospital_from_cfg
+
+    return load_csv_hospital_from_cfg(cfg, int(index), num_hospitals, seed)
