@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.output import finish
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "overhead.json"
 
@@ -316,11 +318,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "runs": runs,
         "elapsed_s": round(time.perf_counter() - t_start, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(markdown(out))
-    if args.workdir is None:
-        shutil.rmtree(work, ignore_errors=True)
+    finish(out, args.out, markdown, work if args.workdir is None else None)
     return out
 
 

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_overhead import machine, run_study, time_audit
+from benchmarks.output import finish
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scale.json"
 TARGET_ROUND_S = 120.0
@@ -168,11 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 have.add((r["hospitals"], r["ledger_mode"]))
     rows.sort(key=lambda r: (r["ledger_mode"], r["hospitals"]))
     out = summarise(rows, args, use_merkle)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(markdown(out))
-    if args.workdir is None:
-        shutil.rmtree(work, ignore_errors=True)
+    finish(out, args.out, markdown, work if args.workdir is None else None)
     return out
 
 

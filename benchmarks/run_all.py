@@ -18,8 +18,12 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from benchmarks.bench_overhead import markdown as overhead_markdown
+from benchmarks.bench_scale import markdown as scale_markdown
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -38,6 +42,17 @@ def load(name: str) -> dict[str, Any] | None:
 
 def yes_no(v: Any) -> str:
     return "n/a" if v is None else ("**met**" if v else "**missed**")
+
+
+def heading(title: str, d: dict[str, Any] | None, cmd: str) -> list[str]:
+    """A section's title; with no results file, also the command that measures it."""
+    out = [f"## {title}", ""]
+    return out if d else [*out, f"Not measured: `{cmd}`.", ""]
+
+
+def dominates(text: str) -> list[str]:
+    """The closing paragraph of a section: what its cost is made of."""
+    return ["", f"What dominates: {text}", ""]
 
 
 # --------------------------------------------------------------------------- sections
@@ -73,19 +88,14 @@ def section_targets(ov: dict[str, Any] | None, sc: dict[str, Any] | None) -> lis
     return out + [""]
 
 
-def section_overhead(d: dict[str, Any] | None) -> list[str]:
-    out = ["## 1. Round overhead over plain Flower (4 hospitals)", ""]
-    if not d:
-        return out + ["Not measured yet: `python -m benchmarks.bench_overhead`.", ""]
-    from benchmarks.bench_overhead import markdown
-
-    out += [
+def section_overhead(d: dict[str, Any]) -> list[str]:
+    out = [
         f"`python -m benchmarks.bench_overhead --rounds {d['rounds']} --repeats {d['repeats']}` "
         f"({d['machine']}; {d['hospitals']} hospitals, breast cancer, {d['rounds']} rounds, round 1 dropped, "
         f"`baselines=false audit=false`; configurations interleaved; each row is a separate "
         f"`python -m experiments.run` process).",
         "",
-        markdown(d),
+        overhead_markdown(d),
         "",
         "`plain` = `privacy=off encryption=off ledger=none` (Flower FedAvg), `dp` = `privacy=target_eps`, "
         "`ckks` = `encryption=ckks`, `ledger` = `ledger=anvil`, `all` = all three. A round is everything "
@@ -113,19 +123,14 @@ def section_overhead(d: dict[str, Any] | None) -> list[str]:
     return out
 
 
-def section_scale(d: dict[str, Any] | None) -> list[str]:
-    out = ["## 2. Scaling: 10, 100, 1,000 simulated hospitals, everything on", ""]
-    if not d:
-        return out + ["Not measured yet: `python -m benchmarks.bench_scale`.", ""]
-    from benchmarks.bench_scale import markdown
-
-    out += [
+def section_scale(d: dict[str, Any]) -> list[str]:
+    out = [
         f"`python -m benchmarks.bench_scale --rounds {d['rounds']}` ({d['machine']}; DP + CKKS + anvil, logreg, "
         f"`dataset.partitioner=bootstrap dataset.rows_per_hospital={d['rows_per_hospital']}` -- each hospital "
         "draws its rows with replacement from the 569 patients, for scale benchmarks only: the accuracy of these "
         "runs means nothing).",
         "",
-        markdown(d),
+        scale_markdown(d),
         "",
         "Round 1 includes Ray actor start-up and imports; *steady round* is the last round. *Set-up* is the "
         "study preparation before round 1 (CKKS keys, chain deploy, funding, registering the study and one "
@@ -169,17 +174,11 @@ def section_scale(d: dict[str, Any] | None) -> list[str]:
     return out
 
 
-def section_dp(d: dict[str, Any] | None) -> list[str]:
-    out = ["## 3. DP-SGD local training (benchmarks/results/dp.json)", ""]
-    if not d:
-        return out + ["Not measured: `python -m benchmarks.bench_dp`.", ""]
-    out += [
-        f"`python -m benchmarks.bench_dp` (torch {d.get('torch')}, {d.get('threads')} thread, median of "
-        f"{d.get('reps')} interleaved repetitions, one local epoch, batch 32).",
-        "",
-        "| model | data | non-private ms | DP (ew, default) ms | x | DP hooks ms | x | DP functorch ms | x |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+def section_dp(d: dict[str, Any]) -> list[str]:
+    how = f"torch {d.get('torch')}, {d.get('threads')} thread, median of {d.get('reps')} interleaved repetitions"
+    out = [f"`python -m benchmarks.bench_dp` ({how}, one local epoch, batch 32).", ""]
+    out += ["| model | data | non-private ms | DP (ew, default) ms | x | DP hooks ms | x | DP functorch ms | x |"]
+    out += ["|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for r in d["rows"]:
         groups.setdefault((r["model"], r["data"]), {})[r["variant"]] = r
@@ -200,23 +199,12 @@ def section_dp(d: dict[str, Any] | None) -> list[str]:
             + ", ".join(f"{k} {v:.1f} ms" for k, v in acc.items())
             + " (cached per history).",
         ]
-    out += [
-        "",
-        "What dominates: per-sample gradients and clipping (Opacus), 2-3x a non-private epoch for these "
-        "tiny models; for a whole round it is milliseconds, so in a study the accountant (prv: hundreds of ms "
-        "per new history, once per hospital and round unless cached) and the fixed per-round costs matter more "
-        "than DP-SGD itself.",
-        "",
-    ]
     return out
 
 
-def section_ckks(d: dict[str, Any] | None) -> list[str]:
-    out = ["## 4. CKKS encrypted aggregation (benchmarks/results/ckks.json)", ""]
-    if not d:
-        return out + ["Not measured: `python -m benchmarks.bench_ckks`.", ""]
+def section_ckks(d: dict[str, Any]) -> list[str]:
     rows = d["rows"]
-    out += [
+    out = [
         f"`python -m benchmarks.bench_ckks` ({rows[0]['hospitals']} hospitals, preset `{rows[0]['preset']}`).",
         "",
         "| parameters | ciphertexts / hospital | bytes / hospital | x float32 | encrypt s / hospital | "
@@ -230,21 +218,11 @@ def section_ckks(d: dict[str, Any] | None) -> list[str]:
             f"{r['validate_deserialize_s'] + r['sum_after_validate_s']:.3f} | {r['plaintext_fedavg_s']:.3f} | "
             f"{r['decrypt_s']:.3f} | {r['max_abs_error']:.1e} |"
         )
-    out += [
-        "",
-        "What dominates: bytes on the wire (about 4x float32 for large models; for a 31-parameter logreg "
-        "one whole ciphertext, ~65 KB instead of 124 B) and, at the aggregator, deserialising and validating "
-        "ciphertexts, which costs more than the homomorphic sum itself.",
-        "",
-    ]
     return out
 
 
-def section_gas(d: dict[str, Any] | None) -> list[str]:
-    out = ["## 5. Gas per recorded round (benchmarks/results/gas.json)", ""]
-    if not d:
-        return out + ["Not measured: `python -m benchmarks.bench_gas`.", ""]
-    out += [
+def section_gas(d: dict[str, Any]) -> list[str]:
+    out = [
         f"`python -m benchmarks.bench_gas` (backend {d.get('backend')}, solc {str(d.get('solc', ''))[:6]}).",
         "",
         "| hospitals | gas round 1 | gas steady | calldata gas | latency s (median) |",
@@ -279,25 +257,13 @@ def section_gas(d: dict[str, Any] | None) -> list[str]:
             f"(calldata {f['calldata_base']:,} + {f['calldata_per_hospital']:,} x hospitals); "
             f"target base <= 100k, slope <= 15k per hospital: {yes_no(f.get('meets_target'))}.",
         ]
-    out += [
-        "",
-        "What dominates: per hospital, one signed EIP-712 commitment in calldata (~3.4k gas) and its "
-        "on-chain `ecrecover` plus registration/consent/budget checks and storage of the cumulative epsilon "
-        "(~11k gas); linear in the hospitals by design. The Merkle mode makes it flat (~99k gas) and moves the "
-        "per-hospital checks to the auditor.",
-        "",
-    ]
     return out
 
 
-def section_audit(d: dict[str, Any] | None) -> list[str]:
-    out = ["## 6. Audit time (benchmarks/results/audit.json)", ""]
-    if not d:
-        return out + ["Not measured: `python -m benchmarks.bench_audit`.", ""]
+def section_audit(d: dict[str, Any]) -> list[str]:
+    size = f"{d['rounds']:,} rounds x {d['hospitals']} hospitals = {d['commitments']:,} signed commitments"
+    out = [f"`python -m benchmarks.bench_audit` ({size}, signatures via {d.get('signature_backend')}).", ""]
     out += [
-        f"`python -m benchmarks.bench_audit` ({d['rounds']:,} rounds x {d['hospitals']} hospitals = "
-        f"{d['commitments']:,} signed commitments, signatures via {d.get('signature_backend')}).",
-        "",
         "| part | seconds |",
         "|---|---:|",
         f"| recording the synthetic study (not audit) | {d['record_s']:.1f} |",
@@ -318,6 +284,38 @@ def section_audit(d: dict[str, Any] | None) -> list[str]:
     if d.get("note"):
         out += [f"Note: {d['note']}", ""]
     return out
+
+
+# What each cost is made of (profiles of earlier runs), closing its section of docs/BENCHMARKS.md.
+DOMINATES = {
+    "dp": (
+        "per-sample gradients and clipping (Opacus), 2-3x a non-private epoch for these "
+        "tiny models; for a whole round it is milliseconds, so in a study the accountant (prv: hundreds of ms "
+        "per new history, once per hospital and round unless cached) and the fixed per-round costs matter more "
+        "than DP-SGD itself."
+    ),
+    "ckks": (
+        "bytes on the wire (about 4x float32 for large models; for a 31-parameter logreg "
+        "one whole ciphertext, ~65 KB instead of 124 B) and, at the aggregator, deserialising and validating "
+        "ciphertexts, which costs more than the homomorphic sum itself."
+    ),
+    "gas": (
+        "per hospital, one signed EIP-712 commitment in calldata (~3.4k gas) and its "
+        "on-chain `ecrecover` plus registration/consent/budget checks and storage of the cumulative epsilon "
+        "(~11k gas); linear in the hospitals by design. The Merkle mode makes it flat (~99k gas) and moves the "
+        "per-hospital checks to the auditor."
+    ),
+}
+
+
+SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[str]]]] = [
+    ("1. Round overhead over plain Flower (4 hospitals)", "overhead", section_overhead),
+    ("2. Scaling: 10, 100, 1,000 simulated hospitals, everything on", "scale", section_scale),
+    ("3. DP-SGD local training", "dp", section_dp),
+    ("4. CKKS encrypted aggregation", "ckks", section_ckks),
+    ("5. Gas per recorded round", "gas", section_gas),
+    ("6. Audit time", "audit", section_audit),
+]
 
 
 def render() -> str:
@@ -352,12 +350,17 @@ def render() -> str:
         "",
     ]
     lines += section_targets(load("overhead"), load("scale"))
-    lines += section_overhead(load("overhead"))
-    lines += section_scale(load("scale"))
-    lines += section_dp(load("dp"))
-    lines += section_ckks(load("ckks"))
-    lines += section_gas(load("gas"))
-    lines += section_audit(load("audit"))
+    for title, name, section in SECTIONS:
+        d = load(name)
+        lines += heading(
+            f"{title} (benchmarks/results/{name}.json)",
+            d,
+            f"python -m benchmarks.bench_{name}",
+        )
+        if d:
+            lines += section(d)
+            if name in DOMINATES:
+                lines += dominates(DOMINATES[name])
     return "\n".join(lines).rstrip() + "\n"
 
 
