@@ -58,22 +58,27 @@ def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def to_hex(digest: bytes) -> str:
+def to_hex(data: bytes) -> str:
     """0x-prefixed lowercase hex, the form used in JSON and on-chain."""
-    return "0x" + digest.hex()
+    return "0x" + bytes(data).hex()
+
+
+def from_hex(text: str, length: int | None = 32) -> bytes:
+    """Inverse of to_hex (the 0x is optional); refuses any other length than ``length`` unless it is None."""
+    raw = bytes.fromhex(text.removeprefix("0x"))
+    if length is not None and len(raw) != length:
+        raise ValueError(f"expected a {length}-byte hash, got {len(raw)} bytes: {text!r}")
+    return raw
+
+
+def as_bytes(value: bytes | str) -> bytes:
+    """Raw bytes as given, or decoded from (0x-)hex text."""
+    return from_hex(value, None) if isinstance(value, str) else bytes(value)
 
 
 def as_bytes32(value: bytes | str) -> bytes:
     """A bytes32 given as raw bytes or (0x-)hex; refuses any other length."""
-    raw = bytes.fromhex(value.removeprefix("0x")) if isinstance(value, str) else bytes(value)
+    raw = as_bytes(value)
     if len(raw) != 32:
         raise ValueError(f"expected 32 bytes, got {len(raw)}")
-    return raw
-
-
-def from_hex(text: str) -> bytes:
-    """Inverse of to_hex; refuses anything that is not 32 bytes."""
-    raw = bytes.fromhex(text[2:] if text.startswith("0x") else text)
-    if len(raw) != 32:
-        raise ValueError(f"expected a 32-byte hash, got {len(raw)} bytes: {text!r}")
     return raw

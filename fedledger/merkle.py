@@ -27,7 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from eth_utils import keccak, to_canonical_address
+from eth_utils.address import to_canonical_address
+from eth_utils.crypto import keccak
 
 from fedledger.hashing import as_bytes32
 
@@ -120,7 +121,3 @@ def verify_proof(proof: Sequence[bytes | str], root: bytes | str, leaf: bytes | 
         return process_proof(proof, leaf) == _b32(root)
     except MerkleError:
         return False
-
-
-def to_hex(b: bytes) -> str:
-    return "0x" + bytes(b).hex()

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 __all__ = ["flatten", "layout", "num_params", "unflatten"]
 
@@ -37,7 +38,7 @@ def num_params(template: Mapping[str, np.ndarray]) -> int:
     return sum(int(np.asarray(a).size) for a in template.values())
 
 
-def flatten(arrays: Mapping[str, np.ndarray], dtype=np.float64) -> np.ndarray:
+def flatten(arrays: Mapping[str, np.ndarray], dtype: DTypeLike = np.float64) -> np.ndarray:
     """Concatenate ``arrays`` sorted by name, each in C order, as one vector.
 
     The default dtype is float64 (what CKKS encodes); float32 model weights

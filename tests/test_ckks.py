@@ -14,6 +14,7 @@ import pytest
 import tenseal as ts
 
 from fedledger import ckks
+from fedledger.ckks.format import proto_fields
 from fedledger.hashing import ciphertexts_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,10 +79,10 @@ def test_aggregator_context_cannot_decrypt_and_has_no_secret(keys):
     with pytest.raises(Exception):
         ts.ckks_vector_from(pub, agg[0]).decrypt()
     pub_bytes = paths.aggregator_context.read_bytes()
-    sec_fields = ckks._proto_fields(paths.secret_context.read_bytes())
-    sk_bytes = ckks._proto_fields(sec_fields[3][0])[1][0]  # TenSEALPrivateProto.secret_key (SEAL bytes)
+    sec_fields = proto_fields(paths.secret_context.read_bytes())
+    sk_bytes = proto_fields(sec_fields[3][0])[1][0]  # TenSEALPrivateProto.secret_key (SEAL bytes)
     assert len(sk_bytes) > 1000
-    assert 3 not in ckks._proto_fields(pub_bytes)
+    assert 3 not in proto_fields(pub_bytes)
     assert sk_bytes not in pub_bytes
     for off in range(40, len(sk_bytes) - 32, max(1, len(sk_bytes) // 50)):
         assert sk_bytes[off : off + 32] not in pub_bytes

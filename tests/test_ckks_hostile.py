@@ -33,6 +33,7 @@ WORKER = r"""
 import json, random, struct, sys
 import numpy as np
 from fedledger import ckks
+from fedledger.ckks.format import ZSTD_MAGIC, layout
 d, start = sys.argv[1], int(sys.argv[2])
 mat = json.load(open(d + "/materials.json"))
 pub = ckks.load_aggregator_context(d + "/keys/aggregator_public.ctx")
@@ -41,12 +42,12 @@ H = lambda k: [bytes.fromhex(x) for x in mat[k]]
 valid, foreign, plain = H("valid"), H("foreign"), np.array(mat["plain"])
 wrong = {k: H(k) for k in ("wrong_n", "wrong_primes", "wrong_scale")}
 struct_ranges = mat["struct_ranges"]; payload_ranges = mat["payload_ranges"]
-lay = ckks._layout(pub); MAXB = 1 << 20
+lay = layout(pub); MAXB = 1 << 20
 cases = mat["cases"]
 
 def bomb(rng):
     hdr_prefix = valid[0][:8]
-    frame = struct.pack("<I", ckks.ZSTD_MAGIC) + bytes([0x00, 0x58])  # no FCS, window 1<<21
+    frame = struct.pack("<I", ZSTD_MAGIC) + bytes([0x00, 0x58])  # no FCS, window 1<<21
     blocks = b"".join(struct.pack("<I", (rng.randrange(1 << 20, 1 << 21) << 3) | (1 << 1))[:3] + b"\0" for _ in range(rng.randrange(2, 40)))
     blocks += struct.pack("<I", (100 << 3) | (1 << 1) | 1)[:3] + b"\0"
     body = frame + blocks

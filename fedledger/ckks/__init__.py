@@ -1,0 +1,83 @@
+"""CKKS encryption of model updates: one package for the hospitals, the aggregator and the auditor.
+
+Design in one paragraph: hospitals share one CKKS secret key per study and
+encrypt ``weight * update`` with SEAL's *symmetric, seeded* encryption (the
+second polynomial is replaced by a 64-byte PRNG seed, halving the bytes). The
+aggregator holds a context without any key (no secret key, no public key, no
+relinearisation or Galois keys) and can only parse and add ciphertexts. The
+modulus chain has one data prime (plus the special prime SEAL needs to build a
+context with key switching), because summing needs no rescaling.
+
+Modules: ``params`` (parameters, presets, the 128-bit check, chunking),
+``keys`` (key ceremony, context files, fingerprint), ``format`` (the public
+byte format and its parser), ``aggregate`` (validate and sum), ``encrypt``
+(the hospital's encrypt and decrypt). The byte format is public; see
+docs/ENCRYPTION.md.
+"""
+
+from __future__ import annotations
+
+from fedledger.ckks.aggregate import sum_ciphertexts, sum_vectors, validate_ciphertexts
+from fedledger.ckks.encrypt import decrypt_update, encrypt_update
+from fedledger.ckks.errors import CiphertextError, KeyHandlingError, SecurityError
+from fedledger.ckks.format import wrap_seal_ciphertext
+from fedledger.ckks.keys import (
+    AGGREGATOR_NAME,
+    FINGERPRINT_NAME,
+    PARAMS_NAME,
+    SECRET_NAME,
+    KeyPaths,
+    aggregator_context_from_bytes,
+    context_fingerprint,
+    context_params,
+    create_keys,
+    load_aggregator_context,
+    load_secret_context,
+    new_secret_context,
+    serialize_aggregator_context,
+    serialize_secret_context,
+)
+from fedledger.ckks.params import (
+    HE_STANDARD_128,
+    PRESETS,
+    CKKSParams,
+    check_security,
+    chunk_sizes,
+    n_ciphertexts,
+    params_from_config,
+    preset,
+)
+
+__all__ = [
+    "AGGREGATOR_NAME",
+    "FINGERPRINT_NAME",
+    "HE_STANDARD_128",
+    "PARAMS_NAME",
+    "PRESETS",
+    "SECRET_NAME",
+    "CKKSParams",
+    "CiphertextError",
+    "KeyHandlingError",
+    "KeyPaths",
+    "SecurityError",
+    "aggregator_context_from_bytes",
+    "check_security",
+    "chunk_sizes",
+    "context_fingerprint",
+    "context_params",
+    "create_keys",
+    "decrypt_update",
+    "encrypt_update",
+    "load_aggregator_context",
+    "load_secret_context",
+    "n_ciphertexts",
+    "new_secret_context",
+    "params_from_config",
+    "preset",
+    "serialize_aggregator_context",
+    "serialize_secret_context",
+    "sum_ciphertexts",
+    "sum_vectors",
+    "validate_ciphertexts",
+    "wrap_seal_ciphertext",
+]
