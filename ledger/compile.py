@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +68,11 @@ def source_sha256(source: str) -> str:
     return hashlib.sha256(source.encode("utf-8")).hexdigest()
 
 
-def standard_input(source: str) -> dict:
+#: What the committed artifact holds; the ABI and storage-layout check asks for other outputs.
+ARTIFACT_OUTPUTS = ("abi", "evm.bytecode.object", "evm.deployedBytecode.object")
+
+
+def standard_input(source: str, outputs: Sequence[str] = ARTIFACT_OUTPUTS) -> dict:
     return {
         "language": "Solidity",
         "sources": {SOURCE_KEY: {"content": source}},
@@ -76,22 +81,19 @@ def standard_input(source: str) -> dict:
             "viaIR": True,
             "evmVersion": EVM_VERSION,
             "metadata": {"bytecodeHash": "none"},
-            "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
+            "outputSelection": {"*": {"*": list(outputs)}},
         },
     }
 
 
-def compile_contract(repo_root: Path = REPO_ROOT) -> dict:
-    """Compile and return the artifact dict (does not write it)."""
+def solc_output(outputs: Sequence[str] = ARTIFACT_OUTPUTS, repo_root: Path = REPO_ROOT) -> dict:
+    """solc's standard-JSON output for the contract, ``outputs`` selected (e.g. ``storageLayout``)."""
     cmd = solcjs_command(repo_root)
     source = (repo_root / SOURCE_KEY).read_text(encoding="utf-8")
-    version = subprocess.run(
-        [*cmd, "--version"], capture_output=True, text=True, check=True, cwd=repo_root
-    ).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="fedledger-solc-") as tmp:
         in_path = Path(tmp) / "input.json"
         out_path = Path(tmp) / "output.json"
-        in_path.write_text(json.dumps(standard_input(source)), encoding="utf-8")
+        in_path.write_text(json.dumps(standard_input(source, outputs)), encoding="utf-8")
         # Run solc's JS API directly and write the output to a file: the solcjs
         # CLI truncates large standard-json output on pipes (node exits
         # before stdout is flushed).
@@ -118,7 +120,17 @@ def compile_contract(repo_root: Path = REPO_ROOT) -> dict:
     errors = [e for e in result.get("errors", []) if e.get("severity") == "error"]
     if errors:
         raise CompileError("\n".join(e.get("formattedMessage", e["message"]) for e in errors))
-    contract = result["contracts"][SOURCE_KEY][CONTRACT_NAME]
+    return result["contracts"][SOURCE_KEY][CONTRACT_NAME]
+
+
+def compile_contract(repo_root: Path = REPO_ROOT) -> dict:
+    """Compile and return the artifact dict (does not write it)."""
+    cmd = solcjs_command(repo_root)
+    source = (repo_root / SOURCE_KEY).read_text(encoding="utf-8")
+    version = subprocess.run(
+        [*cmd, "--version"], capture_output=True, text=True, check=True, cwd=repo_root
+    ).stdout.strip()
+    contract = solc_output(ARTIFACT_OUTPUTS, repo_root)
     return {
         "contractName": CONTRACT_NAME,
         "sourcePath": SOURCE_KEY,
