@@ -30,6 +30,7 @@ from web3.logs import DISCARD
 
 from fedledger.commitment import Domain, RoundCommitment, domain
 from fedledger.hashing import as_bytes32
+from ledger.abi import abi_type as _abi_type
 from ledger.compile import load_artifact
 
 try:  # eth-tester (py-evm in-process) raises its own type instead of web3's
@@ -751,12 +752,6 @@ def _error_table(abi: list) -> dict[bytes, tuple[str, list[str], list[str]]]:
         sig = f"{item['name']}({','.join(types)})"
         table[keccak(text=sig)[:4]] = (item["name"], [i["name"] for i in item["inputs"]], types)
     return table
-
-
-def _abi_type(inp: dict) -> str:
-    if inp["type"].startswith("tuple"):
-        return "(" + ",".join(_abi_type(c) for c in inp["components"]) + ")" + inp["type"][5:]
-    return inp["type"]
 
 
 def decode_revert(table: dict, data: str | bytes | None, action: str = "", fallback: str = "") -> LedgerRevert:
