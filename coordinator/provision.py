@@ -38,10 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedledger.files import write_secret
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONNECTION = "fedledger"
 PATH_KEYS = ("data-path", "schema-path", "secret-context", "eth-key", "state-dir")
-SECRET_MODE = 0o600
 
 
 @dataclass
@@ -95,9 +96,7 @@ def parse_hospitals(text: str) -> list[tuple[str, str]]:
 def _write(path: Path, data: bytes, secret: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if secret:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SECRET_MODE)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        write_secret(path, data, lock_dir=False)
     else:
         path.write_bytes(data)
 

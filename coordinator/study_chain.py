@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from fedledger.commitment import epsilon_to_micro
+from fedledger.files import write_secret
 from fedledger.hashing import from_hex, sha256, to_hex
-from ledger.accounts import generate_eth_key, write_secret
+from ledger.accounts import generate_eth_key
 
 UNBOUNDED_MICRO = 2**64 - 1
 CODE_VERSION = "fedledger-0.1.0"

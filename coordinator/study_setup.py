@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from fedledger.files import save_npz
 from fedledger.hashing import model_hash, sha256, to_hex
 from fl_client.data import HospitalData, load_hospitals
 from fl_client.models import build_model, get_arrays
@@ -58,7 +57,7 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
     n_features = hospitals[0].X_train.shape[1]
     model = build_model(cfg["model"]["name"], n_features, int(cfg["model"]["hidden"]), seed=int(cfg["seed"]))
     initial = get_arrays(model)
-    np.savez(run_dir / "initial_model.npz", **initial)
+    save_npz(run_dir / "initial_model.npz", initial)
 
     study_id = to_hex(sha256(b"fedledger-study" + config_hash(cfg) + secrets.token_bytes(16)))
     spec: dict[str, Any] = {

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from coordinator.study_setup import PreparedStudy
+from fedledger.files import load_npz
 from fedledger.hashing import model_hash
 from fl_server.artifact_store import ArtifactStore
 
@@ -21,8 +20,7 @@ from fl_server.artifact_store import ArtifactStore
 def release_checkpoints(prepared: PreparedStudy) -> list[int]:
     spec = prepared.spec
     store = ArtifactStore(Path(spec["run_dir"]))
-    with np.load(spec["initial_model"], allow_pickle=False) as data:
-        template = {k: data[k] for k in data.files}
+    template = load_npz(spec["initial_model"])
     ctx = None
     if spec["config"]["encryption"]["enabled"]:
         from fedledger.ckks import decrypt_update, load_secret_context

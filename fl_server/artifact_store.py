@@ -15,27 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write bytes so that readers see the old file or the new one, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+from fedledger.files import atomic_write, load_npz, save_npz
 
 
 class ArtifactStore:
@@ -84,13 +69,8 @@ class ArtifactStore:
 
     def write_checkpoint(self, server_round: int, arrays: dict[str, np.ndarray]) -> Path:
         path = self.checkpoints / f"round_{server_round:05d}.npz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        save_npz(path, arrays)
         return path
 
     def read_checkpoint(self, server_round: int) -> dict[str, np.ndarray]:
-        path = self.checkpoints / f"round_{server_round:05d}.npz"
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        return load_npz(self.checkpoints / f"round_{server_round:05d}.npz")

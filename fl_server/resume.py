@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from fedledger.files import load_npz
 from fedledger.hashing import MODEL_DOMAIN, to_hex
 from fedledger.wire import ModelPayload
 from fl_server.artifact_store import ArtifactStore
@@ -65,7 +66,7 @@ def resume_point(spec: dict[str, Any]) -> tuple[int, ModelPayload]:
     """(first round to run, global model to send with it) for this run directory."""
     run_dir = Path(spec["run_dir"])
     store = ArtifactStore(run_dir)
-    initial = ModelPayload(arrays=_load_npz(Path(spec["initial_model"])))
+    initial = ModelPayload(arrays=load_npz(spec["initial_model"]))
     client = _ledger_client(spec)
     if client is not None and resume_requested(spec):
         _flush_journal(spec, client)
@@ -102,7 +103,7 @@ def _last_recorded_round(spec: dict[str, Any], store: ArtifactStore, client: Any
     manifests = set(store.round_numbers())
     if client is None:
         last = 0
-        prev = to_hex(ModelPayload(arrays=_load_npz(Path(spec["initial_model"]))).digest())
+        prev = to_hex(ModelPayload(arrays=load_npz(spec["initial_model"])).digest())
         while last + 1 in manifests:
             m = store.read_round(last + 1)
             if m["prev_hash"] != prev:
@@ -290,8 +291,3 @@ def _journal_receipts(spec: dict[str, Any]) -> dict[int, dict[str, Any]]:
     for key, done in Journal(Path(spec["run_dir"])).submitted().items():
         out[int(key.rsplit(":", 1)[1])] = {"tx": done.get("tx_hash"), "block": done.get("block"), "gas_used": None}
     return out
-
-
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}

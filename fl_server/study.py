@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedledger.files import load_npz
 from fl_server.artifact_store import ArtifactStore
 from fl_server.progress import RoundTable
 from fl_server.results import privacy_section, round_entry, write_metrics_csv, write_results
@@ -25,11 +25,6 @@ from fl_server.round_protocol import RoundOutcome, StudyStopped, run_rounds
 from fl_server.strategy import FedAvgStrategy
 
 log = logging.getLogger("fedledger.server")
-
-
-def load_initial_model(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
 
 
 def round_config(spec: dict[str, Any]) -> dict[str, Any]:
@@ -86,7 +81,7 @@ def run_study(grid: Grid, spec_path: Path) -> dict[str, Any]:
     spec = json.loads(Path(spec_path).read_text())
     cfg = spec["config"]
     run_dir = Path(spec["run_dir"])
-    initial = load_initial_model(Path(spec["initial_model"]))
+    initial = load_npz(spec["initial_model"])
     n_params = sum(a.size for a in initial.values())
     strategy = build_strategy(spec, n_params)
     start_round, start_model = resume_point(spec)  # rounds already recorded: only with spec "resume": true

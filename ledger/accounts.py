@@ -14,16 +14,9 @@ from pathlib import Path
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from fedledger.files import write_secret
+
 PASSWORD_ENV = "FEDLEDGER_HOSPITAL_KEY_PASSWORD"
-
-
-def write_secret(path: Path, data: bytes) -> None:
-    """Owner-only file (0600) in an owner-only directory (0700): keys and other secrets."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
 
 
 def generate_eth_key(path: Path, password: str | None = None) -> LocalAccount:
