@@ -109,7 +109,7 @@ def record_encrypted_study(chain, client, root: Path, n_rounds: int, n_hospitals
                     payload=ModelPayload(ciphertexts=blobs),
                     c=c,
                     sig=sig,
-                    commitment={"address": a.address, "signature": "0x" + sig.hex()},
+                    commitment={"address": a.address, "signature": to_hex(sig)},
                 )
             )
             blobs_all.append(blobs)

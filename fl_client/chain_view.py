@@ -21,7 +21,7 @@ from functools import lru_cache
 from eth_abi import encode
 from eth_utils import keccak
 
-from fedledger.hashing import as_bytes32, to_hex
+from fedledger.hashing import as_bytes, as_bytes32, to_hex
 
 GET_ROUND_SELECTOR = keccak(text="getRound(bytes32,uint64)")[:4]
 
@@ -42,7 +42,7 @@ def get_round_calldata(study_id: str | bytes, server_round: int) -> bytes:
 def _aggregate_hash_fast(rpc_url: str, contract: str, study_id: str, server_round: int) -> bytes | None:
     """The recorded aggregate hash by one bare eth_call, or None when the answer is not a plain result."""
     w3 = _client(rpc_url, contract).w3
-    data = "0x" + get_round_calldata(study_id, server_round).hex()
+    data = to_hex(get_round_calldata(study_id, server_round))
     try:
         resp = w3.provider.make_request("eth_call", [{"to": contract, "data": data}, "latest"])
     except Exception:
@@ -50,7 +50,7 @@ def _aggregate_hash_fast(rpc_url: str, contract: str, study_id: str, server_roun
     result = resp.get("result") if isinstance(resp, dict) else None
     if not isinstance(result, str) or "error" in resp:
         return None
-    raw = bytes.fromhex(result.removeprefix("0x"))
+    raw = as_bytes(result)
     return raw[32:64] if len(raw) >= 8 * 32 else None  # getRound returns 8 words; aggregateHash is the second
 
 

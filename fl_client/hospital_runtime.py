@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from flwr.app import ConfigRecord, Context
 
+from fedledger.hashing import to_hex
 from fl_client.data import HospitalData, load_hospital
 from fl_client.privacy import BudgetExceededError, HospitalPrivacy, PrivacyConfig, memo_export, memo_import
 from fl_client.settings import HospitalSettings
@@ -67,7 +68,7 @@ def secret_context(settings: HospitalSettings) -> Any:
 def _fingerprint(path: str) -> str:
     from fedledger.ckks import context_fingerprint, serialize_aggregator_context
 
-    return "0x" + context_fingerprint(serialize_aggregator_context(_secret_context(path))).hex()
+    return to_hex(context_fingerprint(serialize_aggregator_context(_secret_context(path))))
 
 
 def context_fingerprint(settings: HospitalSettings) -> str:
@@ -175,7 +176,7 @@ def commitment_for(
     if not cfg.get("ledger", False) or not settings.eth_key:
         return None
     from fedledger.commitment import RoundCommitment, domain, epsilon_to_micro, sign_commitment
-    from fedledger.hashing import from_hex, to_hex
+    from fedledger.hashing import from_hex
     from ledger.accounts import load_eth_account
 
     account = load_eth_account(settings.eth_key)
@@ -194,7 +195,7 @@ def commitment_for(
         "update-hash": to_hex(update_hash),
         "sample-count": n,
         "epsilon-micro": c.epsilon_micro,
-        "signature": "0x" + bytes(sig).hex(),
+        "signature": to_hex(sig),
     }
 
 

@@ -18,6 +18,7 @@ from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp.strategy import Strategy
 
 from fedledger import ckks
+from fedledger.hashing import to_hex
 from fedledger.wire import ModelPayload, encode
 from fl_server.strategy import StrategyWrapper
 from fl_server.validation import ValidationOutcome
@@ -36,7 +37,7 @@ class EncryptedAggregation(StrategyWrapper):
         self.n_params = n_params
         self.n_ct = ckks.n_ciphertexts(n_params, self.params)
         self.max_update_bytes = max_update_bytes
-        self.fingerprint = "0x" + ckks.context_fingerprint(self.context_path.read_bytes()).hex()
+        self.fingerprint = to_hex(ckks.context_fingerprint(self.context_path.read_bytes()))
         self.aggregate_seconds: list[float] = []
 
     def aggregate_outcome(

@@ -31,7 +31,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedledger.commitment import RoundCommitment, commitment_digest, recover_signer
-from fedledger.hashing import from_hex, to_hex
+from fedledger.hashing import as_bytes, from_hex, to_hex
 from fl_server.strategy import StrategyWrapper
 from fl_server.validation import TrainReply, ValidationOutcome
 
@@ -155,7 +155,7 @@ class LedgerCommit(StrategyWrapper):
         )
         if str(c.get("update-hash")) != to_hex(commitment.update_hash):
             raise CommitmentRejected("signed update hash does not match the update received")
-        signer = recover_signer(self.domain, commitment, bytes.fromhex(str(c["signature"])[2:]))
+        signer = recover_signer(self.domain, commitment, as_bytes(str(c["signature"])))
         if signer != expected_address:
             raise CommitmentRejected(
                 f"signature is by {signer}, not by the hospital's registered key {expected_address}"
@@ -220,7 +220,7 @@ class LedgerCommit(StrategyWrapper):
                     epsilon_micro=int(c["epsilon-micro"]),
                 )
             )
-            signatures.append(bytes.fromhex(str(c["signature"])[2:]))
+            signatures.append(as_bytes(str(c["signature"])))
         if self.uses_merkle(len(commitments)):
             record = self._merkle_record(server_round, manifest, commitments)
         else:

@@ -29,7 +29,7 @@ from web3.exceptions import ContractLogicError, TransactionNotFound
 from web3.logs import DISCARD
 
 from fedledger.commitment import Domain, RoundCommitment, domain
-from fedledger.hashing import as_bytes32
+from fedledger.hashing import as_bytes, as_bytes32, to_hex
 from ledger.abi import abi_type as _abi_type
 from ledger.compile import load_artifact
 
@@ -87,7 +87,7 @@ class _NonceRejected(Exception):
 
 def _show(v: Any) -> str:
     if isinstance(v, (bytes, bytearray)):
-        return "0x" + bytes(v).hex()
+        return to_hex(v)
     return str(v)
 
 
@@ -757,13 +757,13 @@ def _error_table(abi: list) -> dict[bytes, tuple[str, list[str], list[str]]]:
 def decode_revert(table: dict, data: str | bytes | None, action: str = "", fallback: str = "") -> LedgerRevert:
     """Name a revert from its return data: custom error, Error(string) or Panic(uint256)."""
     if isinstance(data, str):
-        raw = bytes.fromhex(data.removeprefix("0x")) if data.startswith("0x") else b""
+        raw = as_bytes(data) if data.startswith("0x") else b""
     else:
         raw = bytes(data or b"")
     if len(raw) < 4:
         return LedgerRevert("UnknownRevert", {"message": fallback} if fallback else {}, None, action)
     sel, body = raw[:4], raw[4:]
-    hexdata = "0x" + raw.hex()
+    hexdata = to_hex(raw)
     if sel in table:
         name, names, types = table[sel]
         values = abi_decode(types, body) if types else ()
@@ -772,4 +772,4 @@ def decode_revert(table: dict, data: str | bytes | None, action: str = "", fallb
         return LedgerRevert("Error", {"message": abi_decode(["string"], body)[0]}, hexdata, action)
     if sel == keccak(text="Panic(uint256)")[:4]:
         return LedgerRevert("Panic", {"code": abi_decode(["uint256"], body)[0]}, hexdata, action)
-    return LedgerRevert("UnknownRevert", {"selector": "0x" + sel.hex()}, hexdata, action)
+    return LedgerRevert("UnknownRevert", {"selector": to_hex(sel)}, hexdata, action)

@@ -35,6 +35,7 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 
 from fedledger.commitment import RoundCommitment
+from fedledger.hashing import as_bytes, to_hex
 from ledger.client import (
     MODE_MERKLE,
     MODE_SIGNED,
@@ -57,14 +58,6 @@ class JournalError(LedgerError):
 
 class LedgerUnavailable(LedgerError):
     """A round could not be written to the chain within the configured limit."""
-
-
-def _hex(b: bytes) -> str:
-    return "0x" + bytes(b).hex()
-
-
-def _unhex(s: str) -> bytes:
-    return bytes.fromhex(s.removeprefix("0x"))
 
 
 @dataclass(frozen=True)
@@ -110,18 +103,18 @@ class RoundRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "studyId": _hex(self.study_id),
+            "studyId": to_hex(self.study_id),
             "round": self.round,
-            "prevGlobalHash": _hex(self.prev_global_hash),
-            "aggregateHash": _hex(self.aggregate_hash),
+            "prevGlobalHash": to_hex(self.prev_global_hash),
+            "aggregateHash": to_hex(self.aggregate_hash),
             "totalSamples": self.total_samples,
             "commitments": [c.to_json() for c in self.commitments],
-            "signatures": [_hex(s) for s in self.signatures],
+            "signatures": [to_hex(s) for s in self.signatures],
             # Merkle fields only when used, so per-hospital lines stay as before
             **(
                 {
                     "mode": self.mode,
-                    "commitmentsRoot": _hex(self.commitments_root),
+                    "commitmentsRoot": to_hex(self.commitments_root),
                     "participants": self.participants,
                     "maxEpsilonMicro": self.max_epsilon_micro,
                 }
@@ -133,15 +126,15 @@ class RoundRecord:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "RoundRecord":
         return cls(
-            study_id=_unhex(d["studyId"]),
+            study_id=as_bytes(d["studyId"]),
             round=int(d["round"]),
-            prev_global_hash=_unhex(d["prevGlobalHash"]),
-            aggregate_hash=_unhex(d["aggregateHash"]),
+            prev_global_hash=as_bytes(d["prevGlobalHash"]),
+            aggregate_hash=as_bytes(d["aggregateHash"]),
             total_samples=int(d["totalSamples"]),
             commitments=tuple(RoundCommitment.from_json(c) for c in d["commitments"]),
-            signatures=tuple(_unhex(s) for s in d["signatures"]),
+            signatures=tuple(as_bytes(s) for s in d["signatures"]),
             mode=int(d.get("mode", MODE_SIGNED)),  # journals written before Merkle mode: per-hospital
-            commitments_root=_unhex(d["commitmentsRoot"]) if d.get("commitmentsRoot") else None,
+            commitments_root=as_bytes(d["commitmentsRoot"]) if d.get("commitmentsRoot") else None,
             participants=int(d["participants"]) if d.get("participants") is not None else None,
             max_epsilon_micro=int(d["maxEpsilonMicro"]) if d.get("maxEpsilonMicro") is not None else None,
         )
