@@ -49,7 +49,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from eth_utils import keccak, to_checksum_address
 
 from fedledger.commitment import (
@@ -62,7 +61,8 @@ from fedledger.commitment import (
 from fedledger.commitment import (
     domain as make_domain,
 )
-from fedledger.hashing import ciphertexts_hash, model_hash, sha256, to_hex
+from fedledger.files import load_npz
+from fedledger.hashing import as_bytes, ciphertexts_hash, model_hash, sha256, to_hex
 
 ZERO32 = b"\x00" * 32
 FORMAT = "fedledger-audit-v1"
@@ -204,7 +204,7 @@ def _domain_separator(dom: Domain) -> bytes:
         + keccak(text=dom.version)
         + dom.chain_id.to_bytes(32, "big")
         + bytes(12)
-        + bytes.fromhex(dom.verifying_contract[2:])
+        + as_bytes(dom.verifying_contract)
     )
 
 
@@ -242,7 +242,7 @@ def _ecrecover(digest: bytes, signature: bytes) -> str:
             pub = _coincurve.PublicKey.from_signature_and_message(signature[:64] + bytes([v - 27]), digest, hasher=None)
         except Exception as exc:
             raise CommitmentError(f"invalid signature: {exc}") from exc
-        return "0x" + keccak(pub.format(compressed=False)[1:])[-20:].hex()  # lowercase; compared case-insensitively
+        return to_hex(keccak(pub.format(compressed=False)[1:])[-20:])  # lowercase; compared case-insensitively
     try:
         pub = keys.Signature(vrs=(v - 27, r, s)).recover_public_key_from_msg_hash(digest)
     except Exception as exc:  # eth_keys raises several types
@@ -325,10 +325,6 @@ def _int(v: Any) -> int:
     return int(v, 16) if isinstance(v, str) else int(v)
 
 
-def _raw(v: Any) -> bytes:
-    return bytes.fromhex(v.removeprefix("0x")) if isinstance(v, str) else bytes(v)
-
-
 class _ChainReader:
     """Reads logs, calldata and block times from the StudyLedger ABI alone.
 
@@ -387,9 +383,9 @@ class _ChainReader:
 
             abi = self.events[name]
             sig = keccak(text=f"{name}({','.join(_abi_type(i) for i in abi['inputs'])})")
-            topics: list[Any] = ["0x" + sig.hex()]
+            topics: list[Any] = [to_hex(sig)]
             if study_id is not None:
-                topics.append("0x" + study_id.hex())
+                topics.append(to_hex(study_id))
             raw = self._request(
                 "eth_getLogs",
                 [{"address": self.c.address, "fromBlock": hex(self.start), "toBlock": "latest", "topics": topics}],
@@ -400,14 +396,14 @@ class _ChainReader:
             for e in raw:
                 args = {}
                 for inp, topic in zip(indexed, e["topics"][1:]):
-                    (args[inp["name"]],) = decode([_abi_type(inp)], _raw(topic))
-                for inp, val in zip(plain, decode([_abi_type(i) for i in plain], _raw(e["data"]))):
+                    (args[inp["name"]],) = decode([_abi_type(inp)], as_bytes(topic))
+                for inp, val in zip(plain, decode([_abi_type(i) for i in plain], as_bytes(e["data"]))):
                     args[inp["name"]] = val
                 out.append(
                     {
                         "block": _int(e["blockNumber"]),
                         "log_index": _int(e["logIndex"]),
-                        "tx": _raw(e["transactionHash"]),
+                        "tx": as_bytes(e["transactionHash"]),
                         "args": args,
                     }
                 )
@@ -416,8 +412,8 @@ class _ChainReader:
     def tx_inputs(self, txs: list[bytes]) -> dict[bytes, bytes]:
         if not self.http:
             return {t: bytes(_retry(lambda: self.w3.eth.get_transaction(t), "get transaction")["input"]) for t in txs}
-        res = self._batch([("eth_getTransactionByHash", ["0x" + t.hex()]) for t in txs])
-        return {t: _raw(r["input"]) for t, r in zip(txs, res)}
+        res = self._batch([("eth_getTransactionByHash", [to_hex(t)]) for t in txs])
+        return {t: as_bytes(r["input"]) for t, r in zip(txs, res)}
 
     def block_times(self, blocks: list[int]) -> dict[int, int]:
         blocks = sorted(set(blocks))
@@ -459,7 +455,7 @@ def read_chain_view(
     abi = abi or load_artifact()["abi"]
     c = w3.eth.contract(address=to_checksum_address(contract), abi=abi)
     rd = _ChainReader(w3, c, from_block)
-    sid = study_id if isinstance(study_id, bytes) else bytes.fromhex(study_id.removeprefix("0x"))
+    sid = as_bytes(study_id)
 
     info = _named_outputs(c, "getStudy", _retry(lambda: c.functions.getStudy(sid).call(), "getStudy"))
     hospitals: dict[str, HospitalView] = {}
@@ -503,7 +499,7 @@ def read_chain_view(
                     timestamp=times[ev["block"]],
                     commitments=[],
                     commitments_hash=bytes(a["commitmentsHash"]),
-                    tx_hash="0x" + ev["tx"].hex(),
+                    tx_hash=to_hex(ev["tx"]),
                     log_index=ev["log_index"],
                     mode=2,
                     max_epsilon_micro=int(params["maxEpsilonMicro"]),
@@ -550,7 +546,7 @@ def read_chain_view(
                 timestamp=times[ev["block"]],
                 commitments=commitments,
                 commitments_hash=bytes(a["commitmentsHash"]),
-                tx_hash="0x" + ev["tx"].hex(),
+                tx_hash=to_hex(ev["tx"]),
                 log_index=ev["log_index"],
             )
         )
@@ -847,8 +843,8 @@ def attach_merkle_leaves(view: ChainView, store_dir: Path) -> list[Finding]:
                 address = to_checksum_address(str(entry["address"]))
                 c = RoundCommitment.from_json(entry["commitment"])
                 stored_leaf = _hex32(entry.get("leaf"))
-                proof = [bytes.fromhex(str(p).removeprefix("0x")) for p in entry.get("proof", [])]
-                signature = bytes.fromhex(str(signed.get("signature", "")).removeprefix("0x"))
+                proof = [as_bytes(str(p)) for p in entry.get("proof", [])]
+                signature = as_bytes(str(signed.get("signature", "")))
             except (KeyError, ValueError, TypeError) as exc:
                 fails.append(Finding("merkle", False, f"Merkle leaf of {name!r} is malformed: {exc}", r, name))
                 continue
@@ -1056,7 +1052,7 @@ class _Store:
 
 def _hex32(value: Any) -> bytes | None:
     try:
-        raw = bytes.fromhex(str(value).removeprefix("0x"))
+        raw = as_bytes(str(value))
         return raw if len(raw) == 32 else None
     except ValueError:
         return None
@@ -1395,9 +1391,7 @@ def check_checkpoints(view: ChainView, store_dir: Path) -> list[Finding]:
             )
             continue
         try:
-            with np.load(p, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-            got = model_hash(arrays)
+            got = model_hash(load_npz(p))
         except Exception as exc:  # corrupt zip, pickled object arrays, ...
             out.append(Finding("checkpoint", False, f"{p.name} cannot be read safely: {exc}", r))
             continue
