@@ -29,15 +29,11 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from fedledger.config import DEFAULT_GRAD_SAMPLE_MODE, GRAD_SAMPLE_MODES, PrivacyConfig, TrainConfig
+from fl_client.dp_training import HospitalPrivacy
+from fl_client.epsilon import compute_epsilon
 from fl_client.models import build_model
-from fl_client.privacy import (
-    DEFAULT_GRAD_SAMPLE_MODE,
-    GRAD_SAMPLE_MODES,
-    HospitalPrivacy,
-    PrivacyConfig,
-    compute_epsilon,
-)
-from fl_client.training import TrainConfig, train_local
+from fl_client.training import train_local
 
 RESULTS = Path(__file__).parent / "results" / "dp.json"
 BATCH = 32
@@ -139,7 +135,7 @@ def main(argv=None) -> dict:
     acc = {}
     for accountant in ("prv", "rdp", "gdp"):
         t0 = time.perf_counter()
-        from fl_client.privacy import _MEMO, _compute_epsilon_cached
+        from fl_client.epsilon import _MEMO, _compute_epsilon_cached
 
         _compute_epsilon_cached.cache_clear()
         _MEMO.clear()

@@ -1,36 +1,25 @@
 """Structured-config schema of a study, so a typo in any override fails fast.
 
 Hydra validates the composed config against these dataclasses; the server and
-the clients read the same resolved config back from the study spec.
+the clients read the same resolved config back from the study spec. A
+hospital trains with these same ``TrainConfig`` and ``PrivacyConfig`` classes,
+so the study's defaults are written here and nowhere else.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-
-@dataclass
-class HospitalFileConfig:
-    id: str = MISSING
-    path: str = MISSING
-
-
-@dataclass
-class DatasetConfig:
-    name: str = MISSING  # breast_cancer | csv
-    partitioner: str = "iid"  # iid | dirichlet | quantity | bootstrap (scale benchmarks only)
-    alpha: float = 0.5
-    quantity_alpha: float = 1.0
-    min_rows: int = 10
-    rows_per_hospital: int = 40  # bootstrap partitioner only
-    test_fraction: float | None = 0.2
-    schema: str | None = None
-    base_dir: str | None = None
-    hospitals: list[HospitalFileConfig] = field(default_factory=list)
+ACCOUNTANTS = ("prv", "rdp", "gdp")
+GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew")
+# All three give the same per-sample gradients on our models; benchmarks/bench_dp.py
+# chose ew as the fastest (docs/PRIVACY.md).
+DEFAULT_GRAD_SAMPLE_MODE = "ew"
 
 
 @dataclass
@@ -49,24 +38,99 @@ class StrategyConfig:
 
 @dataclass
 class TrainConfig:
+    """Hydra group ``train``: one hospital's local training per round."""
+
     local_epochs: int = 2
     batch_size: int = 32
     lr: float = 1.0
     momentum: float = 0.0
     weight_decay: float = 0.0
 
+    @classmethod
+    def from_any(cls, cfg: Any) -> TrainConfig:
+        """From a TrainConfig, a mapping (e.g. Flower ConfigRecord / Hydra node) or an object.
+
+        Mapping keys may use dashes (``local-epochs``, ``batch-size``) as in
+        the round protocol; unknown keys are ignored, missing ones take the defaults.
+        """
+        if isinstance(cfg, cls):
+            return cfg
+        defaults = cls()
+        out: dict[str, Any] = {}
+        for f in fields(cls):
+            kind = type(getattr(defaults, f.name))  # every field is an int or a float
+            for key in (f.name, f.name.replace("_", "-")):
+                if isinstance(cfg, Mapping) or hasattr(cfg, "keys"):
+                    if key in cfg:
+                        out[f.name] = kind(cfg[key])
+                        break
+                elif hasattr(cfg, key):
+                    out[f.name] = kind(getattr(cfg, key))
+                    break
+        return cls(**out)
+
 
 @dataclass
 class PrivacyConfig:
+    """Hydra group ``privacy``: a hospital's DP-SGD set-up.
+
+    Exactly one of ``noise_multiplier`` / ``target_epsilon`` must be set when
+    ``enabled``. ``delta`` None means ``min(1e-5, 1 / (10 n))`` of the
+    hospital's record count.
+    """
+
     enabled: bool = False
     noise_multiplier: float | None = None
     target_epsilon: float | None = None
     delta: float | None = None
     max_grad_norm: float = 1.0
-    accountant: str = "prv"  # prv | rdp | gdp
-    grad_sample_mode: str = "ew"
+    accountant: str = "prv"  # one of ACCOUNTANTS
+    grad_sample_mode: str = DEFAULT_GRAD_SAMPLE_MODE  # one of GRAD_SAMPLE_MODES
     secure_mode: bool = False
-    budget: float | None = None  # default per-hospital budget; hospitals may override
+    budget: float | None = None  # default epsilon budget of a hospital; the hospital's own setting wins
+
+    @classmethod
+    def from_any(cls, cfg: Any) -> PrivacyConfig:
+        """From a PrivacyConfig, a mapping (a Hydra DictConfig is one), None or an object with attributes.
+
+        A mapping with a key this schema does not know is refused.
+        """
+        if isinstance(cfg, cls):
+            return cfg
+        if cfg is None:
+            return cls()
+        names = [f.name for f in fields(cls)]
+        if isinstance(cfg, Mapping):
+            unknown = set(cfg) - set(names)
+            if unknown:
+                raise ValueError(f"unknown privacy config keys: {sorted(unknown)}")
+            return cls(**{k: cfg[k] for k in names if k in cfg})
+        return cls(**{k: getattr(cfg, k) for k in names if hasattr(cfg, k)})
+
+    def validate(self) -> None:
+        """Refuse a set-up that would train with an unknown mechanism or no defined noise."""
+        if self.accountant not in ACCOUNTANTS:
+            raise ValueError(f"privacy.accountant must be one of {ACCOUNTANTS}, got {self.accountant!r}")
+        if self.grad_sample_mode not in GRAD_SAMPLE_MODES:
+            raise ValueError(
+                f"privacy.grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {self.grad_sample_mode!r}"
+            )
+        if not self.enabled:
+            return
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError(
+                "privacy: set exactly one of noise_multiplier (fixed noise) or target_epsilon "
+                f"(noise derived for the whole study); got noise_multiplier={self.noise_multiplier}, "
+                f"target_epsilon={self.target_epsilon}"
+            )
+        if self.noise_multiplier is not None and not self.noise_multiplier > 0:
+            raise ValueError(f"privacy.noise_multiplier must be > 0 when DP is enabled, got {self.noise_multiplier}")
+        if self.target_epsilon is not None and not self.target_epsilon > 0:
+            raise ValueError(f"privacy.target_epsilon must be > 0, got {self.target_epsilon}")
+        if self.delta is not None and not 0 < self.delta < 1:
+            raise ValueError(f"privacy.delta must be in (0, 1), got {self.delta}")
+        if not self.max_grad_norm > 0:
+            raise ValueError(f"privacy.max_grad_norm must be > 0, got {self.max_grad_norm}")
 
 
 @dataclass

@@ -13,13 +13,14 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.logger import log as flwr_log
 
+from fedledger.config import TrainConfig
 from fedledger.hashing import to_hex
 from fedledger.model_io import flatten, unflatten
 from fedledger.wire import ModelPayload, decode, encode
 from fl_client import hospital_runtime as rt
 from fl_client.models import build_model, get_arrays, set_arrays
 from fl_client.settings import from_context
-from fl_client.training import TrainConfig, evaluate, train_local
+from fl_client.training import evaluate, train_local
 
 log = logging.getLogger("fedledger.client")
 

@@ -16,9 +16,12 @@ from typing import Any
 import numpy as np
 from flwr.app import ConfigRecord, Context
 
+from fedledger.config import PrivacyConfig
 from fedledger.hashing import to_hex
+from fl_client.accounting import BudgetExceededError
 from fl_client.data import HospitalData, load_hospital
-from fl_client.privacy import BudgetExceededError, HospitalPrivacy, PrivacyConfig, memo_export, memo_import
+from fl_client.dp_training import HospitalPrivacy
+from fl_client.epsilon import memo_export, memo_import
 from fl_client.settings import HospitalSettings
 
 log = logging.getLogger("fedledger.client")

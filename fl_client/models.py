@@ -15,19 +15,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedledger.model_io import flatten, unflatten  # re-exported
-
 __all__ = [
     "MLP",
     "IncompatibleModelError",
     "LogReg",
     "build_model",
     "dp_errors",
-    "flatten",
     "get_arrays",
     "make_private_compatible",
+    "require_dp_compatible",
     "set_arrays",
-    "unflatten",
     "unwrap",
 ]
 
@@ -170,16 +167,23 @@ def make_private_compatible(model: nn.Module) -> nn.Module:
         raise IncompatibleModelError(
             f"model is not DP-SGD compatible and could not be fixed: {exc}; errors: {errors}"
         ) from exc
-    remaining = dp_errors(fixed)
-    if remaining:
-        raise IncompatibleModelError(
-            "model is not DP-SGD compatible (Opacus): "
-            + "; ".join(str(e) for e in remaining)
-            + ". Refusing to train it (training without DP is never a fallback)."
-        )
+    _refuse_if_incompatible(fixed, "Refusing to train it (training without DP is never a fallback).")
     log.warning(
         "model was not DP-SGD compatible; replaced layers to fix it: %s. "
         "Use the returned model (its parameter names/shapes may differ).",
         "; ".join(str(e) for e in errors),
     )
     return fixed
+
+
+def require_dp_compatible(model: nn.Module) -> None:
+    """Refuse a model Opacus cannot train as it is: it is never trained without DP instead."""
+    _refuse_if_incompatible(model, "Call fl_client.models.make_private_compatible(model) when building the model.")
+
+
+def _refuse_if_incompatible(model: nn.Module, advice: str) -> None:
+    errors = dp_errors(model)
+    if errors:
+        raise IncompatibleModelError(
+            "model is not DP-SGD compatible (Opacus): " + "; ".join(str(e) for e in errors) + ". " + advice
+        )

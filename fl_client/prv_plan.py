@@ -4,7 +4,7 @@ Opacus's ``PRVAccountant.get_epsilon`` rebuilds everything on every call: an
 RDP bound for the safe truncation domain, then the discretisation of the
 privacy loss random variable, then the FFT composition. A hospital asks for
 epsilon every round (the budget check projects the next round), so that cost
-was paid every round; in our profile it was over half of a round's work.
+was paid every round (docs/PRIVACY.md has the profile).
 
 Gopi et al. (and Microsoft's reference ``prv_accountant.Accountant``) fix the
 *maximum* number of compositions up front: the truncation domain and the mesh

@@ -1,8 +1,9 @@
 """Local training and evaluation of one hospital, independent of Flower.
 
 ``train_local`` trains a model in place on numpy data (X float32 (n, d), y in
-{0, 1}); with a :class:`fl_client.privacy.HospitalPrivacy` it runs DP-SGD
-(Opacus) and reports the cumulative epsilon. ``evaluate`` returns BCE loss,
+{0, 1}) as a :class:`fedledger.config.TrainConfig` says; with a
+:class:`fl_client.dp_training.HospitalPrivacy` it runs DP-SGD (Opacus) and
+reports the cumulative epsilon. ``evaluate`` returns BCE loss,
 accuracy and ROC AUC (None when only one class is present).
 """
 
@@ -11,48 +12,18 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-if TYPE_CHECKING:  # pragma: no cover
-    from fl_client.privacy import HospitalPrivacy
+from fedledger.config import TrainConfig
+from fl_client.dp_training import HospitalPrivacy
 
-__all__ = ["EvalResult", "TrainConfig", "TrainStats", "evaluate", "to_tensors", "train_local"]
-
-
-@dataclass
-class TrainConfig:
-    local_epochs: int = 1
-    batch_size: int = 32
-    lr: float = 0.1
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-
-    @classmethod
-    def from_any(cls, cfg: Any) -> "TrainConfig":
-        """From a TrainConfig, a mapping (e.g. Flower ConfigRecord / Hydra node) or an object.
-
-        Mapping keys may use dashes (``local-epochs``, ``batch-size``) as in
-        the round protocol; unknown keys are ignored.
-        """
-        if isinstance(cfg, cls):
-            return cfg
-        out = {}
-        for f in fields(cls):
-            for key in (f.name, f.name.replace("_", "-")):
-                if isinstance(cfg, Mapping) or hasattr(cfg, "keys"):
-                    if key in cfg:
-                        out[f.name] = type(f.default)(cfg[key])
-                        break
-                elif hasattr(cfg, key):
-                    out[f.name] = type(f.default)(getattr(cfg, key))
-                    break
-        return cls(**out)
+__all__ = ["EvalResult", "TrainStats", "evaluate", "to_tensors", "train_local"]
 
 
 @dataclass
@@ -95,7 +66,7 @@ def train_local(
     y: np.ndarray,
     cfg: TrainConfig | Mapping | Any,
     seed: int,
-    privacy: "HospitalPrivacy | None" = None,
+    privacy: HospitalPrivacy | None = None,
 ) -> TrainStats:
     """Train ``model`` in place for ``cfg.local_epochs`` epochs.
 

@@ -10,7 +10,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from fedledger.config import register_schemas
+from fedledger.config import PrivacyConfig, TrainConfig, register_schemas
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ["dataset", "model", "strategy", "train", "privacy", "encryption", "ledger"]
@@ -56,3 +56,15 @@ def test_typo_fails_fast(override):
 def test_wrong_type_fails_fast():
     with pytest.raises((ConfigCompositionException, ValidationError)):
         compose_with(["num_rounds=ten"])
+
+
+def test_the_runtime_configs_are_the_schema_with_the_default_studys_values():
+    # arrange: what the default study composes for the groups a hospital trains with
+    cfg = compose_with([])
+    # act
+    train = TrainConfig.from_any(cfg.train)
+    privacy = PrivacyConfig.from_any(cfg.privacy)
+    # assert: the classes training uses are the schema's, and their defaults are conf/train/default.yaml's
+    assert train == TrainConfig() == TrainConfig(local_epochs=2, batch_size=32, lr=1.0, momentum=0.0, weight_decay=0.0)
+    assert privacy == PrivacyConfig(enabled=True, target_epsilon=3.0, delta=1e-5)
+    privacy.validate()

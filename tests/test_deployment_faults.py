@@ -38,7 +38,7 @@ def manifest(study: Path, r: int) -> dict:
 
 def uninterrupted_epsilons(spec: dict, n_records: int, rounds: int) -> list[float]:
     """What a hospital with ``n_records`` that never restarted reports after rounds 1..``rounds``."""
-    from fl_client.privacy import HospitalPrivacy
+    from fl_client.dp_training import HospitalPrivacy
 
     cfg = spec["config"]
     priv = HospitalPrivacy(

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from fedledger.config import TrainConfig
 from fedledger.model_io import flatten, unflatten
 from fl_client.models import (
     IncompatibleModelError,
@@ -17,7 +18,7 @@ from fl_client.models import (
     make_private_compatible,
     set_arrays,
 )
-from fl_client.training import EvalResult, TrainConfig, evaluate, train_local
+from fl_client.training import EvalResult, evaluate, train_local
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +182,7 @@ def test_non_private_training_is_deterministic_given_seed():
     runs = []
     for seed in (0, 0, 1):
         model = build_model("mlp", X.shape[1], hidden=4, seed=0)
-        stats = train_local(model, X, y, TrainConfig(batch_size=8), seed=seed)
+        stats = train_local(model, X, y, TrainConfig(local_epochs=1, batch_size=8, lr=0.1), seed=seed)
         runs.append(get_arrays(model))
 
     assert stats.steps == 5 and stats.epsilon is None and stats.noise_multiplier is None

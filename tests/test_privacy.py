@@ -12,18 +12,16 @@ import pytest
 import torch
 from torch import nn
 
+from fedledger.config import PrivacyConfig, TrainConfig
+from fl_client.accounting import BudgetExceededError, default_delta
+from fl_client.dp_training import HospitalPrivacy, make_hospital_privacy
+from fl_client.epsilon import compute_epsilon
 from fl_client.models import IncompatibleModelError, build_model, get_arrays, make_private_compatible
-from fl_client.privacy import (
-    BudgetExceededError,
-    HospitalPrivacy,
-    PrivacyConfig,
-    compute_epsilon,
-    default_delta,
-    make_hospital_privacy,
-)
-from fl_client.training import TrainConfig, train_local
+from fl_client.training import train_local
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook:UserWarning")
+
+ROUND = TrainConfig(local_epochs=1, batch_size=10, lr=0.1)  # one local epoch a round: the figures below count on it
 
 
 def _toy(n=40, d=4, seed=0):
@@ -72,7 +70,7 @@ def test_reported_epsilon_equals_opacus_accountant_for_the_same_steps():
     X, y = _toy()
     privacy = _privacy(accountant="rdp")
 
-    stats = train_local(build_model("logreg", 4), X, y, TrainConfig(batch_size=10, local_epochs=2), 0, privacy)
+    stats = train_local(build_model("logreg", 4), X, y, TrainConfig(local_epochs=2, batch_size=10, lr=0.1), 0, privacy)
 
     assert stats.steps == 8 and privacy.steps == 8
     assert stats.epsilon == pytest.approx(_opacus_epsilon("rdp", 1.0, 0.25, 8, privacy.delta), rel=1e-12)
@@ -128,7 +126,7 @@ def test_two_seeds_give_different_models_and_one_seed_is_reproducible():
     runs = []
     for seed in (0, 0, 1):
         model = build_model("logreg", 4, seed=0)
-        train_local(model, X, y, TrainConfig(batch_size=10), seed, _privacy())
+        train_local(model, X, y, ROUND, seed, _privacy())
         runs.append(get_arrays(model)["linear.weight"])
 
     assert np.array_equal(runs[0], runs[1])
@@ -142,7 +140,7 @@ def test_empty_poisson_batches_are_noise_only_steps(mode):
     model = build_model("mlp", 4, hidden=3)
     before = get_arrays(model)
 
-    stats = train_local(model, X, y, TrainConfig(batch_size=1), 0, privacy)
+    stats = train_local(model, X, y, TrainConfig(local_epochs=1, batch_size=1, lr=0.1), 0, privacy)
 
     after = get_arrays(model)
     assert stats.steps == 30 == privacy.steps
@@ -177,7 +175,7 @@ def test_grad_sample_modes_give_exact_per_sample_gradients(mode, name):
 
 def test_state_survives_a_restart_and_epsilon_keeps_growing(tmp_path):
     X, y = _toy()
-    cfg = TrainConfig(batch_size=10)
+    cfg = ROUND
     uninterrupted = _privacy()
     for r in (1, 2):
         train_local(build_model("logreg", 4), X, y, cfg, r, uninterrupted)
@@ -234,11 +232,11 @@ def test_budget_refuses_exactly_at_the_round_that_would_pass_it():
 
     for r in (1, 2, 3):
         privacy.check_budget(r)
-        train_local(model, X, y, TrainConfig(batch_size=10), r, privacy)
+        train_local(model, X, y, ROUND, r, privacy)
     with pytest.raises(BudgetExceededError) as err:
         privacy.check_budget(4)
     with pytest.raises(BudgetExceededError):
-        train_local(model, X, y, TrainConfig(batch_size=10), 4, privacy)  # training refuses by itself too
+        train_local(model, X, y, ROUND, 4, privacy)  # training refuses by itself too
 
     assert privacy.steps == 12
     assert err.value.current == pytest.approx(eps_after[2]) and err.value.projected == pytest.approx(eps_after[3])
@@ -264,9 +262,9 @@ def test_batchnorm_model_is_refused_by_dp_training_and_trains_privately_once_fix
     privacy = _privacy()
 
     with pytest.raises(IncompatibleModelError):
-        train_local(bn, X, y, TrainConfig(batch_size=10), 0, privacy)
+        train_local(bn, X, y, ROUND, 0, privacy)
     assert privacy.steps == 0
-    stats = train_local(make_private_compatible(bn), X, y, TrainConfig(batch_size=10), 0, privacy)
+    stats = train_local(make_private_compatible(bn), X, y, ROUND, 0, privacy)
 
     assert stats.epsilon > 0 and privacy.steps == 4
 
@@ -286,4 +284,6 @@ def test_batch_size_must_match_the_privacy_setup():
     X, y = _toy()
 
     with pytest.raises(ValueError, match="batch_size"):
-        train_local(build_model("logreg", 4), X, y, TrainConfig(batch_size=20), 0, _privacy(batch=10))
+        train_local(
+            build_model("logreg", 4), X, y, TrainConfig(local_epochs=1, batch_size=20, lr=0.1), 0, _privacy(batch=10)
+        )

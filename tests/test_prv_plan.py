@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from opacus.accountants import PRVAccountant
 
-from fl_client.privacy import HospitalPrivacy, PrivacyConfig, compute_epsilon
+from fedledger.config import PrivacyConfig
+from fl_client.dp_training import HospitalPrivacy
+from fl_client.epsilon import compute_epsilon
 from fl_client.prv_plan import PlannedPRV
 
 
@@ -70,12 +72,12 @@ def test_hospital_projection_uses_the_plan_and_agrees_with_opacus():
 
 def test_a_miss_fills_the_next_rounds_figures():
     # arrange: a fresh (noise, rate) so nothing is memoized yet; 4 steps a round, 12 planned
-    from fl_client import privacy
+    from fl_client import epsilon
 
     hist = [(1.37, 0.125, 4)]
     # act
     first = compute_epsilon("prv", hist, 1e-5, planned_steps=12, round_steps=4)
     # assert: rounds 2 and 3 (8 and 12 steps) are already in the memo, with the values a direct call gives
-    keys = [k for k in privacy.memo_export() if k.startswith('["epsilon-planned", 1.37, 0.125')]
+    keys = [k for k in epsilon.memo_export() if k.startswith('["epsilon-planned", 1.37, 0.125')]
     assert sorted(int(k.split(", ")[3]) for k in keys) == [4, 8, 12]
     assert first == pytest.approx(PlannedPRV(1.37, 0.125, 12, 1e-5).epsilon(4), abs=1e-12)
