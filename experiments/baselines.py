@@ -9,13 +9,15 @@ Both train for as many epochs as the federated study does in total, without DP.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from fedledger.config import TrainConfig
 from fl_client.data import HospitalData
 from fl_client.models import build_model
-from fl_client.training import TrainConfig, evaluate, train_local
+from fl_client.training import evaluate, train_local
 from fl_server.validation import weighted_mean
 
 
@@ -30,14 +32,8 @@ def _score(model: Any, hospitals: list[HospitalData]) -> dict[str, Any]:
 
 def _train(X: np.ndarray, y: np.ndarray, cfg: dict[str, Any], n_features: int) -> Any:
     model = build_model(cfg["model"]["name"], n_features, int(cfg["model"]["hidden"]), seed=int(cfg["seed"]))
-    t = cfg["train"]
-    tcfg = TrainConfig(
-        local_epochs=int(t["local_epochs"]) * int(cfg["num_rounds"]),
-        batch_size=int(t["batch_size"]),
-        lr=float(t["lr"]),
-        momentum=float(t["momentum"]),
-        weight_decay=float(t["weight_decay"]),
-    )
+    per_round = TrainConfig.from_any(cfg["train"])
+    tcfg = replace(per_round, local_epochs=per_round.local_epochs * int(cfg["num_rounds"]))
     train_local(model, X, y, tcfg, seed=int(cfg["seed"]))
     return model
 

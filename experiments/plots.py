@@ -9,6 +9,21 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+
+def new_axes(figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    """One figure with one set of axes, drawn off-screen (Agg)."""
+    return plt.subplots(figsize=figsize)
+
+
+def save_png(fig: Figure, path: Path) -> Path:
+    """Every plot of a study is written alike (tight layout, 110 dpi) and its figure freed."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_metrics(results: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -35,11 +50,7 @@ def plot_metrics(results: dict[str, Any], out_dir: Path) -> list[Path]:
             ax2.plot(xs, [r["per_hospital"].get(h, {}).get(metric) for r in rounds], marker=".", label=h)
         ax2.set(title=f"{metric} per hospital", xlabel="round")
         ax2.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        path = out_dir / f"{metric}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_png(fig, out_dir / f"{metric}.png"))
     return paths
 
 
@@ -48,7 +59,7 @@ def plot_privacy(results: dict[str, Any], out_dir: Path) -> Path | None:
     privacy = results.get("privacy") or {}
     if not privacy:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_axes((7, 4))
     for i, (hospital, p) in enumerate(privacy.items()):
         color = f"C{i % 10}"
         ax.plot(p["rounds"], p["epsilon"], marker="o", color=color, label=hospital)
@@ -56,11 +67,7 @@ def plot_privacy(results: dict[str, Any], out_dir: Path) -> Path | None:
             ax.axhline(p["budget"], linestyle="--", color=color, linewidth=0.8)
     ax.set(title="privacy spent (cumulative epsilon; dashed: budgets)", xlabel="round", ylabel="epsilon")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out_dir / "privacy.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, out_dir / "privacy.png")
 
 
 def plot_all(results: dict[str, Any], out_dir: Path) -> list[Path]:

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.plots import new_axes, save_png
 
 METRICS = ("accuracy", "auc", "loss")
 
@@ -99,12 +101,7 @@ def privacy_utility(sweep_dir: Path, non_private: dict[str, Any] | None) -> Path
     lines += [f"| {k} | {v:.3f} |" for k, v in ref.items() if v is not None]
     (sweep_dir / "privacy_utility.md").write_text("\n".join(lines) + "\n")
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = new_axes((6.5, 4))
     ax.errorbar(
         [r[0] for r in rows],
         [r[1]["mean"] for r in rows],
@@ -125,11 +122,7 @@ def privacy_utility(sweep_dir: Path, non_private: dict[str, Any] | None) -> Path
     ax.set_xticks([r[0] for r in rows], [f"{r[0]:g}" for r in rows])
     ax.minorticks_off()
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = sweep_dir / "privacy_utility.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, sweep_dir / "privacy_utility.png")
 
 
 class SummaryCallback(Callback):
@@ -151,8 +144,6 @@ class SummaryCallback(Callback):
     @staticmethod
     def _non_private_reference(config: DictConfig, sweep_dir: Path) -> dict[str, Any]:
         """One extra study with DP off and otherwise the sweep's settings."""
-        from omegaconf import OmegaConf
-
         from experiments.simulation import run_simulated_study
 
         out = sweep_dir / "non_private"

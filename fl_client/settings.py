@@ -39,9 +39,6 @@ class HospitalSettings:
     contract: str | None = None
     simulation: bool = True
 
-    def dataset_cfg(self) -> dict[str, Any]:
-        return json.loads(self.dataset)
-
 
 @lru_cache(maxsize=4)
 def load_spec(path: str) -> dict[str, Any]:

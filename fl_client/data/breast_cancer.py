@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .hospital import HospitalData
-from .partition import PARTITIONERS, partition
+from .partition import PARTITIONERS, bootstrap_rows, partition
 from .preprocess import derive_seed, split_train_test, standardize, warn
 
 DEFAULTS = {
@@ -88,8 +88,6 @@ def load_breast_cancer_hospital(cfg: dict, index: int, num_hospitals: int, seed:
     opts = _options(cfg)
     if opts["partitioner"] == "bootstrap" and 0 <= index < num_hospitals:
         # each hospital's rows are independent of the others': no need to draw all N
-        from .partition import bootstrap_rows
-
         if int(opts["rows_per_hospital"]) < max(1, int(opts["min_rows"])):
             _partition(opts, 1, seed)  # raises the partitioner's error
         return _build(opts, bootstrap_rows(len(_pooled()[1]), index, seed, int(opts["rows_per_hospital"])), index, seed)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .breast_cancer import DEFAULTS as BC_DEFAULTS
 from .csv_schema import CsvSchema, canon, load_schema
 from .errors import (
     ConfigError,
@@ -245,8 +246,6 @@ def _csv_cfg(cfg: Mapping[str, Any], num_hospitals: int) -> tuple[CsvSchema, lis
     # Keys of the breast_cancer kind are tolerated only at their defaults (a
     # structured config that merges both kinds fills them in); set to anything
     # else they are an error, since they would silently do nothing here.
-    from .breast_cancer import DEFAULTS as BC_DEFAULTS
-
     cfg = {k: v for k, v in cfg.items() if not (k in BC_DEFAULTS and k not in CSV_CFG_KEYS and v == BC_DEFAULTS[k])}
     unknown = sorted(k for k in cfg if k not in CSV_CFG_KEYS and not str(k).startswith("_"))
     if unknown:

@@ -12,7 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
+from .breast_cancer import load_breast_cancer_hospital, load_breast_cancer_hospitals
+from .csv_loader import load_csv_hospital_from_cfg, load_csv_hospitals
 from .errors import ConfigError, SingleClassStudyError
 from .hospital import HospitalData
 
@@ -21,13 +24,8 @@ DATASETS = ("breast_cancer", "csv")
 
 def _plain(cfg: Any) -> dict:
     """Accept a dict, any Mapping or an OmegaConf DictConfig."""
-    try:  # optional: hydra / omegaconf present in the product environment
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            return dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(cfg, DictConfig):
+        return dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"dataset config must be a mapping, got {type(cfg).__name__}")
     return dict(cfg)
@@ -50,12 +48,8 @@ def load_hospitals(dataset_cfg: Mapping, num_hospitals: int, seed: int) -> list[
     cfg = _plain(dataset_cfg)
     name = _name(cfg)
     if name == "breast_cancer":
-        from .breast_cancer import load_breast_cancer_hospitals
-
         hospitals = load_breast_cancer_hospitals(cfg, num_hospitals, seed)
     else:
-        from .csv_loader import load_csv_hospitals
-
         hospitals = load_csv_hospitals(cfg, num_hospitals, seed)
     classes = sorted({c for h in hospitals for c in h.classes_present})
     if len(classes) < 2:
@@ -78,9 +72,5 @@ def load_hospital(dataset_cfg: Mapping, index: int, num_hospitals: int, seed: in
     if not isinstance(index, (int, np.integer)) or not 0 <= int(index) < int(num_hospitals):
         raise ConfigError(f"hospital index must be in 0..{int(num_hospitals) - 1}, got {index!r}")
     if name == "breast_cancer":
-        from .breast_cancer import load_breast_cancer_hospital
-
         return load_breast_cancer_hospital(cfg, int(index), num_hospitals, seed)
-    from .csv_loader import load_csv_hospital_from_cfg
-
     return load_csv_hospital_from_cfg(cfg, int(index), num_hospitals, seed)

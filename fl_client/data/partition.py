@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import PartitionError
+from .preprocess import warn
 
 PARTITIONERS = ("iid", "dirichlet", "quantity", "bootstrap")
 
@@ -112,8 +113,6 @@ def partition_dirichlet(
     # No sample met min_rows (e.g. alpha=0.1 with many hospitals): keep the
     # last sample's skew and top up small hospitals with random rows taken
     # from the largest ones. Still deterministic in seed.
-    from .preprocess import warn
-
     short = [h for h, p in enumerate(parts) if len(p) < min_rows]
     warn(
         f"dirichlet partition (alpha={alpha}): no sample in {max_tries} tries gave every hospital "
