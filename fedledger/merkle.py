@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from eth_utils.address import to_canonical_address
 from eth_utils.crypto import keccak
 
-from fedledger.hashing import as_bytes32
+from fedledger.hashing import as_bytes32, to_hex
 
 ZERO32 = b"\x00" * 32
 
@@ -68,7 +68,7 @@ class MerkleTree:
             raise MerkleError("a Merkle tree needs at least one leaf")
         for a, b in zip(ls, ls[1:]):
             if a == b:
-                raise MerkleError(f"duplicate leaf 0x{a.hex()}")
+                raise MerkleError(f"duplicate leaf {to_hex(a)}")
         self.leaves: tuple[bytes, ...] = tuple(ls)
         self.levels: list[list[bytes]] = [ls]
         level = ls
@@ -88,7 +88,7 @@ class MerkleTree:
         """Sibling hashes from the leaf up (empty for a single-leaf tree)."""
         leaf = _b32(leaf)
         if leaf not in self._index:
-            raise MerkleError(f"leaf 0x{leaf.hex()} is not in the tree")
+            raise MerkleError(f"leaf {to_hex(leaf)} is not in the tree")
         i = self._index[leaf]
         out = []
         for level in self.levels[:-1]:
