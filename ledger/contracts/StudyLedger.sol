@@ -4,8 +4,8 @@ pragma solidity ^0.8.24;
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
-import {MessageHashUtils} from "@openzeppelin/contracts/utils/cryptography/MessageHashUtils.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {IStudyLedger} from "./IStudyLedger.sol";
 
 /// @title StudyLedger
 /// @notice On-chain audit trail of a federated medical study: registration,
@@ -24,7 +24,13 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 ///      in the artifact store): cost per round is flat in the number of
 ///      hospitals, and signatures, consent and budgets are checked by the
 ///      auditor instead of on-chain.
-contract StudyLedger is AccessControl, EIP712 {
+///      Errors, events and the stored records are declared in IStudyLedger.
+///      Signers are recovered on two paths: `recordRound`'s Yul hot path
+///      (gas: it is paid per hospital per round, see docs/LEDGER.md), and
+///      OpenZeppelin's ECDSA everywhere else (`_trySigner`,
+///      `recoverCommitmentSigner`). Both refuse the same signatures: length
+///      other than 65, high s, and any that `ecrecover` cannot recover.
+contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
     // ------------------------------------------------------------------ types
 
     bytes32 public constant STUDY_ADMIN_ROLE = keccak256("STUDY_ADMIN_ROLE");
@@ -41,7 +47,9 @@ contract StudyLedger is AccessControl, EIP712 {
     ///         commitments is on chain; the auditor checks every leaf.
     uint8 public constant MODE_MERKLE = 2;
 
-    /// @notice EIP-712 struct `RoundCommitment`, field for field.
+    /// @notice EIP-712 struct `RoundCommitment`, field for field. Declared
+    ///         here with `HospitalStatus`, not in IStudyLedger: the ABI names
+    ///         both as StudyLedger's (`internalType`).
     struct Commitment {
         bytes32 studyId;
         uint64 round;
@@ -66,115 +74,12 @@ contract StudyLedger is AccessControl, EIP712 {
         HospitalStatus status;
     }
 
-    struct Study {
-        bytes32 configHash;
-        bytes32 initialModelHash;
-        bytes32 contextHash;
-        // one packed slot, read on every round
-        address aggregator;
-        uint64 expiry;
-        // The last round is not stored: round r exists iff
-        // _rounds[studyId][r].aggregateHash != 0 (never zero, enforced), and
-        // rounds fill strictly in order, so a write per round is saved and
-        // views find the last round by binary search.
-        uint64 registeredAt;
-        string codeVersion;
-        address[] hospitals;
-    }
-
-    /// @dev Two hashes and one packed slot per round.
-    struct RoundRecord {
-        bytes32 aggregateHash;
-        bytes32 commitmentsHash;
-        uint64 totalSamples;
-        uint64 timestamp;
-        uint64 blockNumber;
-        uint32 participants;
-        uint8 mode;
-    }
-
     // ---------------------------------------------------------------- storage
 
     mapping(bytes32 studyId => Study) private _studies;
     mapping(bytes32 studyId => mapping(address hospital => uint256 packedHospital)) private _hospitals;
     mapping(bytes32 studyId => mapping(uint64 round => RoundRecord)) private _rounds;
     mapping(bytes32 studyId => mapping(uint64 round => bytes32)) private _releasedModels;
-
-    // ----------------------------------------------------------------- errors
-
-    error NotStudyAdmin(address account);
-    error StudyAlreadyExists(bytes32 studyId);
-    error UnknownStudy(bytes32 studyId);
-    error ZeroAggregator();
-    error ExpiryInPast(uint64 expiry, uint256 nowTimestamp);
-    error NoHospitals();
-    error HospitalsBudgetsLengthMismatch(uint256 hospitals, uint256 budgets);
-    error ZeroHospitalAddress(uint256 index);
-    error HospitalRegisteredTwice(address hospital);
-    error NotAggregator(bytes32 studyId, address caller);
-    error HospitalNotRegistered(bytes32 studyId, address hospital);
-    error HospitalAlreadyConsented(bytes32 studyId, address hospital);
-    error HospitalNotConsented(bytes32 studyId, address hospital);
-    error HospitalHasWithdrawn(bytes32 studyId, address hospital);
-    error StudyExpired(bytes32 studyId, uint64 expiry, uint256 nowTimestamp);
-    error RoundAlreadyRecorded(bytes32 studyId, uint64 round);
-    error RoundOutOfOrder(bytes32 studyId, uint64 round);
-    error ZeroAggregateHash();
-    error PrevHashMismatch(bytes32 studyId, bytes32 expected, bytes32 got);
-    error NoCommitments();
-    error SignatureCountMismatch(uint256 commitments, uint256 signatures);
-    error CommitmentStudyMismatch(uint256 index, bytes32 got);
-    error CommitmentRoundMismatch(uint256 index, uint64 got);
-    error CommitmentPrevHashMismatch(uint256 index, bytes32 got);
-    error InvalidSignature(uint256 index);
-    error MalformedCommitment(uint256 index);
-    error DuplicateHospital(bytes32 studyId, address hospital);
-    error EpsilonOverBudget(address hospital, uint64 epsilonMicro, uint64 budgetMicro);
-    error EpsilonDecreased(address hospital, uint64 epsilonMicro, uint64 lastEpsilonMicro);
-    error SampleCountMismatch(uint64 totalSamples, uint256 sumOfCommitments);
-    error RoundNotRecorded(bytes32 studyId, uint64 round);
-    error ModelAlreadyReleased(bytes32 studyId, uint64 round);
-    error ZeroModelHash();
-    error NoParticipants();
-    error ZeroCommitmentsRoot();
-
-    // ----------------------------------------------------------------- events
-
-    event StudyRegistered(
-        bytes32 indexed studyId,
-        bytes32 configHash,
-        bytes32 initialModelHash,
-        bytes32 contextHash,
-        string codeVersion,
-        address indexed aggregator,
-        uint64 expiry,
-        uint256 hospitalCount
-    );
-    event HospitalRegistered(bytes32 indexed studyId, address indexed hospital, uint64 budgetMicro);
-    event HospitalConsented(bytes32 indexed studyId, address indexed hospital);
-    event HospitalWithdrew(bytes32 indexed studyId, address indexed hospital);
-    event RoundRecorded(
-        bytes32 indexed studyId,
-        uint64 indexed round,
-        bytes32 prevGlobalHash,
-        bytes32 aggregateHash,
-        uint64 totalSamples,
-        bytes32 commitmentsHash,
-        uint32 participants
-    );
-    /// @dev Signatures are not re-emitted (they cost log gas for nothing):
-    ///      they sit in the calldata of the transaction that emitted this
-    ///      log, and `commitmentsHash` binds the EIP-712 digests.
-    /// @dev Study and round are not repeated here (one topic costs 375 gas
-    ///      per hospital): the RoundRecorded log of the same transaction
-    ///      carries both. Filter by hospital, join by transaction hash.
-    event CommitmentRecorded(
-        address indexed hospital,
-        bytes32 updateHash,
-        uint64 sampleCount,
-        uint64 epsilonMicro
-    );
-    event ModelReleased(bytes32 indexed studyId, uint64 indexed round, bytes32 modelHash);
 
     // ----------------------------------------------------------- constructor
 
@@ -206,10 +111,7 @@ contract StudyLedger is AccessControl, EIP712 {
         if (s.aggregator != address(0)) revert StudyAlreadyExists(studyId);
         if (aggregator == address(0)) revert ZeroAggregator();
         if (expiry <= block.timestamp) revert ExpiryInPast(expiry, block.timestamp);
-        if (hospitals.length == 0) revert NoHospitals();
-        if (hospitals.length != epsilonBudgetsMicro.length) {
-            revert HospitalsBudgetsLengthMismatch(hospitals.length, epsilonBudgetsMicro.length);
-        }
+        _checkHospitalList(hospitals.length, epsilonBudgetsMicro.length);
         s.configHash = configHash;
         s.initialModelHash = initialModelHash;
         s.contextHash = contextHash;
@@ -229,13 +131,19 @@ contract StudyLedger is AccessControl, EIP712 {
         external
         onlyStudyAdmin
     {
-        Study storage s = _studies[studyId];
-        if (s.aggregator == address(0)) revert UnknownStudy(studyId);
-        if (hospitals.length == 0) revert NoHospitals();
-        if (hospitals.length != epsilonBudgetsMicro.length) {
-            revert HospitalsBudgetsLengthMismatch(hospitals.length, epsilonBudgetsMicro.length);
-        }
+        Study storage s = _knownStudy(studyId);
+        _checkHospitalList(hospitals.length, epsilonBudgetsMicro.length);
         _addHospitals(studyId, s, hospitals, epsilonBudgetsMicro);
+    }
+
+    function _checkHospitalList(uint256 hospitals, uint256 budgets) private pure {
+        if (hospitals == 0) revert NoHospitals();
+        if (hospitals != budgets) revert HospitalsBudgetsLengthMismatch(hospitals, budgets);
+    }
+
+    function _knownStudy(bytes32 studyId) private view returns (Study storage s) {
+        s = _studies[studyId];
+        if (s.aggregator == address(0)) revert UnknownStudy(studyId);
     }
 
     function _addHospitals(
@@ -274,7 +182,7 @@ contract StudyLedger is AccessControl, EIP712 {
     }
 
     function _registeredHospital(bytes32 studyId, address account) private view returns (Hospital memory h) {
-        if (_studies[studyId].aggregator == address(0)) revert UnknownStudy(studyId);
+        _knownStudy(studyId);
         h = _unpackHospital(_hospitals[studyId][account]);
         if (h.status == HospitalStatus.None) revert HospitalNotRegistered(studyId, account);
     }
@@ -313,17 +221,7 @@ contract StudyLedger is AccessControl, EIP712 {
 
         (bytes32 acc, uint256 sum) = _checkCommitments(studyId, round, prevGlobalHash, commitments, signatures);
         if (sum != totalSamples) revert SampleCountMismatch(totalSamples, sum);
-
-        rs[round] = RoundRecord({
-            aggregateHash: aggregateHash,
-            commitmentsHash: acc,
-            totalSamples: totalSamples,
-            timestamp: uint64(block.timestamp),
-            blockNumber: uint64(block.number),
-            participants: uint32(n),
-            mode: MODE_SIGNED
-        });
-        emit RoundRecorded(studyId, round, prevGlobalHash, aggregateHash, totalSamples, acc, uint32(n));
+        _storeRound(rs, studyId, round, prevGlobalHash, aggregateHash, totalSamples, acc, uint32(n), MODE_SIGNED);
     }
 
     /// @notice Record a round by the Merkle root of its hospitals' signed
@@ -355,16 +253,32 @@ contract StudyLedger is AccessControl, EIP712 {
         mapping(uint64 => RoundRecord) storage rs = _checkRoundHeader(studyId, round, prevGlobalHash, aggregateHash);
         if (participants == 0) revert NoParticipants();
         if (commitmentsRoot == bytes32(0)) revert ZeroCommitmentsRoot();
+        _storeRound(
+            rs, studyId, round, prevGlobalHash, aggregateHash, totalSamples, commitmentsRoot, participants, MODE_MERKLE
+        );
+    }
+
+    function _storeRound(
+        mapping(uint64 => RoundRecord) storage rs,
+        bytes32 studyId,
+        uint64 round,
+        bytes32 prevGlobalHash,
+        bytes32 aggregateHash,
+        uint64 totalSamples,
+        bytes32 commitmentsHash,
+        uint32 participants,
+        uint8 mode
+    ) private {
         rs[round] = RoundRecord({
             aggregateHash: aggregateHash,
-            commitmentsHash: commitmentsRoot,
+            commitmentsHash: commitmentsHash,
             totalSamples: totalSamples,
             timestamp: uint64(block.timestamp),
             blockNumber: uint64(block.number),
             participants: participants,
-            mode: MODE_MERKLE
+            mode: mode
         });
-        emit RoundRecorded(studyId, round, prevGlobalHash, aggregateHash, totalSamples, commitmentsRoot, participants);
+        emit RoundRecorded(studyId, round, prevGlobalHash, aggregateHash, totalSamples, commitmentsHash, participants);
     }
 
     /// @dev Checks shared by both round modes: the caller is the study's
@@ -400,9 +314,11 @@ contract StudyLedger is AccessControl, EIP712 {
     /// @dev Verify every commitment and its signature, update each signer's
     ///      packed state, emit one CommitmentRecorded per commitment. Returns
     ///      the running hash of the EIP-712 digests and the sum of samples.
-    ///      The hot path is one Yul block per commitment (gas); on any
-    ///      failure it stops and `_explainFailure` re-runs the same checks in
-    ///      plain Solidity to revert with the specific custom error.
+    ///      The hot path is one Yul block per commitment, its own struct hash
+    ///      and `ecrecover` included (gas: the one place a second recovery
+    ///      path is kept; `_trySigner` is the other). On any failure it stops
+    ///      and `_explainFailure` re-runs the same checks in plain Solidity to
+    ///      revert with the specific custom error.
     function _checkCommitments(
         bytes32 studyId,
         uint64 round,
@@ -427,7 +343,8 @@ contract StudyLedger is AccessControl, EIP712 {
             cBase := commitments.offset
             sBase := signatures.offset
         }
-        for (uint256 i = 0; i < n; ) {
+        uint256 i;
+        for (; i < n; ) {
             uint256 failed;
             assembly ("memory-safe") {
                 // returns 0 on success; any other value: explain in Solidity
@@ -488,15 +405,17 @@ contract StudyLedger is AccessControl, EIP712 {
                     sum := add(sum, samples) // each < 2**64: no overflow
                 }
             }
-            if (failed != 0) _explainFailure(studyId, round, prevGlobalHash, commitments, signatures, i);
+            if (failed != 0) break;
             unchecked {
                 ++i;
             }
         }
+        if (i < n) _explainFailure(studyId, round, prevGlobalHash, commitments, signatures, i);
     }
 
     /// @dev Slow path: the same checks as the Yul block, in Solidity, reverting
-    ///      with the specific error. Never returns.
+    ///      with the specific error (tests/test_contract*.py pin which). Never
+    ///      returns.
     function _explainFailure(
         bytes32 studyId,
         uint64 round,
@@ -505,50 +424,36 @@ contract StudyLedger is AccessControl, EIP712 {
         bytes[] calldata signatures,
         uint256 i
     ) private view {
-        mapping(address => uint256) storage hs = _hospitals[studyId];
         Commitment calldata c = commitments[i];
         if (c.studyId != studyId) revert CommitmentStudyMismatch(i, c.studyId);
         if (c.round != round) revert CommitmentRoundMismatch(i, c.round);
         if (c.prevGlobalHash != prevGlobalHash) revert CommitmentPrevHashMismatch(i, c.prevGlobalHash);
-        bytes32 digest = MessageHashUtils.toTypedDataHash(_domainSeparatorV4(), _structHash(c));
-        address signer = _recover(digest, signatures[i]);
+        address signer = _trySigner(c, signatures[i]);
         if (signer == address(0)) revert InvalidSignature(i);
 
-        uint256 w = hs[signer];
-        HospitalStatus status = HospitalStatus(uint8(w >> 192));
-        if (status != HospitalStatus.Consented) {
-            if (status == HospitalStatus.None) revert HospitalNotRegistered(studyId, signer);
-            if (status == HospitalStatus.Withdrawn) revert HospitalHasWithdrawn(studyId, signer);
+        Hospital memory h = _unpackHospital(_hospitals[studyId][signer]);
+        if (h.status != HospitalStatus.Consented) {
+            if (h.status == HospitalStatus.None) revert HospitalNotRegistered(studyId, signer);
+            if (h.status == HospitalStatus.Withdrawn) revert HospitalHasWithdrawn(studyId, signer);
             revert HospitalNotConsented(studyId, signer);
         }
-        if (uint64(w >> 128) == round) revert DuplicateHospital(studyId, signer);
+        if (h.lastRound == round) revert DuplicateHospital(studyId, signer);
         uint64 eps = c.epsilonMicro;
-        uint64 budget = uint64(w);
-        if (eps > budget) revert EpsilonOverBudget(signer, eps, budget);
-        if (eps < uint64(w >> 64)) revert EpsilonDecreased(signer, eps, uint64(w >> 64));
+        if (eps > h.budgetMicro) revert EpsilonOverBudget(signer, eps, h.budgetMicro);
+        if (eps < h.lastEpsilonMicro) revert EpsilonDecreased(signer, eps, h.lastEpsilonMicro);
         // a uint64 field with dirty high bits (only reachable with a crafted signature)
         revert MalformedCommitment(i);
     }
 
-    /// @dev ecrecover of a 65-byte r||s||v signature; address(0) when invalid,
-    ///      including high-s (malleable) signatures, as OpenZeppelin's ECDSA.
-    function _recover(bytes32 digest, bytes calldata sig) private view returns (address signer) {
-        if (sig.length != 65) return address(0);
-        assembly ("memory-safe") {
-            let r := calldataload(sig.offset)
-            let sv := calldataload(add(sig.offset, 0x20))
-            let v := byte(0, calldataload(add(sig.offset, 0x40)))
-            if iszero(gt(sv, 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0)) {
-                let ptr := mload(0x40)
-                mstore(ptr, digest)
-                mstore(add(ptr, 0x20), v)
-                mstore(add(ptr, 0x40), r)
-                mstore(add(ptr, 0x60), sv)
-                mstore(0x00, 0)
-                pop(staticcall(gas(), 0x01, ptr, 0x80, 0x00, 0x20))
-                signer := mload(0x00)
-            }
-        }
+    /// @dev The commitment's signer, or address(0) when the signature is
+    ///      invalid (OpenZeppelin's ECDSA: length, high s, unrecoverable).
+    function _trySigner(Commitment calldata c, bytes calldata signature) private view returns (address signer) {
+        (signer,,) = ECDSA.tryRecoverCalldata(_digest(c), signature);
+    }
+
+    /// @dev The EIP-712 digest of a commitment under this contract's domain.
+    function _digest(Commitment calldata c) private view returns (bytes32) {
+        return _hashTypedDataV4(_structHash(c));
     }
 
     /// @dev hashStruct(RoundCommitment): typehash followed by the six static
@@ -565,7 +470,7 @@ contract StudyLedger is AccessControl, EIP712 {
 
     /// @notice Record the hash of a released (decrypted, plaintext) global checkpoint.
     function releaseModel(bytes32 studyId, uint64 round, bytes32 modelHash) external onlyStudyAdmin {
-        if (_studies[studyId].aggregator == address(0)) revert UnknownStudy(studyId);
+        _knownStudy(studyId);
         if (_rounds[studyId][round].aggregateHash == bytes32(0)) revert RoundNotRecorded(studyId, round);
         if (modelHash == bytes32(0)) revert ZeroModelHash();
         if (_releasedModels[studyId][round] != bytes32(0)) revert ModelAlreadyReleased(studyId, round);
@@ -590,8 +495,7 @@ contract StudyLedger is AccessControl, EIP712 {
             address[] memory hospitals
         )
     {
-        Study storage s = _studies[studyId];
-        if (s.aggregator == address(0)) revert UnknownStudy(studyId);
+        Study storage s = _knownStudy(studyId);
         return (
             s.configHash,
             s.initialModelHash,
@@ -672,7 +576,7 @@ contract StudyLedger is AccessControl, EIP712 {
 
     /// @notice EIP-712 digest of a commitment under this contract's domain.
     function commitmentDigest(Commitment calldata c) external view returns (bytes32) {
-        return _hashTypedDataV4(_structHash(c));
+        return _digest(c);
     }
 
     /// @notice Signer recovered on-chain from a commitment and its signature.
@@ -681,13 +585,13 @@ contract StudyLedger is AccessControl, EIP712 {
         view
         returns (address)
     {
-        return ECDSA.recoverCalldata(_hashTypedDataV4(_structHash(c)), signature);
+        return ECDSA.recoverCalldata(_digest(c), signature);
     }
 
     /// @notice Merkle leaf of a hospital's commitment (docs/HASHES.md section 6):
     ///         keccak256(bytes.concat(keccak256(abi.encode(hospital, eip712Digest)))).
     function commitmentLeaf(address hospital, Commitment calldata c) public view returns (bytes32) {
-        return keccak256(bytes.concat(keccak256(abi.encode(hospital, _hashTypedDataV4(_structHash(c))))));
+        return keccak256(bytes.concat(keccak256(abi.encode(hospital, _digest(c)))));
     }
 
     /// @notice For a Merkle-mode round: the hospital whose signed commitment
@@ -704,7 +608,7 @@ contract StudyLedger is AccessControl, EIP712 {
     ) external view returns (address) {
         RoundRecord storage r = _rounds[studyId][round];
         if (r.mode != MODE_MERKLE || c.studyId != studyId || c.round != round) return address(0);
-        address signer = _recover(_hashTypedDataV4(_structHash(c)), signature);
+        address signer = _trySigner(c, signature);
         if (signer == address(0)) return address(0);
         return MerkleProof.verifyCalldata(proof, r.commitmentsHash, commitmentLeaf(signer, c)) ? signer : address(0);
     }
