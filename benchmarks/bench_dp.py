@@ -66,11 +66,18 @@ def _privacy(n, mode):
 
 
 def _run_plain(name, X, y, seed):
-    train_local(build_model(name, X.shape[1]), X, y, TrainConfig(batch_size=BATCH), seed)
+    train_local(build_model(name, X.shape[1]), X, y, TrainConfig(local_epochs=1, batch_size=BATCH, lr=0.1), seed)
 
 
 def _run_dp(name, X, y, seed, mode):
-    train_local(build_model(name, X.shape[1]), X, y, TrainConfig(batch_size=BATCH), seed, _privacy(len(X), mode))
+    train_local(
+        build_model(name, X.shape[1]),
+        X,
+        y,
+        TrainConfig(local_epochs=1, batch_size=BATCH, lr=0.1),
+        seed,
+        _privacy(len(X), mode),
+    )
 
 
 def _run_dp_dataloader(name, X, y, seed):
