@@ -12,19 +12,29 @@ the digest with a fixed vector. Format (see docs/LEDGER.md)::
                     bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro)
 
 Epsilon is fixed-point: ``epsilonMicro = round(epsilon * 1e6)`` as uint64.
+
+A signed commitment (:class:`SignedCommitment`) is one object from the
+hospital to the chain: its JSON form (:meth:`SignedCommitment.to_json`) is the
+``commitment`` record of the hospital's reply, kept as is in the round
+manifest; :meth:`RoundCommitment.as_abi_tuple` is the contract's ``Commitment``
+struct; :meth:`RoundCommitment.to_json` is the struct alone, as the journal
+and a Merkle round's leaf entry hold it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from eth_account import Account
-from eth_account.messages import _hash_eip191_message, encode_typed_data
+from eth_account.messages import SignableMessage, _hash_eip191_message, encode_typed_data
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+
+from fedledger.hashing import as_bytes, to_hex
 
 DOMAIN_NAME = "FedLedger"
 DOMAIN_VERSION = "1"
@@ -54,14 +64,16 @@ ROUND_COMMITMENT_TYPE = (
 )
 
 
+#: The contract's ``Commitment`` struct as web3 takes and returns it.
+CommitmentTuple = tuple[bytes, int, bytes, bytes, int, int]
+
+
 class CommitmentError(ValueError):
     """A commitment field or signature is malformed."""
 
 
 def _bytes32(value: bytes | str, name: str) -> bytes:
-    if isinstance(value, str):
-        value = bytes.fromhex(value.removeprefix("0x"))
-    value = bytes(value)
+    value = as_bytes(value)
     if len(value) != 32:
         raise CommitmentError(f"{name} must be 32 bytes, got {len(value)}")
     return value
@@ -139,7 +151,7 @@ class RoundCommitment:
             "epsilonMicro": self.epsilon_micro,
         }
 
-    def as_tuple(self) -> tuple:
+    def as_abi_tuple(self) -> CommitmentTuple:
         """ABI tuple for the contract's ``Commitment`` struct."""
         return (
             self.study_id,
@@ -151,21 +163,22 @@ class RoundCommitment:
         )
 
     @classmethod
-    def from_tuple(cls, t: tuple | list) -> "RoundCommitment":
+    def from_tuple(cls, t: Sequence[Any]) -> RoundCommitment:
+        """Inverse of :meth:`as_abi_tuple` (a decoded calldata struct)."""
         return cls(*t)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "studyId": "0x" + self.study_id.hex(),
+            "studyId": to_hex(self.study_id),
             "round": self.round,
-            "prevGlobalHash": "0x" + self.prev_global_hash.hex(),
-            "updateHash": "0x" + self.update_hash.hex(),
+            "prevGlobalHash": to_hex(self.prev_global_hash),
+            "updateHash": to_hex(self.update_hash),
             "sampleCount": self.sample_count,
             "epsilonMicro": self.epsilon_micro,
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "RoundCommitment":
+    def from_json(cls, d: Mapping[str, Any]) -> RoundCommitment:
         return cls(
             study_id=d["studyId"],
             round=int(d["round"]),
@@ -174,10 +187,6 @@ class RoundCommitment:
             sample_count=int(d["sampleCount"]),
             epsilon_micro=int(d["epsilonMicro"]),
         )
-
-
-#: Short alias used by client and server code.
-Commitment = RoundCommitment
 
 
 def typed_data(dom: Domain, commitment: RoundCommitment) -> dict[str, Any]:
@@ -190,7 +199,7 @@ def typed_data(dom: Domain, commitment: RoundCommitment) -> dict[str, Any]:
     }
 
 
-def _signable(dom: Domain, commitment: RoundCommitment):
+def _signable(dom: Domain, commitment: RoundCommitment) -> SignableMessage:
     return encode_typed_data(full_message=typed_data(dom, commitment))
 
 
@@ -217,9 +226,7 @@ def recover_signer(dom: Domain, commitment: RoundCommitment, signature: bytes | 
     Rejects malformed and high-s (malleable) signatures, as OpenZeppelin's
     ECDSA does on-chain.
     """
-    if isinstance(signature, str):
-        signature = bytes.fromhex(signature.removeprefix("0x"))
-    signature = bytes(signature)
+    signature = as_bytes(signature)
     if len(signature) != 65:
         raise CommitmentError(f"signature must be 65 bytes, got {len(signature)}")
     s = int.from_bytes(signature[32:64], "big")
@@ -229,6 +236,106 @@ def recover_signer(dom: Domain, commitment: RoundCommitment, signature: bytes | 
         return to_checksum_address(Account.recover_message(_signable(dom, commitment), signature=signature))
     except Exception as exc:  # eth_keys raises several types for bad signatures
         raise CommitmentError(f"invalid signature: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class SignedCommitment:
+    """A hospital's commitment with its signature: the one object from the hospital to the chain.
+
+    ``signer`` is the address the hospital claims to sign with; who really
+    signed is :meth:`recover`'s answer, and readers check that against the
+    registered address. ``hospital`` is the study's name for the hospital (a
+    label of the record, not signed).
+    """
+
+    commitment: RoundCommitment
+    signature: bytes
+    signer: str
+    hospital: str = ""
+
+    def __post_init__(self) -> None:
+        signature = as_bytes(self.signature)
+        if len(signature) != 65:
+            raise CommitmentError(f"signature must be 65 bytes, got {len(signature)}")
+        object.__setattr__(self, "signature", signature)
+        try:
+            object.__setattr__(self, "signer", to_checksum_address(self.signer))
+        except (TypeError, ValueError) as exc:
+            raise CommitmentError(f"signer {self.signer!r} is not an address") from exc
+
+    @classmethod
+    def sign(
+        cls, account: LocalAccount, dom: Domain, commitment: RoundCommitment, hospital: str = ""
+    ) -> SignedCommitment:
+        return cls(commitment, sign_commitment(account, dom, commitment), account.address, hospital)
+
+    def recover(self, dom: Domain) -> str:
+        """The address that really signed (raises :class:`CommitmentError` on a bad signature)."""
+        return recover_signer(dom, self.commitment, self.signature)
+
+    def digest(self, dom: Domain) -> bytes:
+        return commitment_digest(dom, self.commitment)
+
+    def as_abi_tuple(self) -> CommitmentTuple:
+        return self.commitment.as_abi_tuple()
+
+    def to_json(self) -> dict[str, str | int]:
+        """The ``commitment`` record of a hospital's train reply, which the round manifest keeps for its update.
+
+        Study id, round and previous hash are not in it: they are the round's
+        (docs/HASHES.md section 5).
+        """
+        c = self.commitment
+        return {
+            "hospital": self.hospital,
+            "address": self.signer,
+            "update-hash": to_hex(c.update_hash),
+            "sample-count": c.sample_count,
+            "epsilon-micro": c.epsilon_micro,
+            "signature": to_hex(self.signature),
+        }
+
+    @classmethod
+    def from_json(
+        cls,
+        record: Mapping[str, Any],
+        *,
+        study_id: bytes | str,
+        round: int,
+        prev_global_hash: bytes | str,
+        update_hash: bytes | str,
+        sample_count: int,
+    ) -> SignedCommitment:
+        """Read a record back, bound to what the reader knows: the round it belongs to and the update it came with.
+
+        The signed sample count is the update's (``sample_count``); the
+        record's ``sample-count`` is informative. Raises
+        :class:`CommitmentError` when a key is missing or malformed, or the
+        record's update hash is not the update's.
+        """
+        missing = [k for k in ("address", "update-hash", "epsilon-micro", "signature") if k not in record]
+        if missing:
+            raise CommitmentError(f"commitment record lacks {', '.join(repr(k) for k in missing)}")
+        update_hash = _bytes32(update_hash, "update_hash")
+        if str(record["update-hash"]) != to_hex(update_hash):
+            raise CommitmentError("signed update hash does not match the update received")
+        try:
+            epsilon_micro = int(record["epsilon-micro"])
+        except (TypeError, ValueError) as exc:
+            raise CommitmentError(f"epsilon-micro is not an integer: {exc}") from exc
+        commitment = RoundCommitment(
+            study_id=_bytes32(study_id, "study_id"),
+            round=round,
+            prev_global_hash=_bytes32(prev_global_hash, "prev_global_hash"),
+            update_hash=update_hash,
+            sample_count=sample_count,
+            epsilon_micro=epsilon_micro,
+        )
+        try:
+            signature = as_bytes(str(record["signature"]))
+        except ValueError as exc:
+            raise CommitmentError(f"signature is not hex: {exc}") from exc
+        return cls(commitment, signature, str(record["address"]), str(record.get("hospital", "")))
 
 
 def commitments_hash(digests: Sequence[bytes]) -> bytes:

@@ -16,6 +16,7 @@ from flwr.common.logger import log as flwr_log
 from fedledger.config import TrainConfig
 from fedledger.hashing import to_hex
 from fedledger.model_io import flatten, unflatten
+from fedledger.round_task import EvaluationReport, Record, Refusal, RoundTask, TrainReport
 from fedledger.wire import ModelPayload, decode, encode
 from fl_client import hospital_runtime as rt
 from fl_client.models import build_model, get_arrays, set_arrays
@@ -27,7 +28,7 @@ log = logging.getLogger("fedledger.client")
 app = ClientApp()
 
 
-class Refusal(Exception):
+class Refused(Exception):
     """The hospital declines this round (budget spent, model not the one on chain)."""
 
     def __init__(self, code: str, reason: str) -> None:
@@ -44,40 +45,42 @@ def _operator_log(settings: Any, fmt: str, *args: Any) -> None:
         flwr_log(logging.INFO, fmt, *args)
 
 
-def _refuse(msg: Message, hospital: str, refusal: Refusal) -> Message:
-    log.warning("hospital %s refuses round: %s", hospital, refusal.reason)
-    content = RecordDict(
-        {"refusal": ConfigRecord({"hospital": hospital, "code": refusal.code, "reason": refusal.reason})}
-    )
-    return Message(content=content, reply_to=msg)
+def _refuse(msg: Message, hospital: str, refused: Refused) -> Message:
+    log.warning("hospital %s refuses round: %s", hospital, refused.reason)
+    refusal = Refusal(hospital, refused.code, refused.reason)
+    return Message(content=RecordDict({Record.REFUSAL: ConfigRecord(refusal.to_wire())}), reply_to=msg)
 
 
-def _received_model(msg: Message, settings: Any, cfg: ConfigRecord, model: Any) -> dict:
-    """Decode the global model, check its hash against the round config and the chain, decrypt."""
-    payload = decode(msg.content.array_records["global"])
+def _report(wire: tuple[dict[str, Any], dict[str, Any]], first: dict[str, Any] | None = None) -> RecordDict:
+    """A reply's records: ``first`` (the update), then the report's metrics and info."""
+    metrics, info = wire
+    return RecordDict({**(first or {}), Record.METRICS: MetricRecord(metrics), Record.INFO: ConfigRecord(info)})
+
+
+def _received_model(msg: Message, settings: Any, task: RoundTask, model: Any) -> dict:
+    """Decode the global model, check its hash against the round task and the chain, decrypt."""
+    payload = decode(msg.content.array_records[Record.GLOBAL])
     digest = to_hex(payload.digest())
-    if digest != cfg["prev-hash"]:
-        raise Refusal("hash-mismatch", f"received model hashes to {digest}, the round config says {cfg['prev-hash']}")
+    if digest != task.prev_hash:
+        raise Refused("hash-mismatch", f"received model hashes to {digest}, the round config says {task.prev_hash}")
     try:
-        expected = rt.expected_global_hash(
-            settings, str(cfg["study-id"]), int(cfg["server-round"]), msg.metadata.message_type
-        )
+        expected = rt.expected_global_hash(settings, task.study_id, task.server_round, msg.metadata.message_type)
     except rt.NotOnChain as exc:
-        raise Refusal("not-on-chain", str(exc)) from None
+        raise Refused("not-on-chain", str(exc)) from None
     if expected is not None and expected != digest:
-        raise Refusal("chain-mismatch", f"received model hashes to {digest}, but the chain records {expected}")
+        raise Refused("chain-mismatch", f"received model hashes to {digest}, but the chain records {expected}")
     _operator_log(
         settings,
         "fedledger: hospital %s %s round %s: global model %s matches %s",
         settings.hospital_id,
         msg.metadata.message_type,
-        cfg["server-round"],
+        task.server_round,
         digest,
         "the chain" if expected is not None else "the round config (no chain check)",
     )
     template = get_arrays(model)
-    if cfg.get("encrypted", False) or payload.encrypted:
-        _check_study_key(settings, cfg)
+    if task.encrypted or payload.encrypted:
+        _check_study_key(settings, task)
     if not payload.encrypted:
         return payload.arrays
     ctx = rt.secret_context(settings)
@@ -85,108 +88,106 @@ def _received_model(msg: Message, settings: Any, cfg: ConfigRecord, model: Any) 
     return unflatten(flat, template)
 
 
-def _check_study_key(settings: Any, cfg: ConfigRecord) -> None:
+def _check_study_key(settings: Any, task: RoundTask) -> None:
     """A hospital holding another study's CKKS key says so before it trains or decrypts anything."""
-    study_key = str(cfg.get("context-fingerprint", ""))
     own_key = rt.context_fingerprint(settings)
-    if study_key and own_key != study_key:
-        raise Refusal(
+    if task.context_fingerprint and own_key != task.context_fingerprint:
+        raise Refused(
             "wrong-key",
             f"this hospital's CKKS key (context fingerprint {own_key}) is not the study's "
-            f"({study_key}); ask the coordinator for the study's secret context",
+            f"({task.context_fingerprint}); ask the coordinator for the study's secret context",
         )
 
 
-def _round_setup(msg: Message, context: Context) -> tuple[Any, Any, ConfigRecord, Any]:
+def _round_setup(msg: Message, context: Context) -> tuple[Any, Any, RoundTask, Any]:
     settings = from_context(dict(context.node_config))
     data = rt.hospital_data(settings)
-    cfg = msg.content.config_records["config"]
-    model = build_model(str(cfg["model"]), data.X_train.shape[1], int(cfg["hidden"]), seed=int(cfg.get("seed", 0)))
-    return settings, data, cfg, model
+    task = RoundTask.from_wire(msg.content.config_records[Record.CONFIG])
+    model = build_model(task.model, data.X_train.shape[1], task.hidden, seed=task.seed)
+    return settings, data, task, model
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    settings, data, cfg, model = _round_setup(msg, context)
-    server_round = int(cfg["server-round"])
+    settings, data, task, model = _round_setup(msg, context)
     try:
-        set_arrays(model, _received_model(msg, settings, cfg, model))
-        privacy = rt.privacy_for(settings, cfg, data.n_train, context)
+        set_arrays(model, _received_model(msg, settings, task, model))
+        privacy = rt.privacy_for(settings, task, data.n_train, context)
         if privacy is not None:
-            rt.check_budget(privacy, server_round)
-    except Refusal as refusal:
-        return _refuse(msg, settings.hospital_id, refusal)
+            rt.check_budget(privacy, task.server_round)
+    except Refused as refused:
+        return _refuse(msg, settings.hospital_id, refused)
     except rt.BudgetRefusal as exc:
-        return _refuse(msg, settings.hospital_id, Refusal("budget-exceeded", str(exc)))
+        return _refuse(msg, settings.hospital_id, Refused("budget-exceeded", str(exc)))
 
     tcfg = TrainConfig(
-        local_epochs=int(cfg["local-epochs"]),
-        batch_size=int(cfg["batch-size"]),
-        lr=float(cfg["lr"]),
-        momentum=float(cfg["momentum"]),
-        weight_decay=float(cfg["weight-decay"]),
+        local_epochs=task.local_epochs,
+        batch_size=task.batch_size,
+        lr=task.lr,
+        momentum=task.momentum,
+        weight_decay=task.weight_decay,
     )
     stats = train_local(
-        model, data.X_train, data.y_train, tcfg, seed=rt.round_seed(settings, server_round), privacy=privacy
+        model, data.X_train, data.y_train, tcfg, seed=rt.round_seed(settings, task.server_round), privacy=privacy
     )
     arrays = get_arrays(model)
     n = int(data.n_train)
 
-    if cfg.get("encrypted", False):
+    if task.encrypted:
         blobs = rt.encrypt(rt.secret_context(settings), flatten(arrays), float(n))
         update = ModelPayload(ciphertexts=blobs)
     else:
         update = ModelPayload(arrays=arrays)
 
-    metrics = MetricRecord({"num-examples": n, "train-loss": float(stats.loss)})
-    content = RecordDict({"update": encode(update), "metrics": metrics})
-    meta = {"hospital": settings.hospital_id}
-    if update.encrypted:
-        meta["context-fingerprint"] = rt.context_fingerprint(settings)
-    epsilon = 0.0
+    dp: dict[str, Any] = {}
     if privacy is not None:
         summary = privacy.summary()
-        epsilon = float(summary["epsilon"])
-        metrics["epsilon"] = epsilon
-        metrics["delta"] = float(summary["delta"])
-        metrics["noise-multiplier"] = float(summary["noise_multiplier"])
-        metrics["max-grad-norm"] = float(summary["max_grad_norm"])
-        if summary.get("budget") is not None:
-            metrics["budget"] = float(summary["budget"])
-        meta["accountant"] = str(summary["accountant"])
+        dp = {
+            "epsilon": float(summary["epsilon"]),
+            "delta": float(summary["delta"]),
+            "noise_multiplier": float(summary["noise_multiplier"]),
+            "max_grad_norm": float(summary["max_grad_norm"]),
+            "budget": float(summary["budget"]) if summary.get("budget") is not None else None,
+            "accountant": str(summary["accountant"]),
+        }
         rt.save_privacy(settings, privacy, context)
+    epsilon = dp.get("epsilon", 0.0)
     _operator_log(
         settings,
         "fedledger: hospital %s round %d: trained on %d records, epsilon spent %.3f (budget %s)",
         settings.hospital_id,
-        server_round,
+        task.server_round,
         n,
         epsilon,
         settings.budget if settings.budget is not None else "none",
     )
-    content["info"] = ConfigRecord(meta)
-    commitment = rt.commitment_for(settings, cfg, update.digest(), n, epsilon)
-    if commitment is not None:
-        content["commitment"] = ConfigRecord(commitment)
+    report = TrainReport(
+        num_examples=n,
+        train_loss=float(stats.loss),
+        hospital=settings.hospital_id,
+        context_fingerprint=rt.context_fingerprint(settings) if update.encrypted else None,
+        **dp,
+    )
+    content = _report(report.to_wire(), {Record.UPDATE: encode(update)})
+    signed = rt.commitment_for(settings, task, update.digest(), n, epsilon)
+    if signed is not None:
+        content[Record.COMMITMENT] = ConfigRecord(signed.to_json())
     return Message(content=content, reply_to=msg)
 
 
 @app.evaluate()
 def evaluate_global(msg: Message, context: Context) -> Message:
-    settings, data, cfg, model = _round_setup(msg, context)
+    settings, data, task, model = _round_setup(msg, context)
     try:
-        set_arrays(model, _received_model(msg, settings, cfg, model))
-    except Refusal as refusal:
-        return _refuse(msg, settings.hospital_id, refusal)
+        set_arrays(model, _received_model(msg, settings, task, model))
+    except Refused as refused:
+        return _refuse(msg, settings.hospital_id, refused)
     res = evaluate(model, data.X_test, data.y_test)
-    metrics = MetricRecord(
-        {
-            "loss": float(res.loss),
-            "accuracy": float(res.accuracy),
-            "num-examples": int(res.n),
-            "auc": float(res.auc) if res.auc is not None else 0.0,
-            "auc-defined": int(res.auc is not None),
-        }
+    report = EvaluationReport(
+        loss=float(res.loss),
+        accuracy=float(res.accuracy),
+        num_examples=int(res.n),
+        auc=float(res.auc) if res.auc is not None else None,
+        hospital=settings.hospital_id,
     )
-    content = RecordDict({"metrics": metrics, "info": ConfigRecord({"hospital": settings.hospital_id})})
-    return Message(content=content, reply_to=msg)
+    return Message(content=_report(report.to_wire()), reply_to=msg)

@@ -11,18 +11,22 @@ import logging
 import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from flwr.app import ConfigRecord, Context
 
 from fedledger.config import PrivacyConfig
-from fedledger.hashing import to_hex
+from fedledger.hashing import from_hex, to_hex
+from fedledger.round_task import RoundTask
 from fl_client.accounting import BudgetExceededError
 from fl_client.data import HospitalData, load_hospital
 from fl_client.dp_training import HospitalPrivacy
 from fl_client.epsilon import memo_export, memo_import
 from fl_client.settings import HospitalSettings
+
+if TYPE_CHECKING:
+    from fedledger.commitment import SignedCommitment
 
 log = logging.getLogger("fedledger.client")
 
@@ -105,10 +109,10 @@ def _state_file(settings: HospitalSettings) -> Path | None:
 
 
 def privacy_for(
-    settings: HospitalSettings, cfg: ConfigRecord, n_records: int, context: Context
+    settings: HospitalSettings, task: RoundTask, n_records: int, context: Context
 ) -> HospitalPrivacy | None:
     """The hospital's accountant, resumed from Flower's context state or its state file."""
-    pcfg = json.loads(str(cfg.get("privacy", "{}")))
+    pcfg = task.privacy
     if not pcfg.get("enabled", False):
         return None
     _load_memo(settings, context)
@@ -116,9 +120,9 @@ def privacy_for(
     privacy = HospitalPrivacy(
         PrivacyConfig(**known),
         n_records=n_records,
-        batch_size=int(cfg["batch-size"]),
-        planned_rounds=int(cfg["num-rounds"]),
-        local_epochs=int(cfg["local-epochs"]),
+        batch_size=task.batch_size,
+        planned_rounds=task.num_rounds,
+        local_epochs=task.local_epochs,
         budget=settings.budget,
     )
     state = None
@@ -173,33 +177,24 @@ def save_privacy(settings: HospitalSettings, privacy: HospitalPrivacy, context: 
 
 
 def commitment_for(
-    settings: HospitalSettings, cfg: ConfigRecord, update_hash: bytes, n: int, epsilon: float
-) -> dict[str, Any] | None:
+    settings: HospitalSettings, task: RoundTask, update_hash: bytes, n: int, epsilon: float
+) -> SignedCommitment | None:
     """Sign the round commitment with the hospital's own key (None when the study has no ledger)."""
-    if not cfg.get("ledger", False) or not settings.eth_key:
+    if not task.ledger or not settings.eth_key:
         return None
-    from fedledger.commitment import RoundCommitment, domain, epsilon_to_micro, sign_commitment
-    from fedledger.hashing import from_hex
+    from fedledger.commitment import RoundCommitment, SignedCommitment, domain, epsilon_to_micro  # defer eth_account
     from ledger.accounts import load_eth_account
 
-    account = load_eth_account(settings.eth_key)
-    c = RoundCommitment(
-        study_id=from_hex(str(cfg["study-id"])),
-        round=int(cfg["server-round"]),
-        prev_global_hash=from_hex(str(cfg["prev-hash"])),
+    commitment = RoundCommitment(
+        study_id=from_hex(task.study_id),
+        round=task.server_round,
+        prev_global_hash=from_hex(task.prev_hash),
         update_hash=update_hash,
         sample_count=n,
         epsilon_micro=epsilon_to_micro(epsilon),
     )
-    sig = sign_commitment(account.key, domain(int(cfg["chain-id"]), str(cfg["contract"])), c)
-    return {
-        "hospital": settings.hospital_id,
-        "address": account.address,
-        "update-hash": to_hex(update_hash),
-        "sample-count": n,
-        "epsilon-micro": c.epsilon_micro,
-        "signature": to_hex(sig),
-    }
+    account = load_eth_account(settings.eth_key)
+    return SignedCommitment.sign(account, domain(task.chain_id, task.contract), commitment, settings.hospital_id)
 
 
 CHAIN_WAIT_S = 60.0  # how long a hospital waits for a round's record to appear on its chain node

@@ -14,13 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, MetricRecord
-from flwr.serverapp.strategy import Strategy
-
 from fedledger import ckks
 from fedledger.hashing import to_hex
-from fedledger.wire import ModelPayload, encode
-from fl_server.strategy import StrategyWrapper
+from fedledger.wire import ModelPayload
+from fl_server.strategy import RoundStrategy, StrategyWrapper, TrainResult
 from fl_server.validation import ValidationOutcome
 
 log = logging.getLogger("fedledger.server")
@@ -29,7 +26,7 @@ log = logging.getLogger("fedledger.server")
 class EncryptedAggregation(StrategyWrapper):
     """Sum-of-ciphertexts FedAvg around an inner strategy (sampling, evaluation stay the inner's)."""
 
-    def __init__(self, inner: Strategy, aggregator_context: Path, n_params: int, max_update_bytes: int) -> None:
+    def __init__(self, inner: RoundStrategy, aggregator_context: Path, n_params: int, max_update_bytes: int) -> None:
         super().__init__(inner)
         self.context_path = Path(aggregator_context)
         self.context = ckks.load_aggregator_context(self.context_path)  # raises if it holds a secret key
@@ -40,16 +37,14 @@ class EncryptedAggregation(StrategyWrapper):
         self.fingerprint = to_hex(ckks.context_fingerprint(self.context_path.read_bytes()))
         self.aggregate_seconds: list[float] = []
 
-    def aggregate_outcome(
-        self, server_round: int, outcome: ValidationOutcome
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_outcome(self, server_round: int, outcome: ValidationOutcome) -> TrainResult:
         t0 = time.perf_counter()
         vectors, kept = [], []
         for reply in outcome.accepted:
             try:
                 if not reply.payload.encrypted:
                     raise ckks.CiphertextError("plaintext update sent to an encrypted study")
-                used = reply.info.get("context-fingerprint")
+                used = reply.report.context_fingerprint
                 if used != self.fingerprint:
                     raise ckks.CiphertextError(
                         f"encrypted under a different CKKS key (context fingerprint {used}, "
@@ -68,14 +63,12 @@ class EncryptedAggregation(StrategyWrapper):
             except ckks.CiphertextError as exc:
                 outcome.reject(reply, reply.node_id, reply.hospital, "invalid", f"ciphertext rejected: {exc}")
         outcome.accepted = kept
-        core = self.core
-        core.last_accepted, core.last_rejected = outcome.accepted, outcome.rejected
         if not kept:
-            return None, None
+            return TrainResult.of(outcome, None)
         blobs = ckks.sum_vectors(vectors)
         total = sum(r.num_examples for r in kept)
         self.aggregate_seconds.append(time.perf_counter() - t0)
-        return encode(ModelPayload(ciphertexts=blobs, total_weight=float(total))), core.train_metrics(kept)
+        return TrainResult.of(outcome, ModelPayload(ciphertexts=blobs, total_weight=float(total)))
 
     def encryption_report(self, outcomes: list[Any]) -> dict[str, Any]:
         sizes = [o.bytes_per_hospital for o in outcomes]

@@ -21,25 +21,50 @@ them off-chain before aggregating (and the auditor checks them afterwards).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from eth_utils import to_checksum_address
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
 
-from fedledger.commitment import RoundCommitment, commitment_digest, recover_signer
-from fedledger.hashing import as_bytes, from_hex, to_hex
-from fl_server.strategy import StrategyWrapper
+from fedledger.commitment import CommitmentError, RoundCommitment, SignedCommitment
+from fedledger.hashing import from_hex, to_hex
+from fedledger.merkle import MerkleTree, commitment_leaf
+from fedledger.round_task import RoundTask
+from fl_server.artifact_store import ArtifactStore
+from fl_server.strategy import RoundStrategy, StrategyWrapper, TrainResult
 from fl_server.validation import TrainReply, ValidationOutcome
+from ledger.accounts import load_eth_account
+from ledger.chains import load_aggregator_account
+from ledger.client import MODE_MERKLE, LedgerClient
+from ledger.journal import Journal, RecordSubmitter, RoundRecord
+from ledger.local_registry import lookup
+from ledger.rpc import http_w3
 
 log = logging.getLogger("fedledger.server")
 
 
 class CommitmentRejected(ValueError):
     """A reply's signed commitment does not match what the hospital sent."""
+
+
+def aggregator_client(chain_spec: Mapping[str, Any]) -> tuple[LedgerClient, Any]:
+    """The aggregator's client of the study's chain, and the in-process chain it runs on (eth_tester) or None.
+
+    The key comes from a file, an environment variable or a keystore; it is never logged.
+    """
+    if chain_spec.get("aggregator_key"):
+        account = load_eth_account(chain_spec["aggregator_key"])
+    else:
+        account = load_aggregator_account(
+            chain_spec.get("key_env"), Path(chain_spec["keystore"]) if chain_spec.get("keystore") else None
+        )
+    local = lookup(chain_spec["contract"]) if chain_spec["backend"] == "eth_tester" else None
+    w3 = local.w3 if local is not None else http_w3(chain_spec["rpc_url"])
+    client = LedgerClient.at(w3, chain_spec["contract"], account, deploy_block=int(chain_spec.get("deploy_block", 0)))
+    return client, local
 
 
 class LedgerCommit(StrategyWrapper):
@@ -49,7 +74,7 @@ class LedgerCommit(StrategyWrapper):
 
     def __init__(
         self,
-        inner: Strategy,
+        inner: RoundStrategy,
         client: Any,
         study_id: str,
         hospitals: dict[str, str],
@@ -72,49 +97,27 @@ class LedgerCommit(StrategyWrapper):
         self.domain = client.domain()
         self.record_timeout_s = record_timeout_s
         self.chain = chain
-        from ledger.journal import Journal, RecordSubmitter
-
         self.journal = Journal(run_dir)
         self.submitter = RecordSubmitter(client=client, journal=self.journal, limit_s=record_timeout_s)
         self._prev_hash: dict[int, str] = {}
 
     @classmethod
-    def from_spec(cls, inner: Strategy, spec: dict[str, Any]) -> "LedgerCommit":
-        """Connect to the study's chain as the aggregator (key from a file, env var or keystore; never logged)."""
-        from ledger.accounts import load_eth_account
-        from ledger.chains import load_aggregator_account
-        from ledger.client import LedgerClient
-        from ledger.local_registry import lookup
-        from ledger.rpc import http_w3
-
+    def from_spec(cls, inner: RoundStrategy, spec: dict[str, Any]) -> LedgerCommit:
+        """Connect to the study's chain as the aggregator; the mode is the study config's ``ledger.mode``."""
         chain_spec = spec["chain"]
-        if chain_spec.get("aggregator_key"):
-            account = load_eth_account(chain_spec["aggregator_key"])
-        else:
-            account = load_aggregator_account(
-                chain_spec.get("key_env"), Path(chain_spec["keystore"]) if chain_spec.get("keystore") else None
-            )
-        local = lookup(chain_spec["contract"]) if chain_spec["backend"] == "eth_tester" else None
-        w3 = local.w3 if local is not None else http_w3(chain_spec["rpc_url"])
-        client = LedgerClient.at(
-            w3, chain_spec["contract"], account, deploy_block=int(chain_spec.get("deploy_block", 0))
-        )
-        hospitals = {h["id"]: h["address"] for h in spec["hospitals"]}
+        client, local = aggregator_client(chain_spec)
         led = (spec.get("config") or {}).get("ledger") or {}
-        mode = str(chain_spec.get("mode") or led.get("mode") or "per_hospital")
-        threshold = next(
-            (int(v) for v in (chain_spec.get("merkle_threshold"), led.get("merkle_threshold")) if v is not None), 32
-        )
+        threshold = led.get("merkle_threshold")
         return cls(
             inner,
             client,
             spec["study_id"],
-            hospitals,
+            {h["id"]: h["address"] for h in spec["hospitals"]},
             Path(spec["run_dir"]),
             float(chain_spec.get("record_timeout_s", 120)),
             chain=local,
-            mode=mode,
-            merkle_threshold=threshold,
+            mode=str(led.get("mode") or "per_hospital"),
+            merkle_threshold=int(threshold) if threshold is not None else 32,
         )
 
     def uses_merkle(self, n_hospitals: int) -> bool:
@@ -124,7 +127,7 @@ class LedgerCommit(StrategyWrapper):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        self._prev_hash[server_round] = str(config["prev-hash"])
+        self._prev_hash[server_round] = RoundTask.from_wire(config).prev_hash
         return self.inner.configure_train(server_round, arrays, config, grid)
 
     def summary(self) -> None:
@@ -137,47 +140,42 @@ class LedgerCommit(StrategyWrapper):
         )
 
     # -- commitments ----------------------------------------------------------------
-    def verify(self, server_round: int, reply: TrainReply) -> RoundCommitment:
-        """Re-derive the commitment from what was sent and check the hospital's signature over it."""
-        c = reply.commitment
-        if not c:
+    def verify(self, server_round: int, reply: TrainReply) -> SignedCommitment:
+        """Bind the reply's signed record to what was sent and received, and check who signed it."""
+        if not reply.commitment:
             raise CommitmentRejected("reply carries no signed commitment")
         expected_address = self.hospitals.get(reply.hospital)
         if expected_address is None:
             raise CommitmentRejected(f"hospital {reply.hospital!r} is not registered for this study")
-        commitment = RoundCommitment(
-            study_id=from_hex(self.study_id),
+        signed = SignedCommitment.from_json(
+            reply.commitment,
+            study_id=self.study_id,
             round=server_round,
-            prev_global_hash=from_hex(self._prev_hash[server_round]),
-            update_hash=reply.payload.digest(),
+            prev_global_hash=self._prev_hash[server_round],
+            update_hash=reply.update_hash,
             sample_count=reply.num_examples,
-            epsilon_micro=int(c["epsilon-micro"]),
         )
-        if str(c.get("update-hash")) != to_hex(commitment.update_hash):
-            raise CommitmentRejected("signed update hash does not match the update received")
-        signer = recover_signer(self.domain, commitment, as_bytes(str(c["signature"])))
+        signer = signed.recover(self.domain)
         if signer != expected_address:
             raise CommitmentRejected(
                 f"signature is by {signer}, not by the hospital's registered key {expected_address}"
             )
-        return commitment
+        return signed
 
-    def aggregate_outcome(
-        self, server_round: int, outcome: ValidationOutcome
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_outcome(self, server_round: int, outcome: ValidationOutcome) -> TrainResult:
         kept = []
         verified = []
         for reply in outcome.accepted:
             try:
                 verified.append((reply, self.verify(server_round, reply)))
-            except (CommitmentRejected, KeyError, ValueError) as exc:
+            except (CommitmentRejected, CommitmentError, KeyError) as exc:
                 outcome.reject(reply, reply.node_id, reply.hospital, "invalid", f"commitment rejected: {exc}")
         merkle = self.uses_merkle(len(verified))
         seen: set[str] = set()
-        for reply, commitment in verified:
+        for reply, signed in verified:
             try:
                 if merkle:  # the contract will not check these in a Merkle round: do it here
-                    self._check_policy(reply.hospital, commitment, seen)
+                    self._check_policy(reply.hospital, signed.commitment, seen)
                 kept.append(reply)
             except CommitmentRejected as exc:
                 outcome.reject(reply, reply.node_id, reply.hospital, "invalid", f"commitment rejected: {exc}")
@@ -205,24 +203,19 @@ class LedgerCommit(StrategyWrapper):
     # -- the on-chain record ----------------------------------------------------------
     def commit_round(self, server_round: int, manifest: dict[str, Any]) -> dict[str, Any]:
         """Journal the round durably, then submit it (and anything still pending) in order."""
-        from ledger.journal import RoundRecord
-
-        commitments, signatures = [], []
-        for u in manifest["updates"]:
-            c = u["commitment"]
-            commitments.append(
-                RoundCommitment(
-                    study_id=from_hex(self.study_id),
-                    round=server_round,
-                    prev_global_hash=from_hex(manifest["prev_hash"]),
-                    update_hash=from_hex(u["update_hash"]),
-                    sample_count=int(u["num_examples"]),
-                    epsilon_micro=int(c["epsilon-micro"]),
-                )
+        signed = [
+            SignedCommitment.from_json(
+                u["commitment"],
+                study_id=self.study_id,
+                round=server_round,
+                prev_global_hash=manifest["prev_hash"],
+                update_hash=u["update_hash"],
+                sample_count=int(u["num_examples"]),
             )
-            signatures.append(as_bytes(str(c["signature"])))
-        if self.uses_merkle(len(commitments)):
-            record = self._merkle_record(server_round, manifest, commitments)
+            for u in manifest["updates"]
+        ]
+        if self.uses_merkle(len(signed)):
+            record = self._merkle_record(server_round, manifest, signed)
         else:
             record = RoundRecord(
                 from_hex(self.study_id),
@@ -230,8 +223,8 @@ class LedgerCommit(StrategyWrapper):
                 from_hex(manifest["prev_hash"]),
                 from_hex(manifest["aggregate"]["hash"]),
                 int(manifest["aggregate"]["total_weight"]),
-                tuple(commitments),
-                tuple(signatures),
+                tuple(s.commitment for s in signed),
+                tuple(s.signature for s in signed),
             )
         self.submitter.submit_new(record)
         mined = self.submitter.receipts.pop(record.key, None)
@@ -244,7 +237,7 @@ class LedgerCommit(StrategyWrapper):
             receipt = {"tx": done.get("tx_hash"), "block": done.get("block"), "gas_used": None}
             if receipt["tx"]:
                 receipt["gas_used"] = int(self.client.w3.eth.get_transaction_receipt(receipt["tx"])["gasUsed"])
-        receipt["mode"] = "merkle" if record.mode == 2 else "per_hospital"
+        receipt["mode"] = "merkle" if record.mode == MODE_MERKLE else "per_hospital"
         log.info(
             "round %d recorded on-chain (%s): tx %s block %s gas %s",
             server_round,
@@ -255,31 +248,27 @@ class LedgerCommit(StrategyWrapper):
         )
         return receipt
 
-    def _merkle_record(self, server_round: int, manifest: dict[str, Any], commitments: list[RoundCommitment]) -> Any:
+    def _merkle_record(
+        self, server_round: int, manifest: dict[str, Any], signed: list[SignedCommitment]
+    ) -> RoundRecord:
         """Build the round's Merkle tree, put each leaf and proof into the manifest (rewritten durably
         before anything is journaled or sent), and return the mode-2 record of the root."""
-        from fedledger.merkle import MerkleTree, commitment_leaf
-        from fl_server.artifact_store import ArtifactStore
-        from ledger.journal import RoundRecord
-
-        leaves = []
-        for u, c in zip(manifest["updates"], commitments):
-            address = self.hospitals[u["hospital"]]
-            leaves.append(commitment_leaf(address, commitment_digest(self.domain, c)))
+        addresses = [self.hospitals[u["hospital"]] for u in manifest["updates"]]
+        leaves = [commitment_leaf(a, s.digest(self.domain)) for a, s in zip(addresses, signed)]
         tree = MerkleTree(leaves)
-        max_eps = max(c.epsilon_micro for c in commitments)
-        for u, c, leaf in zip(manifest["updates"], commitments, leaves):
+        max_eps = max(s.commitment.epsilon_micro for s in signed)
+        for u, a, s, leaf in zip(manifest["updates"], addresses, signed, leaves):
             u["merkle"] = {
-                "address": self.hospitals[u["hospital"]],
-                "commitment": c.to_json(),
+                "address": a,
+                "commitment": s.commitment.to_json(),
                 "leaf": to_hex(leaf),
                 "proof": [to_hex(p) for p in tree.proof(leaf)],
             }
-            self._last_eps[self.hospitals[u["hospital"]]] = c.epsilon_micro
+            self._last_eps[a] = s.commitment.epsilon_micro
         manifest["ledger"] = {
             "mode": "merkle",
             "commitments_root": to_hex(tree.root),
-            "participants": len(commitments),
+            "participants": len(signed),
             "max_epsilon_micro": max_eps,
         }
         ArtifactStore(self.run_dir).write_round(manifest)
@@ -291,8 +280,8 @@ class LedgerCommit(StrategyWrapper):
             int(manifest["aggregate"]["total_weight"]),
             (),
             (),
-            mode=2,
+            mode=MODE_MERKLE,
             commitments_root=tree.root,
-            participants=len(commitments),
+            participants=len(signed),
             max_epsilon_micro=max_eps,
         )

@@ -184,21 +184,9 @@ def _ledger_client(spec: dict[str, Any]) -> Any:
     chain_spec = spec.get("chain") or {}
     if not chain_spec.get("contract"):
         return None
-    from ledger.accounts import load_eth_account
-    from ledger.chains import load_aggregator_account
-    from ledger.client import LedgerClient
-    from ledger.local_registry import lookup
-    from ledger.rpc import http_w3
+    from fl_server.ledger_commit import aggregator_client  # defers web3 to studies with a ledger
 
-    if chain_spec.get("aggregator_key"):
-        account = load_eth_account(chain_spec["aggregator_key"])
-    else:
-        account = load_aggregator_account(
-            chain_spec.get("key_env"), Path(chain_spec["keystore"]) if chain_spec.get("keystore") else None
-        )
-    local = lookup(chain_spec["contract"]) if chain_spec["backend"] == "eth_tester" else None
-    w3 = local.w3 if local is not None else http_w3(chain_spec["rpc_url"])
-    return LedgerClient.at(w3, chain_spec["contract"], account, deploy_block=int(chain_spec.get("deploy_block", 0)))
+    return aggregator_client(chain_spec)[0]
 
 
 def _flush_journal(spec: dict[str, Any], client: Any) -> None:
@@ -272,13 +260,30 @@ def earlier_outcomes(spec: dict[str, Any], start_round: int) -> list[RoundOutcom
                 bytes_per_hospital=0.0,
                 duration_s=0.0,
                 ledger=ledger.get(r),
-                privacy={
-                    u["hospital"]: {"epsilon": int(u["commitment"]["epsilon-micro"]) / 1e6}
-                    for u in manifest["updates"]
-                    if u.get("commitment") and int(u["commitment"]["epsilon-micro"])
-                },
+                privacy=_signed_epsilons(manifest),
             )
         )
+    return out
+
+
+def _signed_epsilons(manifest: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Each hospital's cumulative epsilon as its signed commitment states it (hospitals that spent any)."""
+    from fedledger.commitment import SignedCommitment, micro_to_epsilon  # defers eth_account to this rare path
+
+    out = {}
+    for u in manifest["updates"]:
+        if not u.get("commitment"):
+            continue
+        signed = SignedCommitment.from_json(
+            u["commitment"],
+            study_id=manifest["study_id"],
+            round=int(manifest["round"]),
+            prev_global_hash=manifest["prev_hash"],
+            update_hash=u["update_hash"],
+            sample_count=int(u["num_examples"]),
+        )
+        if signed.commitment.epsilon_micro:
+            out[u["hospital"]] = {"epsilon": micro_to_epsilon(signed.commitment.epsilon_micro)}
     return out
 
 

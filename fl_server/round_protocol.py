@@ -14,25 +14,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from flwr.app import ConfigRecord, Message
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
 
 from fedledger.hashing import canonical_model_bytes, to_hex
-from fedledger.wire import ModelPayload, decode, encode
+from fedledger.round_task import RoundTask
+from fedledger.wire import ModelPayload, encode
 from fl_server.artifact_store import ArtifactStore
+from fl_server.strategy import RoundStrategy
+from fl_server.validation import TrainReply, parse_evaluate_replies, parse_train_replies
 
 log = logging.getLogger("fedledger.server")
 T = TypeVar("T")
 
-# Overlap the commit with the evaluation dispatch only for this many tasks or fewer. With few hospitals
-# the dispatch is latency (Flower's poll ticks) and hiding the commit in it pays (4 hospitals: 1.4x -> 1.3x
-# plain Flower); with many it is throughput, the hospitals waiting for the record hold workers and the
-# commit competes with the dispatch (300 hospitals: 7.1 s vs 6.0 s serial; 1,000: 78 s vs 63 s a round).
+# Overlap the commit with the evaluation dispatch only for this many tasks or fewer: with few hospitals
+# the dispatch is latency (Flower's poll ticks) and hiding the commit in it pays; with many it is
+# throughput, and the hospitals waiting for the record hold workers (docs/BENCHMARKS.md, docs/ARCHITECTURE.md).
 OVERLAP_MAX_TASKS = 32
 
 
@@ -71,22 +72,29 @@ class PhaseClock:
         self._t = now
 
 
-def innermost(strategy: Strategy) -> Strategy:
-    """The wrapped FedAvg at the core of a wrapper chain (it keeps the per-round bookkeeping)."""
-    while hasattr(strategy, "inner"):
-        strategy = strategy.inner
-    return strategy
-
-
 def write_manifest(
-    store: ArtifactStore, study_id: str, server_round: int, prev_hash: str, aggregate: ModelPayload, accepted: list[Any]
+    store: ArtifactStore,
+    study_id: str,
+    server_round: int,
+    prev_hash: str,
+    aggregate: ModelPayload,
+    accepted: Sequence[Any],
+    aggregate_hash: bytes | None = None,
 ) -> dict[str, Any]:
-    """Persist a round's update and aggregate blobs plus its manifest before it is committed."""
+    """Persist a round's update and aggregate blobs plus its manifest before it is committed.
+
+    ``accepted`` are the round's replies (TrainReply: each update hashed once,
+    its signed-commitment record kept as received); ``aggregate_hash`` is the
+    aggregate's digest when the caller has it already.
+    """
 
     def blobs_of(payload: ModelPayload) -> list[str]:
         if payload.encrypted:
             return store.put_blobs(payload.ciphertexts)
         return store.put_blobs([canonical_model_bytes(payload.arrays)])
+
+    def update_hash(r: Any) -> bytes:
+        return r.update_hash if isinstance(r, TrainReply) else r.payload.digest()
 
     manifest = {
         "format": "fedledger-round-v1",
@@ -95,7 +103,7 @@ def write_manifest(
         "prev_hash": prev_hash,
         "encrypted": aggregate.encrypted,
         "aggregate": {
-            "hash": to_hex(aggregate.digest()),
+            "hash": to_hex(aggregate_hash if aggregate_hash is not None else aggregate.digest()),
             "blobs": blobs_of(aggregate),
             "total_weight": int(sum(r.num_examples for r in accepted)),
         },
@@ -104,7 +112,7 @@ def write_manifest(
                 "hospital": r.hospital,
                 "node_id": r.node_id,
                 "num_examples": r.num_examples,
-                "update_hash": to_hex(r.payload.digest()),
+                "update_hash": to_hex(update_hash(r)),
                 "blobs": blobs_of(r.payload),
                 "commitment": r.commitment,
             }
@@ -117,43 +125,50 @@ def write_manifest(
 
 def run_rounds(
     grid: Grid,
-    strategy: Strategy,
+    strategy: RoundStrategy,
     initial: ModelPayload,
-    round_config: dict[str, Any],
+    task: RoundTask,
     num_rounds: int,
     min_hospitals: int,
     store: ArtifactStore,
-    study_id: str,
     timeout: float = 600.0,
     start_round: int = 1,
     on_round: Callable[[RoundOutcome], None] | None = None,
 ) -> tuple[ModelPayload, list[RoundOutcome]]:
-    """Run rounds start_round..num_rounds; return the last global model and each round's outcome."""
-    core = innermost(strategy)
+    """Run rounds start_round..num_rounds; return the last global model and each round's outcome.
+
+    ``task`` is the study's round task; each round sends it with its own round
+    number and the hash of the model it carries.
+    """
     global_model = initial
-    if not initial.encrypted:
-        core.template = dict(initial.arrays)
+    global_hash = to_hex(initial.digest())
+    names: dict[int, str] = {}  # node id -> hospital id, so a crashed node is still named
     outcomes: list[RoundOutcome] = []
     for server_round in range(start_round, num_rounds + 1):
         t0 = time.perf_counter()
         clock = PhaseClock()
-        prev_hash = to_hex(global_model.digest())
-        config = ConfigRecord({**round_config, "prev-hash": prev_hash, "study-id": study_id})
+        prev_hash = global_hash
+        train_task = task.for_round(server_round, prev_hash)
         replies = grid.send_and_receive(
-            strategy.configure_train(server_round, encode(global_model), config, grid), timeout=timeout
+            strategy.configure_train(server_round, encode(global_model), ConfigRecord(train_task.to_wire()), grid),
+            timeout=timeout,
         )
         clock.lap("train")
-        agg_record, train_metrics = strategy.aggregate_train(server_round, replies)
+        result = strategy.aggregate_outcome(server_round, parse_train_replies(replies, names))
         clock.lap("aggregate")
-        accepted, rejected = core.last_accepted, core.last_rejected
-        if agg_record is None or len(accepted) < min_hospitals:
+        accepted, rejected = result.accepted, result.rejected
+        new_global = result.aggregate
+        if new_global is None or len(accepted) < min_hospitals:
             reasons = "; ".join(f"{r.hospital}: {r.reason}" for r in rejected) or "no replies"
             raise StudyStopped(
                 f"round {server_round}: only {len(accepted)} hospital(s) contributed, the study needs at least "
                 f"{min_hospitals} ({reasons})"
             )
-        new_global = decode(agg_record)
-        manifest = write_manifest(store, study_id, server_round, prev_hash, new_global, accepted)
+        new_digest = new_global.digest()
+        global_hash = to_hex(new_digest)
+        manifest = write_manifest(
+            store, train_task.study_id, server_round, prev_hash, new_global, accepted, aggregate_hash=new_digest
+        )
         clock.lap("store")
 
         def commit() -> dict[str, Any] | None:
@@ -165,32 +180,29 @@ def run_rounds(
                 store.write_checkpoint(server_round, new_global.arrays)
             return recorded
 
-        eval_config = ConfigRecord({**round_config, "prev-hash": to_hex(new_global.digest()), "study-id": study_id})
+        eval_config = ConfigRecord(task.for_round(server_round, global_hash).to_wire())
         eval_messages = list(strategy.configure_evaluate(server_round, encode(new_global), eval_config, grid))
         if len(eval_messages) <= OVERLAP_MAX_TASKS:
             eval_replies, ledger = send_and_receive_around(grid, eval_messages, commit, timeout)
         else:
             ledger = commit()
             eval_replies = list(grid.send_and_receive(eval_messages, timeout=timeout))
-        overall = strategy.aggregate_evaluate(server_round, eval_replies)
+        evaluation = strategy.aggregate_evaluation(server_round, parse_evaluate_replies(eval_replies, names))
         clock.lap("evaluate")
         outcome = RoundOutcome(
             server_round=server_round,
             prev_hash=prev_hash,
-            aggregate_hash=manifest["aggregate"]["hash"],
+            aggregate_hash=global_hash,
             participants=[r.hospital for r in accepted],
             rejected=[r.as_dict() for r in rejected],
             total_examples=int(manifest["aggregate"]["total_weight"]),
-            metrics={
-                k: (float(overall[k]) if overall is not None and k in overall else None)
-                for k in ("accuracy", "auc", "loss")
-            },
-            per_hospital=dict(core.last_evaluation),
-            train_loss=float(train_metrics["train-loss"]) if train_metrics is not None else None,
+            metrics={k: evaluation.overall[k] for k in ("accuracy", "auc", "loss")},
+            per_hospital=evaluation.rows(),
+            train_loss=result.train_loss,
             bytes_per_hospital=sum(r.payload.nbytes() for r in accepted) / len(accepted),
             duration_s=time.perf_counter() - t0,
             ledger=ledger,
-            privacy={r.hospital: privacy_of(r.metrics, r.info) for r in accepted if "epsilon" in r.metrics},
+            privacy={r.hospital: r.report.privacy() for r in accepted if r.report.epsilon is not None},
             phases_s=clock.laps,
         )
         outcomes.append(outcome)
@@ -221,12 +233,3 @@ def send_and_receive_around(
         if pending:
             time.sleep(interval)
     return replies, result
-
-
-def privacy_of(metrics: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    """The privacy fields a hospital reports with its update."""
-    keys = ("epsilon", "delta", "budget", "noise-multiplier", "max-grad-norm")
-    out: dict[str, Any] = {k: float(metrics[k]) for k in keys if k in metrics}
-    if "accountant" in info:
-        out["accountant"] = str(info["accountant"])
-    return out

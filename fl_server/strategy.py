@@ -1,28 +1,35 @@
-"""FedAvg over hospital replies: a small Flower Strategy.
+"""FedAvg over hospital replies: a small Flower Strategy whose aggregation returns typed results.
 
 Encryption and the ledger are not in here: they wrap this class
 (fl_server/encrypted.py, fl_server/ledger_commit.py), as Flower's DP
-wrappers wrap a strategy.
+wrappers wrap a strategy. Every layer returns what it made (a
+:class:`TrainResult`, an :class:`EvaluationResult`); the round protocol reads
+those. Flower's own ``aggregate_train`` / ``aggregate_evaluate`` are thin
+adapters over them.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable
+from abc import abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedledger.round_task import SERVER_ROUND, EvaluationReport, Record
 from fedledger.wire import ModelPayload, encode
 from fl_server.validation import (
     Rejection,
     TrainReply,
     ValidationOutcome,
     check_plain_update,
-    hospital_of,
+    parse_evaluate_replies,
     parse_train_replies,
     weighted_mean,
 )
@@ -30,19 +37,113 @@ from fl_server.validation import (
 log = logging.getLogger("fedledger.server")
 
 
-class FedAvgStrategy(Strategy):
-    """Sample-weighted FedAvg of plaintext updates, with per-hospital bookkeeping."""
+@dataclass(frozen=True)
+class TrainResult:
+    """One round's aggregation: the new global model (None: nothing accepted) and who is in it."""
 
-    def __init__(self, fraction_train: float = 1.0, fraction_evaluate: float = 1.0, seed: int = 0) -> None:
+    aggregate: ModelPayload | None
+    accepted: tuple[TrainReply, ...]
+    rejected: tuple[Rejection, ...]
+
+    @classmethod
+    def of(cls, outcome: ValidationOutcome, aggregate: ModelPayload | None) -> TrainResult:
+        return cls(aggregate, tuple(outcome.accepted), tuple(outcome.rejected))
+
+    @property
+    def num_examples(self) -> int:
+        return sum(r.num_examples for r in self.accepted)
+
+    @property
+    def train_loss(self) -> float:
+        """Sample-weighted mean training loss of the accepted updates (NaN when none reported one)."""
+        loss = weighted_mean([(r.report.train_loss, r.num_examples) for r in self.accepted])
+        return float(loss if loss is not None else float("nan"))
+
+    def metric_record(self) -> MetricRecord:
+        return MetricRecord({"num-examples": self.num_examples, "train-loss": self.train_loss})
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Federated evaluation of one global model: each hospital's report, sorted by hospital id."""
+
+    per_hospital: dict[str, EvaluationReport]
+
+    @property
+    def overall(self) -> dict[str, float | None]:
+        """Sample-weighted loss, accuracy and AUC (AUC over the hospitals where it is defined)."""
+        reports = self.per_hospital.values()
+        return {
+            "loss": weighted_mean([(r.loss, r.num_examples) for r in reports]),
+            "accuracy": weighted_mean([(r.accuracy, r.num_examples) for r in reports]),
+            "auc": weighted_mean([(r.auc, r.num_examples) for r in reports]),
+        }
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        """Per hospital, as the round outcome reports it (results.json ``per_hospital``)."""
+        return {
+            h: {"loss": r.loss, "accuracy": r.accuracy, "auc": r.auc, "num-examples": r.num_examples}
+            for h, r in self.per_hospital.items()
+        }
+
+    def metric_record(self) -> MetricRecord | None:
+        if not self.per_hospital:
+            return None
+        rec = MetricRecord({k: float(v) for k, v in self.overall.items() if v is not None})
+        rec["num-examples"] = sum(r.num_examples for r in self.per_hospital.values())
+        return rec
+
+
+class RoundStrategy(Strategy):
+    """A Flower Strategy that returns its results; ``aggregate_train`` / ``aggregate_evaluate`` adapt them."""
+
+    def __init__(self) -> None:
+        self.node_names: dict[int, str] = {}  # for Flower's adapters: node id -> hospital id it announced
+
+    @abstractmethod
+    def aggregate_outcome(self, server_round: int, outcome: ValidationOutcome) -> TrainResult:
+        """Aggregate the well-formed replies of a round (rejecting any this layer finds bad)."""
+
+    def aggregate_evaluation(self, server_round: int, reports: dict[str, EvaluationReport]) -> EvaluationResult:
+        return EvaluationResult(reports)
+
+    def commit_round(self, server_round: int, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """Nothing to commit without a ledger wrapper."""
+        return None
+
+    # -- Flower's Strategy interface ------------------------------------------------
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        result = self.aggregate_outcome(server_round, parse_train_replies(replies, self.node_names))
+        if result.aggregate is None:
+            return None, None
+        return encode(result.aggregate), result.metric_record()
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        reports = parse_evaluate_replies(replies, self.node_names)
+        return self.aggregate_evaluation(server_round, reports).metric_record()
+
+
+class FedAvgStrategy(RoundStrategy):
+    """Sample-weighted FedAvg of plaintext updates.
+
+    ``template`` is the global model's layout (names, shapes); a plaintext
+    update that does not fit it is rejected.
+    """
+
+    def __init__(
+        self,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        seed: int = 0,
+        template: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        super().__init__()
         self.fraction_train = fraction_train
         self.fraction_evaluate = fraction_evaluate
         self._rng = random.Random(seed)
-        self.template: dict[str, np.ndarray] | None = None
-        # Filled by each aggregate_* call; the round protocol reads them for its report.
-        self.last_accepted: list[TrainReply] = []
-        self.last_rejected: list[Rejection] = []
-        self.last_evaluation: dict[str, dict[str, float | None]] = {}
-        self.node_names: dict[int, str] = {}  # node id -> hospital id, so a crashed node is still named
+        self.template = dict(template) if template is not None else None
 
     # -- sampling -----------------------------------------------------------
     def _sample(self, grid: Grid, fraction: float) -> list[int]:
@@ -51,32 +152,24 @@ class FedAvgStrategy(Strategy):
         return sorted(self._rng.sample(nodes, k)) if k < len(nodes) else nodes
 
     def _messages(
-        self, grid: Grid, fraction: float, arrays: ArrayRecord, config: ConfigRecord, kind: str
+        self, grid: Grid, fraction: float, server_round: int, arrays: ArrayRecord, config: ConfigRecord, kind: str
     ) -> list[Message]:
-        content = RecordDict({"global": arrays, "config": config})
+        config[SERVER_ROUND] = server_round  # as Flower's own strategies do; a RoundTask already carries it
+        content = RecordDict({Record.GLOBAL: arrays, Record.CONFIG: config})
         return [Message(content=content, message_type=kind, dst_node_id=n) for n in self._sample(grid, fraction)]
 
-    # -- Strategy interface -------------------------------------------------
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        config["server-round"] = server_round
-        return self._messages(grid, self.fraction_train, arrays, config, MessageType.TRAIN)
+        return self._messages(grid, self.fraction_train, server_round, arrays, config, MessageType.TRAIN)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        config["server-round"] = server_round
-        return self._messages(grid, self.fraction_evaluate, arrays, config, MessageType.EVALUATE)
+        return self._messages(grid, self.fraction_evaluate, server_round, arrays, config, MessageType.EVALUATE)
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return self.aggregate_outcome(server_round, parse_train_replies(replies, self.node_names))
-
-    def aggregate_outcome(
-        self, server_round: int, outcome: ValidationOutcome
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    # -- aggregation ------------------------------------------------------------
+    def aggregate_outcome(self, server_round: int, outcome: ValidationOutcome) -> TrainResult:
         """Drop plaintext updates that do not fit the model, then take the sample-weighted mean."""
         kept = []
         for reply in outcome.accepted:
@@ -87,73 +180,31 @@ class FedAvgStrategy(Strategy):
             except ValueError as exc:
                 outcome.reject(reply, reply.node_id, reply.hospital, "invalid", str(exc))
         outcome.accepted = kept
-        self.last_accepted, self.last_rejected = outcome.accepted, outcome.rejected
-        if not outcome.accepted:
-            return None, None
-        total = sum(r.num_examples for r in outcome.accepted)
-        names = sorted(outcome.accepted[0].payload.arrays)
+        if not kept:
+            return TrainResult.of(outcome, None)
+        total = sum(r.num_examples for r in kept)
+        names = sorted(kept[0].payload.arrays)
         avg = {
-            name: (
-                sum(r.payload.arrays[name].astype(np.float64) * r.num_examples for r in outcome.accepted) / total
-            ).astype(np.float32)
+            name: (sum(r.payload.arrays[name].astype(np.float64) * r.num_examples for r in kept) / total).astype(
+                np.float32
+            )
             for name in names
         }
-        return encode(ModelPayload(arrays=avg)), self.train_metrics(outcome.accepted)
-
-    def commit_round(self, server_round: int, manifest: dict) -> dict | None:
-        """Nothing to commit without a ledger wrapper."""
-        return None
-
-    @staticmethod
-    def train_metrics(accepted: list[TrainReply]) -> MetricRecord:
-        total = sum(r.num_examples for r in accepted)
-        loss = weighted_mean([(r.metrics.get("train-loss"), r.num_examples) for r in accepted])
-        return MetricRecord({"num-examples": total, "train-loss": float(loss if loss is not None else float("nan"))})
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        per_hospital: dict[str, dict[str, float | None]] = {}
-        for msg in replies:
-            hospital = hospital_of(msg, self.node_names)
-            if not hospital.startswith("node-"):
-                self.node_names[int(msg.metadata.src_node_id)] = hospital
-            if msg.has_error() or "metrics" not in msg.content.metric_records:
-                reason = msg.error.reason if msg.has_error() else "reply without metrics"
-                log.warning(
-                    "evaluation reply dropped: node=%s hospital=%s reason=%s",
-                    msg.metadata.src_node_id,
-                    hospital,
-                    reason,
-                )
-                continue
-            m = dict(msg.content.metric_records["metrics"])
-            auc = m.get("auc")
-            per_hospital[hospital] = {
-                "loss": float(m["loss"]),
-                "accuracy": float(m["accuracy"]),
-                "auc": None if auc is None or auc != auc or m.get("auc-defined", 1) == 0 else float(auc),
-                "num-examples": int(m["num-examples"]),
-            }
-        self.last_evaluation = dict(sorted(per_hospital.items()))
-        if not per_hospital:
-            return None
-        rows = list(per_hospital.values())
-        overall = {k: weighted_mean([(r[k], r["num-examples"]) for r in rows]) for k in ("loss", "accuracy", "auc")}
-        rec = MetricRecord({k: float(v) for k, v in overall.items() if v is not None})
-        rec["num-examples"] = sum(int(r["num-examples"]) for r in rows)
-        return rec
+        return TrainResult.of(outcome, ModelPayload(arrays=avg))
 
     def summary(self) -> None:
         log.info("FedAvg: fraction_train=%.2f fraction_evaluate=%.2f", self.fraction_train, self.fraction_evaluate)
 
 
-class StrategyWrapper(Strategy):
+class StrategyWrapper(RoundStrategy):
     """Base of the wrappers (encryption, ledger): delegates everything to ``inner``.
 
-    Replies are parsed once, at the outermost wrapper; each layer then works
-    on the ValidationOutcome in ``aggregate_outcome`` and passes it inwards.
+    Each layer works on the round's ValidationOutcome in ``aggregate_outcome``
+    and passes it inwards; the innermost layer's result comes back out.
     """
 
-    def __init__(self, inner: Strategy) -> None:
+    def __init__(self, inner: RoundStrategy) -> None:
+        super().__init__()
         self.inner = inner
 
     def configure_train(
@@ -166,28 +217,14 @@ class StrategyWrapper(Strategy):
     ) -> Iterable[Message]:
         return self.inner.configure_evaluate(server_round, arrays, config, grid)
 
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return self.aggregate_outcome(server_round, parse_train_replies(replies, self.core.node_names))
-
-    def aggregate_outcome(
-        self, server_round: int, outcome: ValidationOutcome
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_outcome(self, server_round: int, outcome: ValidationOutcome) -> TrainResult:
         return self.inner.aggregate_outcome(server_round, outcome)
 
-    def commit_round(self, server_round: int, manifest: dict) -> dict | None:
-        return self.inner.commit_round(server_round, manifest) if hasattr(self.inner, "commit_round") else None
+    def aggregate_evaluation(self, server_round: int, reports: dict[str, EvaluationReport]) -> EvaluationResult:
+        return self.inner.aggregate_evaluation(server_round, reports)
 
-    @property
-    def core(self) -> FedAvgStrategy:
-        s = self.inner
-        while isinstance(s, StrategyWrapper):
-            s = s.inner
-        return s
+    def commit_round(self, server_round: int, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        return self.inner.commit_round(server_round, manifest)
 
     def summary(self) -> None:
         self.inner.summary()

@@ -11,62 +11,76 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
 
 from fedledger.files import load_npz
+from fedledger.round_task import RoundTask
 from fl_server.artifact_store import ArtifactStore
 from fl_server.progress import RoundTable
 from fl_server.results import privacy_section, round_entry, write_metrics_csv, write_results
 from fl_server.resume import earlier_outcomes, resume_point, save_outcome
 from fl_server.round_protocol import RoundOutcome, StudyStopped, run_rounds
-from fl_server.strategy import FedAvgStrategy
+from fl_server.strategy import FedAvgStrategy, RoundStrategy
+
+if TYPE_CHECKING:
+    from fl_server.encrypted import EncryptedAggregation
 
 log = logging.getLogger("fedledger.server")
 
 
-def round_config(spec: dict[str, Any]) -> dict[str, Any]:
-    """Study-wide settings every hospital receives with each task."""
+def round_task(spec: dict[str, Any]) -> RoundTask:
+    """The study's task, as every hospital receives it; each round sends it with its own round and model hash."""
     cfg = spec["config"]
     chain = spec.get("chain") or {}
-    return {
-        "model": cfg["model"]["name"],
-        "hidden": int(cfg["model"]["hidden"]),
-        "seed": int(cfg["seed"]),
-        "local-epochs": int(cfg["train"]["local_epochs"]),
-        "batch-size": int(cfg["train"]["batch_size"]),
-        "lr": float(cfg["train"]["lr"]),
-        "momentum": float(cfg["train"]["momentum"]),
-        "weight-decay": float(cfg["train"]["weight_decay"]),
-        "num-rounds": int(cfg["num_rounds"]),
-        "privacy": json.dumps(cfg["privacy"]),
-        "encrypted": bool(cfg["encryption"]["enabled"]),
-        "context-fingerprint": str((spec.get("keys") or {}).get("fingerprint") or ""),
-        "ledger": bool(chain.get("contract")),
-        "chain-id": int(chain.get("chain_id", 0)),
-        "contract": str(chain.get("contract", "")),
-    }
-
-
-def build_strategy(spec: dict[str, Any], n_params: int) -> Strategy:
-    """FedAvg, wrapped by encryption and then by the ledger commit when the study has them."""
-    cfg = spec["config"]
-    strategy: Strategy = FedAvgStrategy(
-        cfg["strategy"]["fraction_train"], cfg["strategy"]["fraction_evaluate"], cfg["seed"]
+    return RoundTask(
+        model=cfg["model"]["name"],
+        hidden=int(cfg["model"]["hidden"]),
+        seed=int(cfg["seed"]),
+        local_epochs=int(cfg["train"]["local_epochs"]),
+        batch_size=int(cfg["train"]["batch_size"]),
+        lr=float(cfg["train"]["lr"]),
+        momentum=float(cfg["train"]["momentum"]),
+        weight_decay=float(cfg["train"]["weight_decay"]),
+        num_rounds=int(cfg["num_rounds"]),
+        privacy=cfg["privacy"],
+        encrypted=bool(cfg["encryption"]["enabled"]),
+        context_fingerprint=str((spec.get("keys") or {}).get("fingerprint") or ""),
+        ledger=bool(chain.get("contract")),
+        chain_id=int(chain.get("chain_id", 0)),
+        contract=str(chain.get("contract", "")),
+        study_id=spec["study_id"],
+        server_round=0,  # run_rounds sets both per round (RoundTask.for_round)
+        prev_hash="",
     )
-    if cfg["encryption"]["enabled"]:
-        from fl_server.encrypted import EncryptedAggregation
 
-        strategy = EncryptedAggregation(
+
+def build_strategy(
+    spec: dict[str, Any], initial: dict[str, np.ndarray]
+) -> tuple[RoundStrategy, EncryptedAggregation | None]:
+    """FedAvg, wrapped by encryption and then by the ledger commit when the study has them.
+
+    Returns the outermost strategy and the encryption layer (its report goes into results.json).
+    """
+    cfg = spec["config"]
+    strategy: RoundStrategy = FedAvgStrategy(
+        cfg["strategy"]["fraction_train"], cfg["strategy"]["fraction_evaluate"], cfg["seed"], template=initial
+    )
+    encryption = None
+    if cfg["encryption"]["enabled"]:
+        from fl_server.encrypted import EncryptedAggregation  # defers tenseal to encrypted studies
+
+        n_params = sum(a.size for a in initial.values())
+        strategy = encryption = EncryptedAggregation(
             strategy, Path(spec["keys"]["aggregator_context"]), n_params, int(cfg["encryption"]["max_update_bytes"])
         )
     if (spec.get("chain") or {}).get("contract"):
-        from fl_server.ledger_commit import LedgerCommit
+        from fl_server.ledger_commit import LedgerCommit  # defers web3 to studies with a ledger
 
         strategy = LedgerCommit.from_spec(strategy, spec)
-    return strategy
+    return strategy, encryption
 
 
 def wait_for_hospitals(grid: Grid, expected: int, timeout: float) -> None:
@@ -81,9 +95,7 @@ def run_study(grid: Grid, spec_path: Path) -> dict[str, Any]:
     spec = json.loads(Path(spec_path).read_text())
     cfg = spec["config"]
     run_dir = Path(spec["run_dir"])
-    initial = load_npz(spec["initial_model"])
-    n_params = sum(a.size for a in initial.values())
-    strategy = build_strategy(spec, n_params)
+    strategy, encryption = build_strategy(spec, load_npz(spec["initial_model"]))
     start_round, start_model = resume_point(spec)  # rounds already recorded: only with spec "resume": true
     wait_for_hospitals(grid, int(cfg["num_hospitals"]), float(spec.get("join_timeout_s", 120)))
 
@@ -101,11 +113,10 @@ def run_study(grid: Grid, spec_path: Path) -> dict[str, Any]:
             grid,
             strategy,
             start_model,
-            round_config(spec),
+            round_task(spec),
             int(cfg["num_rounds"]),
             int(cfg["min_hospitals"]),
             ArtifactStore(run_dir),
-            spec["study_id"],
             timeout=float(cfg["strategy"]["round_timeout_s"]),
             start_round=start_round,
             on_round=on_round,
@@ -113,18 +124,15 @@ def run_study(grid: Grid, spec_path: Path) -> dict[str, Any]:
     except StudyStopped as exc:
         stopped = str(exc)
         log.error("study stopped: %s", stopped)
-    finally:
-        if hasattr(strategy, "close"):
-            strategy.close()
 
-    results = study_results(spec, outcomes, strategy, stopped)
+    results = study_results(spec, outcomes, encryption, stopped)
     write_results(run_dir / "results.json", results)
     write_metrics_csv(run_dir / "metrics.csv", outcomes)
     return results
 
 
 def study_results(
-    spec: dict[str, Any], outcomes: list[RoundOutcome], strategy: Strategy, stopped: str | None
+    spec: dict[str, Any], outcomes: list[RoundOutcome], encryption: EncryptedAggregation | None, stopped: str | None
 ) -> dict[str, Any]:
     cfg = spec["config"]
     last = outcomes[-1] if outcomes else None
@@ -137,8 +145,8 @@ def study_results(
     }
     if cfg["privacy"]["enabled"]:
         results["privacy"] = privacy_section(outcomes)
-    if cfg["encryption"]["enabled"]:
-        results["encryption"] = _find(strategy, "encryption_report")(outcomes)
+    if encryption is not None:
+        results["encryption"] = encryption.encryption_report(outcomes)
     if (spec.get("chain") or {}).get("contract"):
         chain = spec["chain"]
         results["ledger"] = {
@@ -150,9 +158,3 @@ def study_results(
             "rounds": [dict(o.ledger, round=o.server_round) for o in outcomes if o.ledger],
         }
     return results
-
-
-def _find(strategy: Strategy, attr: str) -> Any:
-    while not hasattr(strategy, attr):
-        strategy = strategy.inner
-    return getattr(strategy, attr)

@@ -10,10 +10,12 @@ import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from flwr.app import Message
 
+from fedledger.round_task import EvaluationReport, Record, Refusal, RoundMessageError, TrainReport
 from fedledger.wire import ModelPayload, decode
 
 log = logging.getLogger("fedledger.server")
@@ -21,15 +23,27 @@ log = logging.getLogger("fedledger.server")
 
 @dataclass
 class TrainReply:
-    """A parsed, not yet validated, training reply."""
+    """A parsed, not yet validated, training reply.
+
+    ``commitment`` is the hospital's signed-commitment record as received
+    (``fedledger.commitment.SignedCommitment.to_json``); the ledger wrapper
+    verifies it, the round manifest keeps it as is.
+    """
 
     node_id: int
     hospital: str
-    num_examples: int
     payload: ModelPayload
-    metrics: dict[str, float]
+    report: TrainReport
     commitment: dict[str, object] | None = None
-    info: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def num_examples(self) -> int:
+        return self.report.num_examples
+
+    @cached_property
+    def update_hash(self) -> bytes:
+        """The update's public hash, computed once per reply (signed commitment, manifest)."""
+        return self.payload.digest()
 
 
 @dataclass
@@ -64,7 +78,7 @@ def hospital_of(msg: Message, names: dict[int, str] | None = None) -> str:
     """
     try:
         if msg.has_content():
-            for key in ("info", "refusal", "commitment"):
+            for key in (Record.INFO, Record.REFUSAL, Record.COMMITMENT):
                 rec = msg.content.config_records.get(key)
                 if rec is not None and "hospital" in rec:
                     return str(rec["hospital"])
@@ -72,6 +86,14 @@ def hospital_of(msg: Message, names: dict[int, str] | None = None) -> str:
         pass
     node_id = int(msg.metadata.src_node_id)
     return (names or {}).get(node_id, f"node-{node_id}")
+
+
+def _named(msg: Message, names: dict[int, str] | None) -> str:
+    """:func:`hospital_of`, remembering the name a node announces (for its later error replies)."""
+    hospital = hospital_of(msg, names)
+    if names is not None and not hospital.startswith("node-"):
+        names[int(msg.metadata.src_node_id)] = hospital
+    return hospital
 
 
 def parse_train_replies(replies: Iterable[Message], names: dict[int, str] | None = None) -> ValidationOutcome:
@@ -82,35 +104,48 @@ def parse_train_replies(replies: Iterable[Message], names: dict[int, str] | None
     out = ValidationOutcome()
     for msg in replies:
         node_id = int(msg.metadata.src_node_id)
-        hospital = hospital_of(msg, names)
-        if names is not None and not hospital.startswith("node-"):
-            names[node_id] = hospital
+        hospital = _named(msg, names)
         if msg.has_error():
             out.reject(None, node_id, hospital, "error", f"node error {msg.error.code}: {msg.error.reason}")
             continue
         content = msg.content
-        if "refusal" in content.config_records:
-            refusal = content.config_records["refusal"]
-            out.reject(
-                None, node_id, hospital, "refusal", f"{refusal.get('code', 'refused')}: {refusal.get('reason', '')}"
-            )
+        if Record.REFUSAL in content.config_records:
+            refusal = Refusal.from_wire(content.config_records[Record.REFUSAL])
+            out.reject(None, node_id, hospital, "refusal", f"{refusal.code}: {refusal.reason}")
             continue
         try:
-            payload = decode(content.array_records["update"])
-            metrics = dict(content.metric_records["metrics"])
-            num = metrics.get("num-examples")
-            if not isinstance(num, (int, float)) or num <= 0 or num != int(num):
-                raise ValueError(f"num-examples must be a positive integer, got {num!r}")
-            commitment = dict(content.config_records["commitment"]) if "commitment" in content.config_records else None
-            info = dict(content.config_records["info"]) if "info" in content.config_records else {}
+            payload = decode(content.array_records[Record.UPDATE])
+            records = content.config_records
+            report = TrainReport.from_wire(content.metric_records[Record.METRICS], records.get(Record.INFO, {}))
+            commitment = dict(records[Record.COMMITMENT]) if Record.COMMITMENT in records else None
         except KeyError as exc:
             out.reject(None, node_id, hospital, "invalid", f"reply lacks record {exc}")
             continue
         except (ValueError, TypeError) as exc:
             out.reject(None, node_id, hospital, "invalid", str(exc))
             continue
-        out.accepted.append(TrainReply(node_id, hospital, int(num), payload, metrics, commitment, info))
+        out.accepted.append(TrainReply(node_id, hospital, payload, report, commitment))
     return out
+
+
+def parse_evaluate_replies(
+    replies: Iterable[Message], names: dict[int, str] | None = None
+) -> dict[str, EvaluationReport]:
+    """Each hospital's evaluation report, by hospital id (sorted); replies without one are logged and dropped."""
+    reports: dict[str, EvaluationReport] = {}
+    for msg in replies:
+        hospital = _named(msg, names)
+        try:
+            if msg.has_error():
+                raise RoundMessageError(msg.error.reason)
+            if Record.METRICS not in msg.content.metric_records:
+                raise RoundMessageError("reply without metrics")
+            reports[hospital] = EvaluationReport.from_wire(msg.content.metric_records[Record.METRICS], {})
+        except RoundMessageError as exc:
+            log.warning(
+                "evaluation reply dropped: node=%s hospital=%s reason=%s", msg.metadata.src_node_id, hospital, exc
+            )
+    return dict(sorted(reports.items()))
 
 
 def check_plain_update(reply: TrainReply, template: dict[str, np.ndarray], max_abs: float = 1e6) -> None:
@@ -132,7 +167,7 @@ def check_plain_update(reply: TrainReply, template: dict[str, np.ndarray], max_a
             raise ValueError(f"array {name} has values beyond {max_abs:g}")
 
 
-def weighted_mean(values: list[tuple[float, int]]) -> float | None:
+def weighted_mean(values: list[tuple[float | None, int]]) -> float | None:
     """Sample-weighted mean that skips undefined values (None/NaN), e.g. ROC-AUC of a one-class hospital."""
     pairs = [(v, n) for v, n in values if v is not None and not math.isnan(v)]
     total = sum(n for _, n in pairs)

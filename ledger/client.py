@@ -375,7 +375,7 @@ class LedgerClient:
             _b32(prev_global_hash),
             _b32(aggregate_hash),
             int(total_samples),
-            [c.as_tuple() for c in commitments],
+            [c.as_abi_tuple() for c in commitments],
             [bytes(s) for s in signatures],
         )
         return self._receipt(self._transact(fn, sender, f"recordRound(round={round})"))
@@ -413,7 +413,7 @@ class LedgerClient:
         """``StudyLedger.commitmentLeaf``: the Merkle leaf the contract computes."""
         return bytes(
             self._view(
-                self.contract.functions.commitmentLeaf(to_checksum_address(hospital), commitment.as_tuple()),
+                self.contract.functions.commitmentLeaf(to_checksum_address(hospital), commitment.as_abi_tuple()),
                 "commitmentLeaf",
             )
         )
@@ -424,7 +424,7 @@ class LedgerClient:
         """The hospital the contract finds under a Merkle round's root (None: not a member)."""
         a = self._view(
             self.contract.functions.merkleMember(
-                _b32(study_id), int(round), commitment.as_tuple(), bytes(signature), [_b32(p) for p in proof]
+                _b32(study_id), int(round), commitment.as_abi_tuple(), bytes(signature), [_b32(p) for p in proof]
             ),
             "merkleMember",
         )
@@ -462,12 +462,14 @@ class LedgerClient:
     def onchain_recover(self, commitment: RoundCommitment, signature: bytes) -> str:
         """The signer the contract itself recovers (used to cross-check the Python side)."""
         return self._view(
-            self.contract.functions.recoverCommitmentSigner(commitment.as_tuple(), bytes(signature)),
+            self.contract.functions.recoverCommitmentSigner(commitment.as_abi_tuple(), bytes(signature)),
             "recoverCommitmentSigner",
         )
 
     def onchain_digest(self, commitment: RoundCommitment) -> bytes:
-        return bytes(self._view(self.contract.functions.commitmentDigest(commitment.as_tuple()), "commitmentDigest"))
+        return bytes(
+            self._view(self.contract.functions.commitmentDigest(commitment.as_abi_tuple()), "commitmentDigest")
+        )
 
     # -------------------------------------------------------------- events
 

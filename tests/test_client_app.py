@@ -240,3 +240,33 @@ def test_each_task_logs_the_checked_model_hash_and_the_epsilon_spent(initial, ca
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fedledger: hospital h0")]
     assert any(f"global model {h0} matches the round config" in m for m in lines)
     assert any("trained on" in m and "epsilon spent" in m for m in lines)
+
+
+def test_a_ledger_study_reply_carries_the_signed_commitment_the_server_verifies(tmp_path, initial):
+    """The hospital's SignedCommitment record, read back by the server's one parser, recovers to its key."""
+    from eth_account import Account
+
+    from fedledger.commitment import SignedCommitment, domain
+
+    account = Account.create()
+    key = tmp_path / "eth_key"
+    key.write_text(account.key.hex())
+    h0 = to_hex(model_hash(initial))
+    contract = "0x" + "cd" * 20
+    cfg = round_config(h0, ledger=True, **{"chain-id": 31337, "contract": contract})
+    # act
+    reply = train(task(initial, cfg), context(node_config(**{"eth-key": str(key)})))
+    # assert
+    record = dict(reply.content.config_records["commitment"])
+    assert list(record) == ["hospital", "address", "update-hash", "sample-count", "epsilon-micro", "signature"]
+    update = decode(reply.content.array_records["update"])
+    signed = SignedCommitment.from_json(
+        record,
+        study_id=cfg["study-id"],
+        round=1,
+        prev_global_hash=h0,
+        update_hash=update.digest(),
+        sample_count=reply.content.metric_records["metrics"]["num-examples"],
+    )
+    assert signed.recover(domain(31337, contract)) == account.address == record["address"]
+    assert signed.to_json() == record and record["hospital"] == "h0" and record["epsilon-micro"] == 0

@@ -13,6 +13,7 @@ from fedledger.commitment import (
     ROUND_COMMITMENT_TYPE,
     CommitmentError,
     RoundCommitment,
+    SignedCommitment,
     commitment_digest,
     domain,
     epsilon_to_micro,
@@ -171,6 +172,61 @@ def test_fields_are_validated():
 def test_json_and_tuple_round_trip():
     c = VECTOR_COMMITMENT
     assert RoundCommitment.from_json(c.to_json()) == c
-    assert RoundCommitment.from_tuple(c.as_tuple()) == c
+    assert RoundCommitment.from_tuple(c.as_abi_tuple()) == c
     assert RoundCommitment.from_json({**c.to_json(), "studyId": "0x" + "11" * 32}) == c
     assert typed_data(domain(1, VECTOR_CONTRACT), c)["primaryType"] == "RoundCommitment"
+
+
+def test_signed_commitment_json_is_the_hospitals_reply_record():
+    # Arrange
+    dom = domain(VECTOR_CHAIN_ID, VECTOR_CONTRACT)
+    # Act
+    signed = SignedCommitment.sign(Account.from_key(VECTOR_KEY), dom, VECTOR_COMMITMENT, hospital="hospital_0")
+    record = signed.to_json()
+    # Assert: the record's keys, order and values (docs/INTERFACES.md, docs/HASHES.md section 5)
+    assert list(record.items()) == [
+        ("hospital", "hospital_0"),
+        ("address", VECTOR_SIGNER),
+        ("update-hash", "0x" + "33" * 32),
+        ("sample-count", 1234),
+        ("epsilon-micro", 1_500_000),
+        ("signature", "0x" + VECTOR_SIGNATURE),
+    ]
+    assert signed.recover(dom) == VECTOR_SIGNER and signed.digest(dom).hex() == VECTOR_DIGEST
+    assert (
+        signed.as_abi_tuple()
+        == VECTOR_COMMITMENT.as_abi_tuple()
+        == (
+            b"\x11" * 32,
+            3,
+            b"\x22" * 32,
+            b"\x33" * 32,
+            1234,
+            1_500_000,
+        )
+    )
+
+
+def test_signed_commitment_reads_back_bound_to_its_round_and_update():
+    # Arrange
+    signed = SignedCommitment(VECTOR_COMMITMENT, bytes.fromhex(VECTOR_SIGNATURE), VECTOR_SIGNER, "hospital_0")
+    context = {
+        "study_id": "0x" + "11" * 32,
+        "round": 3,
+        "prev_global_hash": b"\x22" * 32,
+        "update_hash": "0x" + "33" * 32,
+        "sample_count": 1234,
+    }
+    # Act
+    back = SignedCommitment.from_json(signed.to_json(), **context)
+    # Assert
+    assert back == signed
+    assert SignedCommitment.from_json(
+        {k: v for k, v in signed.to_json().items() if k != "sample-count"}, **context
+    ) == (signed)
+    with pytest.raises(CommitmentError, match="update hash"):
+        SignedCommitment.from_json(signed.to_json(), **{**context, "update_hash": b"\x34" * 32})
+    with pytest.raises(CommitmentError, match="lacks 'signature'"):
+        SignedCommitment.from_json({k: v for k, v in signed.to_json().items() if k != "signature"}, **context)
+    with pytest.raises(CommitmentError, match="65 bytes"):
+        SignedCommitment.from_json({**signed.to_json(), "signature": "0x1234"}, **context)

@@ -1,15 +1,17 @@
-"""FedAvg, reply validation and the encryption wrapper, on hand-checkable replies (no Flower runtime)."""
+"""FedAvg, reply validation and the wrappers, on hand-checkable replies (no Flower runtime)."""
 
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
 
 from fedledger.wire import ModelPayload, decode, encode
-from fl_server.strategy import FedAvgStrategy
+from fl_server.strategy import FedAvgStrategy, RoundStrategy, TrainResult
+from fl_server.validation import parse_evaluate_replies, parse_train_replies
 
 TEMPLATE = {"w": np.zeros((2,), np.float32), "b": np.zeros((1,), np.float32)}
 
@@ -48,19 +50,35 @@ def arrays(w: list[float], b: float) -> dict[str, np.ndarray]:
     return {"w": np.array(w, np.float32), "b": np.array([b], np.float32)}
 
 
+def aggregate(s: RoundStrategy, replies: list[Message], server_round: int = 1, names=None) -> TrainResult:
+    """What the round protocol does with a round's replies."""
+    return s.aggregate_outcome(server_round, parse_train_replies(replies, names))
+
+
 def test_fedavg_is_sample_weighted():
     # arrange
-    s = FedAvgStrategy()
-    s.template = TEMPLATE
+    s = FedAvgStrategy(template=TEMPLATE)
+    replies = [reply(1, arrays([1, 2], 0), 1), reply(2, arrays([4, 5], 3), 2)]
+    # act
+    result = aggregate(s, replies)
+    # assert: (1*[1,2] + 2*[4,5]) / 3 = [3, 4]; b = (0 + 6) / 3 = 2
+    avg = result.aggregate.arrays
+    np.testing.assert_allclose(avg["w"], [3, 4])
+    np.testing.assert_allclose(avg["b"], [2])
+    assert result.num_examples == 3 and result.train_loss == pytest.approx(0.5)
+    assert [r.hospital for r in result.accepted] == ["h1", "h2"] and not result.rejected
+
+
+def test_flowers_aggregate_train_returns_the_same_model_as_a_record():
+    # arrange
+    s = FedAvgStrategy(template=TEMPLATE)
     replies = [reply(1, arrays([1, 2], 0), 1), reply(2, arrays([4, 5], 3), 2)]
     # act
     record, metrics = s.aggregate_train(1, replies)
-    # assert: (1*[1,2] + 2*[4,5]) / 3 = [3, 4]; b = (0 + 6) / 3 = 2
-    avg = decode(record).arrays
-    np.testing.assert_allclose(avg["w"], [3, 4])
-    np.testing.assert_allclose(avg["b"], [2])
-    assert metrics["num-examples"] == 3
-    assert [r.hospital for r in s.last_accepted] == ["h1", "h2"]
+    # assert
+    expected = aggregate(s, replies).aggregate
+    assert decode(record).digest() == expected.digest()
+    assert metrics["num-examples"] == 3 and metrics["train-loss"] == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize(
@@ -95,22 +113,22 @@ def test_fedavg_is_sample_weighted():
 )
 def test_bad_reply_is_dropped_logged_with_node_and_round_goes_on(bad, reason, caplog):
     # arrange
-    s = FedAvgStrategy()
-    s.template = TEMPLATE
+    s = FedAvgStrategy(template=TEMPLATE)
     # act
     with caplog.at_level(logging.WARNING, logger="fedledger.server"):
-        record, _ = s.aggregate_train(1, [reply(1, arrays([1, 1], 1), 4), bad()])
+        result = aggregate(s, [reply(1, arrays([1, 1], 1), 4), bad()])
     # assert
-    assert decode(record).arrays["w"].tolist() == [1, 1]
-    assert len(s.last_rejected) == 1 and s.last_rejected[0].node_id == 9
-    assert reason in s.last_rejected[0].reason
+    assert result.aggregate.arrays["w"].tolist() == [1, 1]
+    assert len(result.rejected) == 1 and result.rejected[0].node_id == 9
+    assert reason in result.rejected[0].reason
     assert "node=9" in caplog.text and reason in caplog.text
 
 
 def test_no_valid_reply_gives_no_model():
-    s = FedAvgStrategy()
-    s.template = TEMPLATE
-    record, metrics = s.aggregate_train(1, [reply(3, arrays([np.inf, 0], 0), 2)])
+    s = FedAvgStrategy(template=TEMPLATE)
+    replies = [reply(3, arrays([np.inf, 0], 0), 2)]
+    assert aggregate(s, replies).aggregate is None
+    record, metrics = s.aggregate_train(1, replies)
     assert record is None and metrics is None
 
 
@@ -128,11 +146,13 @@ def test_evaluation_keeps_undefined_auc_undefined():
         for i, m in enumerate(rows, start=1)
     ]
     # act
-    overall = s.aggregate_evaluate(1, replies)
+    result = s.aggregate_evaluation(1, parse_evaluate_replies(replies))
+    record = s.aggregate_evaluate(1, replies)
     # assert: accuracy weighted by examples, AUC only over hospitals where it is defined
-    assert overall["accuracy"] == pytest.approx((10 * 1.0 + 30 * 0.5) / 40)
-    assert overall["auc"] == pytest.approx(0.9)
-    assert s.last_evaluation["h2"]["auc"] is None
+    assert result.overall["accuracy"] == pytest.approx((10 * 1.0 + 30 * 0.5) / 40)
+    assert result.overall["auc"] == pytest.approx(0.9)
+    assert result.rows()["h2"] == {"loss": 0.4, "accuracy": 0.5, "auc": None, "num-examples": 30}
+    assert record["accuracy"] == result.overall["accuracy"] and record["num-examples"] == 40
 
 
 @pytest.fixture(scope="module")
@@ -160,13 +180,14 @@ def test_encrypted_aggregation_equals_plaintext_fedavg_and_drops_bad_ciphertexts
     replies.append(reply(9, hostile, 5, hospital="mallory", fingerprint=fp))
     # act
     with caplog.at_level(logging.WARNING, logger="fedledger.server"):
-        record, _ = s.aggregate_train(1, replies)
+        result = aggregate(s, replies)
     # assert
-    agg = decode(record)
+    agg = result.aggregate
     assert agg.total_weight == 3
     avg = unflatten(decrypt_update(secret, agg.ciphertexts, 3, total_weight=agg.total_weight), TEMPLATE)
     assert np.max(np.abs(avg["w"] - [3, 4])) < 1e-6 and abs(avg["b"][0] - 2) < 1e-6
-    assert [r.hospital for r in s.core.last_rejected] == ["mallory"]
+    assert [r.hospital for r in result.rejected] == ["mallory"]
+    assert decode(s.aggregate_train(1, replies)[0]).ciphertexts == agg.ciphertexts  # Flower's adapter
     assert "hospital=mallory" in caplog.text and "ciphertext rejected" in caplog.text
 
 
@@ -205,21 +226,41 @@ def test_update_under_a_different_ckks_key_is_rejected_naming_the_hospital(ckks_
     ]
     # act
     with caplog.at_level(logging.WARNING, logger="fedledger.server"):
-        record, _ = s.aggregate_train(1, replies)
+        result = aggregate(s, replies)
     # assert: the round goes on with the valid update only
-    assert decode(record).total_weight == 2
-    assert [r.hospital for r in s.core.last_rejected] == ["stale-keys"]
+    assert result.aggregate.total_weight == 2
+    assert [r.hospital for r in result.rejected] == ["stale-keys"]
     assert "different CKKS key" in caplog.text and "hospital=stale-keys" in caplog.text
 
 
 def test_a_crashed_node_is_named_by_the_hospital_it_announced_earlier():
     # arrange: node 9 replied as "h9" in round 1, then crashes in round 2 (an error reply has no content)
-    s = FedAvgStrategy()
-    s.template = TEMPLATE
-    s.aggregate_train(1, [reply(1, arrays([1, 1], 1), 4), reply(9, arrays([2, 2], 2), 4)])
+    s = FedAvgStrategy(template=TEMPLATE)
+    names: dict[int, str] = {}
+    aggregate(s, [reply(1, arrays([1, 1], 1), 4), reply(9, arrays([2, 2], 2), 4)], 1, names)
     # act
-    s.aggregate_train(
-        2, [reply(1, arrays([1, 1], 1), 4), Message(Error(code=3, reason="boom"), reply_to=instruction(9))]
+    result = aggregate(
+        s, [reply(1, arrays([1, 1], 1), 4), Message(Error(code=3, reason="boom"), reply_to=instruction(9))], 2, names
     )
     # assert
-    assert [(r.node_id, r.hospital, r.kind) for r in s.last_rejected] == [(9, "h9", "error")]
+    assert [(r.node_id, r.hospital, r.kind) for r in result.rejected] == [(9, "h9", "error")]
+
+
+def test_ledger_mode_comes_from_the_study_config(monkeypatch, tmp_path):
+    """The spec's ``config.ledger`` holds mode and threshold (its ``chain`` block does not); the default stays."""
+    from fl_server import ledger_commit
+
+    fake = SimpleNamespace(domain=lambda: None, with_options=lambda **kw: None, address="0x" + "00" * 20)
+    monkeypatch.setattr(ledger_commit, "aggregator_client", lambda chain_spec: (fake, None))
+    spec = {
+        "study_id": "0x" + "11" * 32,
+        "run_dir": str(tmp_path),
+        "hospitals": [{"id": "h1", "address": "0x" + "ab" * 20}],
+        "chain": {"backend": "anvil", "contract": "0x" + "cd" * 20, "record_timeout_s": 5},
+        "config": {"ledger": {"mode": "auto", "merkle_threshold": 3}},
+    }
+    commit = ledger_commit.LedgerCommit.from_spec(FedAvgStrategy(), spec)
+    assert (commit.mode, commit.merkle_threshold) == ("auto", 3)
+    assert commit.uses_merkle(4) and not commit.uses_merkle(3)
+    default = ledger_commit.LedgerCommit.from_spec(FedAvgStrategy(), {**spec, "config": {"ledger": {}}})
+    assert (default.mode, default.merkle_threshold) == ("per_hospital", 32)

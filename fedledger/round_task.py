@@ -1,0 +1,255 @@
+"""What crosses the wire in a round: the task the aggregator sends, the reports a hospital sends back.
+
+Public format: a deployed hospital and aggregator talk through these keys
+only, so their names, types and order stay as they are (docs/INTERFACES.md).
+A Flower message carries them in its records:
+
+    task    (aggregator -> hospital)  "global": the model (fedledger.wire),
+                                      "config": ConfigRecord = RoundTask.to_wire()
+    train   (hospital -> aggregator)  "update": the update (fedledger.wire),
+                                      "metrics", "info" = TrainReport.to_wire(),
+                                      "commitment" = SignedCommitment.to_json() (ledger on),
+                                      or only "refusal" = Refusal.to_wire()
+    evaluate (hospital -> aggregator) "metrics", "info" = EvaluationReport.to_wire(), or "refusal"
+
+Privacy settings travel as JSON text inside the task (the ``privacy`` key),
+as they always have; :class:`RoundTask` holds them parsed. Each ``from_wire``
+raises :class:`RoundMessageError` naming the missing or malformed key.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any
+
+
+class Record:
+    """Names of the records in a round message's RecordDict."""
+
+    GLOBAL = "global"
+    CONFIG = "config"
+    UPDATE = "update"
+    METRICS = "metrics"
+    INFO = "info"
+    COMMITMENT = "commitment"
+    REFUSAL = "refusal"
+
+
+SERVER_ROUND = "server-round"  # the one task key a Flower strategy stamps itself
+
+WireValue = bool | int | float | str
+
+
+class RoundMessageError(ValueError):
+    """A round message lacks a key or holds a value of the wrong type."""
+
+
+def _int(key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        raise RoundMessageError(f"round message key {key!r} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _float(key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RoundMessageError(f"round message key {key!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def _str(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise RoundMessageError(f"round message key {key!r} must be a string, got {value!r}")
+    return value
+
+
+def _bool(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise RoundMessageError(f"round message key {key!r} must be a boolean, got {value!r}")
+    return value
+
+
+def _json_object(key: str, value: object) -> dict[str, Any]:
+    try:
+        parsed = json.loads(_str(key, value))
+    except json.JSONDecodeError as exc:
+        raise RoundMessageError(f"round message key {key!r} is not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise RoundMessageError(f"round message key {key!r} must be a JSON object, got {value!r}")
+    return parsed
+
+
+def _meta(key: str, read: Callable[[str, object], Any], in_info: bool = False) -> dict[str, Any]:
+    return {"wire": key, "read": read, "info": in_info}
+
+
+def _wire(key: str, read: Callable[[str, object], Any], in_info: bool = False, **default: Any) -> Any:
+    """A field that travels under ``key`` (in the ``info`` record if ``in_info``); ``read`` checks the value."""
+    return field(metadata=_meta(key, read, in_info), **default)
+
+
+def _read_fields(
+    cls: type[Any], what: str, record: Mapping[str, object], info: Mapping[str, object] | None = None
+) -> dict[str, Any]:
+    """The fields of ``cls`` from the records received (absent optional keys keep their defaults)."""
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        key = f.metadata["wire"]
+        source = (info or {}) if f.metadata["info"] else record
+        if key in source:
+            out[f.name] = f.metadata["read"](key, source[key])
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise RoundMessageError(f"{what} lacks {key!r}")
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundTask:
+    """The ``config`` record of a train or evaluate task, field for key (in wire order)."""
+
+    model: str = _wire("model", _str)
+    hidden: int = _wire("hidden", _int)
+    seed: int = _wire("seed", _int, default=0)
+    local_epochs: int = _wire("local-epochs", _int)
+    batch_size: int = _wire("batch-size", _int)
+    lr: float = _wire("lr", _float)
+    momentum: float = _wire("momentum", _float)
+    weight_decay: float = _wire("weight-decay", _float)
+    num_rounds: int = _wire("num-rounds", _int)
+    privacy: dict[str, Any] = field(default_factory=dict, metadata=_meta("privacy", _json_object))  # JSON text
+    encrypted: bool = _wire("encrypted", _bool, default=False)
+    context_fingerprint: str = _wire("context-fingerprint", _str, default="")  # hex; "" without encryption
+    ledger: bool = _wire("ledger", _bool, default=False)
+    chain_id: int = _wire("chain-id", _int, default=0)
+    contract: str = _wire("contract", _str, default="")
+    prev_hash: str = _wire("prev-hash", _str)  # hex hash of the model this task carries
+    study_id: str = _wire("study-id", _str)  # bytes32 hex
+    server_round: int = _wire(SERVER_ROUND, _int)
+
+    def for_round(self, server_round: int, prev_hash: str) -> RoundTask:
+        """This study's task for one round and the model it carries."""
+        return replace(self, server_round=server_round, prev_hash=prev_hash)
+
+    def to_wire(self) -> dict[str, WireValue]:
+        out: dict[str, WireValue] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.metadata["wire"]] = json.dumps(value) if f.name == "privacy" else value
+        return out
+
+    @classmethod
+    def from_wire(cls, record: Mapping[str, object]) -> RoundTask:
+        return cls(**_read_fields(cls, "round task", record))
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainReport:
+    """A hospital's train reply besides its update: ``metrics`` (numbers) and ``info`` (labels).
+
+    The privacy fields are set when the hospital trains with DP; ``budget``
+    when it has one; ``context_fingerprint`` when its update is encrypted.
+    """
+
+    num_examples: int = _wire("num-examples", _int)
+    train_loss: float | None = _wire("train-loss", _float, default=None)
+    epsilon: float | None = _wire("epsilon", _float, default=None)
+    delta: float | None = _wire("delta", _float, default=None)
+    noise_multiplier: float | None = _wire("noise-multiplier", _float, default=None)
+    max_grad_norm: float | None = _wire("max-grad-norm", _float, default=None)
+    budget: float | None = _wire("budget", _float, default=None)
+    hospital: str | None = _wire("hospital", _str, in_info=True, default=None)
+    context_fingerprint: str | None = _wire("context-fingerprint", _str, in_info=True, default=None)
+    accountant: str | None = _wire("accountant", _str, in_info=True, default=None)
+
+    def to_wire(self) -> tuple[dict[str, WireValue], dict[str, WireValue]]:
+        """(metrics, info), each without the keys whose value is not set."""
+        metrics: dict[str, WireValue] = {}
+        info: dict[str, WireValue] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                (info if f.metadata["info"] else metrics)[f.metadata["wire"]] = value
+        return metrics, info
+
+    @classmethod
+    def from_wire(cls, metrics: Mapping[str, object], info: Mapping[str, object]) -> TrainReport:
+        report = cls(**_read_fields(cls, "train reply", metrics, info))
+        if report.num_examples <= 0:
+            raise RoundMessageError(f"num-examples must be a positive integer, got {report.num_examples!r}")
+        return report
+
+    def privacy(self) -> dict[str, float | str]:
+        """The privacy fields reported, under their wire keys (the round outcome's ``privacy`` entry)."""
+        out: dict[str, float | str] = {}
+        for key, value in (
+            ("epsilon", self.epsilon),
+            ("delta", self.delta),
+            ("budget", self.budget),
+            ("noise-multiplier", self.noise_multiplier),
+            ("max-grad-norm", self.max_grad_norm),
+            ("accountant", self.accountant),
+        ):
+            if value is not None:
+                out[key] = value
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluationReport:
+    """A hospital's evaluate reply: metrics of the global model on its test split.
+
+    ``auc`` is None where ROC-AUC is undefined (a test split of one class);
+    the wire then carries ``auc`` 0.0 with ``auc-defined`` 0.
+    """
+
+    loss: float
+    accuracy: float
+    num_examples: int
+    auc: float | None
+    hospital: str | None = None
+
+    def to_wire(self) -> tuple[dict[str, WireValue], dict[str, WireValue]]:
+        """(metrics, info)."""
+        metrics: dict[str, WireValue] = {
+            "loss": self.loss,
+            "accuracy": self.accuracy,
+            "num-examples": self.num_examples,
+            "auc": self.auc if self.auc is not None else 0.0,
+            "auc-defined": int(self.auc is not None),
+        }
+        return metrics, ({"hospital": self.hospital} if self.hospital is not None else {})
+
+    @classmethod
+    def from_wire(cls, metrics: Mapping[str, object], info: Mapping[str, object]) -> EvaluationReport:
+        for key in ("loss", "accuracy", "num-examples"):
+            if key not in metrics:
+                raise RoundMessageError(f"evaluation reply lacks {key!r}")
+        auc = _float("auc", metrics["auc"]) if metrics.get("auc") is not None else None
+        if auc is not None and (math.isnan(auc) or _int("auc-defined", metrics.get("auc-defined", 1)) == 0):
+            auc = None
+        return cls(
+            loss=_float("loss", metrics["loss"]),
+            accuracy=_float("accuracy", metrics["accuracy"]),
+            num_examples=_int("num-examples", metrics["num-examples"]),
+            auc=auc,
+            hospital=_str("hospital", info["hospital"]) if "hospital" in info else None,
+        )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A hospital declines a task (budget spent, a model not the one on chain, another study's key)."""
+
+    hospital: str
+    code: str
+    reason: str
+
+    def to_wire(self) -> dict[str, WireValue]:
+        return {"hospital": self.hospital, "code": self.code, "reason": self.reason}
+
+    @classmethod
+    def from_wire(cls, record: Mapping[str, object]) -> Refusal:
+        """Lenient: a refusal is reported whatever it holds."""
+        return cls(str(record.get("hospital", "")), str(record.get("code", "refused")), str(record.get("reason", "")))
