@@ -22,15 +22,14 @@ from eth_abi import encode
 from eth_utils import keccak
 
 from fedledger.hashing import as_bytes, as_bytes32, to_hex
+from ledger.client import LedgerClient, LedgerRevert
+from ledger.rpc import http_w3
 
 GET_ROUND_SELECTOR = keccak(text="getRound(bytes32,uint64)")[:4]
 
 
 @lru_cache(maxsize=4)
-def _client(rpc_url: str, contract: str):
-    from ledger.client import LedgerClient
-    from ledger.rpc import http_w3
-
+def _client(rpc_url: str, contract: str) -> LedgerClient:
     return LedgerClient.at(http_w3(rpc_url), contract)
 
 
@@ -88,8 +87,6 @@ def wait_for_recorded_hash(
     is asked again, with backoff, until the deadline; any other error, or the
     deadline, raises as before.
     """
-    from ledger.client import LedgerRevert
-
     deadline = clock() + max(0.0, float(wait_s))
     delay = 0.01
     while True:
