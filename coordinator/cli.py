@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     from coordinator import provision_cli
 
     provision_cli.add_parser(sub)
-    from ledger import audit_cli
+    from ledger.audit import cli as audit_cli
 
     audit_cli.add_parser(sub)
     return parser

@@ -83,7 +83,7 @@ def run_simulated_study(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
     plot_all(results, run_dir)
     if cfg.get("audit", True) and spec.get("chain"):
-        from ledger.audit_cli import audit_run_dir
+        from ledger.audit import audit_run_dir
 
         verdict = audit_run_dir(run_dir, console=console)
         results = merge_results(run_dir / "results.json", audit=verdict)

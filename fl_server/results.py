@@ -16,14 +16,14 @@ from typing import Any
 from fl_server.round_protocol import RoundOutcome
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON has no NaN: undefined metrics (e.g. AUC of a one-class hospital) become null."""
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return None
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -56,7 +56,7 @@ def privacy_section(outcomes: list[RoundOutcome]) -> dict[str, Any]:
 
 
 def write_results(path: Path, results: dict[str, Any]) -> None:
-    path.write_text(json.dumps(_clean(results), indent=2, sort_keys=False))
+    path.write_text(json.dumps(json_safe(results), indent=2, sort_keys=False))
 
 
 def read_results(path: Path) -> dict[str, Any]:

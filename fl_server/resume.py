@@ -47,6 +47,7 @@ from fedledger.files import load_npz
 from fedledger.hashing import MODEL_DOMAIN, to_hex
 from fedledger.wire import ModelPayload
 from fl_server.artifact_store import ArtifactStore
+from fl_server.results import json_safe, round_entry
 from fl_server.round_protocol import RoundOutcome
 
 log = logging.getLogger("fedledger.server")
@@ -210,11 +211,9 @@ def _flush_journal(spec: dict[str, Any], client: Any) -> None:
 
 def save_outcome(run_dir: Path, outcome: RoundOutcome) -> None:
     """Append one finished round's outcome (fsynced) so a resumed study can report it."""
-    from fl_server.results import _clean, round_entry
-
     path = Path(run_dir) / OUTCOMES_NAME
     with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(_clean(round_entry(outcome)), sort_keys=True) + "\n")
+        fh.write(json.dumps(json_safe(round_entry(outcome)), sort_keys=True) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
 

@@ -28,6 +28,7 @@ from fedledger.wire import ModelPayload
 from fl_server.artifact_store import ArtifactStore
 from fl_server.round_protocol import write_manifest
 from ledger import audit as A
+from tests.eip712_by_hand import commitment_digest_independent, domain_separator
 
 ZERO = b"\x00" * 32
 
@@ -410,7 +411,11 @@ def test_signer_verifier_fast_path_agrees_with_reference(honest):
                 == cv.hospital
             )
     cv = view.rounds[0].commitments[0]
-    assert A.commitment_digest_independent(fast.separator, cv.commitment) == honest.client.onchain_digest(cv.commitment)
+    assert (
+        fast.digest(cv.commitment)
+        == commitment_digest_independent(domain_separator(view.domain), cv.commitment)
+        == honest.client.onchain_digest(cv.commitment)
+    )
 
 
 def test_secret_context_is_refused(tmp_path):
@@ -423,7 +428,7 @@ def test_secret_context_is_refused(tmp_path):
 
 
 def test_reports_are_written(honest_result, tmp_path):
-    from ledger.audit_report import write_html, write_json
+    from ledger.audit.report import write_html, write_json
 
     write_json(honest_result, tmp_path / "a.json")
     write_html(honest_result, tmp_path / "a.html", alert_share=0.8)
@@ -498,7 +503,7 @@ def test_follow_mode_prints_rounds_and_alerts(anvil_study, capsys):
 
 def test_follow_without_from_block_does_not_flag_the_constructors_role_grant():
     """`--follow --rpc` without --from-block: the deployment's own RoleGranted is not an unexpected event."""
-    from ledger.audit_cli import _role_notices
+    from ledger.audit.follow import _role_notices
 
     class Client:
         def events(self, name, study, from_block):
@@ -512,7 +517,7 @@ def test_follow_without_from_block_does_not_flag_the_constructors_role_grant():
 
 
 def test_audit_run_dir_api(anvil_study):
-    from ledger.audit_cli import audit_run_dir
+    from ledger.audit import audit_run_dir
 
     verdict = audit_run_dir(anvil_study.run_dir)
 

@@ -16,7 +16,9 @@ import pytest
 
 from fedledger.commitment import RoundCommitment, commitment_digest, domain, recover_signer, sign_commitment
 from fedledger.hashing import canonical_model_bytes, ciphertexts_hash, from_hex, model_hash, to_hex
-from ledger.audit import _TYPEHASH, _domain_separator, commitment_digest_independent
+from tests.eip712_by_hand import TYPEHASH as _TYPEHASH
+from tests.eip712_by_hand import commitment_digest_independent
+from tests.eip712_by_hand import domain_separator as _domain_separator
 
 # -- models -------------------------------------------------------------------------------
 

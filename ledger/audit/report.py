@@ -14,7 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ledger.audit import AuditResult
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from ledger.audit.result import AuditResult
 
 #: Column groups of the terminal table (check names in each group).
 GROUPS = {
@@ -51,10 +55,6 @@ def group_status(checks: dict[str, str], group: tuple[str, ...]) -> str | None:
 
 def print_report(result: AuditResult | dict[str, Any], console: Any = None) -> None:
     """The per-round table, each failure (round, hospital, check, message), and the verdict."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
     console = console or Console()
     j = result.to_json() if isinstance(result, AuditResult) else result
     rows = j["rounds"]
@@ -133,18 +133,26 @@ def write_json(result: AuditResult | dict[str, Any], path: Path) -> dict[str, An
 # ----------------------------------------------------------------------------- plots
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def plot_epsilon(j: dict[str, Any], alert_share: float | None = None) -> str:
+def _pyplot() -> Any:
+    """pyplot on the Agg backend, imported only when a report is drawn (matplotlib is slow to import)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _png(plt: Any, fig: Any) -> str:
+    """The figure as a PNG data URI; the figure is closed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def plot_epsilon(j: dict[str, Any], alert_share: float | None = None) -> str:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     budgets = {h["budget"] for h in j["hospitals"].values() if h.get("budget") is not None}
@@ -172,17 +180,11 @@ def plot_epsilon(j: dict[str, Any], alert_share: float | None = None) -> str:
     if j["hospitals"]:
         ax.legend(fontsize=8, loc="upper left", ncol=2)
     ax.xaxis.get_major_locator().set_params(integer=True)
-    out = _png(fig)
-    plt.close(fig)
-    return out
+    return _png(plt, fig)
 
 
 def plot_participants(j: dict[str, Any]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 3))
     rows = j["rounds"]
     xs = [r["round"] for r in rows]
@@ -197,9 +199,7 @@ def plot_participants(j: dict[str, Any]) -> str:
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=8, loc="lower right")
-    out = _png(fig)
-    plt.close(fig)
-    return out
+    return _png(plt, fig)
 
 
 # ----------------------------------------------------------------------------- html

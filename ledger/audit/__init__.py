@@ -1,0 +1,69 @@
+"""The auditor: verify a study's entire history from the chain, with no secret key.
+
+Two halves:
+
+* **reading** (:func:`read_chain_view`): turn the chain (StudyLedger events,
+  the calldata of each ``recordRound`` transaction, block times) into a plain
+  :class:`ChainView`. Nothing is trusted from the aggregator here.
+* **checking** (every ``check_*`` function and :func:`audit`): pure functions
+  over a :class:`ChainView` and, optionally, the run's artifact store. Each
+  returns :class:`Finding` objects, one per (round, check) when the check
+  holds, one per failing (round, hospital, check) when it does not, so a
+  report can name exactly what broke.
+
+Modules: ``records`` (the typed views), ``rpc_reader`` (logs, calldata and
+block times over JSON-RPC), ``events`` (the study's view from them),
+``signatures`` (off-chain signer recovery), ``chain_checks``,
+``merkle_checks``, ``store`` (the artifact store, read-only), ``artifacts``
+(the store against the chain), ``resum`` (the CKKS re-sum), ``checkpoints``,
+``result`` (findings and the JSON verdict), ``auditor`` (:func:`audit`),
+``report`` (terminal, JSON, HTML), ``run_dir`` (entry points), ``follow``
+(watch mode) and ``cli`` (``fedledger audit``). docs/AUDIT.md lists every check.
+"""
+
+from __future__ import annotations
+
+from ledger.audit.artifacts import check_artifacts, check_context, load_public_context
+from ledger.audit.auditor import audit
+from ledger.audit.chain_checks import check_hash_chain, check_participants, check_privacy, check_study, epsilon_table
+from ledger.audit.checkpoints import check_checkpoints
+from ledger.audit.events import read_chain_view
+from ledger.audit.merkle_checks import attach_merkle_leaves
+from ledger.audit.records import ZERO32, ChainView, CommitmentView, HospitalView, RoundView
+from ledger.audit.report import print_report, write_html, write_json
+from ledger.audit.result import CHECKS, FORMAT, AuditResult, Finding
+from ledger.audit.run_dir import AuditSetupError, audit_run_dir, run_audit
+from ledger.audit.signatures import SignerVerifier
+from ledger.audit.store import learn_labels
+
+__all__ = [
+    "CHECKS",
+    "FORMAT",
+    "ZERO32",
+    "AuditResult",
+    "AuditSetupError",
+    "ChainView",
+    "CommitmentView",
+    "Finding",
+    "HospitalView",
+    "RoundView",
+    "SignerVerifier",
+    "attach_merkle_leaves",
+    "audit",
+    "audit_run_dir",
+    "check_artifacts",
+    "check_checkpoints",
+    "check_context",
+    "check_hash_chain",
+    "check_participants",
+    "check_privacy",
+    "check_study",
+    "epsilon_table",
+    "learn_labels",
+    "load_public_context",
+    "print_report",
+    "read_chain_view",
+    "run_audit",
+    "write_html",
+    "write_json",
+]
