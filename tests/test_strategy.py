@@ -264,3 +264,56 @@ def test_ledger_mode_comes_from_the_study_config(monkeypatch, tmp_path):
     assert commit.uses_merkle(4) and not commit.uses_merkle(3)
     default = ledger_commit.LedgerCommit.from_spec(FedAvgStrategy(), {**spec, "config": {"ledger": {}}})
     assert (default.mode, default.merkle_threshold) == ("per_hospital", 32)
+
+
+def test_ledger_wrapper_keeps_only_updates_signed_by_the_registered_key_over_what_was_sent(tmp_path):
+    # arrange: the round's task goes out through the wrapper; three hospitals sign their updates
+    from eth_account import Account
+
+    from fedledger.commitment import RoundCommitment, SignedCommitment, domain
+    from fedledger.round_task import RoundTask
+    from fl_server.ledger_commit import LedgerCommit
+
+    dom = domain(31337, "0x" + "cd" * 20)
+    keys = {f"h{i}": Account.create() for i in (1, 2, 3)}
+    fake = SimpleNamespace(domain=lambda: dom, with_options=lambda **kw: None, address=dom.verifying_contract)
+    s = LedgerCommit(
+        FedAvgStrategy(template=TEMPLATE), fake, "0x" + "11" * 32, {h: a.address for h, a in keys.items()}, tmp_path, 5
+    )
+    prev = "0x" + "22" * 32
+    sent = RoundTask(
+        model="logreg",
+        hidden=0,
+        local_epochs=1,
+        batch_size=8,
+        lr=0.1,
+        momentum=0.0,
+        weight_decay=0.0,
+        num_rounds=2,
+        study_id="0x" + "11" * 32,
+        server_round=1,
+        prev_hash=prev,
+    )
+    grid = SimpleNamespace(get_node_ids=lambda: [1, 2, 3])
+    config = ConfigRecord(sent.to_wire())
+    s.configure_train(1, encode(ModelPayload(arrays=TEMPLATE)), config, grid)
+
+    def signed_reply(node: int, signer, update_arrays) -> Message:
+        msg = reply(node, update_arrays, 4)
+        payload = ModelPayload(arrays=update_arrays)
+        c = RoundCommitment(b"\x11" * 32, 1, bytes.fromhex(prev[2:]), payload.digest(), 4, 1_000)
+        msg.content["commitment"] = ConfigRecord(SignedCommitment.sign(signer, dom, c, f"h{node}").to_json())
+        return msg
+
+    honest = signed_reply(1, keys["h1"], arrays([1, 1], 1))
+    impostor = signed_reply(2, Account.create(), arrays([2, 2], 2))
+    tampered = signed_reply(3, keys["h3"], arrays([3, 3], 3))
+    tampered.content["update"] = encode(ModelPayload(arrays=arrays([9, 9], 9)))
+    # act
+    result = aggregate(s, [honest, impostor, tampered])
+    # assert
+    assert [r.hospital for r in result.accepted] == ["h1"]
+    reasons = {r.hospital: r.reason for r in result.rejected}
+    assert "not by the hospital's registered key" in reasons["h2"]
+    assert "update hash does not match" in reasons["h3"]
+    assert result.aggregate.arrays["w"].tolist() == [1, 1]
