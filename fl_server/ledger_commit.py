@@ -38,9 +38,10 @@ from fl_server.strategy import RoundStrategy, StrategyWrapper, TrainResult
 from fl_server.validation import TrainReply, ValidationOutcome
 from ledger.accounts import load_eth_account
 from ledger.chains import load_aggregator_account
-from ledger.client import MODE_MERKLE, LedgerClient
+from ledger.client import LedgerClient
 from ledger.journal import Journal, RecordSubmitter, RoundRecord
 from ledger.local_registry import lookup
+from ledger.records import MODE_MERKLE
 from ledger.rpc import http_w3
 
 log = logging.getLogger("fedledger.server")

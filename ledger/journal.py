@@ -36,16 +36,10 @@ from eth_account.signers.local import LocalAccount
 
 from fedledger.commitment import RoundCommitment
 from fedledger.hashing import as_bytes, to_hex
-from ledger.client import (
-    MODE_MERKLE,
-    MODE_SIGNED,
-    TRANSPORT_ERRORS,
-    LedgerClient,
-    LedgerError,
-    LedgerRevert,
-    LedgerTransportError,
-    RecordReceipt,
-)
+from ledger.client import LedgerClient
+from ledger.records import MODE_MERKLE, MODE_SIGNED, RecordReceipt
+from ledger.reverts import LedgerError, LedgerRevert, LedgerTransportError
+from ledger.transport import TRANSPORT_ERRORS
 
 log = logging.getLogger("fedledger.ledger.journal")
 

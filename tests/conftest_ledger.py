@@ -21,7 +21,8 @@ from eth_account.signers.local import LocalAccount
 
 from fedledger.commitment import RoundCommitment, sign_commitment
 from ledger.chains import Chain, ChainError, anvil_binary, start_chain
-from ledger.client import LedgerClient, RecordReceipt
+from ledger.client import LedgerClient
+from ledger.records import RecordReceipt
 
 
 def _anvil_available() -> bool:

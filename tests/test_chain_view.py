@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fl_client.chain_view import get_round_calldata, recorded_global_hash, wait_for_recorded_hash
-from ledger.client import LedgerRevert
+from ledger.reverts import LedgerRevert
 
 
 def test_get_round_calldata_is_pinned():

@@ -10,8 +10,8 @@ import pytest
 from eth_account import Account
 
 from fedledger.commitment import commitment_digest, commitments_hash, recover_signer, sign_commitment
-from ledger.client import LedgerRevert
 from ledger.compile import ARTIFACT_PATH, CompileError, artifact_json, compile_contract
+from ledger.reverts import LedgerRevert
 
 
 def _revert(fn, *args, **kwargs) -> LedgerRevert:

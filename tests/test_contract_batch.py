@@ -6,7 +6,8 @@ import pytest
 from eth_account import Account
 
 from ledger.chains import start_chain
-from ledger.client import LedgerClient, LedgerRevert
+from ledger.client import LedgerClient
+from ledger.reverts import LedgerRevert
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from eth_utils import keccak
 
 from fedledger.commitment import RoundCommitment, commitment_digest
 from fedledger.merkle import MerkleTree, commitment_leaf
-from ledger.client import LedgerRevert
+from ledger.reverts import LedgerRevert
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 

@@ -6,6 +6,7 @@ import json
 import os
 import threading
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,10 @@ from eth_account import Account
 
 from fedledger.commitment import RoundCommitment, recover_signer, sign_commitment
 from ledger.chains import ChainError, ChainUnavailable, free_port, load_aggregator_account, reopen_anvil, start_chain
-from ledger.client import LedgerClient, LedgerRevert, LedgerTransportError, _error_table, decode_revert
+from ledger.client import LedgerClient
 from ledger.compile import load_artifact
 from ledger.journal import Journal, JournalError, LedgerUnavailable, RecordSubmitter, RoundRecord
+from ledger.reverts import LedgerRevert, LedgerTransportError, decode_revert, error_table
 from tests.conftest_ledger import ANVIL_AVAILABLE
 
 needs_anvil = pytest.mark.skipif(not ANVIL_AVAILABLE, reason="anvil not installed (npm ci)")
@@ -220,15 +222,8 @@ def test_client_survives_the_chain_going_away_mid_study(tmp_path):
 
 
 def _args(rec: RoundRecord) -> tuple:
-    return (
-        rec.study_id,
-        rec.round,
-        rec.prev_global_hash,
-        rec.aggregate_hash,
-        rec.total_samples,
-        rec.commitments,
-        rec.signatures,
-    )
+    """``record_round``'s arguments: the record's first seven fields, study id to signatures, in order."""
+    return tuple(getattr(rec, f.name) for f in fields(rec)[:7])
 
 
 # ----------------------------------------------------------------------------- chains
@@ -339,7 +334,7 @@ def test_rpc_backend_deploys_with_a_key_from_the_environment(tmp_path, monkeypat
 
 def test_revert_decoding_names_custom_errors_and_standard_ones():
     # Arrange
-    table = _error_table(load_artifact()["abi"])
+    table = error_table(load_artifact()["abi"])
     from eth_abi import encode
     from eth_utils import keccak
 

@@ -22,8 +22,9 @@ from fedledger.merkle import (
     process_proof,
     verify_proof,
 )
-from ledger.client import MODE_MERKLE, LedgerRevert
 from ledger.journal import Journal, RecordSubmitter, RoundRecord
+from ledger.records import MODE_MERKLE
+from ledger.reverts import LedgerRevert
 
 
 @pytest.fixture(scope="module")
