@@ -5,18 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from coordinator import keys_cli, provision_cli
+from ledger.audit import cli as audit_cli
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from coordinator import keys_cli
-
     parser = argparse.ArgumentParser(prog="fedledger")
     sub = parser.add_subparsers(dest="command", required=True)
     keys_cli.add_parser(sub)
-    from coordinator import provision_cli
-
     provision_cli.add_parser(sub)
-    from ledger.audit import cli as audit_cli
-
     audit_cli.add_parser(sub)
     return parser
 

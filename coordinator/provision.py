@@ -28,8 +28,6 @@ config with paths made absolute (what deploy/run_hospital.sh passes to
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import os
 import shutil
@@ -38,6 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from coordinator.credentials import make_auth_key, make_tls
+from fedledger.config import register_schemas
 from fedledger.files import write_secret
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -62,12 +66,6 @@ class Provisioned:
 
 def compose_config(overrides: list[str]) -> dict[str, Any]:
     """The study config from conf/ with the user's overrides (Hydra's compose API, validated by the schema)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    from fedledger.config import register_schemas
-
     register_schemas()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
@@ -88,109 +86,6 @@ def parse_hospitals(text: str) -> list[tuple[str, str]]:
     if not out:
         raise ValueError("--hospitals is empty")
     return out
-
-
-# ------------------------------------------------------------------ secrets, TLS
-
-
-def _write(path: Path, data: bytes, secret: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if secret:
-        write_secret(path, data, lock_dir=False)
-    else:
-        path.write_bytes(data)
-
-
-def make_tls(study_dir: Path, hosts: list[str], days: int = 365) -> dict[str, Path]:
-    """A study CA and the SuperLink's server certificate (EC P-256, SANs for every host name)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
-    pem = serialization.Encoding.PEM
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "FedLedger study CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = []
-    for h in hosts:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(h)))
-        except ValueError:
-            sans.append(x509.DNSName(h))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    tls = study_dir / "aggregator" / "tls"
-    paths = {
-        "ca": tls / "ca.pem",
-        "cert": tls / "server.pem",
-        "key": tls / "server.key",
-        "ca_key": study_dir / "ca" / "ca.key",
-    }
-    nopass = serialization.NoEncryption()
-    _write(paths["ca_key"], ca_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, nopass), secret=True)
-    os.chmod(paths["ca_key"].parent, 0o700)
-    _write(paths["ca"], ca.public_bytes(pem))
-    _write(paths["cert"], cert.public_bytes(pem))
-    _write(paths["key"], key.private_bytes(pem, serialization.PrivateFormat.PKCS8, nopass), secret=True)
-    return paths
-
-
-def make_auth_key(private_path: Path) -> Path:
-    """A SuperNode authentication key pair: EC P-384 in OpenSSH format (what Flower 1.42 loads)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP384R1())
-    _write(
-        private_path,
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-        ),
-        secret=True,
-    )
-    pub = private_path.with_name(private_path.name + ".pub")
-    _write(
-        pub, key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b"\n"
-    )
-    return pub
 
 
 # ------------------------------------------------------------- node config files
@@ -357,14 +252,14 @@ def provision_study(
                 }
             )
         if h.get("secret_context"):
-            _write(hdir / "secret.ctx", Path(h["secret_context"]).read_bytes(), secret=True)
+            write_secret(hdir / "secret.ctx", Path(h["secret_context"]).read_bytes(), lock_dir=False)
             nc["secret-context"] = "secret.ctx"
             files["secret.ctx"] = (
                 "CKKS secret context shared by the study's hospitals (decrypts every aggregate)",
                 True,
             )
         if h.get("eth_key"):
-            _write(hdir / "eth_key", Path(h["eth_key"]).read_bytes(), secret=True)
+            write_secret(hdir / "eth_key", Path(h["eth_key"]).read_bytes(), lock_dir=False)
             nc["eth-key"] = "eth_key"
             files["eth_key"] = (f"your Ethereum key ({h.get('address')}): signs your round commitments", True)
         if h.get("budget") is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from coordinator.provision import parse_hospitals, provision_study
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("provision", help="provision a study for SuperLink + one SuperNode per hospital")
@@ -47,8 +49,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from coordinator.provision import parse_hospitals, provision_study
-
     try:
         hospitals = parse_hospitals(args.hospitals) if args.hospitals else None
         prov = provision_study(

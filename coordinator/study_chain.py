@@ -14,6 +14,9 @@ from fedledger.commitment import epsilon_to_micro
 from fedledger.files import write_secret
 from fedledger.hashing import from_hex, sha256, to_hex
 from ledger.accounts import generate_eth_key
+from ledger.chains import start_chain
+from ledger.client import LedgerClient
+from ledger.local_registry import register
 
 UNBOUNDED_MICRO = 2**64 - 1
 CODE_VERSION = "fedledger-0.1.0"
@@ -32,9 +35,6 @@ def budget_micro(budget: float | None) -> int:
 
 def setup_chain(cfg: dict[str, Any], spec: dict[str, Any], keys_dir: Path) -> Any:
     """Start the chain, deploy StudyLedger, register the study, record each hospital's consent."""
-    from ledger.chains import start_chain
-    from ledger.client import LedgerClient
-
     led = cfg["ledger"]
     run_dir = Path(spec["run_dir"])
     chain = start_chain(
@@ -95,8 +95,6 @@ def setup_chain(cfg: dict[str, Any], spec: dict[str, Any], keys_dir: Path) -> An
             "expiry": expiry,
         }
         if chain.backend == "eth_tester":
-            from ledger.local_registry import register
-
             register(client.address, chain)
         return chain
     except BaseException:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coordinator.study_chain import setup_chain
 from fedledger.files import save_npz
 from fedledger.hashing import model_hash, sha256, to_hex
 from fl_client.data import HospitalData, load_hospitals
@@ -95,8 +96,6 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
         spec["hospitals"].append(entry)
     prepared = PreparedStudy(run_dir / "study.json", spec, hospitals)
     if cfg["ledger"]["backend"] != "none":
-        from coordinator.study_chain import setup_chain
-
         prepared.chain = setup_chain(cfg, spec, keys_dir)
     prepared.spec_path.write_text(json.dumps(spec, indent=1))
     return prepared

@@ -118,7 +118,7 @@ def test_tls_auth_dp_ckks_ledger_three_hospitals_then_audit(tmp_path, deployment
 
 def test_supernode_not_on_allow_list_is_refused(tmp_path, deployment: Deployment):
     """SuperNode authentication: a SuperNode whose key the aggregator never registered cannot join."""
-    from coordinator.provision import make_auth_key
+    from coordinator.credentials import make_auth_key
 
     port = free_port()
     study = tmp_path / "study"
