@@ -230,3 +230,26 @@ def test_signed_commitment_reads_back_bound_to_its_round_and_update():
         SignedCommitment.from_json({k: v for k, v in signed.to_json().items() if k != "signature"}, **context)
     with pytest.raises(CommitmentError, match="65 bytes"):
         SignedCommitment.from_json({**signed.to_json(), "signature": "0x1234"}, **context)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_keccak_digest_equals_eth_accounts_typed_data_encoding(seed):
+    # Arrange: random fields and domains, encoded by eth_account's generic EIP-712 encoder
+    import random
+
+    from eth_account.messages import _hash_eip191_message, encode_typed_data
+
+    rng = random.Random(seed)
+    c = RoundCommitment(
+        study_id=rng.randbytes(32),
+        round=rng.randrange(2**64),
+        prev_global_hash=rng.randbytes(32),
+        update_hash=rng.randbytes(32),
+        sample_count=rng.randrange(2**64),
+        epsilon_micro=rng.randrange(2**64),
+    )
+    dom = domain(rng.randrange(1, 2**40), Account.create().address)
+    # Act
+    reference = bytes(_hash_eip191_message(encode_typed_data(full_message=typed_data(dom, c))))
+    # Assert
+    assert commitment_digest(dom, c) == reference
