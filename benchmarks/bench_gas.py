@@ -31,7 +31,8 @@ from pathlib import Path
 
 from eth_account import Account
 
-from fedledger.commitment import RoundCommitment, epsilon_to_micro, sign_commitment
+from fedledger.commitment import RoundCommitment, commitment_digest, epsilon_to_micro, sign_commitment
+from fedledger.merkle import MerkleTree, commitment_leaf
 from ledger.chains import start_chain
 from ledger.client import LedgerClient
 from ledger.compile import load_artifact
@@ -51,12 +52,11 @@ def fit(points: list[tuple[int, int]]) -> tuple[float, float]:
     return my - slope * mx, slope
 
 
-def run_study(chain, client: LedgerClient, n: int, rounds: int) -> dict:
-    hospitals = [Account.create() for _ in range(n)]
+def register_consenting(chain, client: LedgerClient, hospitals: list) -> tuple[bytes, bytes]:
+    """A fresh study with ``hospitals`` funded, registered and consenting; returns (study id, initial model hash)."""
     for h in hospitals:
         chain.fund(h.address)
-    study_id = os.urandom(32)
-    init = os.urandom(32)
+    study_id, init = os.urandom(32), os.urandom(32)
     now = chain.w3.eth.get_block("latest")["timestamp"]
     client.register_study(
         study_id,
@@ -67,10 +67,16 @@ def run_study(chain, client: LedgerClient, n: int, rounds: int) -> dict:
         chain.aggregator.address,
         now + 86_400,
         [h.address for h in hospitals],
-        [epsilon_to_micro(10.0)] * n,
+        [epsilon_to_micro(10.0)] * len(hospitals),
     )
     for h in hospitals:
         client.consent(study_id, h)
+    return study_id, init
+
+
+def run_study(chain, client: LedgerClient, n: int, rounds: int) -> dict:
+    hospitals = [Account.create() for _ in range(n)]
+    study_id, init = register_consenting(chain, client, hospitals)
     agg = client.with_account(chain.aggregator)
     dom = client.domain()
     prev = init
@@ -108,28 +114,9 @@ def run_study(chain, client: LedgerClient, n: int, rounds: int) -> dict:
 
 
 def run_merkle_study(chain, client: LedgerClient, n: int, rounds: int) -> dict:
-    from fedledger.commitment import commitment_digest
-    from fedledger.merkle import MerkleTree, commitment_leaf
-
     hospitals = [Account.create() for _ in range(n)]
     registered = hospitals[:MERKLE_REGISTER_MAX]
-    for h in registered:
-        chain.fund(h.address)
-    study_id, init = os.urandom(32), os.urandom(32)
-    now = chain.w3.eth.get_block("latest")["timestamp"]
-    client.register_study(
-        study_id,
-        os.urandom(32),
-        init,
-        os.urandom(32),
-        "bench",
-        chain.aggregator.address,
-        now + 86_400,
-        [h.address for h in registered],
-        [epsilon_to_micro(10.0)] * len(registered),
-    )
-    for h in registered:
-        client.consent(study_id, h)
+    study_id, init = register_consenting(chain, client, registered)
     agg = client.with_account(chain.aggregator)
     dom = client.domain()
     prev = init
