@@ -47,7 +47,9 @@ def test_architecture_doc_names_every_module_and_no_other() -> None:
     documented = _documented_paths()
     # assert
     assert not tracked - documented, f"modules missing from docs/ARCHITECTURE.md: {sorted(tracked - documented)}"
-    assert not documented - tracked, f"docs/ARCHITECTURE.md names modules that do not exist: {sorted(documented - tracked)}"
+    assert not documented - tracked, (
+        f"docs/ARCHITECTURE.md names modules that do not exist: {sorted(documented - tracked)}"
+    )
 
 
 def test_no_source_module_over_the_size_limit() -> None:
