@@ -74,17 +74,25 @@ def register_consenting(chain, client: LedgerClient, hospitals: list) -> tuple[b
     return study_id, init
 
 
+def signed_rounds(hospitals: list, dom, study_id: bytes, init: bytes, rounds: int):
+    """Rounds 1..``rounds``: (round, previous aggregate, commitments, signatures, this round's random aggregate)."""
+    prev = init
+    for r in range(1, rounds + 1):
+        cs = [
+            RoundCommitment(study_id, r, prev, os.urandom(32), 100 + i, epsilon_to_micro(0.5 * r))
+            for i in range(len(hospitals))
+        ]
+        aggregate = os.urandom(32)
+        yield r, prev, cs, [sign_commitment(h, dom, c) for h, c in zip(hospitals, cs)], aggregate
+        prev = aggregate
+
+
 def run_study(chain, client: LedgerClient, n: int, rounds: int) -> dict:
     hospitals = [Account.create() for _ in range(n)]
     study_id, init = register_consenting(chain, client, hospitals)
     agg = client.with_account(chain.aggregator)
-    dom = client.domain()
-    prev = init
     per_round = []
-    for r in range(1, rounds + 1):
-        cs = [RoundCommitment(study_id, r, prev, os.urandom(32), 100 + i, epsilon_to_micro(0.5 * r)) for i in range(n)]
-        sigs = [sign_commitment(h, dom, c) for h, c in zip(hospitals, cs)]
-        aggregate = os.urandom(32)
+    for r, prev, cs, sigs, aggregate in signed_rounds(hospitals, client.domain(), study_id, init, rounds):
         t0 = time.perf_counter()
         rec = agg.record_round(study_id, r, prev, aggregate, sum(c.sample_count for c in cs), cs, sigs)
         latency = time.perf_counter() - t0
@@ -99,7 +107,6 @@ def run_study(chain, client: LedgerClient, n: int, rounds: int) -> dict:
                 "latency_s": round(latency, 4),
             }
         )
-        prev = aggregate
     steady = [x["gas_used"] for x in per_round if x["round"] >= 2] or [per_round[0]["gas_used"]]
     return {
         "hospitals": n,
@@ -119,17 +126,13 @@ def run_merkle_study(chain, client: LedgerClient, n: int, rounds: int) -> dict:
     study_id, init = register_consenting(chain, client, registered)
     agg = client.with_account(chain.aggregator)
     dom = client.domain()
-    prev = init
     per_round = []
-    for r in range(1, rounds + 1):
-        cs = [RoundCommitment(study_id, r, prev, os.urandom(32), 100 + i, epsilon_to_micro(0.5 * r)) for i in range(n)]
-        sigs = [sign_commitment(h, dom, c) for h, c in zip(hospitals, cs)]
+    for r, prev, cs, sigs, aggregate in signed_rounds(hospitals, dom, study_id, init, rounds):
         t0 = time.perf_counter()
         leaves = [commitment_leaf(h.address, commitment_digest(dom, c)) for h, c in zip(hospitals, cs)]
         tree = MerkleTree(leaves)
         proofs = [tree.proof(x) for x in leaves]
         tree_s = time.perf_counter() - t0
-        aggregate = os.urandom(32)
         t0 = time.perf_counter()
         rec = agg.record_round_merkle(
             study_id,
@@ -154,7 +157,6 @@ def run_merkle_study(chain, client: LedgerClient, n: int, rounds: int) -> dict:
                 "max_proof_len": max(len(p) for p in proofs),
             }
         )
-        prev = aggregate
     steady = [x["gas_used"] for x in per_round if x["round"] >= 2] or [per_round[0]["gas_used"]]
     return {
         "hospitals": n,
