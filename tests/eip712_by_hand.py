@@ -1,4 +1,4 @@
-"""The commitment's EIP-712 digest written out from docs/HASHES.md with keccak only.
+"""The commitment's EIP-712 digest written out from docs/HASHES.md with keccak and abi.encode.
 
 A second implementation for the tests: it pins the format's pieces (type
 hash, domain separator, digest) against the vectors and against the
@@ -7,6 +7,7 @@ contract, independently of fedledger.commitment (which the code uses).
 
 from __future__ import annotations
 
+from eth_abi import encode
 from eth_utils import keccak
 
 from fedledger.commitment import Domain, RoundCommitment
@@ -19,24 +20,11 @@ TYPEHASH = keccak(
 
 def domain_separator(dom: Domain) -> bytes:
     t = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
-    return keccak(
-        t
-        + keccak(text=dom.name)
-        + keccak(text=dom.version)
-        + dom.chain_id.to_bytes(32, "big")
-        + bytes(12)
-        + bytes.fromhex(dom.verifying_contract[2:])
-    )
+    fields = [t, keccak(text=dom.name), keccak(text=dom.version), dom.chain_id, dom.verifying_contract]
+    return keccak(encode(["bytes32", "bytes32", "bytes32", "uint256", "address"], fields))
 
 
 def commitment_digest_independent(separator: bytes, c: RoundCommitment) -> bytes:
-    struct = keccak(
-        TYPEHASH
-        + c.study_id
-        + c.round.to_bytes(32, "big")
-        + c.prev_global_hash
-        + c.update_hash
-        + c.sample_count.to_bytes(32, "big")
-        + c.epsilon_micro.to_bytes(32, "big")
-    )
-    return keccak(b"\x19\x01" + separator + struct)
+    types = ["bytes32", "bytes32", "uint64", "bytes32", "bytes32", "uint64", "uint64"]
+    fields = [TYPEHASH, c.study_id, c.round, c.prev_global_hash, c.update_hash, c.sample_count, c.epsilon_micro]
+    return keccak(b"\x19\x01" + separator + keccak(encode(types, fields)))
