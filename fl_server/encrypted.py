@@ -29,12 +29,13 @@ class EncryptedAggregation(StrategyWrapper):
     def __init__(self, inner: RoundStrategy, aggregator_context: Path, n_params: int, max_update_bytes: int) -> None:
         super().__init__(inner)
         self.context_path = Path(aggregator_context)
-        self.context = ckks.load_aggregator_context(self.context_path)  # raises if it holds a secret key
+        data = self.context_path.read_bytes()
+        self.context = ckks.aggregator_context_from_bytes(data, origin=str(self.context_path))  # refuses a secret key
         self.params = ckks.context_params(self.context)
         self.n_params = n_params
         self.n_ct = ckks.n_ciphertexts(n_params, self.params)
         self.max_update_bytes = max_update_bytes
-        self.fingerprint = to_hex(ckks.context_fingerprint(self.context_path.read_bytes()))
+        self.fingerprint = to_hex(ckks.context_fingerprint(data))
         self.aggregate_seconds: list[float] = []
 
     def aggregate_outcome(self, server_round: int, outcome: ValidationOutcome) -> TrainResult:
@@ -61,7 +62,7 @@ class EncryptedAggregation(StrategyWrapper):
                 )
                 kept.append(reply)
             except ckks.CiphertextError as exc:
-                outcome.reject(reply, reply.node_id, reply.hospital, "invalid", f"ciphertext rejected: {exc}")
+                outcome.reject(reply.node_id, reply.hospital, "invalid", f"ciphertext rejected: {exc}")
         outcome.accepted = kept
         if not kept:
             return TrainResult.of(outcome, None)

@@ -51,8 +51,8 @@ class CommitmentRejected(ValueError):
     """A reply's signed commitment does not match what the hospital sent."""
 
 
-def aggregator_client(chain_spec: Mapping[str, Any]) -> tuple[LedgerClient, Any]:
-    """The aggregator's client of the study's chain, and the in-process chain it runs on (eth_tester) or None.
+def aggregator_client(chain_spec: Mapping[str, Any]) -> LedgerClient:
+    """The aggregator's client of the study's chain (an eth_tester chain is the launcher's, found in-process).
 
     The key comes from a file, an environment variable or a keystore; it is never logged.
     """
@@ -64,8 +64,7 @@ def aggregator_client(chain_spec: Mapping[str, Any]) -> tuple[LedgerClient, Any]
         )
     local = lookup(chain_spec["contract"]) if chain_spec["backend"] == "eth_tester" else None
     w3 = local.w3 if local is not None else http_w3(chain_spec["rpc_url"])
-    client = LedgerClient.at(w3, chain_spec["contract"], account, deploy_block=int(chain_spec.get("deploy_block", 0)))
-    return client, local
+    return LedgerClient.at(w3, chain_spec["contract"], account, deploy_block=int(chain_spec.get("deploy_block", 0)))
 
 
 class LedgerCommit(StrategyWrapper):
@@ -81,7 +80,6 @@ class LedgerCommit(StrategyWrapper):
         hospitals: dict[str, str],
         run_dir: Path,
         record_timeout_s: float,
-        chain: Any = None,
         mode: str = "per_hospital",
         merkle_threshold: int = 32,
     ) -> None:
@@ -96,8 +94,6 @@ class LedgerCommit(StrategyWrapper):
         self.study_id = study_id
         self.hospitals = {h: to_checksum_address(a) for h, a in hospitals.items()}  # hospital id -> registered address
         self.domain = client.domain()
-        self.record_timeout_s = record_timeout_s
-        self.chain = chain
         self.journal = Journal(run_dir)
         self.submitter = RecordSubmitter(client=client, journal=self.journal, limit_s=record_timeout_s)
         self._prev_hash: dict[int, str] = {}
@@ -106,17 +102,15 @@ class LedgerCommit(StrategyWrapper):
     def from_spec(cls, inner: RoundStrategy, spec: dict[str, Any]) -> LedgerCommit:
         """Connect to the study's chain as the aggregator; the mode is the study config's ``ledger.mode``."""
         chain_spec = spec["chain"]
-        client, local = aggregator_client(chain_spec)
         led = (spec.get("config") or {}).get("ledger") or {}
         threshold = led.get("merkle_threshold")
         return cls(
             inner,
-            client,
+            aggregator_client(chain_spec),
             spec["study_id"],
             {h["id"]: h["address"] for h in spec["hospitals"]},
             Path(spec["run_dir"]),
             float(chain_spec.get("record_timeout_s", 120)),
-            chain=local,
             mode=str(led.get("mode") or "per_hospital"),
             merkle_threshold=int(threshold) if threshold is not None else 32,
         )
@@ -170,7 +164,7 @@ class LedgerCommit(StrategyWrapper):
             try:
                 verified.append((reply, self.verify(server_round, reply)))
             except (CommitmentRejected, CommitmentError, KeyError) as exc:
-                outcome.reject(reply, reply.node_id, reply.hospital, "invalid", f"commitment rejected: {exc}")
+                outcome.reject(reply.node_id, reply.hospital, "invalid", f"commitment rejected: {exc}")
         merkle = self.uses_merkle(len(verified))
         seen: set[str] = set()
         for reply, signed in verified:
@@ -179,7 +173,7 @@ class LedgerCommit(StrategyWrapper):
                     self._check_policy(reply.hospital, signed.commitment, seen)
                 kept.append(reply)
             except CommitmentRejected as exc:
-                outcome.reject(reply, reply.node_id, reply.hospital, "invalid", f"commitment rejected: {exc}")
+                outcome.reject(reply.node_id, reply.hospital, "invalid", f"commitment rejected: {exc}")
         outcome.accepted = kept
         return self.inner.aggregate_outcome(server_round, outcome)
 

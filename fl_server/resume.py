@@ -71,7 +71,7 @@ def resume_point(spec: dict[str, Any]) -> tuple[int, ModelPayload]:
     client = _ledger_client(spec)
     if client is not None and resume_requested(spec):
         _flush_journal(spec, client)
-    last = _last_recorded_round(spec, store, client)
+    last = _last_recorded_round(spec, store, client, initial)
     if last == 0:
         return int(spec.get("start_round", 1)), initial
     if not resume_requested(spec):
@@ -81,7 +81,7 @@ def resume_point(spec: dict[str, Any]) -> tuple[int, ModelPayload]:
             "(see docs/DEPLOYMENT.md, Faults)"
         )
     manifest = store.read_round(last)
-    model = _global_after(store, manifest, initial.arrays)
+    model = _global_after(store, manifest)
     if to_hex(model.digest()) != manifest["aggregate"]["hash"]:
         raise ResumeError(
             f"round {last}: the stored global model hashes to {to_hex(model.digest())}, "
@@ -100,11 +100,11 @@ def resume_point(spec: dict[str, Any]) -> tuple[int, ModelPayload]:
 # -- where the study stands ------------------------------------------------------------
 
 
-def _last_recorded_round(spec: dict[str, Any], store: ArtifactStore, client: Any) -> int:
+def _last_recorded_round(spec: dict[str, Any], store: ArtifactStore, client: Any, initial: ModelPayload) -> int:
     manifests = set(store.round_numbers())
     if client is None:
         last = 0
-        prev = to_hex(ModelPayload(arrays=load_npz(spec["initial_model"])).digest())
+        prev = to_hex(initial.digest())
         while last + 1 in manifests:
             m = store.read_round(last + 1)
             if m["prev_hash"] != prev:
@@ -136,7 +136,7 @@ def _last_recorded_round(spec: dict[str, Any], store: ArtifactStore, client: Any
     return last
 
 
-def _global_after(store: ArtifactStore, manifest: dict[str, Any], template: dict[str, np.ndarray]) -> ModelPayload:
+def _global_after(store: ArtifactStore, manifest: dict[str, Any]) -> ModelPayload:
     agg = manifest["aggregate"]
     if manifest.get("encrypted"):
         return ModelPayload(ciphertexts=store.get_blobs(agg["blobs"]), total_weight=float(agg["total_weight"]))
@@ -187,7 +187,7 @@ def _ledger_client(spec: dict[str, Any]) -> Any:
         return None
     from fl_server.ledger_commit import aggregator_client  # defers web3 to studies with a ledger
 
-    return aggregator_client(chain_spec)[0]
+    return aggregator_client(chain_spec)
 
 
 def _flush_journal(spec: dict[str, Any], client: Any) -> None:
@@ -241,7 +241,6 @@ def earlier_outcomes(spec: dict[str, Any], start_round: int) -> list[RoundOutcom
         if entry is not None and entry.get("aggregate_hash") == manifest["aggregate"]["hash"]:
             entry = dict(entry)
             entry["server_round"] = entry.pop("round")
-            entry["metrics"] = {k: v for k, v in entry["metrics"].items()}
             out.append(RoundOutcome(**entry))
             continue
         log.warning("round %d: no saved outcome; reporting it from its manifest (no evaluation metrics)", r)

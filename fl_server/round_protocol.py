@@ -141,6 +141,7 @@ def run_rounds(
     number and the hash of the model it carries.
     """
     global_model = initial
+    global_record = encode(initial)  # each global model is encoded once: its evaluation, then the next round
     global_hash = to_hex(initial.digest())
     names: dict[int, str] = {}  # node id -> hospital id, so a crashed node is still named
     outcomes: list[RoundOutcome] = []
@@ -150,7 +151,7 @@ def run_rounds(
         prev_hash = global_hash
         train_task = task.for_round(server_round, prev_hash)
         replies = grid.send_and_receive(
-            strategy.configure_train(server_round, encode(global_model), ConfigRecord(train_task.to_wire()), grid),
+            strategy.configure_train(server_round, global_record, ConfigRecord(train_task.to_wire()), grid),
             timeout=timeout,
         )
         clock.lap("train")
@@ -181,7 +182,8 @@ def run_rounds(
             return recorded
 
         eval_config = ConfigRecord(task.for_round(server_round, global_hash).to_wire())
-        eval_messages = list(strategy.configure_evaluate(server_round, encode(new_global), eval_config, grid))
+        new_record = encode(new_global)
+        eval_messages = list(strategy.configure_evaluate(server_round, new_record, eval_config, grid))
         if len(eval_messages) <= OVERLAP_MAX_TASKS:
             eval_replies, ledger = send_and_receive_around(grid, eval_messages, commit, timeout)
         else:
@@ -208,7 +210,7 @@ def run_rounds(
         outcomes.append(outcome)
         if on_round is not None:
             on_round(outcome)
-        global_model = new_global
+        global_model, global_record = new_global, new_record
     return global_model, outcomes
 
 

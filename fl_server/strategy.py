@@ -15,6 +15,7 @@ import random
 from abc import abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -69,9 +70,9 @@ class EvaluationResult:
 
     per_hospital: dict[str, EvaluationReport]
 
-    @property
+    @cached_property
     def overall(self) -> dict[str, float | None]:
-        """Sample-weighted loss, accuracy and AUC (AUC over the hospitals where it is defined)."""
+        """Sample-weighted loss, accuracy and AUC (AUC over the hospitals where it is defined), computed once."""
         reports = self.per_hospital.values()
         return {
             "loss": weighted_mean([(r.loss, r.num_examples) for r in reports]),
@@ -178,7 +179,7 @@ class FedAvgStrategy(RoundStrategy):
                     check_plain_update(reply, self.template)
                 kept.append(reply)
             except ValueError as exc:
-                outcome.reject(reply, reply.node_id, reply.hospital, "invalid", str(exc))
+                outcome.reject(reply.node_id, reply.hospital, "invalid", str(exc))
         outcome.accepted = kept
         if not kept:
             return TrainResult.of(outcome, None)

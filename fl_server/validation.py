@@ -64,10 +64,9 @@ class ValidationOutcome:
     accepted: list[TrainReply] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
 
-    def reject(self, reply: TrainReply | None, node_id: int, hospital: str, kind: str, reason: str) -> None:
-        rej = Rejection(node_id, hospital, kind, reason)
+    def reject(self, node_id: int, hospital: str, kind: str, reason: str) -> None:
         log.warning("round reply rejected: node=%s hospital=%s kind=%s reason=%s", node_id, hospital, kind, reason)
-        self.rejected.append(rej)
+        self.rejected.append(Rejection(node_id, hospital, kind, reason))
 
 
 def hospital_of(msg: Message, names: dict[int, str] | None = None) -> str:
@@ -106,12 +105,12 @@ def parse_train_replies(replies: Iterable[Message], names: dict[int, str] | None
         node_id = int(msg.metadata.src_node_id)
         hospital = _named(msg, names)
         if msg.has_error():
-            out.reject(None, node_id, hospital, "error", f"node error {msg.error.code}: {msg.error.reason}")
+            out.reject(node_id, hospital, "error", f"node error {msg.error.code}: {msg.error.reason}")
             continue
         content = msg.content
         if Record.REFUSAL in content.config_records:
             refusal = Refusal.from_wire(content.config_records[Record.REFUSAL])
-            out.reject(None, node_id, hospital, "refusal", f"{refusal.code}: {refusal.reason}")
+            out.reject(node_id, hospital, "refusal", f"{refusal.code}: {refusal.reason}")
             continue
         try:
             payload = decode(content.array_records[Record.UPDATE])
@@ -119,10 +118,10 @@ def parse_train_replies(replies: Iterable[Message], names: dict[int, str] | None
             report = TrainReport.from_wire(content.metric_records[Record.METRICS], records.get(Record.INFO, {}))
             commitment = dict(records[Record.COMMITMENT]) if Record.COMMITMENT in records else None
         except KeyError as exc:
-            out.reject(None, node_id, hospital, "invalid", f"reply lacks record {exc}")
+            out.reject(node_id, hospital, "invalid", f"reply lacks record {exc}")
             continue
         except (ValueError, TypeError) as exc:
-            out.reject(None, node_id, hospital, "invalid", str(exc))
+            out.reject(node_id, hospital, "invalid", str(exc))
             continue
         out.accepted.append(TrainReply(node_id, hospital, payload, report, commitment))
     return out

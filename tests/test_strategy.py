@@ -251,7 +251,7 @@ def test_ledger_mode_comes_from_the_study_config(monkeypatch, tmp_path):
     from fl_server import ledger_commit
 
     fake = SimpleNamespace(domain=lambda: None, with_options=lambda **kw: None, address="0x" + "00" * 20)
-    monkeypatch.setattr(ledger_commit, "aggregator_client", lambda chain_spec: (fake, None))
+    monkeypatch.setattr(ledger_commit, "aggregator_client", lambda chain_spec: fake)
     spec = {
         "study_id": "0x" + "11" * 32,
         "run_dir": str(tmp_path),
