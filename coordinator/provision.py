@@ -32,7 +32,7 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,6 @@ class Provisioned:
     tls: bool
     auth: bool
     chain_url: str | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------- config

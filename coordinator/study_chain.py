@@ -59,11 +59,12 @@ def setup_chain(cfg: dict[str, Any], spec: dict[str, Any], keys_dir: Path) -> An
         expiry = int(time.time() + float(led["expiry_days"]) * 86400)
         addresses = [a.address for a in hospitals]
         budgets = [budget_micro(h["budget"]) for h in spec["hospitals"]]
+        ctx_hash = context_hash(spec)
         client.register_study(
             spec["study_id"],
             from_hex(spec["config_hash"]),
             from_hex(spec["initial_model_hash"]),
-            context_hash(spec),
+            ctx_hash,
             CODE_VERSION,
             aggregator.address,
             expiry,
@@ -91,7 +92,7 @@ def setup_chain(cfg: dict[str, Any], spec: dict[str, Any], keys_dir: Path) -> An
             "key_env": led.get("key_env"),
             "keystore": led.get("keystore"),
             "record_timeout_s": float(led["record_timeout_s"]),
-            "context_hash": to_hex(context_hash(spec)),
+            "context_hash": to_hex(ctx_hash),
             "expiry": expiry,
         }
         if chain.backend == "eth_tester":

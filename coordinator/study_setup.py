@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ class PreparedStudy:
     spec: dict[str, Any]
     hospitals: list[HospitalData]
     chain: Any = None  # ledger.chains.Chain while the study runs
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
         if self.chain is not None:
