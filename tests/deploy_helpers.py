@@ -211,6 +211,16 @@ def audit(study: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
+def deploy_flags(hospitals: int, ledger: str, port: int, *, secure: bool, join_timeout: int | None = 180) -> list[str]:
+    """``fedledger provision`` flags of a loopback deployment: ``hospitals`` built-in hospitals, the ledger,
+    TLS and SuperNode authentication when ``secure``, the SuperLink on ``port``, the ServerApp's join timeout."""
+    flags = ["--builtin", str(hospitals), "--ledger", ledger]
+    flags += ["--tls", "--auth"] if secure else []
+    flags += ["--superlink", f"127.0.0.1:{port}"]
+    flags += ["--join-timeout", str(join_timeout)] if join_timeout is not None else []
+    return flags
+
+
 def provision(study: Path, *args: str, timeout: float = 300) -> dict:
     """``fedledger provision`` as the coordinator runs it; returns the written study spec."""
     proc = subprocess.run(

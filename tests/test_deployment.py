@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy_helpers import Deployment, deployment, free_port, provision, wait_exit  # noqa: F401
+from tests.deploy_helpers import (  # noqa: F401
+    Deployment,
+    deploy_flags,
+    deployment,
+    free_port,
+    provision,
+    wait_exit,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -33,14 +40,7 @@ def test_plain_study_superlink_two_supernodes_two_rounds(tmp_path, deployment: D
         study,
         "num_rounds=2",
         *PLAIN,
-        "--builtin",
-        "2",
-        "--ledger",
-        "none",
-        "--superlink",
-        f"127.0.0.1:{port}",
-        "--join-timeout",
-        "120",
+        *deploy_flags(2, "none", port, secure=False, join_timeout=120),
     )
     deployment.superlink(study, port)
     for hdir in sorted((study / "hospitals").iterdir()):
@@ -57,11 +57,9 @@ def test_plain_study_superlink_two_supernodes_two_rounds(tmp_path, deployment: D
 
 def test_tls_auth_dp_ckks_ledger_three_hospitals_then_audit(tmp_path, deployment: Deployment):
     """3 hospitals, 3 rounds over TLS with SuperNode authentication; DP + CKKS + anvil ledger; the audit passes."""
-    import subprocess
-    import sys
     from urllib.parse import urlparse
 
-    from tests.deploy_helpers import REPO, base_env
+    from tests.deploy_helpers import audit as run_audit
 
     t0 = time.monotonic()
     port = free_port()
@@ -72,16 +70,7 @@ def test_tls_auth_dp_ckks_ledger_three_hospitals_then_audit(tmp_path, deployment
         study,
         "num_rounds=3",
         "privacy.accountant=rdp",
-        "--builtin",
-        "3",
-        "--ledger",
-        "anvil",
-        "--tls",
-        "--auth",
-        "--superlink",
-        f"127.0.0.1:{port}",
-        "--join-timeout",
-        "180",
+        *deploy_flags(3, "anvil", port, secure=True),
     )
     # what the aggregator side holds: no hospital secret; each hospital's bundle holds its own
     assert not any(p.name in ("secret.ctx", "eth_key", "auth_key") for p in (study / "keys").rglob("*"))
@@ -104,14 +93,7 @@ def test_tls_auth_dp_ckks_ledger_three_hospitals_then_audit(tmp_path, deployment
     assert res["final"]["accuracy"] > 0.8, res["final"]
     assert len(res["ledger"]["rounds"]) == 3
     assert all(p["epsilon"][-1] <= p["budget"] + 1e-9 for p in res["privacy"].values())
-    audit = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", "audit", "--run-dir", str(study)],
-        cwd=REPO,
-        env=base_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    audit = run_audit(study)
     assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
     print(f"TLS+auth DP/CKKS/ledger deployment study took {time.monotonic() - t0:.0f}s")
 
@@ -122,9 +104,7 @@ def test_supernode_not_on_allow_list_is_refused(tmp_path, deployment: Deployment
 
     port = free_port()
     study = tmp_path / "study"
-    provision(
-        study, *PLAIN, "--builtin", "2", "--ledger", "none", "--tls", "--auth", "--superlink", f"127.0.0.1:{port}"
-    )
+    provision(study, *PLAIN, *deploy_flags(2, "none", port, secure=True, join_timeout=None))
     link = deployment.superlink(study, port)
     link.wait_for(r"registered SuperNode key hospital_1", timeout=90)
     rogue = tmp_path / "rogue"

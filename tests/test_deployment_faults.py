@@ -21,7 +21,16 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
-from tests.deploy_helpers import Deployment, audit, deployment, free_port, provision, wait_exit, wait_path  # noqa: F401
+from tests.deploy_helpers import (  # noqa: F401
+    Deployment,
+    audit,
+    deploy_flags,
+    deployment,
+    free_port,
+    provision,
+    wait_exit,
+    wait_path,
+)
 
 PLAIN_MODEL = ("model=logreg", "encryption=off")
 SENT = r"Sent successfully"
@@ -75,16 +84,7 @@ def test_hospital_restarted_between_rounds_keeps_privacy_spend(tmp_path, deploym
         "privacy=fixed_noise",
         "min_hospitals=1",
         "strategy.round_timeout_s=120",
-        "--builtin",
-        "2",
-        "--ledger",
-        "none",
-        "--tls",
-        "--auth",
-        "--superlink",
-        f"127.0.0.1:{port}",
-        "--join-timeout",
-        "180",
+        *deploy_flags(2, "none", port, secure=True),
     )
     link = deployment.superlink(study, port)
     link.wait_for(r"registered SuperNode key hospital_1", timeout=90)
@@ -126,14 +126,7 @@ def test_supernode_killed_while_training_round_completes_with_the_others(tmp_pat
         "privacy=off",
         "min_hospitals=2",
         "strategy.round_timeout_s=300",
-        "--builtin",
-        "3",
-        "--ledger",
-        "anvil",
-        "--superlink",
-        f"127.0.0.1:{port}",
-        "--join-timeout",
-        "180",
+        *deploy_flags(3, "anvil", port, secure=False),
     )
     deployment.chain(study, urlparse(spec["chain"]["rpc_url"]).port)
     deployment.superlink(study, port)
@@ -180,16 +173,7 @@ def test_aggregator_killed_after_round_two_resumes_without_duplicate_rounds(tmp_
         *PLAIN_MODEL,
         "privacy=off",
         "strategy.round_timeout_s=120",
-        "--builtin",
-        "2",
-        "--ledger",
-        "anvil",
-        "--tls",
-        "--auth",
-        "--superlink",
-        f"127.0.0.1:{port}",
-        "--join-timeout",
-        "180",
+        *deploy_flags(2, "anvil", port, secure=True),
     )
     deployment.chain(study, urlparse(spec["chain"]["rpc_url"]).port)
     link = deployment.superlink(study, port)
@@ -327,14 +311,7 @@ def test_supernode_with_the_wrong_ckks_key_is_rejected_naming_it_and_the_round_g
         "privacy=off",
         "min_hospitals=2",
         "strategy.round_timeout_s=300",
-        "--builtin",
-        "3",
-        "--ledger",
-        "none",
-        "--superlink",
-        f"127.0.0.1:{port}",
-        "--join-timeout",
-        "180",
+        *deploy_flags(3, "none", port, secure=False),
     )
     foreign = create_keys(tmp_path / "foreign", preset("ckks"))
     victim_ctx = study / "hospitals" / "hospital_2" / "secret.ctx"
