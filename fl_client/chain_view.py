@@ -22,7 +22,8 @@ from eth_abi import encode
 from eth_utils import keccak
 
 from fedledger.hashing import as_bytes, as_bytes32, to_hex
-from ledger.client import LedgerClient, LedgerRevert
+from ledger.client import LedgerClient
+from ledger.reverts import LedgerRevert
 from ledger.rpc import http_w3
 
 GET_ROUND_SELECTOR = keccak(text="getRound(bytes32,uint64)")[:4]

@@ -214,7 +214,7 @@ def expected_global_hash(
     if not settings.chain_rpc or not settings.contract:
         return None
     from fl_client.chain_view import wait_for_recorded_hash  # defers web3 to hospitals that read a chain
-    from ledger.client import LedgerRevert
+    from ledger.reverts import LedgerRevert
 
     target_round = server_round - 1 if message_type == "train" else server_round
     wait_s = CHAIN_WAIT_S if wait_s is None else wait_s

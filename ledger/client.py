@@ -21,16 +21,10 @@ from fedledger.commitment import Domain, RoundCommitment, domain
 from fedledger.hashing import as_bytes32
 from ledger.compile import load_artifact
 from ledger.records import HOSPITAL_STATUS, HospitalInfo, RecordReceipt, RoundEvent, RoundInfo, StudyInfo
-from ledger.reverts import LedgerError, LedgerRevert, LedgerTransportError
 from ledger.round_events import read_round_events
 from ledger.transport import ContractTransport
 
-# The errors its methods raise are importable beside the client (their home is ledger.reverts).
-__all__ = ["LedgerClient", "LedgerError", "LedgerRevert", "LedgerTransportError"]
-
 log = logging.getLogger("fedledger.ledger.client")
-
-_b32 = as_bytes32
 
 
 class LedgerClient(ContractTransport):
@@ -135,10 +129,10 @@ class LedgerClient(ContractTransport):
         sender: LocalAccount | None = None,
     ) -> RecordReceipt:
         fn = self.contract.functions.registerStudy(
-            _b32(study_id),
-            _b32(config_hash),
-            _b32(initial_model_hash),
-            _b32(context_hash),
+            as_bytes32(study_id),
+            as_bytes32(config_hash),
+            as_bytes32(initial_model_hash),
+            as_bytes32(context_hash),
             code_version,
             to_checksum_address(aggregator),
             int(expiry),
@@ -156,18 +150,18 @@ class LedgerClient(ContractTransport):
     ) -> RecordReceipt:
         """Register more hospitals for an existing study (large consortia register in batches)."""
         fn = self.contract.functions.addHospitals(
-            _b32(study_id), [to_checksum_address(h) for h in hospitals], [int(b) for b in epsilon_budgets_micro]
+            as_bytes32(study_id), [to_checksum_address(h) for h in hospitals], [int(b) for b in epsilon_budgets_micro]
         )
         return self._receipt(self._transact(fn, sender, f"addHospitals({len(hospitals)})"))
 
     def consent(self, study_id: bytes | str, hospital_account: LocalAccount) -> RecordReceipt:
         return self._receipt(
-            self._transact(self.contract.functions.consent(_b32(study_id)), hospital_account, "consent")
+            self._transact(self.contract.functions.consent(as_bytes32(study_id)), hospital_account, "consent")
         )
 
     def withdraw(self, study_id: bytes | str, hospital_account: LocalAccount) -> RecordReceipt:
         return self._receipt(
-            self._transact(self.contract.functions.withdraw(_b32(study_id)), hospital_account, "withdraw")
+            self._transact(self.contract.functions.withdraw(as_bytes32(study_id)), hospital_account, "withdraw")
         )
 
     def record_round(
@@ -182,10 +176,10 @@ class LedgerClient(ContractTransport):
         sender: LocalAccount | None = None,
     ) -> RecordReceipt:
         fn = self.contract.functions.recordRound(
-            _b32(study_id),
+            as_bytes32(study_id),
             int(round),
-            _b32(prev_global_hash),
-            _b32(aggregate_hash),
+            as_bytes32(prev_global_hash),
+            as_bytes32(aggregate_hash),
             int(total_samples),
             [c.as_abi_tuple() for c in commitments],
             [bytes(s) for s in signatures],
@@ -210,12 +204,12 @@ class LedgerClient(ContractTransport):
         on-chain; signatures, consent and budgets are the auditor's job.
         """
         fn = self.contract.functions.recordRoundMerkle(
-            _b32(study_id),
+            as_bytes32(study_id),
             int(round),
-            _b32(prev_global_hash),
-            _b32(aggregate_hash),
+            as_bytes32(prev_global_hash),
+            as_bytes32(aggregate_hash),
             int(total_samples),
-            _b32(commitments_root),
+            as_bytes32(commitments_root),
             int(participants),
             int(max_epsilon_micro),
         )
@@ -236,7 +230,11 @@ class LedgerClient(ContractTransport):
         """The hospital the contract finds under a Merkle round's root (None: not a member)."""
         a = self._view(
             self.contract.functions.merkleMember(
-                _b32(study_id), int(round), commitment.as_abi_tuple(), bytes(signature), [_b32(p) for p in proof]
+                as_bytes32(study_id),
+                int(round),
+                commitment.as_abi_tuple(),
+                bytes(signature),
+                [as_bytes32(p) for p in proof],
             ),
             "merkleMember",
         )
@@ -245,30 +243,30 @@ class LedgerClient(ContractTransport):
     def release_model(
         self, study_id: bytes | str, round: int, model_hash: bytes | str, sender: LocalAccount | None = None
     ) -> RecordReceipt:
-        fn = self.contract.functions.releaseModel(_b32(study_id), int(round), _b32(model_hash))
+        fn = self.contract.functions.releaseModel(as_bytes32(study_id), int(round), as_bytes32(model_hash))
         return self._receipt(self._transact(fn, sender, f"releaseModel(round={round})"))
 
     # --------------------------------------------------------------- views
 
     def read_study(self, study_id: bytes | str) -> StudyInfo:
-        sid = _b32(study_id)
+        sid = as_bytes32(study_id)
         r = self._view(self.contract.functions.getStudy(sid), "getStudy")
         return StudyInfo(sid, bytes(r[0]), bytes(r[1]), bytes(r[2]), r[3], r[4], r[5], r[6], r[7], tuple(r[8]))
 
     def read_hospital(self, study_id: bytes | str, hospital: str) -> HospitalInfo:
         addr = to_checksum_address(hospital)
-        r = self._view(self.contract.functions.getHospital(_b32(study_id), addr), "getHospital")
+        r = self._view(self.contract.functions.getHospital(as_bytes32(study_id), addr), "getHospital")
         return HospitalInfo(addr, r[0], r[1], r[2], HOSPITAL_STATUS[r[3]])
 
     def last_round(self, study_id: bytes | str) -> int:
-        return self._view(self.contract.functions.lastRound(_b32(study_id)), "lastRound")
+        return self._view(self.contract.functions.lastRound(as_bytes32(study_id)), "lastRound")
 
     def read_round(self, study_id: bytes | str, r: int) -> RoundInfo:
-        x = self._view(self.contract.functions.getRound(_b32(study_id), int(r)), "getRound")
+        x = self._view(self.contract.functions.getRound(as_bytes32(study_id), int(r)), "getRound")
         return RoundInfo(int(r), bytes(x[0]), bytes(x[1]), x[2], bytes(x[3]), x[4], x[5], x[6], x[7])
 
     def released_model(self, study_id: bytes | str, r: int) -> bytes | None:
-        h = bytes(self._view(self.contract.functions.releasedModel(_b32(study_id), int(r)), "releasedModel"))
+        h = bytes(self._view(self.contract.functions.releasedModel(as_bytes32(study_id), int(r)), "releasedModel"))
         return None if h == b"\x00" * 32 else h
 
     def onchain_recover(self, commitment: RoundCommitment, signature: bytes) -> str:
@@ -299,11 +297,11 @@ class LedgerClient(ContractTransport):
         field against the logs.
         """
         start = self.deploy_block if from_block is None else from_block
-        return read_round_events(self.contract, self._call, _b32(study_id), start)
+        return read_round_events(self.contract, self._call, as_bytes32(study_id), start)
 
     def events(self, event_name: str, study_id: bytes | str | None = None, from_block: int | None = None) -> list:
         """Raw decoded logs of one event type (optionally for one study)."""
-        filters = {} if study_id is None else {"studyId": _b32(study_id)}
+        filters = {} if study_id is None else {"studyId": as_bytes32(study_id)}
         start = self.deploy_block if from_block is None else from_block
         return self._call(
             lambda: getattr(self.contract.events, event_name)().get_logs(

@@ -39,7 +39,7 @@ from fedledger.hashing import as_bytes, to_hex
 from ledger.client import LedgerClient
 from ledger.records import MODE_MERKLE, MODE_SIGNED, RecordReceipt
 from ledger.reverts import LedgerError, LedgerRevert, LedgerTransportError
-from ledger.transport import TRANSPORT_ERRORS
+from ledger.rpc import TRANSPORT_ERRORS
 
 log = logging.getLogger("fedledger.ledger.journal")
 

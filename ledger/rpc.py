@@ -1,10 +1,18 @@
-"""JSON-RPC plumbing shared by everyone who reads a chain: one web3 HTTP builder, one liveness probe."""
+"""JSON-RPC plumbing shared by everyone who reads a chain: the web3 HTTP builder, a liveness probe, transport errors."""
 
 from __future__ import annotations
 
 import requests
 from web3 import HTTPProvider, Web3
 from web3.types import RPCEndpoint
+
+#: Exceptions treated as "the chain is (temporarily) unreachable": retried, never a verdict.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 def http_w3(url: str, timeout: float = 10.0) -> Web3:

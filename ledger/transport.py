@@ -17,7 +17,6 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any, TypeVar
 
-import requests
 from eth_account.signers.local import LocalAccount
 from web3 import EthereumTesterProvider, Web3
 from web3.exceptions import TransactionNotFound
@@ -32,20 +31,12 @@ from ledger.reverts import (
     error_table,
     revert_data,
 )
+from ledger.rpc import TRANSPORT_ERRORS
 
 # The client's logger name, kept from before the client was split: operators filter on it.
 log = logging.getLogger("fedledger.ledger.client")
 
 T = TypeVar("T")
-
-#: Exceptions treated as "the chain is (temporarily) unreachable".
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
-    requests.exceptions.ConnectionError,
-    requests.exceptions.Timeout,
-    ConnectionError,
-    TimeoutError,
-)
-
 
 #: The keyword arguments of :class:`ContractTransport` that set retries and timeouts.
 RETRY_OPTIONS = ("max_attempts", "backoff_s", "max_backoff_s", "receipt_timeout_s")

@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 
 from fedledger import ckks
-from fedledger.commitment import RoundCommitment, epsilon_to_micro, sign_commitment
-from fedledger.hashing import ciphertexts_hash, model_hash, sha256, to_hex
+from fedledger.hashing import model_hash, sha256, to_hex
 from fedledger.model_io import flatten, unflatten
 from fedledger.wire import ModelPayload
 from fl_server.artifact_store import ArtifactStore
 from fl_server.round_protocol import write_manifest
 from ledger import audit as A
+from tests.audit_builders import deployed_ledger, register_consenting, signed_reply
 from tests.eip712_by_hand import commitment_digest_independent, domain_separator
 
 ZERO = b"\x00" * 32
@@ -99,51 +99,17 @@ def build_study(
     }
     init_hash = model_hash(template)
     study_id = sha256(b"audit-test" + seed.to_bytes(4, "big") + _counter[0].to_bytes(4, "big"))
-    expiry = chain.w3.eth.get_block("latest")["timestamp"] + 86400
-    start_block = chain.w3.eth.block_number + 1
-    client.register_study(
-        study_id,
-        sha256(b"cfg"),
-        init_hash,
-        keys.fingerprint.read_text().strip(),
-        "test",
-        aggregator.address,
-        expiry,
-        [a.address for a in accounts],
-        [epsilon_to_micro(budget)] * n_hospitals,
-        sender=admin,
+    start_block = register_consenting(
+        chain, client, study_id, init_hash, keys.fingerprint.read_text().strip(), accounts, budget
     )
-    for a in accounts:
-        client.consent(study_id, a)
     dom = client.domain()
     prev = init_hash
     n = flatten(template).size
     for r in range(1, n_rounds + 1):
         replies, blobs_all = [], []
         for i, acct in enumerate(accounts):
-            n_k = int(rng.integers(5, 50))
-            blobs = ckks.encrypt_update(sec, rng.normal(size=n) * 0.1, n_k)
-            uh = ciphertexts_hash(blobs)
-            c = RoundCommitment(study_id, r, prev, uh, n_k, epsilon_to_micro(0.4 * r + 0.05 * i))
-            sig = sign_commitment(acct, dom, c)
-            replies.append(
-                SimpleNamespace(
-                    hospital=names[i],
-                    node_id=100 + i,
-                    num_examples=n_k,
-                    payload=ModelPayload(ciphertexts=blobs),
-                    commitment={
-                        "hospital": names[i],
-                        "address": acct.address,
-                        "update-hash": to_hex(uh),
-                        "epsilon-micro": c.epsilon_micro,
-                        "signature": "0x" + sig.hex(),
-                    },
-                    c=c,
-                    sig=sig,
-                )
-            )
-            blobs_all.append(blobs)
+            replies.append(signed_reply(sec, rng, n, dom, study_id, r, prev, i, acct))
+            blobs_all.append(replies[-1].payload.ciphertexts)
         summed = [b for j, b in enumerate(blobs_all) if not (omit and omit[0] == r and omit[1] == j)]
         listed = list(replies)
         if extra == r:
@@ -207,12 +173,7 @@ def build_study(
 
 @pytest.fixture(scope="module")
 def ledger(tmp_path_factory):
-    from ledger.chains import start_chain
-    from ledger.client import LedgerClient
-
-    chain = start_chain("eth_tester", tmp_path_factory.mktemp("chain"))
-    client = LedgerClient.deploy(chain.w3, chain.admin)
-    return SimpleNamespace(chain=chain, client=client, root=tmp_path_factory.mktemp("studies"))
+    return deployed_ledger(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

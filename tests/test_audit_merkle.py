@@ -17,7 +17,7 @@ import pytest
 
 from fedledger import ckks
 from fedledger.commitment import RoundCommitment, epsilon_to_micro, sign_commitment
-from fedledger.hashing import ciphertexts_hash, model_hash, sha256, to_hex
+from fedledger.hashing import model_hash, sha256, to_hex
 from fedledger.merkle import MerkleTree
 from fedledger.model_io import flatten
 from fedledger.wire import ModelPayload
@@ -25,6 +25,7 @@ from fl_server.artifact_store import ArtifactStore
 from fl_server.ledger_commit import CommitmentRejected, LedgerCommit
 from fl_server.round_protocol import write_manifest
 from ledger import audit as A
+from tests.audit_builders import deployed_ledger, register_consenting, signed_reply
 
 
 def build_merkle_study(
@@ -41,22 +42,9 @@ def build_merkle_study(
     template = {"w": rng.normal(size=6).astype(np.float32)}
     init_hash = model_hash(template)
     study_id = sha256(b"merkle-audit" + seed.to_bytes(4, "big") + mode.encode())
-    expiry = chain.w3.eth.get_block("latest")["timestamp"] + 86400
-    start_block = chain.w3.eth.block_number + 1
-    client.register_study(
-        study_id,
-        sha256(b"cfg"),
-        init_hash,
-        keys.fingerprint.read_text().strip(),
-        "test",
-        chain.aggregator.address,
-        expiry,
-        [a.address for a in accounts],
-        [epsilon_to_micro(10.0)] * n_hospitals,
-        sender=chain.admin,
+    start_block = register_consenting(
+        chain, client, study_id, init_hash, keys.fingerprint.read_text().strip(), accounts, 10.0
     )
-    for a in accounts:
-        client.consent(study_id, a)
     commit = LedgerCommit(
         SimpleNamespace(),
         client.with_account(chain.aggregator),
@@ -72,27 +60,7 @@ def build_merkle_study(
     n = flatten(template).size
     receipts = []
     for r in range(1, n_rounds + 1):
-        replies = []
-        for i, acct in enumerate(accounts):
-            n_k = int(rng.integers(5, 50))
-            blobs = ckks.encrypt_update(sec, rng.normal(size=n) * 0.1, n_k)
-            c = RoundCommitment(study_id, r, prev, ciphertexts_hash(blobs), n_k, epsilon_to_micro(0.4 * r + 0.05 * i))
-            sig = sign_commitment(acct, dom, c)
-            replies.append(
-                SimpleNamespace(
-                    hospital=names[i],
-                    node_id=100 + i,
-                    num_examples=n_k,
-                    payload=ModelPayload(ciphertexts=blobs),
-                    commitment={
-                        "hospital": names[i],
-                        "address": acct.address,
-                        "update-hash": to_hex(c.update_hash),
-                        "epsilon-micro": c.epsilon_micro,
-                        "signature": "0x" + sig.hex(),
-                    },
-                )
-            )
+        replies = [signed_reply(sec, rng, n, dom, study_id, r, prev, i, acct) for i, acct in enumerate(accounts)]
         agg = ModelPayload(
             ciphertexts=ckks.sum_ciphertexts(pub, [x.payload.ciphertexts for x in replies]),
             total_weight=float(sum(x.num_examples for x in replies)),
@@ -127,12 +95,7 @@ ZERO = b"\x00" * 32
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from ledger.chains import start_chain
-    from ledger.client import LedgerClient
-
-    chain = start_chain("eth_tester", tmp_path_factory.mktemp("chain"))
-    client = LedgerClient.deploy(chain.w3, chain.admin)
-    return SimpleNamespace(chain=chain, client=client, root=tmp_path_factory.mktemp("studies"))
+    return deployed_ledger(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

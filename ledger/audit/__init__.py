@@ -19,36 +19,30 @@ block times over JSON-RPC), ``events`` (the study's view from them),
 ``result`` (findings and the JSON verdict), ``auditor`` (:func:`audit`),
 ``report`` (terminal, JSON, HTML), ``run_dir`` (entry points), ``follow``
 (watch mode) and ``cli`` (``fedledger audit``). docs/AUDIT.md lists every check.
+
+The package exposes the Python API of docs/AUDIT.md, plus what the tests and
+benchmarks drive directly (``SignerVerifier``, ``load_public_context``);
+everything else is imported from its module.
 """
 
 from __future__ import annotations
 
 from ledger.audit.artifacts import check_artifacts, check_context, load_public_context
 from ledger.audit.auditor import audit
-from ledger.audit.chain_checks import check_hash_chain, check_participants, check_privacy, check_study, epsilon_table
+from ledger.audit.chain_checks import check_hash_chain, check_participants, check_privacy, check_study
 from ledger.audit.checkpoints import check_checkpoints
 from ledger.audit.events import read_chain_view
-from ledger.audit.merkle_checks import attach_merkle_leaves
-from ledger.audit.records import ZERO32, ChainView, CommitmentView, HospitalView, RoundView
+from ledger.audit.records import ChainView
 from ledger.audit.report import print_report, write_html, write_json
-from ledger.audit.result import CHECKS, FORMAT, AuditResult, Finding
-from ledger.audit.run_dir import AuditSetupError, audit_run_dir, run_audit
+from ledger.audit.result import AuditResult, Finding
+from ledger.audit.run_dir import audit_run_dir, run_audit
 from ledger.audit.signatures import SignerVerifier
-from ledger.audit.store import learn_labels
 
 __all__ = [
-    "CHECKS",
-    "FORMAT",
-    "ZERO32",
     "AuditResult",
-    "AuditSetupError",
     "ChainView",
-    "CommitmentView",
     "Finding",
-    "HospitalView",
-    "RoundView",
     "SignerVerifier",
-    "attach_merkle_leaves",
     "audit",
     "audit_run_dir",
     "check_artifacts",
@@ -58,8 +52,6 @@ __all__ = [
     "check_participants",
     "check_privacy",
     "check_study",
-    "epsilon_table",
-    "learn_labels",
     "load_public_context",
     "print_report",
     "read_chain_view",

@@ -12,16 +12,13 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import requests
 from eth_abi import decode
 
 from fedledger.hashing import as_bytes, to_hex
 from ledger.abi import abi_type, selector_hash
+from ledger.rpc import TRANSPORT_ERRORS
 
 T = TypeVar("T")
-
-#: Exceptions that mean "try again": the node is (briefly) unreachable.
-_TRANSIENT = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, TimeoutError)
 
 
 def retry(fn: Callable[[], T], what: str, attempts: int = 4) -> T:
@@ -30,7 +27,7 @@ def retry(fn: Callable[[], T], what: str, attempts: int = 4) -> T:
     for i in range(attempts):
         try:
             return fn()
-        except _TRANSIENT:
+        except TRANSPORT_ERRORS:
             if i == attempts - 1:
                 raise
             time.sleep(delay)

@@ -1,0 +1,95 @@
+"""What the auditor's tests build alike: a deployed StudyLedger, a registered study, a hospital's signed reply.
+
+Shared by tests/test_audit.py (studies recorded through the client) and
+tests/test_audit_merkle.py (studies recorded through the server's
+LedgerCommit), so both audit studies made the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fedledger import ckks
+from fedledger.commitment import Domain, RoundCommitment, epsilon_to_micro, sign_commitment
+from fedledger.hashing import ciphertexts_hash, sha256, to_hex
+from fedledger.wire import ModelPayload
+from ledger.chains import Chain, start_chain
+from ledger.client import LedgerClient
+
+
+def deployed_ledger(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """An in-process eth_tester chain with a fresh StudyLedger, and a folder for the studies' run dirs."""
+    chain = start_chain("eth_tester", tmp_path_factory.mktemp("chain"))
+    client = LedgerClient.deploy(chain.w3, chain.admin)
+    return SimpleNamespace(chain=chain, client=client, root=tmp_path_factory.mktemp("studies"))
+
+
+def register_consenting(
+    chain: Chain,
+    client: LedgerClient,
+    study_id: bytes,
+    initial_model_hash: bytes,
+    context_hash: bytes | str,
+    accounts: Sequence[Any],
+    budget: float,
+) -> int:
+    """Register the study for a day with ``accounts`` as its hospitals, each consenting; its first block."""
+    expiry = chain.w3.eth.get_block("latest")["timestamp"] + 86400
+    start_block = chain.w3.eth.block_number + 1
+    client.register_study(
+        study_id,
+        sha256(b"cfg"),
+        initial_model_hash,
+        context_hash,
+        "test",
+        chain.aggregator.address,
+        expiry,
+        [a.address for a in accounts],
+        [epsilon_to_micro(budget)] * len(accounts),
+        sender=chain.admin,
+    )
+    for a in accounts:
+        client.consent(study_id, a)
+    return start_block
+
+
+def signed_reply(
+    sec: Any,
+    rng: np.random.Generator,
+    n: int,
+    dom: Domain,
+    study_id: bytes,
+    r: int,
+    prev: bytes,
+    i: int,
+    account: Any,
+) -> SimpleNamespace:
+    """Hospital ``i``'s encrypted update of ``n`` values in round ``r``, as the server keeps its reply.
+
+    ``commitment`` is the signed record of the reply; ``c`` and ``sig`` are the
+    commitment and signature to record on chain.
+    """
+    n_k = int(rng.integers(5, 50))
+    blobs = ckks.encrypt_update(sec, rng.normal(size=n) * 0.1, n_k)
+    c = RoundCommitment(study_id, r, prev, ciphertexts_hash(blobs), n_k, epsilon_to_micro(0.4 * r + 0.05 * i))
+    sig = sign_commitment(account, dom, c)
+    return SimpleNamespace(
+        hospital=f"hospital_{i}",
+        node_id=100 + i,
+        num_examples=n_k,
+        payload=ModelPayload(ciphertexts=blobs),
+        commitment={
+            "hospital": f"hospital_{i}",
+            "address": account.address,
+            "update-hash": to_hex(c.update_hash),
+            "epsilon-micro": c.epsilon_micro,
+            "signature": "0x" + sig.hex(),
+        },
+        c=c,
+        sig=sig,
+    )
