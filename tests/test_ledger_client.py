@@ -18,6 +18,7 @@ from ledger.client import LedgerClient
 from ledger.compile import load_artifact
 from ledger.journal import Journal, JournalError, LedgerUnavailable, RecordSubmitter, RoundRecord
 from ledger.reverts import LedgerRevert, LedgerTransportError, decode_revert, error_table
+from ledger.rpc import http_w3
 from tests.conftest_ledger import ANVIL_AVAILABLE
 
 needs_anvil = pytest.mark.skipif(not ANVIL_AVAILABLE, reason="anvil not installed (npm ci)")
@@ -278,9 +279,7 @@ def test_down_rpc_chain_names_the_url(monkeypatch):
     # Act
     with pytest.raises(ChainUnavailable, match=url.replace(".", r"\.")):
         start_chain("rpc", Path("."), rpc_url=url, key_env="FL_TEST_AGG_KEY")
-    client = LedgerClient.at(
-        __import__("ledger.rpc").rpc.http_w3(url, timeout=1), "0x" + "00" * 20, max_attempts=2, backoff_s=0.01
-    )
+    client = LedgerClient.at(http_w3(url, timeout=1), "0x" + "00" * 20, max_attempts=2, backoff_s=0.01)
     with pytest.raises(LedgerTransportError, match=url.replace(".", r"\.")):
         client.last_round(b"\x00" * 32)
 

@@ -27,7 +27,7 @@ SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681
 
 @lru_cache(maxsize=1 << 16)
 def digest(dom: Domain, c: RoundCommitment) -> bytes:
-    """The commitment's EIP-712 digest, memoised: a Merkle leaf and the ``commitmentsHash`` fold reuse it."""
+    """The commitment's EIP-712 digest, memoised: a Merkle round's leaf check and its signature check share it."""
     return commitment_digest(dom, c)
 
 
