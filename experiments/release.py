@@ -14,6 +14,7 @@ from pathlib import Path
 from coordinator.study_setup import PreparedStudy
 from fedledger.files import load_npz
 from fedledger.hashing import model_hash
+from fedledger.model_io import num_params, unflatten
 from fl_server.artifact_store import ArtifactStore
 
 
@@ -24,7 +25,6 @@ def release_checkpoints(prepared: PreparedStudy) -> list[int]:
     ctx = None
     if spec["config"]["encryption"]["enabled"]:
         from fedledger.ckks import decrypt_update, load_secret_context
-        from fedledger.model_io import flatten, unflatten
 
         ctx = load_secret_context(Path(spec["keys"]["secret_context"]))
     client = None
@@ -43,7 +43,7 @@ def release_checkpoints(prepared: PreparedStudy) -> list[int]:
         if manifest["encrypted"]:
             blobs = store.get_blobs(manifest["aggregate"]["blobs"])
             flat = decrypt_update(
-                ctx, blobs, flatten(template).size, total_weight=float(manifest["aggregate"]["total_weight"])
+                ctx, blobs, num_params(template), total_weight=float(manifest["aggregate"]["total_weight"])
             )
             arrays = unflatten(flat, template)
             store.write_checkpoint(r, arrays)

@@ -63,17 +63,17 @@ def to_hex(data: bytes) -> str:
     return "0x" + bytes(data).hex()
 
 
-def from_hex(text: str, length: int | None = 32) -> bytes:
-    """Inverse of to_hex (the 0x is optional); refuses any other length than ``length`` unless it is None."""
-    raw = bytes.fromhex(text.removeprefix("0x"))
-    if length is not None and len(raw) != length:
-        raise ValueError(f"expected a {length}-byte hash, got {len(raw)} bytes: {text!r}")
+def from_hex(text: str) -> bytes:
+    """Inverse of to_hex (the 0x is optional); refuses anything that is not 32 bytes."""
+    raw = as_bytes(text)
+    if len(raw) != 32:
+        raise ValueError(f"expected a 32-byte hash, got {len(raw)} bytes: {text!r}")
     return raw
 
 
 def as_bytes(value: bytes | str) -> bytes:
     """Raw bytes as given, or decoded from (0x-)hex text."""
-    return from_hex(value, None) if isinstance(value, str) else bytes(value)
+    return bytes.fromhex(value.removeprefix("0x")) if isinstance(value, str) else bytes(value)
 
 
 def as_bytes32(value: bytes | str) -> bytes:

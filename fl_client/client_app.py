@@ -15,10 +15,11 @@ from flwr.common.logger import log as flwr_log
 
 from fedledger.config import TrainConfig
 from fedledger.hashing import to_hex
-from fedledger.model_io import flatten, unflatten
+from fedledger.model_io import flatten, num_params, unflatten
 from fedledger.round_task import EvaluationReport, Record, Refusal, RoundTask, TrainReport
 from fedledger.wire import ModelPayload, decode, encode
 from fl_client import hospital_runtime as rt
+from fl_client.accounting import BudgetExceededError
 from fl_client.models import build_model, get_arrays, set_arrays
 from fl_client.settings import from_context
 from fl_client.training import evaluate, train_local
@@ -78,13 +79,13 @@ def _received_model(msg: Message, settings: Any, task: RoundTask, model: Any) ->
         digest,
         "the chain" if expected is not None else "the round config (no chain check)",
     )
-    template = get_arrays(model)
     if task.encrypted or payload.encrypted:
         _check_study_key(settings, task)
     if not payload.encrypted:
         return payload.arrays
+    template = get_arrays(model)
     ctx = rt.secret_context(settings)
-    flat = rt.decrypt(ctx, payload.ciphertexts, flatten(template).size) / payload.total_weight
+    flat = rt.decrypt(ctx, payload.ciphertexts, num_params(template)) / payload.total_weight
     return unflatten(flat, template)
 
 
@@ -114,10 +115,10 @@ def train(msg: Message, context: Context) -> Message:
         set_arrays(model, _received_model(msg, settings, task, model))
         privacy = rt.privacy_for(settings, task, data.n_train, context)
         if privacy is not None:
-            rt.check_budget(privacy, task.server_round)
+            privacy.check_budget(task.server_round)
     except Refused as refused:
         return _refuse(msg, settings.hospital_id, refused)
-    except rt.BudgetRefusal as exc:
+    except BudgetExceededError as exc:
         return _refuse(msg, settings.hospital_id, Refused("budget-exceeded", str(exc)))
 
     tcfg = TrainConfig(

@@ -19,7 +19,6 @@ from flwr.app import ConfigRecord, Context
 from fedledger.config import PrivacyConfig
 from fedledger.hashing import from_hex, to_hex
 from fedledger.round_task import RoundTask
-from fl_client.accounting import BudgetExceededError
 from fl_client.data import HospitalData, load_hospital
 from fl_client.dp_training import HospitalPrivacy
 from fl_client.epsilon import memo_export, memo_import
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fedledger.client")
 
-BudgetRefusal = BudgetExceededError
 PRIVACY_STATE_KEY = "privacy-accountant"
 PRIVACY_MEMO_KEY = "privacy-memo"
 
@@ -125,14 +123,10 @@ def privacy_for(
         local_epochs=task.local_epochs,
         budget=settings.budget,
     )
-    state = None
     path = _state_file(settings)
-    if path is not None and path.exists():
-        state = json.loads(path.read_text())
-    elif PRIVACY_STATE_KEY in context.state.config_records:
-        state = json.loads(str(context.state.config_records[PRIVACY_STATE_KEY]["state"]))
-    if state is not None:
-        privacy.load_state_dict(state)
+    resumed = path is not None and privacy.load_state(path)
+    if not resumed and PRIVACY_STATE_KEY in context.state.config_records:
+        privacy.load_state_dict(json.loads(str(context.state.config_records[PRIVACY_STATE_KEY]["state"])))
     return privacy
 
 
@@ -158,10 +152,6 @@ def _save_memo(settings: HospitalSettings, privacy: HospitalPrivacy, context: Co
         path.write_text(json.dumps(mine))
 
 
-def check_budget(privacy: HospitalPrivacy, server_round: int) -> None:
-    privacy.check_budget(server_round)
-
-
 def save_privacy(settings: HospitalSettings, privacy: HospitalPrivacy, context: Context) -> None:
     """Persist the spend after training, before the reply leaves the hospital."""
     state = privacy.state_dict()
@@ -169,7 +159,6 @@ def save_privacy(settings: HospitalSettings, privacy: HospitalPrivacy, context: 
     _save_memo(settings, privacy, context)
     path = _state_file(settings)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         privacy.save_state(path)
 
 

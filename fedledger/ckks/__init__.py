@@ -23,9 +23,6 @@ from fedledger.ckks.errors import CiphertextError, KeyHandlingError, SecurityErr
 from fedledger.ckks.format import wrap_seal_ciphertext
 from fedledger.ckks.keys import (
     AGGREGATOR_NAME,
-    FINGERPRINT_NAME,
-    PARAMS_NAME,
-    SECRET_NAME,
     KeyPaths,
     aggregator_context_from_bytes,
     context_fingerprint,
@@ -33,12 +30,10 @@ from fedledger.ckks.keys import (
     create_keys,
     load_aggregator_context,
     load_secret_context,
-    new_secret_context,
     serialize_aggregator_context,
     serialize_secret_context,
 )
 from fedledger.ckks.params import (
-    HE_STANDARD_128,
     PRESETS,
     CKKSParams,
     check_security,
@@ -50,11 +45,7 @@ from fedledger.ckks.params import (
 
 __all__ = [
     "AGGREGATOR_NAME",
-    "FINGERPRINT_NAME",
-    "HE_STANDARD_128",
-    "PARAMS_NAME",
     "PRESETS",
-    "SECRET_NAME",
     "CKKSParams",
     "CiphertextError",
     "KeyHandlingError",
@@ -71,7 +62,6 @@ __all__ = [
     "load_aggregator_context",
     "load_secret_context",
     "n_ciphertexts",
-    "new_secret_context",
     "params_from_config",
     "preset",
     "serialize_aggregator_context",

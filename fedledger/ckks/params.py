@@ -40,25 +40,12 @@ class CKKSParams:
         return self.poly_modulus_degree // 2
 
     @property
-    def total_bits(self) -> int:
-        return sum(self.coeff_mod_bit_sizes)
-
-    @property
     def data_bits(self) -> int:
         return sum(self.coeff_mod_bit_sizes[:-1])
 
     @property
-    def n_data_primes(self) -> int:
-        return len(self.coeff_mod_bit_sizes) - 1
-
-    @property
     def scale(self) -> float:
         return float(2**self.global_scale_bits)
-
-    @property
-    def max_abs_sum(self) -> float:
-        """Largest |sum of weight*value| a slot can hold (one bit of margin kept)."""
-        return float(2 ** (self.data_bits - self.global_scale_bits - 2))
 
     def check(self) -> CKKSParams:
         """Refuse anything not provably within 128-bit security or unusable; return self."""
