@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 ACCOUNTANTS = ("prv", "rdp", "gdp")
@@ -179,5 +178,7 @@ class StudyConfig:
 
 def register_schemas() -> None:
     """Register the schema so `defaults: [study_schema]` validates every group."""
+    from hydra.core.config_store import ConfigStore  # only launchers need Hydra; a hospital reads the classes
+
     cs = ConfigStore.instance()
     cs.store(name="study_schema", node=StudyConfig)
