@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from eth_account import Account
@@ -204,12 +205,15 @@ def _signable(dom: Domain, commitment: RoundCommitment) -> SignableMessage:
 
 
 DOMAIN_TYPE = "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+_DOMAIN_TYPEHASH = keccak(text=DOMAIN_TYPE)
+_COMMITMENT_TYPEHASH = keccak(text=ROUND_COMMITMENT_TYPE)
 
 
+@lru_cache(maxsize=64)
 def domain_separator(dom: Domain) -> bytes:
-    """EIP-712 ``hashStruct(EIP712Domain)``, from the layout in docs/HASHES.md."""
+    """EIP-712 ``hashStruct(EIP712Domain)``, from the layout in docs/HASHES.md (one per deployed contract)."""
     return keccak(
-        keccak(text=DOMAIN_TYPE)
+        _DOMAIN_TYPEHASH
         + keccak(text=dom.name)
         + keccak(text=dom.version)
         + dom.chain_id.to_bytes(32, "big")
@@ -227,7 +231,7 @@ def commitment_digest(dom: Domain, commitment: RoundCommitment) -> bytes:
     """
     c = commitment
     struct = keccak(
-        keccak(text=ROUND_COMMITMENT_TYPE)
+        _COMMITMENT_TYPEHASH
         + c.study_id
         + c.round.to_bytes(32, "big")
         + c.prev_global_hash
