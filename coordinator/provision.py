@@ -46,7 +46,7 @@ from fedledger.files import write_secret
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONNECTION = "fedledger"
-PATH_KEYS = ("data-path", "schema-path", "secret-context", "eth-key", "state-dir")
+PATH_KEYS = ("data-path", "schema-path", "secret-context", "eth-key", "state-dir", "policy-file")
 
 
 @dataclass

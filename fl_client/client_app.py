@@ -7,6 +7,7 @@ together on the hospital side (see docs/ARCHITECTURE.md, "one round").
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -20,7 +21,9 @@ from fedledger.round_task import EvaluationReport, Record, Refusal, RoundTask, T
 from fedledger.wire import ModelPayload, decode, encode
 from fl_client import hospital_runtime as rt
 from fl_client.accounting import BudgetExceededError
+from fl_client.dp_training import HospitalPrivacy
 from fl_client.models import build_model, get_arrays, set_arrays
+from fl_client.policy import AnswerPlan, HospitalPolicy, PolicyRefusal, check_task
 from fl_client.settings import from_context
 from fl_client.training import evaluate, train_local
 
@@ -46,8 +49,8 @@ def _operator_log(settings: Any, fmt: str, *args: Any) -> None:
         flwr_log(logging.INFO, fmt, *args)
 
 
-def _refuse(msg: Message, hospital: str, refused: Refused) -> Message:
-    log.warning("hospital %s refuses round: %s", hospital, refused.reason)
+def _refuse(msg: Message, hospital: str, refused: Refused | PolicyRefusal) -> Message:
+    log.warning("hospital %s refuses round: %s: %s", hospital, refused.code, refused.reason)
     refusal = Refusal(hospital, refused.code, refused.reason)
     return Message(content=RecordDict({Record.REFUSAL: ConfigRecord(refusal.to_wire())}), reply_to=msg)
 
@@ -100,26 +103,51 @@ def _check_study_key(settings: Any, task: RoundTask) -> None:
         )
 
 
-def _round_setup(msg: Message, context: Context) -> tuple[Any, Any, RoundTask, Any]:
-    settings = from_context(dict(context.node_config))
-    data = rt.hospital_data(settings)
+def _round_setup(msg: Message, context: Context) -> tuple[Any, Any, RoundTask, HospitalPolicy]:
+    node_config = dict(context.node_config)
+    settings = from_context(node_config)
     task = RoundTask.from_wire(msg.content.config_records[Record.CONFIG])
-    model = build_model(task.model, data.X_train.shape[1], task.hidden, seed=task.seed)
-    return settings, data, task, model
+    return settings, rt.hospital_data(settings), task, rt.hospital_policy(settings, node_config)
+
+
+def _checked(
+    settings: Any, data: Any, task: RoundTask, policy: HospitalPolicy, context: Context
+) -> tuple[Any, HospitalPrivacy | None]:
+    """The hospital's policy on the task, before anything else is done with it; then its model and accountant.
+
+    Checked first on the task's own figures, then on the noise and delta the
+    hospital's accountant derives from them (a target epsilon, a default delta).
+    """
+    n_params = rt.task_param_count(task, data.X_train.shape[1])
+    plan = AnswerPlan(n_records=int(data.n_train), n_params=n_params)
+    check_task(policy, task, plan)
+    privacy = rt.privacy_for(settings, task, data.n_train, context, policy.epsilon_cap(settings.budget))
+    if privacy is not None:
+        check_task(policy, task, replace(plan, noise_multiplier=privacy.noise_multiplier, delta=privacy.delta))
+    return build_model(task.model, data.X_train.shape[1], task.hidden, seed=task.seed), privacy
+
+
+def _budget_refusal(exc: BudgetExceededError, settings: Any, policy: HospitalPolicy) -> Refused:
+    """The accountant's refusal, named for the policy when its max-epsilon is the cap it hit."""
+    if policy.max_epsilon is not None and (settings.budget is None or policy.max_epsilon < settings.budget):
+        return Refused("policy-epsilon-too-high", f"{exc} (the policy's max-epsilon)")
+    return Refused("budget-exceeded", str(exc))
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    settings, data, task, model = _round_setup(msg, context)
+    settings, data, task, policy = _round_setup(msg, context)
     try:
+        model, privacy = _checked(settings, data, task, policy, context)
+        if privacy is not None:
+            rt.resume_privacy(settings, privacy, context)
         set_arrays(model, _received_model(msg, settings, task, model))
-        privacy = rt.privacy_for(settings, task, data.n_train, context)
         if privacy is not None:
             privacy.check_budget(task.server_round)
-    except Refused as refused:
+    except (Refused, PolicyRefusal) as refused:
         return _refuse(msg, settings.hospital_id, refused)
     except BudgetExceededError as exc:
-        return _refuse(msg, settings.hospital_id, Refused("budget-exceeded", str(exc)))
+        return _refuse(msg, settings.hospital_id, _budget_refusal(exc, settings, policy))
 
     tcfg = TrainConfig(
         local_epochs=task.local_epochs,
@@ -178,10 +206,11 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate_global(msg: Message, context: Context) -> Message:
-    settings, data, task, model = _round_setup(msg, context)
+    settings, data, task, policy = _round_setup(msg, context)
     try:
+        model, _ = _checked(settings, data, task, policy, context)
         set_arrays(model, _received_model(msg, settings, task, model))
-    except Refused as refused:
+    except (Refused, PolicyRefusal) as refused:
         return _refuse(msg, settings.hospital_id, refused)
     res = evaluate(model, data.X_test, data.y_test)
     report = EvaluationReport(

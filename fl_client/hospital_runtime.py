@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from flwr.app import ConfigRecord, Context
 
 from fedledger.config import PrivacyConfig
@@ -22,6 +23,8 @@ from fedledger.round_task import RoundTask
 from fl_client.data import HospitalData, load_hospital
 from fl_client.dp_training import HospitalPrivacy
 from fl_client.epsilon import memo_export, memo_import
+from fl_client.models import build_model
+from fl_client.policy import HospitalPolicy, load_policy
 from fl_client.settings import HospitalSettings
 
 if TYPE_CHECKING:
@@ -94,6 +97,24 @@ def decrypt(ctx: Any, blobs: list[bytes], n_params: int) -> np.ndarray:
     return decrypt_update(ctx, blobs, n_params)
 
 
+def task_param_count(task: RoundTask, n_features: int) -> int | None:
+    """Parameters of the model a task asks for, counted on torch's meta device (nothing allocated).
+
+    None when the task names a model this hospital cannot build.
+    """
+    try:
+        with torch.device("meta"):
+            model = build_model(task.model, n_features, task.hidden, seed=task.seed)
+    except ValueError:
+        return None
+    return sum(p.numel() for p in model.parameters())
+
+
+def hospital_policy(settings: HospitalSettings, node_config: dict[str, Any]) -> HospitalPolicy:
+    """This hospital's policy (fl_client/policy.py), its own key's fingerprint read only when required."""
+    return load_policy(node_config, settings, lambda: context_fingerprint(settings))
+
+
 def round_seed(settings: HospitalSettings, server_round: int) -> int:
     """Distinct, reproducible seed per (study seed, hospital, round)."""
     return int(settings.seed) * 1_000_003 + settings.index * 10_007 + server_round
@@ -107,27 +128,35 @@ def _state_file(settings: HospitalSettings) -> Path | None:
 
 
 def privacy_for(
-    settings: HospitalSettings, task: RoundTask, n_records: int, context: Context
+    settings: HospitalSettings, task: RoundTask, n_records: int, context: Context, budget: float | None
 ) -> HospitalPrivacy | None:
-    """The hospital's accountant, resumed from Flower's context state or its state file."""
+    """The hospital's accountant for this task (noise given or derived), not resumed yet; None without DP.
+
+    ``budget`` is the ε the accountant may reach (:meth:`HospitalPolicy.epsilon_cap`).
+    A task without DP is refused by the policy check, before training, when the
+    hospital's policy requires DP (fl_client/policy.py).
+    """
     pcfg = task.privacy
     if not pcfg.get("enabled", False):
         return None
     _load_memo(settings, context)
     known = {k: v for k, v in pcfg.items() if k in PrivacyConfig.__dataclass_fields__}
-    privacy = HospitalPrivacy(
+    return HospitalPrivacy(
         PrivacyConfig(**known),
         n_records=n_records,
         batch_size=task.batch_size,
         planned_rounds=task.num_rounds,
         local_epochs=task.local_epochs,
-        budget=settings.budget,
+        budget=budget,
     )
+
+
+def resume_privacy(settings: HospitalSettings, privacy: HospitalPrivacy, context: Context) -> None:
+    """The spend so far, from the state file or Flower's context state."""
     path = _state_file(settings)
     resumed = path is not None and privacy.load_state(path)
     if not resumed and PRIVACY_STATE_KEY in context.state.config_records:
         privacy.load_state_dict(json.loads(str(context.state.config_records[PRIVACY_STATE_KEY]["state"])))
-    return privacy
 
 
 def _memo_file(settings: HospitalSettings) -> Path | None:

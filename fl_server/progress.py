@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.table import Table
 
@@ -10,6 +12,11 @@ from fl_server.round_protocol import RoundOutcome
 
 def _fmt(v: float | None, digits: int = 3) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _why(rejected: dict[str, Any]) -> str:
+    """A refusal by its code (the reason's prefix, ``code: reason``, as validation writes it), else the kind."""
+    return str(rejected["reason"]).split(":", 1)[0] if rejected["kind"] == "refusal" else str(rejected["kind"])
 
 
 class RoundTable:
@@ -42,7 +49,7 @@ class RoundTable:
         self._header_done = True
         eps = max((p.get("epsilon", 0.0) for p in o.privacy.values()), default=None)
         tx = (o.ledger or {}).get("tx")
-        rejected = ", ".join(f"{r['hospital']} ({r['kind']})" for r in o.rejected) or "-"
+        rejected = ", ".join(f"{r['hospital']} ({_why(r)})" for r in o.rejected) or "-"
         t.add_row(
             f"{o.server_round}/{self.num_rounds}",
             str(len(o.participants)),
