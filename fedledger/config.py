@@ -19,6 +19,9 @@ GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew")
 # All three give the same per-sample gradients on our models; benchmarks/bench_dp.py
 # chose ew as the fastest (docs/PRIVACY.md).
 DEFAULT_GRAD_SAMPLE_MODE = "ew"
+# Where DP noise and Poisson sampling come from: PyTorch's generator seeded per round (simulations,
+# reproducible by seed) or os.urandom (a deployed hospital's default); docs/PRIVACY.md.
+NOISE_SOURCES = ("seeded", "os-entropy")
 
 
 @dataclass
@@ -87,6 +90,7 @@ class PrivacyConfig:
     grad_sample_mode: str = DEFAULT_GRAD_SAMPLE_MODE  # one of GRAD_SAMPLE_MODES
     secure_mode: bool = False
     budget: float | None = None  # default epsilon budget of a hospital; the hospital's own setting wins
+    noise_source: str = "seeded"  # one of NOISE_SOURCES, for simulated hospitals; a deployed one's own setting wins
 
     @classmethod
     def from_any(cls, cfg: Any) -> PrivacyConfig:
@@ -108,6 +112,7 @@ class PrivacyConfig:
 
     def validate(self) -> None:
         """Refuse a set-up that would train with an unknown mechanism or no defined noise."""
+        check_noise_source(self.noise_source)
         if self.accountant not in ACCOUNTANTS:
             raise ValueError(f"privacy.accountant must be one of {ACCOUNTANTS}, got {self.accountant!r}")
         if self.grad_sample_mode not in GRAD_SAMPLE_MODES:
@@ -130,6 +135,13 @@ class PrivacyConfig:
             raise ValueError(f"privacy.delta must be in (0, 1), got {self.delta}")
         if not self.max_grad_norm > 0:
             raise ValueError(f"privacy.max_grad_norm must be > 0, got {self.max_grad_norm}")
+
+
+def check_noise_source(value: object, setting: str = "privacy.noise_source") -> str:
+    """``value`` if it names a noise source; a misspelled one fails here, before any training."""
+    if value not in NOISE_SOURCES:
+        raise ValueError(f"{setting} must be one of {NOISE_SOURCES}, got {value!r}")
+    return str(value)
 
 
 @dataclass

@@ -150,6 +150,8 @@ class TrainReport:
 
     The privacy fields are set when the hospital trains with DP; ``budget``
     when it has one; ``context_fingerprint`` when its update is encrypted.
+    ``noise_source`` says what drew its DP noise and Poisson samples
+    (``seeded``, ``os-entropy``, ``torchcsprng``).
     """
 
     num_examples: int = _wire("num-examples", _int)
@@ -162,6 +164,7 @@ class TrainReport:
     hospital: str | None = _wire("hospital", _str, in_info=True, default=None)
     context_fingerprint: str | None = _wire("context-fingerprint", _str, in_info=True, default=None)
     accountant: str | None = _wire("accountant", _str, in_info=True, default=None)
+    noise_source: str | None = _wire("noise-source", _str, in_info=True, default=None)
 
     def to_wire(self) -> tuple[dict[str, WireValue], dict[str, WireValue]]:
         """(metrics, info), each without the keys whose value is not set."""
@@ -190,6 +193,7 @@ class TrainReport:
             ("noise-multiplier", self.noise_multiplier),
             ("max-grad-norm", self.max_grad_norm),
             ("accountant", self.accountant),
+            ("noise-source", self.noise_source),
         ):
             if value is not None:
                 out[key] = value

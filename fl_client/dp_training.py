@@ -3,12 +3,13 @@
 :class:`HospitalPrivacy` is the hospital's :class:`~fl_client.accounting.PrivacyAccount`
 plus what makes a round private: the grad-sample model, the noisy clipped
 optimizer stepping the account's accountant, and Poisson sampling of the
-records at the account's exact rate.
+records at the account's exact rate, noise and sampling drawn from the
+configured source (``noise_source``: a seeded generator or os.urandom).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -28,7 +29,8 @@ class PoissonTensorLoader:
     Each of ``steps`` batches independently includes every row with
     probability ``sample_rate`` (exactly Opacus's UniformWithReplacementSampler:
     ``torch.rand(n) < q``), so the accounting assumptions hold; batches may be
-    empty. Avoids the per-row Dataset/collate cost of a DataLoader.
+    empty. Avoids the per-row Dataset/collate cost of a DataLoader. ``uniform``
+    (n -> n uniforms on [0, 1)) replaces ``torch.rand`` with ``generator``.
     """
 
     def __init__(
@@ -37,6 +39,7 @@ class PoissonTensorLoader:
         sample_rate: float,
         steps: int,
         generator: torch.Generator | None = None,
+        uniform: Callable[[int], torch.Tensor] | None = None,
     ):
         if not tensors:
             raise ValueError("need at least one tensor")
@@ -47,6 +50,7 @@ class PoissonTensorLoader:
         self.sample_rate = float(sample_rate)
         self.steps = int(steps)
         self.generator = generator
+        self.uniform = uniform
         self.num_samples = n
 
     def __len__(self) -> int:
@@ -54,7 +58,10 @@ class PoissonTensorLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         for _ in range(self.steps):
-            mask = torch.rand(self.num_samples, generator=self.generator) < self.sample_rate
+            if self.uniform is None:
+                mask = torch.rand(self.num_samples, generator=self.generator) < self.sample_rate
+            else:
+                mask = self.uniform(self.num_samples) < self.sample_rate
             idx = mask.nonzero(as_tuple=True)[0]
             yield tuple(t.index_select(0, idx) for t in self.tensors)
 
@@ -64,8 +71,20 @@ class HospitalPrivacy(PrivacyAccount):
 
     _secure_rng: torch.Generator | None = None
 
+    @property
+    def noise_source(self) -> str:
+        """What draws the noise and the Poisson samples: ``os-entropy``, ``torchcsprng`` or ``seeded``."""
+        if self.config.noise_source == "os-entropy":
+            return "os-entropy"
+        return "torchcsprng" if self.config.secure_mode else "seeded"
+
+    def summary(self) -> dict[str, Any]:
+        return {**super().summary(), "noise_source": self.noise_source}
+
     def make_generator(self, seed: int | None) -> torch.Generator | None:
-        """RNG for Poisson sampling and noise: secure (torchcsprng) in secure_mode, else seeded."""
+        """RNG for Poisson sampling and noise: none with os-entropy, torchcsprng in secure_mode, else seeded."""
+        if self.noise_source == "os-entropy":
+            return None  # every draw comes from os.urandom (fl_client.os_entropy)
         if self.config.secure_mode:
             if self._secure_rng is None:
                 try:
@@ -103,7 +122,10 @@ class HospitalPrivacy(PrivacyAccount):
         from opacus.grad_sample.utils import wrap_model
         from opacus.optimizers import get_optimizer_class
 
+        from fl_client import os_entropy  # imports opacus
+
         cfg = self.config
+        entropy = self.noise_source == "os-entropy"
         if unwrap(model) is not model:
             raise ValueError("attach() needs a plain nn.Module, not an already wrapped one (call detach() first)")
         require_dp_compatible(model)
@@ -114,12 +136,14 @@ class HospitalPrivacy(PrivacyAccount):
                     raise ValueError("optimizer parameters are not the model's parameters")
         if generator is None:
             generator = self.make_generator(None)
-        elif cfg.secure_mode:
-            raise ValueError("a seeded generator is not allowed in secure_mode")
+        elif entropy or cfg.secure_mode:
+            raise ValueError(f"a seeded generator is not allowed with {self.noise_source} noise")
 
         dp_model = wrap_model(model, cfg.grad_sample_mode, batch_first=True, loss_reduction="mean")
         dp_model.forbid_grad_accumulation()
         optim_cls = get_optimizer_class(clipping="flat", distributed=False, grad_sample_mode=cfg.grad_sample_mode)
+        if entropy:
+            optim_cls = os_entropy.noise_optimizer(optim_cls)
         dp_optimizer = optim_cls(
             optimizer,
             noise_multiplier=self.noise_multiplier,
@@ -140,7 +164,8 @@ class HospitalPrivacy(PrivacyAccount):
         if tensors is not None:
             if len(tensors[0]) != self.n_records:
                 raise ValueError(f"data has {len(tensors[0])} rows, HospitalPrivacy was set up for {self.n_records}")
-            loader = PoissonTensorLoader(tensors, self.sample_rate, self.steps_per_epoch, generator)
+            uniform = os_entropy.uniforms if entropy else None
+            loader: Any = PoissonTensorLoader(tensors, self.sample_rate, self.steps_per_epoch, generator, uniform)
         else:
             if len(data_loader.dataset) != self.n_records:
                 raise ValueError(
@@ -152,6 +177,8 @@ class HospitalPrivacy(PrivacyAccount):
                 collate_fn=data_loader.collate_fn,
                 generator=generator,
             )
+            if entropy:
+                loader = os_entropy.poisson_loader(loader)
         return dp_model, dp_optimizer, loader
 
     @staticmethod

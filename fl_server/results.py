@@ -48,6 +48,7 @@ def privacy_section(outcomes: list[RoundOutcome]) -> dict[str, Any]:
                     "noise_multiplier": p.get("noise-multiplier"),
                     "max_grad_norm": p.get("max-grad-norm"),
                     "accountant": p.get("accountant"),
+                    "noise_source": p.get("noise-source"),
                 },
             )
             h["epsilon"].append(p["epsilon"])

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedledger.config import PrivacyConfig, TrainConfig
+from fedledger.config import NOISE_SOURCES, PrivacyConfig, TrainConfig
 from fl_client.accounting import BudgetExceededError, default_delta
 from fl_client.dp_training import HospitalPrivacy, make_hospital_privacy
 from fl_client.epsilon import compute_epsilon
@@ -97,13 +97,14 @@ def test_target_epsilon_derives_noise_once_for_the_whole_study():
 # ---------------------------------------------------------------- noise is really added
 
 
-def test_zero_gradient_step_moves_parameters_by_the_implied_noise():
+@pytest.mark.parametrize("source", NOISE_SOURCES)
+def test_zero_gradient_step_moves_parameters_by_the_implied_noise(source):
     n, batch, d, sigma, clip, lr = 200, 20, 400, 1.3, 0.7, 0.5
-    privacy = _privacy(n=n, batch=batch, noise_multiplier=sigma, max_grad_norm=clip)
+    privacy = _privacy(n=n, batch=batch, noise_multiplier=sigma, max_grad_norm=clip, noise_source=source)
     model = nn.Linear(d, 1)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     X = torch.randn(n, d)
-    dp_model, dp_opt, loader = privacy.attach(model, opt, (X,), generator=torch.Generator().manual_seed(0))
+    dp_model, dp_opt, loader = privacy.attach(model, opt, (X,), generator=privacy.make_generator(0))
     deltas, sizes = [], []
     for (xb,) in loader:  # 10 Poisson batches of varying size
         before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
@@ -121,15 +122,16 @@ def test_zero_gradient_step_moves_parameters_by_the_implied_noise():
     assert change.std().item() == pytest.approx(expected_std, rel=0.05)  # ~4000 draws: 5 % is > 4 sd
 
 
-def test_two_seeds_give_different_models_and_one_seed_is_reproducible():
+@pytest.mark.parametrize("source", NOISE_SOURCES)
+def test_two_seeds_give_different_models_and_one_seed_is_reproducible_only_when_seeded(source):
     X, y = _toy()
     runs = []
     for seed in (0, 0, 1):
         model = build_model("logreg", 4, seed=0)
-        train_local(model, X, y, ROUND, seed, _privacy())
+        train_local(model, X, y, ROUND, seed, _privacy(noise_source=source))
         runs.append(get_arrays(model)["linear.weight"])
 
-    assert np.array_equal(runs[0], runs[1])
+    assert np.array_equal(runs[0], runs[1]) == (source == "seeded")  # os-entropy: nothing to replay
     assert not np.allclose(runs[0], runs[2])
 
 
