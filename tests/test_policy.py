@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 
 import pytest
@@ -201,12 +202,14 @@ def refusal_of(reply: Message) -> dict:
     return dict(reply.content.config_records["refusal"])
 
 
-def test_a_hospital_with_a_budget_refuses_a_round_without_dp_to_train_and_to_evaluate(initial):
+def test_a_hospital_with_a_budget_refuses_a_round_without_dp_to_train_and_to_evaluate(initial, caplog):
     cfg = round_config(to_hex(model_hash(initial)))  # privacy off
     nc = context(node_config(**{"privacy-budget": 3.0}))
-    refused = refusal_of(train(task(initial, cfg), nc))
+    with caplog.at_level(logging.WARNING, logger="fedledger.client"):
+        refused = refusal_of(train(task(initial, cfg), nc))
     evaluation = refusal_of(evaluate_global(task(initial, cfg, "evaluate"), nc))
     assert refused["code"] == evaluation["code"] == "policy-dp-required" and refused["hospital"] == "h0"
+    assert any("hospital h0 refuses round: policy-dp-required: " in r.getMessage() for r in caplog.records)
 
 
 def test_a_hospital_that_requires_encryption_refuses_a_plaintext_round(tmp_path, initial):
