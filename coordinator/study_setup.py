@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.study_chain import setup_chain
+from fedledger.config import check_noise_source
 from fedledger.files import save_npz
 from fedledger.hashing import model_hash, sha256, to_hex
 from fl_client.data import HospitalData, load_hospitals
@@ -51,6 +52,7 @@ def hospital_budget(cfg: dict[str, Any], hospital_id: str) -> float | None:
 
 
 def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
+    check_noise_source(cfg["privacy"].get("noise_source", "seeded"))  # Hydra checks its type only: a typo stops here
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     hospitals = load_hospitals(cfg["dataset"], int(cfg["num_hospitals"]), int(cfg["seed"]))

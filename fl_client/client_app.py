@@ -178,6 +178,7 @@ def train(msg: Message, context: Context) -> Message:
             "max_grad_norm": float(summary["max_grad_norm"]),
             "budget": float(summary["budget"]) if summary.get("budget") is not None else None,
             "accountant": str(summary["accountant"]),
+            "noise_source": str(summary["noise_source"]),
         }
         rt.save_privacy(settings, privacy, context)
     epsilon = dp.get("epsilon", 0.0)

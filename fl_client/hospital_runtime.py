@@ -142,7 +142,7 @@ def privacy_for(
     _load_memo(settings, context)
     known = {k: v for k, v in pcfg.items() if k in PrivacyConfig.__dataclass_fields__}
     return HospitalPrivacy(
-        PrivacyConfig(**known),
+        PrivacyConfig(**{**known, "noise_source": settings.noise_source}),  # the hospital chooses, not the task
         n_records=n_records,
         batch_size=task.batch_size,
         planned_rounds=task.num_rounds,

@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from fedledger.config import check_noise_source
 from fedledger.study_spec import STUDY_ENV
 
 
@@ -38,6 +39,7 @@ class HospitalSettings:
     chain_rpc: str | None = None
     contract: str | None = None
     simulation: bool = True
+    noise_source: str = "seeded"  # what draws DP noise and Poisson samples (fedledger.config.NOISE_SOURCES)
 
 
 @lru_cache(maxsize=4)
@@ -76,6 +78,7 @@ def from_node_config(node_config: dict[str, Any]) -> HospitalSettings:
         chain_rpc=node_config.get("chain-rpc"),
         contract=node_config.get("contract"),
         simulation=False,
+        noise_source=check_noise_source(node_config.get("noise-source", "os-entropy"), "node config noise-source"),
     )
 
 
@@ -103,4 +106,5 @@ def from_context(node_config: dict[str, Any]) -> HospitalSettings:
         chain_rpc=(spec.get("chain") or {}).get("rpc_url"),
         contract=(spec.get("chain") or {}).get("contract"),
         simulation=True,
+        noise_source=check_noise_source(cfg["privacy"].get("noise_source", "seeded")),
     )

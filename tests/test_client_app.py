@@ -270,3 +270,21 @@ def test_a_ledger_study_reply_carries_the_signed_commitment_the_server_verifies(
     )
     assert signed.recover(domain(31337, contract)) == account.address == record["address"]
     assert signed.to_json() == record and record["hospital"] == "h0" and record["epsilon-micro"] == 0
+
+
+def test_a_deployed_hospital_draws_its_noise_from_os_entropy_unless_its_node_config_says_seeded(initial):
+    """The hospital chooses its noise source; the aggregator's task says seeded and changes nothing."""
+    privacy = {"enabled": True, "noise_multiplier": 1.0, "max_grad_norm": 1.0, "accountant": "rdp"}
+    cfg = round_config(to_hex(model_hash(initial)), {**privacy, "noise_source": "seeded"})
+    replies = {
+        source: [train(task(initial, cfg), context(node_config(**extra))) for _ in range(2)]
+        for source, extra in (("os-entropy", {}), ("seeded", {"noise-source": "seeded"}))
+    }
+
+    for source, (first, second) in replies.items():
+        assert first.content.config_records["info"]["noise-source"] == source
+        a, b = (decode(r.content.array_records["update"]).arrays for r in (first, second))
+        same = all(np.array_equal(a[k], b[k]) for k in a)
+        assert same == (source == "seeded")
+    with pytest.raises(ValueError, match="node config noise-source must be one of"):
+        train(task(initial, cfg), context(node_config(**{"noise-source": "urandom"})))

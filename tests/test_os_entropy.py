@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,11 +11,14 @@ import torch
 from scipy import stats
 from torch.utils.data import DataLoader, Dataset
 
+from coordinator.study_setup import prepare_study
 from fedledger.config import PrivacyConfig, TrainConfig, check_noise_source
 from fedledger.round_task import TrainReport
+from fedledger.study_spec import STUDY_ENV
 from fl_client.dp_training import HospitalPrivacy
 from fl_client.models import build_model
 from fl_client.os_entropy import gaussian_like, standard_normals, uniforms
+from fl_client.settings import from_context, from_node_config
 from fl_client.training import train_local
 from fl_server.results import privacy_section
 from fl_server.round_protocol import RoundOutcome
@@ -124,3 +128,22 @@ def test_the_noise_source_reaches_the_privacy_section_of_results():
     section = privacy_section([outcome])
 
     assert section["h0"]["noise_source"] == "os-entropy" and section["h0"]["epsilon"] == [0.5]
+
+
+def test_a_misspelled_study_noise_source_stops_the_study_before_its_set_up(tmp_path):
+    with pytest.raises(ValueError, match="privacy.noise_source must be one of"):
+        prepare_study({"privacy": {"noise_source": "os_entropy"}}, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("privacy,expected", [({}, "seeded"), ({"noise_source": "os-entropy"}, "os-entropy")])
+def test_a_simulated_hospital_takes_the_studys_noise_source(tmp_path, monkeypatch, privacy, expected):
+    spec = {
+        "config": {"num_hospitals": 1, "seed": 0, "dataset": {"name": "breast_cancer"}, "privacy": privacy},
+        "hospitals": [{"id": "h0"}],
+    }
+    (tmp_path / "study.json").write_text(json.dumps(spec))
+    monkeypatch.setenv(STUDY_ENV, str(tmp_path / "study.json"))
+
+    assert from_context({"partition-id": 0}).noise_source == expected
+    assert from_node_config({"hospital-id": "h0", "data-path": "x.csv"}).noise_source == "os-entropy"
