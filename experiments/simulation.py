@@ -108,7 +108,8 @@ def print_summary(results: dict[str, Any]) -> None:
         )
     for hospital, p in (results.get("privacy") or {}).items():
         console.print(
-            f"  {hospital}: epsilon {p['epsilon'][-1]:.3f} (budget {p.get('budget')}, delta {p.get('delta'):.1e})"
+            f"  {hospital}: epsilon {p['epsilon'][-1]:.3f} (budget {p.get('budget')}, delta {p.get('delta'):.1e}, "
+            f"noise {p.get('noise_source')})"
         )
     if results.get("ledger"):
         led = results["ledger"]
