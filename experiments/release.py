@@ -5,6 +5,9 @@ launcher holds the hospitals' shared secret context in the run directory and
 acts as the consortium's release step. The released plaintext checkpoint is
 ``checkpoints/round_XXXXX.npz``; its model hash goes on-chain (ModelReleased),
 so anyone holding the file can check it is the model the study produced.
+The released values are rounded to a grid (fedledger.ckks.release), never the
+raw decryption, which beside the stored ciphertext would give away the key;
+the on-chain hash is of the rounded checkpoint as written.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ def release_checkpoints(prepared: PreparedStudy) -> list[int]:
     template = load_npz(spec["initial_model"])
     ctx = None
     if spec["config"]["encryption"]["enabled"]:
-        from fedledger.ckks import decrypt_update, load_secret_context
+        from fedledger.ckks import decrypt_for_release, load_secret_context
 
         ctx = load_secret_context(Path(spec["keys"]["secret_context"]))
     client = None
@@ -42,7 +45,7 @@ def release_checkpoints(prepared: PreparedStudy) -> list[int]:
         manifest = store.read_round(r)
         if manifest["encrypted"]:
             blobs = store.get_blobs(manifest["aggregate"]["blobs"])
-            flat = decrypt_update(
+            flat = decrypt_for_release(
                 ctx, blobs, num_params(template), total_weight=float(manifest["aggregate"]["total_weight"])
             )
             arrays = unflatten(flat, template)

@@ -11,7 +11,8 @@ context with key switching), because summing needs no rescaling.
 Modules: ``params`` (parameters, presets, the 128-bit check, chunking),
 ``keys`` (key ceremony, context files, fingerprint), ``format`` (the public
 byte format and its parser), ``aggregate`` (validate and sum), ``encrypt``
-(the hospital's encrypt and decrypt). The byte format is public; see
+(the hospital's encrypt and decrypt), ``release`` (decryptions for
+release, rounded to a grid against key recovery). The byte format is public; see
 docs/ENCRYPTION.md.
 """
 
@@ -42,10 +43,12 @@ from fedledger.ckks.params import (
     params_from_config,
     preset,
 )
+from fedledger.ckks.release import RELEASE_GRID_BITS, decrypt_for_release, round_for_release
 
 __all__ = [
     "AGGREGATOR_NAME",
     "PRESETS",
+    "RELEASE_GRID_BITS",
     "CKKSParams",
     "CiphertextError",
     "KeyHandlingError",
@@ -57,6 +60,7 @@ __all__ = [
     "context_fingerprint",
     "context_params",
     "create_keys",
+    "decrypt_for_release",
     "decrypt_update",
     "encrypt_update",
     "load_aggregator_context",
@@ -64,6 +68,7 @@ __all__ = [
     "n_ciphertexts",
     "params_from_config",
     "preset",
+    "round_for_release",
     "serialize_aggregator_context",
     "serialize_secret_context",
     "sum_ciphertexts",
