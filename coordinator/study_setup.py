@@ -19,6 +19,7 @@ from fedledger.files import save_npz
 from fedledger.hashing import model_hash, sha256, to_hex
 from fl_client.data import HospitalData, load_hospitals
 from fl_client.models import build_model, get_arrays
+from fl_client.policy import policies_by_hospital
 
 
 @dataclass
@@ -56,6 +57,7 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     hospitals = load_hospitals(cfg["dataset"], int(cfg["num_hospitals"]), int(cfg["seed"]))
+    policies = policies_by_hospital(cfg.get("hospital_policies") or {}, [h.hospital_id for h in hospitals])
     n_features = hospitals[0].X_train.shape[1]
     model = build_model(cfg["model"]["name"], n_features, int(cfg["model"]["hidden"]), seed=int(cfg["seed"]))
     initial = get_arrays(model)
@@ -94,6 +96,8 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
             "budget": hospital_budget(cfg, h.hospital_id),
             "secret_context": spec["keys"].get("secret_context"),
         }
+        if h.hospital_id in policies:
+            entry["policy"] = policies[h.hospital_id]
         spec["hospitals"].append(entry)
     prepared = PreparedStudy(run_dir / "study.json", spec, hospitals)
     if cfg["ledger"]["backend"] != "none":

@@ -185,6 +185,8 @@ class StudyConfig:
     audit: bool = True
     ray_num_cpus: int = 2
     budgets: dict[str, float] = field(default_factory=dict)
+    # simulated hospitals' policies, keyed by hospital id or index, with fl_client/policy.py's node-config keys
+    hospital_policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     experiment: Any | None = None
 
 

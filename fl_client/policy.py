@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,6 +151,39 @@ KEYS: dict[str, tuple[str, Callable[[str, object], Any]]] = {
 _DP_LIMITS = ("max_epsilon", "max_delta", "min_noise_multiplier", "max_grad_norm")
 
 
+def check_policy_keys(raw: Mapping[str, object], where: str) -> dict[str, object]:
+    """Policy keys given outside a node config (a study's ``hospital_policies`` entry): an unknown key or a
+    malformed value fails here, naming ``where`` and the key, before anything runs."""
+    unknown = sorted(str(k) for k in raw if k not in KEYS)
+    if unknown:
+        raise PolicyError(f"{where}: unknown policy key(s) {unknown}; known keys: {sorted(KEYS)}")
+    for k, v in raw.items():
+        KEYS[k][1](k, v)
+    return {str(k): v for k, v in raw.items()}
+
+
+def policies_by_hospital(entries: Mapping[str, Any], hospital_ids: Sequence[str]) -> dict[str, dict[str, object]]:
+    """A study's ``hospital_policies`` (keyed by hospital id or index) resolved to hospital ids, every key checked.
+
+    An entry naming no hospital of the study, a hospital named twice, an unknown
+    key or a malformed value fails here, at study set-up.
+    """
+    out: dict[str, dict[str, object]] = {}
+    for name, raw in (entries or {}).items():
+        where = f"hospital_policies.{name}"
+        hid = str(name) if str(name) in hospital_ids else None
+        if hid is None and str(name).isdigit() and int(name) < len(hospital_ids):
+            hid = hospital_ids[int(name)]
+        if hid is None:
+            raise PolicyError(f"{where}: no hospital {name!r} in this study (ids {list(hospital_ids)} or their index)")
+        if hid in out:
+            raise PolicyError(f"{where}: hospital {hid} has two policy entries (by id and by index)")
+        if not isinstance(raw, Mapping):
+            raise PolicyError(f"{where} must be a mapping of policy keys, got {raw!r}")
+        out[hid] = check_policy_keys(raw, where)
+    return out
+
+
 def read_policy_file(path: str | Path) -> dict[str, object]:
     """The keys of a YAML or JSON policy file (JSON is YAML); an unknown key fails, naming it."""
     try:
@@ -182,6 +215,8 @@ def load_policy(
     key; it is called only when the policy requires encryption.
     """
     raw = {k: v for k, v in node_config.items() if k in KEYS}
+    if settings.policy:  # a simulated hospital's entry in the study's hospital_policies
+        raw.update(check_policy_keys(json.loads(settings.policy), "study hospital_policies"))
     if node_config.get(POLICY_FILE_KEY):
         from_file = read_policy_file(str(node_config[POLICY_FILE_KEY]))
         both = sorted(set(raw) & set(from_file))

@@ -40,6 +40,7 @@ class HospitalSettings:
     contract: str | None = None
     simulation: bool = True
     noise_source: str = "seeded"  # what draws DP noise and Poisson samples (fedledger.config.NOISE_SOURCES)
+    policy: str | None = None  # JSON of a simulated hospital's policy keys (the study's hospital_policies)
 
 
 @lru_cache(maxsize=4)
@@ -107,4 +108,5 @@ def from_context(node_config: dict[str, Any]) -> HospitalSettings:
         contract=(spec.get("chain") or {}).get("contract"),
         simulation=True,
         noise_source=check_noise_source(cfg["privacy"].get("noise_source", "seeded")),
+        policy=json.dumps(h["policy"], sort_keys=True) if h.get("policy") else None,
     )

@@ -26,7 +26,7 @@ from fedledger.round_task import RoundTask
 from fedledger.wire import ModelPayload, encode
 from fl_server.artifact_store import ArtifactStore
 from fl_server.strategy import RoundStrategy
-from fl_server.validation import TrainReply, parse_evaluate_replies, parse_train_replies
+from fl_server.validation import Rejection, TrainReply, parse_evaluate_replies, parse_train_replies
 
 log = logging.getLogger("fedledger.server")
 T = TypeVar("T")
@@ -80,12 +80,15 @@ def write_manifest(
     aggregate: ModelPayload,
     accepted: Sequence[Any],
     aggregate_hash: bytes | None = None,
+    rejected: Sequence[Rejection] = (),
 ) -> dict[str, Any]:
     """Persist a round's update and aggregate blobs plus its manifest before it is committed.
 
     ``accepted`` are the round's replies (TrainReply: each update hashed once,
     its signed-commitment record kept as received); ``aggregate_hash`` is the
-    aggregate's digest when the caller has it already.
+    aggregate's digest when the caller has it already. The hospitals' refusals
+    among ``rejected`` go into the manifest's ``refusals`` (absent when there
+    are none, so a round without one writes the manifest as before).
     """
 
     def blobs_of(payload: ModelPayload) -> list[str]:
@@ -119,8 +122,19 @@ def write_manifest(
             for r in accepted
         ],
     }
+    refusals = [refusal_entry(r) for r in rejected if r.kind == "refusal"]
+    if refusals:
+        manifest["refusals"] = refusals
     store.write_round(manifest)
     return manifest
+
+
+def refusal_entry(rejection: Rejection) -> dict[str, Any]:
+    """A hospital's refusal as the manifest keeps it: the code split from the reason it came with."""
+    code, sep, reason = rejection.reason.partition(": ")
+    if not sep:
+        code, reason = "", rejection.reason
+    return {"hospital": rejection.hospital, "node_id": rejection.node_id, "code": code, "reason": reason}
 
 
 def run_rounds(
@@ -168,7 +182,14 @@ def run_rounds(
         new_digest = new_global.digest()
         global_hash = to_hex(new_digest)
         manifest = write_manifest(
-            store, train_task.study_id, server_round, prev_hash, new_global, accepted, aggregate_hash=new_digest
+            store,
+            train_task.study_id,
+            server_round,
+            prev_hash,
+            new_global,
+            accepted,
+            aggregate_hash=new_digest,
+            rejected=rejected,
         )
         clock.lap("store")
 

@@ -124,3 +124,36 @@ def test_encryption_does_not_change_the_result(tmp_path):
     assert abs(a["final"]["accuracy"] - b["final"]["accuracy"]) <= 0.005
     assert abs(a["final"]["loss"] - b["final"]["loss"]) < 1e-4
     assert b["encryption"]["bytes_per_hospital_per_round"] > 0 and "encryption" not in a
+
+
+@pytest.mark.slow
+def test_a_hospital_whose_policy_forbids_the_model_refuses_and_the_record_shows_it(tmp_path):
+    """hospital_1's policy (the study's hospital_policies) allows only mlp; the study trains logreg."""
+    proc = run_study(
+        tmp_path,
+        "num_hospitals=2",
+        "num_rounds=2",
+        "min_hospitals=1",
+        "privacy=off",
+        "encryption=off",
+        "baselines=false",
+        "+hospital_policies.hospital_1.allowed-models=[mlp]",
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    code = "policy-model-not-allowed"
+    results = json.loads((tmp_path / "results.json").read_text())
+    for r in results["rounds"]:
+        assert r["participants"] == ["hospital_0"]
+        assert [(x["hospital"], x["kind"], x["reason"].split(":")[0]) for x in r["rejected"]] == [
+            ("hospital_1", "refusal", code)
+        ]
+    for n in (1, 2):
+        manifest = json.loads((tmp_path / f"artifacts/rounds/round_{n:05d}.json").read_text())
+        assert [(x["hospital"], x["code"]) for x in manifest["refusals"]] == [("hospital_1", code)]
+    audit = json.loads((tmp_path / "audit.json").read_text())
+    assert audit["ok"] is True and results["audit"]["ok"] is True
+    assert [(x["round"], x["hospital"], x["code"]) for x in audit["refusals"]] == [
+        (1, "hospital_1", code),
+        (2, "hospital_1", code),
+    ]
+    assert sum(code in n for n in audit["notices"]) == 2

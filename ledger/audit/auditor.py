@@ -10,6 +10,7 @@ from ledger.audit.chain_checks import check_hash_chain, check_participants, chec
 from ledger.audit.checkpoints import check_checkpoints
 from ledger.audit.merkle_checks import attach_merkle_leaves
 from ledger.audit.records import ZERO32, ChainView
+from ledger.audit.refusals import store_refusals
 from ledger.audit.result import AuditResult, Finding
 from ledger.audit.store import StoreReader, learn_labels
 
@@ -55,4 +56,9 @@ def audit(
                 findings.append(Finding("context", False, f"public context does not load: {exc}"))
         findings += check_artifacts(view, store_dir, ctx, resum)
         findings += check_checkpoints(view, store_dir)
-    return AuditResult(view, findings, epsilon_table(view), store_dir is not None, time.perf_counter() - t0)
+    result = AuditResult(view, findings, epsilon_table(view), store_dir is not None, time.perf_counter() - t0)
+    if store_dir is not None:
+        refusals = store_refusals(Path(store_dir))
+        view.notices.extend(r.notice() for r in refusals)
+        result.meta["refusals"] = [r.to_json() for r in refusals]
+    return result

@@ -4,6 +4,7 @@
                     [--from-block N] [--json FILE] [--html FILE]
     fedledger audit --run-dir DIR            # reads DIR/study.json, reopens a local anvil
     fedledger audit ... --follow [--alert-share 0.8] [--poll-interval S] [--max-polls N]
+                                 # with --artifacts or --run-dir, also alerts on hospitals' refusals
 
 Exit code: 0 when every check holds, 1 when any fails (each failing round,
 hospital and check is printed), 2 when the audit could not run (chain not
@@ -102,6 +103,7 @@ def handle(args: argparse.Namespace) -> int:
                     poll_interval=args.poll_interval,
                     max_polls=args.max_polls,
                     from_block=from_block,
+                    store=store,
                 )
             result = run_audit(
                 w3,

@@ -1,13 +1,15 @@
-"""Watch mode for regulators: poll the chain, print each new round, alert on what needs a person's look."""
+"""Watch mode for regulators: poll the chain and the artifact store, print new rounds, alert on what needs a look."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from fedledger.hashing import to_hex
 from ledger.audit.auditor import audit
 from ledger.audit.events import read_chain_view
+from ledger.audit.refusals import RoundRefusal, store_refusals
 from ledger.audit.result import AuditResult, Finding
 from ledger.client import LedgerClient
 
@@ -22,15 +24,19 @@ def follow(
     poll_interval: float = 5.0,
     max_polls: int | None = None,
     from_block: int = 0,
+    store: Path | None = None,
 ) -> int:
     """Poll the chain; print each newly recorded round; alert on failed checks, budget share, odd events.
 
+    With the artifact store (``store``) it also reads each round manifest as it
+    appears and alerts on every hospital's policy or protocol refusal in it.
     Returns 1 if any alert was raised, else 0 (when ``max_polls`` ends the watch).
     """
     client = LedgerClient.at(w3, contract, deploy_block=from_block, max_attempts=3)
     seen_rounds: set[int] = set()
     seen_notices: set[str] = set()
     share_alerted: set[str] = set()
+    seen_refusals: set[RoundRefusal] = set()
     alerts = 0
     polls = 0
     console.print(f"following study {str(study)[:18]}.. on {contract} (alert at {alert_share:.0%} of a budget)")
@@ -51,6 +57,8 @@ def follow(
                     alerts += 1
                     console.print(f"[bold red]ALERT[/] study {f.check}: {f.message}")
             alerts += _budget_alerts(result, alert_share, share_alerted, console)
+            if store is not None:
+                alerts += refusal_alerts(store, seen_refusals, console)
             for n in view.notices:
                 if n not in seen_notices:
                     seen_notices.add(n)
@@ -83,6 +91,19 @@ def _new_rounds(
         for f in bad:
             alerts += 1
             console.print(f"[bold red]ALERT[/] round {f.round} {f.hospital or ''} {f.check}: {f.message}")
+    return alerts
+
+
+def refusal_alerts(store: Path, seen: set[RoundRefusal], console: Any) -> int:
+    """Alert once per policy/protocol refusal in the store's manifests not seen before; how many."""
+    alerts = 0
+    for r in store_refusals(store):
+        if r not in seen:
+            seen.add(r)
+            alerts += 1
+            console.print(
+                f"[bold red]ALERT[/] round {r.round} hospital {r.hospital} refused the task: {r.code}: {r.reason}"
+            )
     return alerts
 
 
