@@ -62,7 +62,7 @@ def setup_chain(cfg: dict[str, Any], spec: dict[str, Any], keys_dir: Path) -> An
         ctx_hash = context_hash(spec)
         client.register_study(
             spec["study_id"],
-            from_hex(spec["config_hash"]),
+            from_hex(spec["protocol_hash"]),  # configHash v2: the study protocol (docs/HASHES.md)
             from_hex(spec["initial_model_hash"]),
             ctx_hash,
             CODE_VERSION,

@@ -17,9 +17,11 @@ from coordinator.study_chain import setup_chain
 from fedledger.config import check_noise_source
 from fedledger.files import save_npz
 from fedledger.hashing import model_hash, sha256, to_hex
+from fedledger.protocol import protocol_hash
 from fl_client.data import HospitalData, load_hospitals
 from fl_client.models import build_model, get_arrays
 from fl_client.policy import policies_by_hospital
+from fl_server.study import round_task
 
 
 @dataclass
@@ -36,7 +38,11 @@ class PreparedStudy:
 
 
 def config_hash(cfg: dict[str, Any]) -> bytes:
-    """SHA-256 of the resolved config as canonical JSON (sorted keys, no spaces)."""
+    """SHA-256 of the resolved config as canonical JSON (sorted keys, no spaces).
+
+    Kept in study.json (``config_hash``) and in the study id; what the chain registers as
+    ``configHash`` is the protocol hash (:func:`fedledger.protocol.protocol_hash`, docs/HASHES.md).
+    """
     return sha256(json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode())
 
 
@@ -87,6 +93,7 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
             "aggregator_context": str(paths.aggregator_context),
             "fingerprint": paths.fingerprint_hex,
         }
+    spec["protocol_hash"] = to_hex(protocol_hash(round_task(spec)))  # registered on chain as configHash
     for i, h in enumerate(hospitals):
         entry: dict[str, Any] = {
             "id": h.hospital_id,

@@ -27,6 +27,7 @@ from ledger.reverts import LedgerRevert
 from ledger.rpc import http_w3
 
 GET_ROUND_SELECTOR = keccak(text="getRound(bytes32,uint64)")[:4]
+GET_STUDY_SELECTOR = keccak(text="getStudy(bytes32)")[:4]
 
 
 @lru_cache(maxsize=4)
@@ -39,18 +40,38 @@ def get_round_calldata(study_id: str | bytes, server_round: int) -> bytes:
     return GET_ROUND_SELECTOR + encode(["bytes32", "uint64"], [as_bytes32(study_id), int(server_round)])
 
 
-def _aggregate_hash_fast(rpc_url: str, contract: str, study_id: str, server_round: int) -> bytes | None:
-    """The recorded aggregate hash by one bare eth_call, or None when the answer is not a plain result."""
+def get_study_calldata(study_id: str | bytes) -> bytes:
+    """ABI calldata of ``getStudy(studyId)`` (pinned in tests/test_chain_view.py)."""
+    return GET_STUDY_SELECTOR + encode(["bytes32"], [as_bytes32(study_id)])
+
+
+def _bare_call(rpc_url: str, contract: str, data: bytes) -> bytes | None:
+    """One bare eth_call's result, or None when the answer is not a plain result (asked again by the client)."""
     w3 = _client(rpc_url, contract).w3
-    data = to_hex(get_round_calldata(study_id, server_round))
     try:
-        resp = w3.provider.make_request("eth_call", [{"to": contract, "data": data}, "latest"])
+        resp = w3.provider.make_request("eth_call", [{"to": contract, "data": to_hex(data)}, "latest"])
     except Exception:
         return None
     result = resp.get("result") if isinstance(resp, dict) else None
     if not isinstance(result, str) or "error" in resp:
         return None
-    raw = as_bytes(result)
+    return as_bytes(result)
+
+
+@lru_cache(maxsize=16)
+def registered_config_hash(rpc_url: str, contract: str, study_id: str) -> str:
+    """The study's registered ``configHash`` (its protocol hash, docs/HASHES.md); cached: it never changes."""
+    raw = _bare_call(rpc_url, contract, get_study_calldata(study_id))
+    if raw is not None and len(raw) >= 9 * 32 and any(raw[:32]):  # configHash is getStudy's first word
+        return to_hex(raw[:32])
+    return to_hex(_client(rpc_url, contract).read_study(study_id).config_hash)
+
+
+def _aggregate_hash_fast(rpc_url: str, contract: str, study_id: str, server_round: int) -> bytes | None:
+    """The recorded aggregate hash by one bare eth_call, or None when the answer is not a plain result."""
+    raw = _bare_call(rpc_url, contract, get_round_calldata(study_id, server_round))
+    if raw is None:
+        return None
     return raw[32:64] if len(raw) >= 8 * 32 else None  # getRound returns 8 words; aggregateHash is the second
 
 

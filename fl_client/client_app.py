@@ -17,7 +17,8 @@ from flwr.common.logger import log as flwr_log
 from fedledger.config import TrainConfig
 from fedledger.hashing import to_hex
 from fedledger.model_io import flatten, num_params, unflatten
-from fedledger.round_task import EvaluationReport, Record, Refusal, RoundTask, TrainReport
+from fedledger.protocol import protocol_hash
+from fedledger.round_task import EvaluationReport, Record, Refusal, RoundMessageError, RoundTask, TrainReport
 from fedledger.wire import ModelPayload, decode, encode
 from fl_client import hospital_runtime as rt
 from fl_client.accounting import BudgetExceededError
@@ -103,6 +104,23 @@ def _check_study_key(settings: Any, task: RoundTask) -> None:
         )
 
 
+def _check_protocol(settings: Any, task: RoundTask) -> None:
+    """The task must be the protocol the study registered (its configHash): same model, training and DP."""
+    registered = rt.registered_protocol_hash(settings, task.study_id)
+    if registered is None:
+        return
+    try:
+        received = to_hex(protocol_hash(task))
+    except RoundMessageError as exc:
+        raise Refused("protocol-mismatch", f"the round task's protocol cannot be hashed: {exc}") from None
+    if received != registered.lower():
+        raise Refused(
+            "protocol-mismatch",
+            f"round {task.server_round}: the task's protocol hashes to {received}, but the study registered "
+            f"{registered} (model, training or privacy parameters changed since registration)",
+        )
+
+
 def _round_setup(msg: Message, context: Context) -> tuple[Any, Any, RoundTask, HospitalPolicy]:
     node_config = dict(context.node_config)
     settings = from_context(node_config)
@@ -113,7 +131,8 @@ def _round_setup(msg: Message, context: Context) -> tuple[Any, Any, RoundTask, H
 def _checked(
     settings: Any, data: Any, task: RoundTask, policy: HospitalPolicy, context: Context
 ) -> tuple[Any, HospitalPrivacy | None]:
-    """The hospital's policy on the task, before anything else is done with it; then its model and accountant.
+    """The hospital's policy on the task, before anything else is done with it, then the study's registered
+    protocol; then its model and accountant.
 
     Checked first on the task's own figures, then on the noise and delta the
     hospital's accountant derives from them (a target epsilon, a default delta).
@@ -121,6 +140,7 @@ def _checked(
     n_params = rt.task_param_count(task, data.X_train.shape[1])
     plan = AnswerPlan(n_records=int(data.n_train), n_params=n_params)
     check_task(policy, task, plan)
+    _check_protocol(settings, task)
     privacy = rt.privacy_for(settings, task, data.n_train, context, policy.epsilon_cap(settings.budget))
     if privacy is not None:
         check_task(policy, task, replace(plan, noise_multiplier=privacy.noise_multiplier, delta=privacy.delta))

@@ -215,6 +215,16 @@ def commitment_for(
     return SignedCommitment.sign(account, domain(task.chain_id, task.contract), commitment, settings.hospital_id)
 
 
+def registered_protocol_hash(settings: HospitalSettings, study_id: str) -> str | None:
+    """The protocol hash the study registered: the chain's ``configHash`` when this hospital reads a chain,
+    else its own settings' (the study spec in simulation, ``protocol-hash`` in a node config); None: neither."""
+    if settings.chain_rpc and settings.contract:
+        from fl_client.chain_view import registered_config_hash  # defers web3 to hospitals that read a chain
+
+        return registered_config_hash(settings.chain_rpc, settings.contract, study_id)
+    return settings.protocol_hash
+
+
 CHAIN_WAIT_S = 60.0  # how long a hospital waits for a round's record to appear on its chain node
 
 

@@ -2,7 +2,7 @@
 
 Deployment: every value comes from the SuperNode's ``--node-config``
 (hospital-id, data-path, schema-path, secret-context, eth-key, privacy-budget,
-state-dir, chain-rpc, contract). Simulation: the study spec written by the
+state-dir, chain-rpc, contract, protocol-hash). Simulation: the study spec written by the
 launcher (``$FEDLEDGER_STUDY``) gives the same values per partition id.
 Study-wide settings (model, training, DP parameters) come in each round's
 message instead, from the server.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -40,6 +41,7 @@ class HospitalSettings:
     contract: str | None = None
     simulation: bool = True
     noise_source: str = "seeded"  # what draws DP noise and Poisson samples (fedledger.config.NOISE_SOURCES)
+    protocol_hash: str | None = None  # the study's protocol hash when no chain is read (fedledger.protocol)
     policy: str | None = None  # JSON of a simulated hospital's policy keys (the study's hospital_policies)
 
 
@@ -50,6 +52,15 @@ def load_spec(path: str) -> dict[str, Any]:
         return json.loads(Path(path).read_text())
     except FileNotFoundError as exc:
         raise SettingsError(f"study spec {path} not found (set {STUDY_ENV} or give a node config)") from exc
+
+
+def _protocol_hash(value: object) -> str | None:
+    """A node config's ``protocol-hash``: 0x and 64 hex digits, or unset."""
+    if value in (None, "", "none"):
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"0x[0-9a-fA-F]{64}", value.strip()):
+        raise SettingsError(f"node config protocol-hash must be 0x and 64 hex digits, got {value!r}")
+    return value.strip().lower()
 
 
 def from_node_config(node_config: dict[str, Any]) -> HospitalSettings:
@@ -80,6 +91,7 @@ def from_node_config(node_config: dict[str, Any]) -> HospitalSettings:
         contract=node_config.get("contract"),
         simulation=False,
         noise_source=check_noise_source(node_config.get("noise-source", "os-entropy"), "node config noise-source"),
+        protocol_hash=_protocol_hash(node_config.get("protocol-hash")),
     )
 
 
@@ -108,5 +120,6 @@ def from_context(node_config: dict[str, Any]) -> HospitalSettings:
         contract=(spec.get("chain") or {}).get("contract"),
         simulation=True,
         noise_source=check_noise_source(cfg["privacy"].get("noise_source", "seeded")),
+        protocol_hash=spec.get("protocol_hash"),
         policy=json.dumps(h["policy"], sort_keys=True) if h.get("policy") else None,
     )

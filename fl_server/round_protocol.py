@@ -22,6 +22,7 @@ from flwr.app import ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from fedledger.hashing import canonical_model_bytes, to_hex
+from fedledger.protocol import protocol_hash
 from fedledger.round_task import RoundTask
 from fedledger.wire import ModelPayload, encode
 from fl_server.artifact_store import ArtifactStore
@@ -80,9 +81,13 @@ def write_manifest(
     aggregate: ModelPayload,
     accepted: Sequence[Any],
     aggregate_hash: bytes | None = None,
+    protocol: str | None = None,
     rejected: Sequence[Rejection] = (),
 ) -> dict[str, Any]:
     """Persist a round's update and aggregate blobs plus its manifest before it is committed.
+
+    ``protocol`` is the hash of the study protocol the round's task was sent under
+    (fedledger.protocol), which the auditor checks against the chain's configHash.
 
     ``accepted`` are the round's replies (TrainReply: each update hashed once,
     its signed-commitment record kept as received); ``aggregate_hash`` is the
@@ -122,6 +127,8 @@ def write_manifest(
             for r in accepted
         ],
     }
+    if protocol is not None:
+        manifest["protocol_hash"] = protocol
     refusals = [refusal_entry(r) for r in rejected if r.kind == "refusal"]
     if refusals:
         manifest["refusals"] = refusals
@@ -189,6 +196,7 @@ def run_rounds(
             new_global,
             accepted,
             aggregate_hash=new_digest,
+            protocol=to_hex(protocol_hash(train_task)),
             rejected=rejected,
         )
         clock.lap("store")

@@ -117,6 +117,22 @@ def _manifest_failures(view: ChainView, rv: RoundView, m: dict[str, Any]) -> lis
     return mf
 
 
+def check_protocol(view: ChainView, r: int, m: dict[str, Any]) -> Finding:
+    """The round's task was sent under the protocol the study registered (manifest ``protocol_hash`` = configHash)."""
+    recorded = m.get("protocol_hash")
+    if recorded is None:
+        return Finding("protocol", True, "manifest does not record the round's protocol (older run)", r, skipped=True)
+    if hex32(recorded) != view.config_hash:
+        return Finding(
+            "protocol",
+            False,
+            f"round {r} was sent under protocol {recorded}, but the study registered configHash "
+            f"{to_hex(view.config_hash)} (model, training or privacy parameters changed mid-study)",
+            r,
+        )
+    return Finding("protocol", True, "the round's protocol hash is the registered configHash", r)
+
+
 def _match_updates(
     view: ChainView, rv: RoundView, updates: list[dict[str, Any]], pf: list[Finding]
 ) -> tuple[list[tuple[CommitmentView, dict[str, Any]]], list[dict[str, Any]]]:
@@ -187,6 +203,7 @@ def _check_round_artifacts(
 ) -> list[Finding]:
     r = rv.round
     out = per_round("manifest", r, _manifest_failures(view, rv, m), "manifest matches the chain record")
+    out.append(check_protocol(view, r, m))
     encrypted = bool(m.get("encrypted", True))
     agg = m.get("aggregate") or {}
 

@@ -25,7 +25,7 @@ GROUPS = {
     "chain": ("study", "hash_chain"),
     "commit": ("signature", "binding", "registered", "consent", "expiry", "samples"),
     "priv": ("budget", "privacy"),
-    "store": ("context", "manifest", "participants", "blobs", "update_hash"),
+    "store": ("context", "manifest", "protocol", "participants", "blobs", "update_hash"),
     "resum": ("resum",),
     "ckpt": ("checkpoint",),
 }

@@ -26,6 +26,7 @@ CHECKS = (
     "privacy",
     "context",
     "manifest",
+    "protocol",
     "participants",
     "blobs",
     "update_hash",

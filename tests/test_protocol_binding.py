@@ -1,0 +1,234 @@
+"""Protocol binding: the study protocol's hash (configHash v2), the hospital's refusal, the auditor's check."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import fields, replace
+
+import numpy as np
+import pytest
+from flwr.app import Message
+
+from fedledger.config import PrivacyConfig
+from fedledger.hashing import model_hash, to_hex
+from fedledger.protocol import PROTOCOL_FIELDS, protocol_bytes, protocol_hash
+from fedledger.round_task import RoundMessageError, RoundTask
+from fl_client import hospital_runtime
+from fl_client.chain_view import get_study_calldata
+from fl_client.client_app import evaluate_global, train
+from fl_client.settings import SettingsError, from_node_config
+from tests.test_client_app import context, initial, node_config, round_config, task, task_identity  # noqa: F401
+
+STUDY = "0x" + "11" * 32
+DP = {"enabled": True, "noise_multiplier": 1.1, "max_grad_norm": 1.0, "accountant": "rdp"}
+
+# the vector of docs/HASHES.md section 3a (the layout test below writes every field out)
+VECTOR_TASK = RoundTask.from_wire(
+    dict(round_config("", DP, **{"server-round": 0, "local-epochs": 2, "lr": 1.0, "num-rounds": 3}))
+)
+VECTOR_HASH = "0x38a03e7f3c2c5f1ddb4d829c39ec783985b8e7853989f47af91b1743adf3cecc"
+
+
+# -- the hash -------------------------------------------------------------------------
+
+
+def test_fixed_vector():
+    assert to_hex(protocol_hash(VECTOR_TASK)) == VECTOR_HASH
+    assert to_hex(hashlib.sha256(protocol_bytes(VECTOR_TASK)).digest()) == VECTOR_HASH
+
+
+def test_layout_by_hand():
+    """docs/HASHES.md section 3a, written out independently of fedledger.protocol."""
+
+    def name(n: str) -> bytes:
+        return bytes([len(n)]) + n.encode()
+
+    def text(s: str) -> bytes:
+        return b"\x04" + struct.pack("<H", len(s)) + s.encode()
+
+    def f64(x: float) -> bytes:
+        return b"\x03" + struct.pack("<d", x)
+
+    def i64(x: int) -> bytes:
+        return b"\x02" + struct.pack("<q", x)
+
+    def flag(b: bool) -> bytes:
+        return b"\x01" + bytes([b])
+
+    body = [
+        name("study-id") + b"\x05" + struct.pack("<H", 32) + b"\x11" * 32,
+        name("model") + text("logreg"),
+        name("hidden") + i64(0),
+        name("seed") + i64(0),
+        name("local-epochs") + i64(2),
+        name("batch-size") + i64(32),
+        name("lr") + f64(1.0),
+        name("momentum") + f64(0.0),
+        name("weight-decay") + f64(0.0),
+        name("num-rounds") + i64(3),
+        name("encrypted") + flag(False),
+        name("context-fingerprint") + b"\x05" + struct.pack("<H", 0),
+        name("privacy.enabled") + flag(True),
+        name("privacy.noise_multiplier") + f64(1.1),
+        name("privacy.target_epsilon") + b"\x00",
+        name("privacy.delta") + b"\x00",
+        name("privacy.max_grad_norm") + f64(1.0),
+        name("privacy.accountant") + text("rdp"),
+        name("privacy.grad_sample_mode") + text("ew"),
+        name("privacy.secure_mode") + flag(False),
+        name("privacy.budget") + b"\x00",
+        name("privacy.noise_source") + text("seeded"),
+    ]
+    expected = b"FEDLEDGER-PROTOCOL-v2" + struct.pack("<H", len(body)) + b"".join(body)
+    assert protocol_bytes(VECTOR_TASK) == expected
+
+
+def test_every_privacy_setting_is_in_the_protocol():
+    """A new PrivacyConfig field must be placed in (or deliberately left out of) a new protocol version."""
+    assert {n.removeprefix("privacy.") for n, _, _ in PROTOCOL_FIELDS if n.startswith("privacy.")} == {
+        f.name for f in fields(PrivacyConfig)
+    }
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(privacy=dict(DP, noise_multiplier=0.5)),
+        dict(privacy=dict(DP, max_grad_norm=10.0)),
+        dict(privacy=dict(DP, noise_multiplier=None, target_epsilon=8.0)),
+        dict(privacy=dict(DP, delta=1e-3)),
+        dict(privacy=dict(DP, accountant="prv")),
+        dict(privacy={"enabled": False}),
+        dict(model="mlp", hidden=32),
+        dict(lr=0.5),
+        dict(batch_size=64),
+        dict(local_epochs=5),
+        dict(num_rounds=30),
+        dict(encrypted=True, context_fingerprint="0x" + "ab" * 32),
+        dict(study_id="0x" + "22" * 32),
+    ],
+)
+def test_each_protocol_field_changes_the_hash(change):
+    assert protocol_hash(replace(VECTOR_TASK, **change)) != protocol_hash(VECTOR_TASK)
+
+
+def test_per_round_fields_addressing_defaults_and_number_forms_do_not():
+    same = [
+        VECTOR_TASK.for_round(7, "0x" + "33" * 32),
+        replace(VECTOR_TASK, ledger=True, chain_id=31337, contract="0x" + "cd" * 20),
+        replace(VECTOR_TASK, privacy=dict(DP, grad_sample_mode="ew", budget=None, unknown_key=1)),  # defaults
+        replace(VECTOR_TASK, privacy=dict(DP, max_grad_norm=1)),  # 1 and 1.0 are one value
+        RoundTask.from_wire(VECTOR_TASK.to_wire()),
+    ]
+    assert {protocol_hash(t) for t in same} == {protocol_hash(VECTOR_TASK)}
+
+
+def test_a_field_of_the_wrong_type_cannot_be_hashed():
+    with pytest.raises(RoundMessageError, match="privacy.noise_multiplier"):
+        protocol_hash(replace(VECTOR_TASK, privacy=dict(DP, noise_multiplier="1.1")))
+
+
+def test_get_study_calldata_is_pinned():
+    assert get_study_calldata(STUDY).hex() == "56ee002a" + "11" * 32  # keccak256("getStudy(bytes32)")[:4]
+
+
+def test_node_config_protocol_hash_is_checked_at_load():
+    assert from_node_config(node_config(**{"protocol-hash": VECTOR_HASH.upper().replace("0X", "0x")})).protocol_hash
+    with pytest.raises(SettingsError, match="protocol-hash"):
+        from_node_config(node_config(**{"protocol-hash": "0x1234"}))
+
+
+# -- the hospital refuses a changed protocol ------------------------------------------------
+
+
+def refusal_code(reply: Message) -> str | None:
+    refusal = reply.content.config_records.get("refusal")
+    return None if refusal is None else str(refusal["code"])
+
+
+def study_round(arrays: dict, server_round: int, privacy: dict, kind: str) -> Message:
+    cfg = round_config(to_hex(model_hash(arrays)), privacy, **{"server-round": server_round, "num-rounds": 4})
+    return task(arrays, cfg, kind)
+
+
+def test_an_aggregator_that_changes_the_noise_in_round_3_is_refused_by_every_hospital(initial):
+    # arrange: the study registered its protocol with noise 1.1; the aggregator lowers it from round 3
+    registered = to_hex(
+        protocol_hash(RoundTask.from_wire(dict(study_round(initial, 1, DP, "train").content.config_records["config"])))
+    )
+    hospitals = [
+        context(node_config(**{"hospital-id": f"h{i}", "partition-index": i, "protocol-hash": registered}))
+        for i in range(2)
+    ]
+    hostile = dict(DP, noise_multiplier=0.3)
+    # act
+    codes = {
+        (r, kind, h.node_config["hospital-id"]): refusal_code(
+            handler(study_round(initial, r, DP if r < 3 else hostile, kind), h)
+        )
+        for r in range(1, 5)
+        for kind, handler in (("train", train), ("evaluate", evaluate_global))
+        for h in hospitals
+    }
+    # assert
+    assert {k: c for k, c in codes.items() if k[0] < 3} == {k: None for k in codes if k[0] < 3}
+    assert {k: c for k, c in codes.items() if k[0] >= 3} == {k: "protocol-mismatch" for k in codes if k[0] >= 3}
+
+
+def test_the_refusal_names_both_hashes_and_comes_before_training(initial, monkeypatch):
+    registered = to_hex(protocol_hash(replace(VECTOR_TASK, study_id=STUDY)))
+    monkeypatch.setattr("fl_client.client_app.train_local", lambda *a, **k: pytest.fail("trained"))
+    reply = train(study_round(initial, 3, DP, "train"), context(node_config(**{"protocol-hash": registered})))
+    refusal = reply.content.config_records["refusal"]
+    assert refusal["code"] == "protocol-mismatch" and registered in str(refusal["reason"])
+    assert "update" not in reply.content.array_records
+
+
+def test_without_a_registered_protocol_the_hospital_behaves_as_before(initial):
+    assert refusal_code(train(study_round(initial, 1, DP, "train"), context(node_config()))) is None
+
+
+def test_a_hospital_that_reads_a_chain_takes_the_registered_hash_from_it(monkeypatch):
+    calls: list[tuple] = []
+
+    def read(rpc: str, contract: str, study: str) -> str:
+        calls.append((rpc, contract, study))
+        return VECTOR_HASH
+
+    monkeypatch.setattr("fl_client.chain_view.registered_config_hash", read)
+    on_chain = from_node_config(
+        node_config(**{"chain-rpc": "http://x", "contract": "0x" + "cd" * 20, "protocol-hash": "0x" + "00" * 32})
+    )
+    assert hospital_runtime.registered_protocol_hash(on_chain, STUDY) == VECTOR_HASH
+    assert calls == [("http://x", "0x" + "cd" * 20, STUDY)]
+    assert hospital_runtime.registered_protocol_hash(replace(on_chain, chain_rpc=None), STUDY) == "0x" + "00" * 32
+
+
+# -- the auditor -----------------------------------------------------------------------
+
+
+def test_the_auditor_flags_a_round_sent_under_another_protocol():
+    from ledger.audit.artifacts import check_protocol
+
+    view = type("View", (), {"config_hash": bytes.fromhex(VECTOR_HASH[2:])})()
+    assert check_protocol(view, 1, {"protocol_hash": VECTOR_HASH}).status == "pass"  # type: ignore[arg-type]
+    assert check_protocol(view, 2, {}).status == "skip"  # type: ignore[arg-type]
+    bad = check_protocol(view, 3, {"protocol_hash": "0x" + "99" * 32})  # type: ignore[arg-type]
+    assert bad.status == "fail" and bad.round == 3 and "round 3" in bad.message
+
+
+def test_manifest_records_the_protocol_hash(tmp_path):
+    from fedledger.wire import ModelPayload
+    from fl_server.artifact_store import ArtifactStore
+    from fl_server.round_protocol import write_manifest
+
+    arrays = {"w": np.zeros(2, np.float32)}
+    m = write_manifest(
+        ArtifactStore(tmp_path), STUDY, 1, "0x" + "00" * 32, ModelPayload(arrays=arrays), [], protocol=VECTOR_HASH
+    )
+    assert (
+        json.loads((tmp_path / "artifacts" / "rounds" / "round_00001.json").read_text())["protocol_hash"] == VECTOR_HASH
+    )
+    assert m["format"] == "fedledger-round-v1"
