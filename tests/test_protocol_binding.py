@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import pytest
@@ -232,3 +232,102 @@ def test_manifest_records_the_protocol_hash(tmp_path):
         json.loads((tmp_path / "artifacts" / "rounds" / "round_00001.json").read_text())["protocol_hash"] == VECTOR_HASH
     )
     assert m["format"] == "fedledger-round-v1"
+
+
+# -- the round protocol, hospitals answering through their ClientApp ---------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class LowersTheNoiseFromRound3(RoundTask):
+    """A hostile aggregator's study task: honest in rounds 1-2, less noise from round 3."""
+
+    def hostile(self, sent: RoundTask) -> RoundTask:
+        return replace(sent, privacy=dict(sent.privacy, noise_multiplier=0.3))
+
+    def for_round(self, server_round: int, prev_hash: str) -> RoundTask:
+        sent = super().for_round(server_round, prev_hash)
+        return self.hostile(sent) if server_round >= 3 else sent
+
+
+@dataclass(frozen=True, kw_only=True)
+class RaisesTheLearningRateFromRound3(LowersTheNoiseFromRound3):
+    """A change a hospital's accountant does not notice by itself (its resumed state checks the noise)."""
+
+    def hostile(self, sent: RoundTask) -> RoundTask:
+        return replace(sent, lr=5.0)
+
+
+class ClientAppGrid:
+    """Two hospitals answering in process through the real ClientApp handlers, each with its own context."""
+
+    def __init__(self, **node_config_extra: object) -> None:
+        self.contexts = {
+            n: context(node_config(**{"hospital-id": f"h{n}", "partition-index": n - 1, **node_config_extra}))
+            for n in (1, 2)
+        }
+
+    def get_node_ids(self):
+        return list(self.contexts)
+
+    def send_and_receive(self, messages, timeout=None):
+        handler = {"train": train, "evaluate": evaluate_global}
+        return [handler[m.metadata.message_type](m, self.contexts[m.metadata.dst_node_id]) for m in messages]
+
+
+def hostile_study(
+    tmp_path, grid: ClientAppGrid, rounds: int, initial_arrays: dict, monkeypatch, kind=LowersTheNoiseFromRound3
+):
+    from fedledger.wire import ModelPayload
+    from fl_server import round_protocol
+    from fl_server.artifact_store import ArtifactStore
+    from fl_server.strategy import FedAvgStrategy
+
+    monkeypatch.setattr(  # commit, then evaluate (the overlap has its own tests in test_round_protocol.py)
+        round_protocol,
+        "send_and_receive_around",
+        lambda g, msgs, work, timeout: (work(), g.send_and_receive(msgs))[::-1],
+    )
+    study = kind(**{f.name: getattr(VECTOR_TASK, f.name) for f in fields(RoundTask)})
+    store = ArtifactStore(tmp_path)
+    outcomes: list = []
+    stopped = None
+    try:
+        round_protocol.run_rounds(
+            grid,  # type: ignore[arg-type]
+            FedAvgStrategy(template=initial_arrays),
+            ModelPayload(arrays=initial_arrays),
+            study,
+            num_rounds=rounds,
+            min_hospitals=2,
+            store=store,
+            on_round=outcomes.append,
+        )
+    except round_protocol.StudyStopped as exc:
+        stopped = str(exc)
+    return outcomes, stopped, store
+
+
+def test_round_protocol_a_noise_change_in_round_3_stops_the_study_and_the_auditor_sees_it(
+    tmp_path, initial, monkeypatch
+):
+    from ledger.audit.artifacts import check_protocol
+
+    registered = to_hex(protocol_hash(VECTOR_TASK))
+    view = type("View", (), {"config_hash": bytes.fromhex(registered[2:])})()
+    # act: hospitals that check the protocol; then hospitals with nothing registered to compare with, sent a
+    # changed learning rate (a lowered noise would stop them anyway: their resumed accountant fails on it)
+    outcomes, stopped, store = hostile_study(
+        tmp_path / "checked", ClientAppGrid(**{"protocol-hash": registered}), 4, initial, monkeypatch
+    )
+    blind, blind_stopped, blind_store = hostile_study(
+        tmp_path / "blind", ClientAppGrid(), 3, initial, monkeypatch, RaisesTheLearningRateFromRound3
+    )
+    # assert: rounds 1-2 ran under the registered protocol; in round 3 both hospitals refused
+    assert [o.server_round for o in outcomes] == [1, 2]
+    assert stopped is not None and stopped.startswith("round 3:")
+    assert stopped.count("protocol-mismatch") == 2 and "h1" in stopped and "h2" in stopped
+    assert [check_protocol(view, r, store.read_round(r)).status for r in (1, 2)] == ["pass", "pass"]  # type: ignore[arg-type]
+    # the hospitals that could not check trained round 3; its manifest shows the changed protocol to the auditor
+    assert blind_stopped is None and len(blind) == 3
+    audit = [check_protocol(view, r, blind_store.read_round(r)) for r in (1, 2, 3)]  # type: ignore[arg-type]
+    assert [(f.status, f.round) for f in audit] == [("pass", 1), ("pass", 2), ("fail", 3)]
