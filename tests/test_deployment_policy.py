@@ -3,7 +3,8 @@
 One of three SuperNodes sets ``allowed-models`` in its node_config.toml, as a
 hospital would, to a family that excludes the study's model. Every train task
 it receives is refused with ``policy-model-not-allowed``; the other two carry
-the study, the ledger records only them, and the audit passes.
+the study, the ledger records only them, and the audit passes, listing each
+refusal as a notice.
 """
 
 from __future__ import annotations
@@ -87,4 +88,9 @@ def test_supernode_whose_policy_forbids_the_model_refuses_every_round_and_the_st
 
     a = audit(study)
     assert a.returncode == 0, a.stdout[-3000:] + a.stderr[-3000:]
+    # the audit lists each refusal, from the round manifests, as a notice (not a failed check)
+    verdict = json.loads((study / "audit.json").read_text())
+    refused = [(x["round"], x["hospital"], x["code"]) for x in verdict["refusals"]]
+    assert refused == [(1, "hospital_2", CODE), (2, "hospital_2", CODE)], verdict["refusals"]
+    assert sum(f"({CODE})" in n for n in verdict["notices"]) == 2, verdict["notices"]
     print(f"policy-refusal deployment took {time.monotonic() - t0:.0f}s")
