@@ -268,6 +268,8 @@ def provision_study(
         if spec.get("chain") and url:
             nc["chain-rpc"] = url
             nc["contract"] = spec["chain"]["contract"]
+        if spec.get("protocol_hash"):  # what the node checks each task against when it reads no chain
+            nc["protocol-hash"] = spec["protocol_hash"]
         if tls_paths:
             shutil.copy(tls_paths["ca"], hdir / "ca.pem")
             files["ca.pem"] = ("the study CA: your SuperNode checks the SuperLink's certificate with it", False)
