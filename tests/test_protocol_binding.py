@@ -331,3 +331,36 @@ def test_round_protocol_a_noise_change_in_round_3_stops_the_study_and_the_audito
     assert blind_stopped is None and len(blind) == 3
     audit = [check_protocol(view, r, blind_store.read_round(r)) for r in (1, 2, 3)]  # type: ignore[arg-type]
     assert [(f.status, f.round) for f in audit] == [("pass", 1), ("pass", 2), ("fail", 3)]
+
+
+def test_a_hospital_reading_an_anvil_chain_refuses_a_task_that_is_not_the_registered_protocol(
+    tmp_path, initial, monkeypatch
+):
+    from fl_client.chain_view import registered_config_hash
+    from ledger.chains import start_chain
+    from ledger.client import LedgerClient
+
+    chain = start_chain("anvil", tmp_path)
+    try:
+        client = LedgerClient.deploy(chain.w3, chain.admin)
+        study = "0x" + "22" * 32
+        honest = round_config(to_hex(model_hash(initial)), DP, **{"study-id": study})
+        registered = protocol_hash(RoundTask.from_wire(dict(honest)))
+        client.register_study(
+            study, registered, model_hash(initial), b"\x00" * 32, "test", chain.aggregator.address, 2**40,
+            [chain.funded_accounts[2].address], [10**9],
+        )  # fmt: skip
+        nc = context(node_config(**{"chain-rpc": chain.rpc_url, "contract": client.address}))
+        hostile = round_config(to_hex(model_hash(initial)), dict(DP, max_grad_norm=10.0), **{"study-id": study})
+        # act
+        with monkeypatch.context() as m:  # one bare eth_call, not the contract machinery
+            m.setattr(LedgerClient, "read_study", lambda *a: pytest.fail("read through the client"))
+            read = registered_config_hash.__wrapped__(chain.rpc_url, client.address, study)
+        trained = train(task(initial, honest), nc)
+        refused = train(task(initial, hostile), nc)
+    finally:
+        chain.stop()
+    # assert
+    assert read == to_hex(registered)
+    assert refusal_code(trained) is None and "update" in trained.content.array_records
+    assert refusal_code(refused) == "protocol-mismatch"
