@@ -19,6 +19,7 @@ from fl_client import hospital_runtime
 from fl_client.chain_view import get_study_calldata
 from fl_client.client_app import evaluate_global, train
 from fl_client.settings import SettingsError, from_node_config
+from tests.test_audit import honest, ledger  # noqa: F401
 from tests.test_client_app import context, initial, node_config, round_config, task, task_identity  # noqa: F401
 
 STUDY = "0x" + "11" * 32
@@ -364,3 +365,20 @@ def test_a_hospital_reading_an_anvil_chain_refuses_a_task_that_is_not_the_regist
     assert read == to_hex(registered)
     assert refusal_code(trained) is None and "update" in trained.content.array_records
     assert refusal_code(refused) == "protocol-mismatch"
+
+
+def test_the_audit_names_the_round_whose_manifest_records_another_protocol(honest, tmp_path):
+    from fedledger.hashing import sha256
+    from tests.test_audit import copy_run, fails
+
+    run = copy_run(honest, tmp_path)
+    rounds = run / "artifacts" / "rounds"
+    for r, recorded in ((1, to_hex(sha256(b"cfg"))), (2, "0x" + "99" * 32)):  # the builder registers sha256("cfg")
+        path = rounds / f"round_{r:05d}.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "protocol_hash": recorded}))
+    # act
+    result = honest.audit(store=run)
+    # assert: round 2 fails, round 1 passes, round 3 (no protocol_hash: an older manifest) is skipped
+    assert fails(result) == [("protocol", 2, None)]
+    assert result.to_json()["checks"]["protocol"] == {"pass": 1, "fail": 1, "skip": 1}
+    assert any("round 2" in f.message and "configHash" in f.message for f in result.failures)
