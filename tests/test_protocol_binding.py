@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import pytest
-from flwr.app import Message
+from flwr.app import ConfigRecord, Message
 
 from fedledger.config import PrivacyConfig
 from fedledger.hashing import model_hash, to_hex
@@ -382,3 +382,31 @@ def test_the_audit_names_the_round_whose_manifest_records_another_protocol(hones
     assert fails(result) == [("protocol", 2, None)]
     assert result.to_json()["checks"]["protocol"] == {"pass": 1, "fail": 1, "skip": 1}
     assert any("round 2" in f.message and "configHash" in f.message for f in result.failures)
+
+
+def test_a_prepared_study_registers_the_protocol_its_server_sends_and_its_hospitals_accept(tmp_path, monkeypatch):
+    """study.json -> chain configHash -> the ServerApp's task -> a simulated hospital's check, end to end."""
+    from coordinator.provision import compose_config
+    from coordinator.study_setup import prepare_study
+    from fedledger.files import load_npz
+    from fedledger.study_spec import STUDY_ENV
+    from fl_client.chain_view import registered_config_hash
+    from fl_server.study import round_task
+    from ledger.client import LedgerClient
+    from ledger.rpc import http_w3
+
+    cfg = compose_config(["num_hospitals=2", "num_rounds=2", "privacy=fixed_noise", "ledger=anvil", "baselines=false"])
+    prepared = prepare_study(cfg, tmp_path / "run")
+    try:
+        spec = json.loads(prepared.spec_path.read_text())  # as the ServerApp reads it
+        chain = spec["chain"]
+        on_chain = LedgerClient.at(http_w3(chain["rpc_url"]), chain["contract"]).read_study(spec["study_id"])
+        sent = round_task(spec).for_round(1, spec["initial_model_hash"])
+        monkeypatch.setenv(STUDY_ENV, str(prepared.spec_path))
+        reply = train(task(load_npz(spec["initial_model"]), ConfigRecord(sent.to_wire())), context({"partition-id": 0}))
+        read = registered_config_hash(chain["rpc_url"], chain["contract"], spec["study_id"])
+    finally:
+        prepared.close()
+    assert to_hex(on_chain.config_hash) == spec["protocol_hash"] == to_hex(protocol_hash(sent)) == read
+    assert spec["config_hash"] != spec["protocol_hash"]  # the full config's hash stays in study.json
+    assert refusal_code(reply) is None and "update" in reply.content.array_records
