@@ -1,4 +1,4 @@
-"""What a hospital reads from the chain before it trusts a model: the hash recorded for it.
+"""What a hospital reads from the chain before it trusts a task: the model hash recorded, the protocol registered.
 
 This is the defence against the inconsistent-model attack: the aggregator
 cannot send one hospital a different model than the one it recorded.
@@ -9,7 +9,9 @@ evaluating), so the common case is one bare ``eth_call`` of
 machinery (ABI lookup, validation, formatting) cost more than the call itself.
 Anything unusual (a revert such as ``RoundNotRecorded``, a transport error)
 is asked again through :class:`ledger.client.LedgerClient`, which names the
-error and retries with backoff.
+error and retries with backoff. The study's registered ``configHash`` (its
+protocol hash, fedledger/protocol.py) is read the same way, by one bare
+``getStudy(bytes32)``, once per study.
 """
 
 from __future__ import annotations
