@@ -39,9 +39,9 @@ class RoundTable:
             ("KiB/hosp", 9),
             ("time s", 6),
             ("ledger tx", 14),
-            ("rejected", 30),
+            ("rejected", 40),
         ):
-            t.add_column(name, min_width=width, max_width=max(width, 30), no_wrap=True)
+            t.add_column(name, min_width=width, max_width=max(width, 40), no_wrap=True)
         return t
 
     def __call__(self, o: RoundOutcome) -> None:
@@ -49,7 +49,13 @@ class RoundTable:
         self._header_done = True
         eps = max((p.get("epsilon", 0.0) for p in o.privacy.values()), default=None)
         tx = (o.ledger or {}).get("tx")
-        rejected = ", ".join(f"{r['hospital']} ({_why(r)})" for r in o.rejected) or "-"
+        rejected = (
+            ", ".join(
+                [f"{r['hospital']} ({_why(r)})" for r in o.rejected]
+                + [f"{r['hospital']} (evaluate: {_why(r)})" for r in o.evaluation_rejected]
+            )
+            or "-"
+        )
         t.add_row(
             f"{o.server_round}/{self.num_rounds}",
             str(len(o.participants)),

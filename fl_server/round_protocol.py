@@ -58,6 +58,7 @@ class RoundOutcome:
     ledger: dict[str, Any] | None = None
     privacy: dict[str, dict[str, Any]] = field(default_factory=dict)
     phases_s: dict[str, float] = field(default_factory=dict)  # where the round's wall time went
+    evaluation_rejected: list[dict[str, Any]] = field(default_factory=list)  # evaluation replies without a report
 
 
 class PhaseClock:
@@ -123,6 +124,7 @@ def write_manifest(
                 "update_hash": to_hex(update_hash(r)),
                 "blobs": blobs_of(r.payload),
                 "commitment": r.commitment,
+                **noise_source_of(r),
             }
             for r in accepted
         ],
@@ -134,6 +136,12 @@ def write_manifest(
         manifest["refusals"] = refusals
     store.write_round(manifest)
     return manifest
+
+
+def noise_source_of(reply: Any) -> dict[str, str]:
+    """What drew a DP hospital's noise, as it reported it (``noise_source`` in its manifest entry; none without DP)."""
+    source = getattr(getattr(reply, "report", None), "noise_source", None)
+    return {"noise_source": source} if source else {}
 
 
 def refusal_entry(rejection: Rejection) -> dict[str, Any]:
@@ -218,7 +226,8 @@ def run_rounds(
         else:
             ledger = commit()
             eval_replies = list(grid.send_and_receive(eval_messages, timeout=timeout))
-        evaluation = strategy.aggregate_evaluation(server_round, parse_evaluate_replies(eval_replies, names))
+        reports, eval_rejected = parse_evaluate_replies(eval_replies, names)
+        evaluation = strategy.aggregate_evaluation(server_round, reports)
         clock.lap("evaluate")
         outcome = RoundOutcome(
             server_round=server_round,
@@ -235,6 +244,7 @@ def run_rounds(
             ledger=ledger,
             privacy={r.hospital: r.report.privacy() for r in accepted if r.report.epsilon is not None},
             phases_s=clock.laps,
+            evaluation_rejected=[r.as_dict() for r in eval_rejected],
         )
         outcomes.append(outcome)
         if on_round is not None:

@@ -122,7 +122,7 @@ class RoundStrategy(Strategy):
         return encode(result.aggregate), result.metric_record()
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        reports = parse_evaluate_replies(replies, self.node_names)
+        reports, _ = parse_evaluate_replies(replies, self.node_names)
         return self.aggregate_evaluation(server_round, reports).metric_record()
 
 

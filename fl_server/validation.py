@@ -129,22 +129,30 @@ def parse_train_replies(replies: Iterable[Message], names: dict[int, str] | None
 
 def parse_evaluate_replies(
     replies: Iterable[Message], names: dict[int, str] | None = None
-) -> dict[str, EvaluationReport]:
-    """Each hospital's evaluation report, by hospital id (sorted); replies without one are logged and dropped."""
+) -> tuple[dict[str, EvaluationReport], list[Rejection]]:
+    """Each hospital's evaluation report, by hospital id (sorted), and the replies that carry none.
+
+    A hospital's refusal keeps its code (``kind`` "refusal", reason ``"code: reason"``), as for training.
+    """
     reports: dict[str, EvaluationReport] = {}
+    dropped = ValidationOutcome()
     for msg in replies:
+        node_id = int(msg.metadata.src_node_id)
         hospital = _named(msg, names)
+        if msg.has_error():
+            dropped.reject(node_id, hospital, "error", f"evaluation: node error {msg.error.code}: {msg.error.reason}")
+            continue
+        if Record.REFUSAL in msg.content.config_records:
+            refusal = Refusal.from_wire(msg.content.config_records[Record.REFUSAL])
+            dropped.reject(node_id, hospital, "refusal", f"{refusal.code}: {refusal.reason}")
+            continue
         try:
-            if msg.has_error():
-                raise RoundMessageError(msg.error.reason)
             if Record.METRICS not in msg.content.metric_records:
                 raise RoundMessageError("reply without metrics")
             reports[hospital] = EvaluationReport.from_wire(msg.content.metric_records[Record.METRICS], {})
         except RoundMessageError as exc:
-            log.warning(
-                "evaluation reply dropped: node=%s hospital=%s reason=%s", msg.metadata.src_node_id, hospital, exc
-            )
-    return dict(sorted(reports.items()))
+            dropped.reject(node_id, hospital, "invalid", f"evaluation: {exc}")
+    return dict(sorted(reports.items())), dropped.rejected
 
 
 def check_plain_update(reply: TrainReply, template: dict[str, np.ndarray], max_abs: float = 1e6) -> None:

@@ -223,3 +223,25 @@ def test_run_rounds_chains_the_hashes_and_reports_what_the_strategy_returned(tmp
         to_hex(model_hash({"w": np.full(2, 1.0, np.float32)})),
         to_hex(model_hash({"w": np.full(2, 2.0, np.float32)})),
     ]
+
+
+def test_the_round_manifest_says_what_drew_each_dp_hospitals_noise(tmp_path):
+    # arrange: a DP hospital that drew its noise from the OS, a DP one seeded, one without DP
+    from fl_server.artifact_store import ArtifactStore
+    from fl_server.round_protocol import write_manifest
+    from fl_server.validation import TrainReply
+
+    def update(node: int, source: str | None) -> TrainReply:
+        payload = ModelPayload(arrays={"w": np.full((2,), float(node), np.float32)})
+        report = TrainReport(num_examples=10, epsilon=0.5 if source else None, noise_source=source)
+        return TrainReply(node, f"h{node}", payload, report, None)
+
+    accepted = [update(1, "os-entropy"), update(2, "seeded"), update(3, None)]
+    store = ArtifactStore(tmp_path)
+    aggregate = ModelPayload(arrays={"w": np.ones((2,), np.float32)})
+    # act
+    manifest = write_manifest(store, "0x" + "11" * 32, 1, "0x" + "22" * 32, aggregate, accepted)
+    # assert: the hospital's own statement, kept per update; absent without DP
+    assert [u.get("noise_source") for u in manifest["updates"]] == ["os-entropy", "seeded", None]
+    assert "noise_source" not in manifest["updates"][2]
+    assert store.read_round(1)["updates"][0]["noise_source"] == "os-entropy"

@@ -146,13 +146,41 @@ def test_evaluation_keeps_undefined_auc_undefined():
         for i, m in enumerate(rows, start=1)
     ]
     # act
-    result = s.aggregate_evaluation(1, parse_evaluate_replies(replies))
+    result = s.aggregate_evaluation(1, parse_evaluate_replies(replies)[0])
     record = s.aggregate_evaluate(1, replies)
     # assert: accuracy weighted by examples, AUC only over hospitals where it is defined
     assert result.overall["accuracy"] == pytest.approx((10 * 1.0 + 30 * 0.5) / 40)
     assert result.overall["auc"] == pytest.approx(0.9)
     assert result.rows()["h2"] == {"loss": 0.4, "accuracy": 0.5, "auc": None, "num-examples": 30}
     assert record["accuracy"] == result.overall["accuracy"] and record["num-examples"] == 40
+
+
+def test_an_evaluation_refusal_keeps_its_code_and_reaches_the_round_table():
+    # arrange: h1 evaluates, h2 refuses the evaluation task under its policy, node 3 crashes
+    from rich.console import Console
+
+    from fedledger.round_task import Refusal
+    from fl_server.progress import RoundTable
+    from fl_server.round_protocol import RoundOutcome
+
+    ok = MetricRecord({"loss": 0.2, "accuracy": 1.0, "auc": 0.9, "auc-defined": 1, "num-examples": 10})
+    refusal = Refusal("h2", "policy-model-not-allowed", "model 'logreg' is not in allowed-models").to_wire()
+    replies = [
+        Message(content=RecordDict({"metrics": ok, "info": ConfigRecord({"hospital": "h1"})}), reply_to=instruction(1)),
+        Message(content=RecordDict({"refusal": ConfigRecord(refusal)}), reply_to=instruction(2)),
+        Message(Error(code=3, reason="boom"), reply_to=instruction(3)),
+    ]
+    # act
+    reports, rejected = parse_evaluate_replies(replies)
+    outcome = RoundOutcome(1, "0x", "0x", ["h1"], [], 10, {}, {}, None, 0.0, 0.0)
+    outcome.evaluation_rejected = [r.as_dict() for r in rejected]
+    console = Console(record=True, width=200)
+    RoundTable(1, console)(outcome)
+    # assert
+    assert list(reports) == ["h1"]
+    assert [(r.hospital, r.kind) for r in rejected] == [("h2", "refusal"), ("node-3", "error")]
+    assert rejected[0].reason.startswith("policy-model-not-allowed: ")
+    assert "h2 (evaluate: policy-model-not-allowed)" in console.export_text()
 
 
 @pytest.fixture(scope="module")
