@@ -9,6 +9,8 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from fedledger.hashing import model_hash, to_hex
+from fedledger.protocol import protocol_hash
+from fedledger.round_task import RoundTask
 from fedledger.wire import ModelPayload, decode, encode
 from fl_client.client_app import evaluate_global, train
 from fl_client.models import build_model, get_arrays
@@ -120,9 +122,13 @@ def test_hospital_refuses_a_model_whose_hash_is_not_the_one_on_chain(tmp_path, i
         client = LedgerClient.deploy(chain.w3, chain.admin)
         hospital = chain.funded_accounts[2]
         study = "0x" + "22" * 32
+        # the study registers the protocol its tasks are sent under (configHash v2), as a prepared study does
+        registered = protocol_hash(
+            RoundTask.from_wire(dict(round_config(to_hex(model_hash(initial)), **{"study-id": study})))
+        )
         client.register_study(
             study,
-            b"\x01" * 32,
+            registered,
             model_hash(initial),
             b"\x00" * 32,
             "test",
