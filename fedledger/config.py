@@ -22,6 +22,8 @@ DEFAULT_GRAD_SAMPLE_MODE = "ew"
 # Where DP noise and Poisson sampling come from: PyTorch's generator seeded per round (simulations,
 # reproducible by seed) or os.urandom (a deployed hospital's default); docs/PRIVACY.md.
 NOISE_SOURCES = ("seeded", "os-entropy")
+# What every hospital does with a decrypted aggregate that fails its public bounds (docs/ENCRYPTION.md).
+ON_BAD_AGGREGATE = ("keep-previous", "stop")
 
 
 @dataclass
@@ -36,6 +38,7 @@ class StrategyConfig:
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
     round_timeout_s: float = 600.0
+    on_bad_aggregate: str = "keep-previous"  # one of ON_BAD_AGGREGATE
 
 
 @dataclass
@@ -165,6 +168,7 @@ class LedgerConfig:
     expiry_days: float = 30.0
     mode: str = "per_hospital"  # per_hospital | merkle | auto (Merkle above merkle_threshold hospitals)
     merkle_threshold: int = 32
+    release_quorum: int | None = None  # hospitals that must sign a model release; None: a majority
 
 
 @dataclass
@@ -188,6 +192,21 @@ class StudyConfig:
     # simulated hospitals' policies, keyed by hospital id or index, with fl_client/policy.py's node-config keys
     hospital_policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     experiment: Any | None = None
+
+
+def release_quorum(configured: int | None, num_hospitals: int) -> int:
+    """The release quorum k: the configured one, else a majority, so no single party releases alone."""
+    k = num_hospitals // 2 + 1 if configured is None else int(configured)
+    if not 1 <= k <= max(num_hospitals, 1):
+        raise ValueError(f"ledger.release_quorum must be between 1 and the {num_hospitals} hospitals, got {configured}")
+    return k
+
+
+def check_on_bad_aggregate(value: str) -> str:
+    """Refuse a policy no hospital implements, naming the ones it does."""
+    if value not in ON_BAD_AGGREGATE:
+        raise ValueError(f"strategy.on_bad_aggregate must be one of {ON_BAD_AGGREGATE}, got {value!r}")
+    return value
 
 
 def register_schemas() -> None:

@@ -118,6 +118,9 @@ class RoundTask:
     momentum: float = _wire("momentum", _float)
     weight_decay: float = _wire("weight-decay", _float)
     num_rounds: int = _wire("num-rounds", _int)
+    strategy: str = _wire("strategy", _str, default="fedavg")
+    on_bad_aggregate: str = _wire("on-bad-aggregate", _str, default="keep-previous")  # or "stop"
+    release_quorum: int = _wire("release-quorum", _int, default=1)  # hospitals that must sign a release
     privacy: dict[str, Any] = field(default_factory=dict, metadata=_meta("privacy", _json_object))  # JSON text
     encrypted: bool = _wire("encrypted", _bool, default=False)
     context_fingerprint: str = _wire("context-fingerprint", _str, default="")  # hex; "" without encryption

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from flwr.serverapp import Grid
 
+from fedledger.config import check_on_bad_aggregate, release_quorum
 from fedledger.files import load_npz
 from fedledger.round_task import RoundTask
 from fl_server.artifact_store import ArtifactStore
@@ -45,6 +46,9 @@ def round_task(spec: dict[str, Any]) -> RoundTask:
         momentum=float(cfg["train"]["momentum"]),
         weight_decay=float(cfg["train"]["weight_decay"]),
         num_rounds=int(cfg["num_rounds"]),
+        strategy=str(cfg["strategy"]["name"]),
+        on_bad_aggregate=check_on_bad_aggregate(str(cfg["strategy"].get("on_bad_aggregate", "keep-previous"))),
+        release_quorum=release_quorum(cfg["ledger"].get("release_quorum"), int(cfg["num_hospitals"])),
         privacy=cfg["privacy"],
         encrypted=bool(cfg["encryption"]["enabled"]),
         context_fingerprint=str((spec.get("keys") or {}).get("fingerprint") or ""),

@@ -68,3 +68,22 @@ def test_the_runtime_configs_are_the_schema_with_the_default_studys_values():
     assert train == TrainConfig() == TrainConfig(local_epochs=2, batch_size=32, lr=1.0, momentum=0.0, weight_decay=0.0)
     assert privacy == PrivacyConfig(enabled=True, target_epsilon=3.0, delta=1e-5)
     privacy.validate()
+
+
+def test_release_quorum_defaults_to_a_majority_and_refuses_out_of_range():
+    from fedledger.config import release_quorum
+
+    assert [release_quorum(None, n) for n in (1, 2, 3, 4, 5)] == [1, 2, 2, 3, 3]
+    assert release_quorum(2, 4) == 2
+    with pytest.raises(ValueError, match="release_quorum must be between 1 and the 4 hospitals, got 5"):
+        release_quorum(5, 4)
+    with pytest.raises(ValueError, match="got 0"):
+        release_quorum(0, 4)
+
+
+def test_on_bad_aggregate_names_the_choices():
+    from fedledger.config import check_on_bad_aggregate
+
+    assert check_on_bad_aggregate("stop") == "stop"
+    with pytest.raises(ValueError, match="keep-previous"):
+        check_on_bad_aggregate("keep_previous")

@@ -1,4 +1,4 @@
-"""Protocol binding: the study protocol's hash (configHash v2), the hospital's refusal, the auditor's check."""
+"""Protocol binding: the study protocol's hash (configHash v3), the hospital's refusal, the auditor's check."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ DP = {"enabled": True, "noise_multiplier": 1.1, "max_grad_norm": 1.0, "accountan
 VECTOR_TASK = RoundTask.from_wire(
     dict(round_config("", DP, **{"server-round": 0, "local-epochs": 2, "lr": 1.0, "num-rounds": 3}))
 )
-VECTOR_HASH = "0x38a03e7f3c2c5f1ddb4d829c39ec783985b8e7853989f47af91b1743adf3cecc"
+VECTOR_HASH = "0x13f50f875f0bb9a5cfb3dfa323d68be29f9f6cb2e216ece9a1bb966bdabfa9f0"
 
 
 # -- the hash -------------------------------------------------------------------------
@@ -69,6 +69,9 @@ def test_layout_by_hand():
         name("momentum") + f64(0.0),
         name("weight-decay") + f64(0.0),
         name("num-rounds") + i64(3),
+        name("strategy") + text("fedavg"),
+        name("on-bad-aggregate") + text("keep-previous"),
+        name("release-quorum") + i64(1),
         name("encrypted") + flag(False),
         name("context-fingerprint") + b"\x05" + struct.pack("<H", 0),
         name("privacy.enabled") + flag(True),
@@ -82,7 +85,7 @@ def test_layout_by_hand():
         name("privacy.budget") + b"\x00",
         name("privacy.noise_source") + text("seeded"),
     ]
-    expected = b"FEDLEDGER-PROTOCOL-v2" + struct.pack("<H", len(body)) + b"".join(body)
+    expected = b"FEDLEDGER-PROTOCOL-v3" + struct.pack("<H", len(body)) + b"".join(body)
     assert protocol_bytes(VECTOR_TASK) == expected
 
 
@@ -107,6 +110,9 @@ def test_every_privacy_setting_is_in_the_protocol():
         dict(batch_size=64),
         dict(local_epochs=5),
         dict(num_rounds=30),
+        dict(strategy="fedmedian"),
+        dict(on_bad_aggregate="stop"),
+        dict(release_quorum=3),
         dict(encrypted=True, context_fingerprint="0x" + "ab" * 32),
         dict(study_id="0x" + "22" * 32),
     ],

@@ -66,10 +66,14 @@ SPEC = {
         "seed": 7,
         "train": {"local_epochs": 2, "batch_size": 32, "lr": 1, "momentum": 0.0, "weight_decay": 0.0},
         "num_rounds": 5,
+        "num_hospitals": 4,
+        "strategy": {"name": "fedavg"},
+        "ledger": {"release_quorum": None},
         "privacy": {"enabled": True, "target_epsilon": 3.0, "delta": None},
         "encryption": {"enabled": True},
     },
 }
+QUORUM = 3  # a majority of the 4 hospitals
 
 
 def test_the_study_task_goes_on_the_wire_with_the_keys_and_values_of_the_old_layout():
@@ -77,7 +81,7 @@ def test_the_study_task_goes_on_the_wire_with_the_keys_and_values_of_the_old_lay
 
     # act
     wire = round_task(SPEC).for_round(3, "0x" + "ab" * 32).to_wire()
-    # assert: exactly what an aggregator of the old layout sent (names, order, types, privacy as JSON text)
+    # assert: the old layout's keys in their order, plus the three protocol-v3 keys after num-rounds (docs/INTERFACES.md)
     assert list(wire.items()) == [
         ("model", "mlp"),
         ("hidden", 16),
@@ -88,6 +92,9 @@ def test_the_study_task_goes_on_the_wire_with_the_keys_and_values_of_the_old_lay
         ("momentum", 0.0),
         ("weight-decay", 0.0),
         ("num-rounds", 5),
+        ("strategy", "fedavg"),
+        ("on-bad-aggregate", "keep-previous"),
+        ("release-quorum", QUORUM),
         ("privacy", '{"enabled": true, "target_epsilon": 3.0, "delta": null}'),
         ("encrypted", True),
         ("context-fingerprint", "0x" + "ee" * 32),
