@@ -48,11 +48,59 @@ def group_key(results: dict[str, Any]) -> float | None:
     return privacy.get("target_epsilon") if privacy.get("enabled") else None
 
 
+def _flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """``a.b.c`` -> value, so two runs' settings compare key by key."""
+    if not isinstance(cfg, dict):
+        return {prefix: cfg}
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def settings_groups(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Runs grouped by every setting but the seed; each group named by the settings that differ between groups.
+
+    Averaging runs at different settings (e.g. two epsilons) would describe no study that ran.
+    """
+    flat = [{k: v for k, v in _flatten(r["config"]).items() if k != "seed"} for r in runs]
+    keys = sorted(set().union(*flat)) if flat else []
+    varying = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1]
+    groups: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    for r, f in zip(runs, flat, strict=True):
+        settings = {k: f.get(k) for k in varying}
+        groups.setdefault(json.dumps(settings, sort_keys=True, default=str), (settings, []))[1].append(r)
+    return list(groups.values())
+
+
+def _metric_stats(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | int | None]]:
+    return {m: _stats([(r.get("final") or {}).get(m) for r in runs]) for m in METRICS}
+
+
+def _baseline_stats(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | int | None]]:
+    """Pooled and local-only accuracy over every run's own baselines (each run's seed draws its own splits)."""
+    return {
+        name: _stats([((r.get("baselines") or {}).get(name) or {}).get("accuracy") for r in runs])
+        for name in ("pooled", "local")
+    }
+
+
 def summarize(sweep_dir: Path) -> dict[str, Any]:
+    """``summary.json``: one entry per group of runs that differ only by seed; ``overall`` only when there is one group."""
     runs = load_runs(sweep_dir)
-    summary = {
+    groups = settings_groups(runs)
+    summary: dict[str, Any] = {
         "runs": len(runs),
-        "overall": {m: _stats([(r.get("final") or {}).get(m) for r in runs]) for m in METRICS},
+        "groups": [
+            {
+                "settings": settings,
+                "runs": len(members),
+                "seeds": sorted(r["config"].get("seed") for r in members),
+                **_metric_stats(members),
+                "baselines": _baseline_stats(members),
+            }
+            for settings, members in groups
+        ],
         "per_run": [
             {
                 "dir": r["_dir"],
@@ -64,12 +112,26 @@ def summarize(sweep_dir: Path) -> dict[str, Any]:
             for r in runs
         ],
     }
+    if len(groups) == 1:
+        summary["overall"] = _metric_stats(runs)
     (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     with open(sweep_dir / "summary.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(summary["per_run"][0]) if runs else ["dir"])
         w.writeheader()
         w.writerows(summary["per_run"])
     return summary
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """The terminal lines: one per group, named by what differs, never a mean across groups."""
+    lines = []
+    for g in summary["groups"]:
+        acc = g["accuracy"]
+        if acc["mean"] is None:
+            continue
+        label = ", ".join(f"{k}={v}" for k, v in g["settings"].items()) or "all runs"
+        lines.append(f"{label}: accuracy {acc['mean']:.3f} ± {acc['std']:.3f} over {acc['n']} run(s)")
+    return lines
 
 
 def privacy_utility(sweep_dir: Path, non_private: dict[str, Any] | None) -> Path | None:
@@ -85,11 +147,11 @@ def privacy_utility(sweep_dir: Path, non_private: dict[str, Any] | None) -> Path
         acc = _stats([r["final"].get("accuracy") for r in by_eps[eps]])
         spent = _stats([max(p["epsilon"][-1] for p in r["privacy"].values()) for r in by_eps[eps]])
         rows.append((eps, acc, spent))
-    base = runs[0].get("baselines") or {}
+    base = _baseline_stats(runs)  # every run's own baselines, not the first seed's
     ref = {
         "non-private federated": (non_private or {}).get("final", {}).get("accuracy"),
-        "pooled (centralised)": (base.get("pooled") or {}).get("accuracy"),
-        "local only (mean)": (base.get("local") or {}).get("accuracy"),
+        "pooled (centralised)": base["pooled"]["mean"],
+        "local only (mean)": base["local"]["mean"],
     }
     lines = [
         "| target epsilon | epsilon spent (max over hospitals, mean over runs) | final accuracy (mean ± sd) | runs |",
@@ -97,7 +159,11 @@ def privacy_utility(sweep_dir: Path, non_private: dict[str, Any] | None) -> Path
     ]
     for eps, acc, spent in rows:
         lines.append(f"| {eps:g} | {spent['mean']:.3f} | {acc['mean']:.3f} ± {acc['std']:.3f} | {acc['n']} |")
-    lines += ["", "| reference (no DP) | final accuracy |", "|---|---|"]
+    lines += [
+        "",
+        f"| reference (no DP; pooled and local: mean over the {base['pooled']['n']} runs' seeds) | final accuracy |",
+    ]
+    lines += ["|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in ref.items() if v is not None]
     (sweep_dir / "privacy_utility.md").write_text("\n".join(lines) + "\n")
 
@@ -135,11 +201,9 @@ class SummaryCallback(Callback):
         if any(r["target_epsilon"] is not None for r in summary["per_run"]):
             non_private = self._non_private_reference(config, sweep_dir)
             privacy_utility(sweep_dir, non_private)
-        acc = summary["overall"]["accuracy"]
-        if acc["mean"] is not None:
-            print(
-                f"summary of {summary['runs']} runs: accuracy {acc['mean']:.3f} ± {acc['std']:.3f} -> {sweep_dir}/summary.json"
-            )
+        print(f"summary of {summary['runs']} runs -> {sweep_dir}/summary.json")
+        for line in summary_lines(summary):
+            print(f"  {line}")
 
     @staticmethod
     def _non_private_reference(config: DictConfig, sweep_dir: Path) -> dict[str, Any]:
