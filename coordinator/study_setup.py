@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.study_chain import setup_chain
-from fedledger.config import check_noise_source, check_on_bad_aggregate, release_quorum
+from fedledger.config import check_noise_source, check_on_bad_aggregate, check_proximal_mu, release_quorum
 from fedledger.files import save_npz
 from fedledger.hashing import model_hash, sha256, to_hex
 from fedledger.protocol import protocol_hash
@@ -61,6 +61,7 @@ def hospital_budget(cfg: dict[str, Any], hospital_id: str) -> float | None:
 def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
     check_noise_source(cfg["privacy"].get("noise_source", "seeded"))  # Hydra checks its type only: a typo stops here
     check_on_bad_aggregate(cfg["strategy"].get("on_bad_aggregate", "keep-previous"))
+    check_proximal_mu(cfg["strategy"]["name"], cfg["strategy"].get("proximal_mu", 0.0))
     release_quorum(cfg["ledger"].get("release_quorum"), int(cfg["num_hospitals"]))
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)

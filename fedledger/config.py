@@ -39,6 +39,7 @@ class StrategyConfig:
     fraction_evaluate: float = 1.0
     round_timeout_s: float = 600.0
     on_bad_aggregate: str = "keep-previous"  # one of ON_BAD_AGGREGATE
+    proximal_mu: float = 0.0  # FedProx's proximal term; > 0 only with name=fedprox
 
 
 @dataclass
@@ -200,6 +201,18 @@ def release_quorum(configured: int | None, num_hospitals: int) -> int:
     if not 1 <= k <= max(num_hospitals, 1):
         raise ValueError(f"ledger.release_quorum must be between 1 and the {num_hospitals} hospitals, got {configured}")
     return k
+
+
+def check_proximal_mu(strategy: str, mu: float) -> float:
+    """FedProx needs mu > 0 and nothing else takes one: a mu that would be silently ignored is refused."""
+    mu = float(mu)
+    if not mu >= 0.0:
+        raise ValueError(f"strategy.proximal_mu must be >= 0, got {mu}")
+    if strategy == "fedprox" and mu == 0.0:
+        raise ValueError("strategy.name=fedprox needs strategy.proximal_mu > 0 (e.g. 0.01); with 0 it is FedAvg")
+    if strategy != "fedprox" and mu != 0.0:
+        raise ValueError(f"strategy.proximal_mu={mu} is FedProx's term: set strategy.name=fedprox (got {strategy!r})")
+    return mu
 
 
 def check_on_bad_aggregate(value: str) -> str:

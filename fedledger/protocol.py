@@ -74,6 +74,7 @@ PROTOCOL_FIELDS: tuple[tuple[str, type, Callable[[RoundTask], Any]], ...] = (
     ("weight-decay", float, _task("weight_decay")),
     ("num-rounds", int, _task("num_rounds")),
     ("strategy", str, _task("strategy")),
+    ("proximal-mu", float, _task("proximal_mu")),
     ("on-bad-aggregate", str, _task("on_bad_aggregate")),
     ("release-quorum", int, _task("release_quorum")),
     ("encrypted", bool, _task("encrypted")),

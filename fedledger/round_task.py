@@ -119,6 +119,7 @@ class RoundTask:
     weight_decay: float = _wire("weight-decay", _float)
     num_rounds: int = _wire("num-rounds", _int)
     strategy: str = _wire("strategy", _str, default="fedavg")
+    proximal_mu: float = _wire("proximal-mu", _float, default=0.0)  # FedProx's mu; 0 without it
     on_bad_aggregate: str = _wire("on-bad-aggregate", _str, default="keep-previous")  # or "stop"
     release_quorum: int = _wire("release-quorum", _int, default=1)  # hospitals that must sign a release
     privacy: dict[str, Any] = field(default_factory=dict, metadata=_meta("privacy", _json_object))  # JSON text

@@ -177,7 +177,13 @@ def train(msg: Message, context: Context) -> Message:
         weight_decay=task.weight_decay,
     )
     stats = train_local(
-        model, data.X_train, data.y_train, tcfg, seed=rt.round_seed(settings, task.server_round), privacy=privacy
+        model,
+        data.X_train,
+        data.y_train,
+        tcfg,
+        seed=rt.round_seed(settings, task.server_round),
+        privacy=privacy,
+        proximal_mu=task.proximal_mu,
     )
     arrays = get_arrays(model)
     n = int(data.n_train)

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from fedledger.config import TrainConfig
 from fl_client.dp_training import HospitalPrivacy
+from fl_client.proximal import ProximalSGD
 
 __all__ = ["EvalResult", "TrainStats", "evaluate", "to_tensors", "train_local"]
 
@@ -56,8 +57,11 @@ def to_tensors(X: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor
     return torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(y)
 
 
-def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+def _optimizer(model: nn.Module, cfg: TrainConfig, proximal_mu: float = 0.0) -> torch.optim.Optimizer:
+    sgd = {"lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay}
+    if proximal_mu:
+        return ProximalSGD(model.parameters(), mu=proximal_mu, **sgd)
+    return torch.optim.SGD(model.parameters(), **sgd)
 
 
 def train_local(
@@ -67,6 +71,7 @@ def train_local(
     cfg: TrainConfig | Mapping | Any,
     seed: int,
     privacy: HospitalPrivacy | None = None,
+    proximal_mu: float = 0.0,
 ) -> TrainStats:
     """Train ``model`` in place for ``cfg.local_epochs`` epochs.
 
@@ -75,6 +80,7 @@ def train_local(
     noise, Poisson sampling at rate batch_size/n), refusing first with
     ``BudgetExceededError`` if the round would pass the hospital's budget;
     incompatible models raise ``IncompatibleModelError`` (never trained without DP).
+    ``proximal_mu > 0`` adds FedProx's proximal term towards the model the call starts from.
     """
     cfg = TrainConfig.from_any(cfg)
     Xt, yt = to_tensors(X, y)
@@ -88,7 +94,7 @@ def train_local(
     steps = 0
 
     if privacy is None:
-        optimizer = _optimizer(model, cfg)
+        optimizer = _optimizer(model, cfg, proximal_mu)
         bs = max(1, int(cfg.batch_size))
         for _ in range(int(cfg.local_epochs)):
             perm = torch.randperm(n, generator=gen)
@@ -112,7 +118,7 @@ def train_local(
             "(the sample rate and noise were derived from it)"
         )
     privacy.check_budget(local_epochs=int(cfg.local_epochs))
-    optimizer = _optimizer(model, cfg)
+    optimizer = _optimizer(model, cfg, proximal_mu)
     generator = privacy.make_generator(None if privacy.config.secure_mode else int(seed))
     dp_model, dp_optimizer, loader = privacy.attach(model, optimizer, (Xt, yt), generator=generator)
     try:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from flwr.serverapp import Grid
 
-from fedledger.config import check_on_bad_aggregate, release_quorum
+from fedledger.config import check_on_bad_aggregate, check_proximal_mu, release_quorum
 from fedledger.files import load_npz
 from fedledger.round_task import RoundTask
 from fl_server.artifact_store import ArtifactStore
@@ -47,6 +47,7 @@ def round_task(spec: dict[str, Any]) -> RoundTask:
         weight_decay=float(cfg["train"]["weight_decay"]),
         num_rounds=int(cfg["num_rounds"]),
         strategy=str(cfg["strategy"]["name"]),
+        proximal_mu=check_proximal_mu(str(cfg["strategy"]["name"]), cfg["strategy"].get("proximal_mu", 0.0)),
         on_bad_aggregate=check_on_bad_aggregate(str(cfg["strategy"].get("on_bad_aggregate", "keep-previous"))),
         release_quorum=release_quorum(cfg["ledger"].get("release_quorum"), int(cfg["num_hospitals"])),
         privacy=cfg["privacy"],

@@ -29,7 +29,7 @@ DP = {"enabled": True, "noise_multiplier": 1.1, "max_grad_norm": 1.0, "accountan
 VECTOR_TASK = RoundTask.from_wire(
     dict(round_config("", DP, **{"server-round": 0, "local-epochs": 2, "lr": 1.0, "num-rounds": 3}))
 )
-VECTOR_HASH = "0x13f50f875f0bb9a5cfb3dfa323d68be29f9f6cb2e216ece9a1bb966bdabfa9f0"
+VECTOR_HASH = "0x5c0cead9a4717b83002eba1f692d654a8cec65bcea5cf950902f90240bac5012"
 
 
 # -- the hash -------------------------------------------------------------------------
@@ -70,6 +70,7 @@ def test_layout_by_hand():
         name("weight-decay") + f64(0.0),
         name("num-rounds") + i64(3),
         name("strategy") + text("fedavg"),
+        name("proximal-mu") + f64(0.0),
         name("on-bad-aggregate") + text("keep-previous"),
         name("release-quorum") + i64(1),
         name("encrypted") + flag(False),
@@ -111,6 +112,7 @@ def test_every_privacy_setting_is_in_the_protocol():
         dict(local_epochs=5),
         dict(num_rounds=30),
         dict(strategy="fedmedian"),
+        dict(strategy="fedprox", proximal_mu=0.01),
         dict(on_bad_aggregate="stop"),
         dict(release_quorum=3),
         dict(encrypted=True, context_fingerprint="0x" + "ab" * 32),

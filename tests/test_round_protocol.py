@@ -81,7 +81,7 @@ def test_the_study_task_goes_on_the_wire_with_the_keys_and_values_of_the_old_lay
 
     # act
     wire = round_task(SPEC).for_round(3, "0x" + "ab" * 32).to_wire()
-    # assert: the old layout's keys in their order, plus the three protocol-v3 keys after num-rounds (docs/INTERFACES.md)
+    # assert: the old layout's keys in their order, plus the four protocol-v3 keys after num-rounds (docs/INTERFACES.md)
     assert list(wire.items()) == [
         ("model", "mlp"),
         ("hidden", 16),
@@ -93,6 +93,7 @@ def test_the_study_task_goes_on_the_wire_with_the_keys_and_values_of_the_old_lay
         ("weight-decay", 0.0),
         ("num-rounds", 5),
         ("strategy", "fedavg"),
+        ("proximal-mu", 0.0),
         ("on-bad-aggregate", "keep-previous"),
         ("release-quorum", QUORUM),
         ("privacy", '{"enabled": true, "target_epsilon": 3.0, "delta": null}'),
