@@ -1,8 +1,12 @@
 # The two commands of the README. Both set everything up first (idempotent).
-.PHONY: setup study lint test test-fast bench
+.PHONY: setup setup-hospital study lint test test-fast bench
 
 setup:
 	./scripts/bootstrap.sh
+
+# A hospital node without a container: the project only, no Node.js (docs/HOSPITAL_GUIDE.md).
+setup-hospital:
+	./scripts/bootstrap.sh --hospital
 
 # The default study: breast cancer, 4 hospitals, DP-SGD, CKKS, local anvil chain, then the audit.
 study: setup
