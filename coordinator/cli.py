@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from coordinator import keys_cli, provision_cli
+from fl_client import check_data
 from ledger.audit import cli as audit_cli
 
 
@@ -15,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_cli.add_parser(sub)
     provision_cli.add_parser(sub)
     audit_cli.add_parser(sub)
+    check_data.add_parser(sub)
     return parser
 
 
