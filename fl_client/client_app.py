@@ -21,6 +21,7 @@ from fedledger.protocol import protocol_hash
 from fedledger.round_task import EvaluationReport, Record, Refusal, RoundMessageError, RoundTask, TrainReport
 from fedledger.wire import ModelPayload, decode, encode
 from fl_client import hospital_runtime as rt
+from fl_client import receipts
 from fl_client.accounting import BudgetExceededError
 from fl_client.dp_training import HospitalPrivacy
 from fl_client.models import build_model, get_arrays, set_arrays
@@ -74,6 +75,12 @@ def _received_model(msg: Message, settings: Any, task: RoundTask, model: Any) ->
         raise Refused("not-on-chain", str(exc)) from None
     if expected is not None and expected != digest:
         raise Refused("chain-mismatch", f"received model hashes to {digest}, but the chain records {expected}")
+    if expected is not None:
+        read_round = task.server_round - 1 if msg.metadata.message_type == "train" else task.server_round
+        try:
+            receipts.check_task_round(settings, task.study_id, read_round)
+        except receipts.ChainRewritten as exc:
+            raise Refused(receipts.CHAIN_REWRITTEN, str(exc)) from None
     _operator_log(
         settings,
         "fedledger: hospital %s %s round %s: global model %s matches %s",

@@ -2,6 +2,7 @@
 
     fedledger audit --rpc URL --contract ADDRESS --study ID [--artifacts DIR] [--context FILE]
                     [--from-block N] [--json FILE] [--html FILE]
+                    [--receipts DIR_OR_FILE ...] [--require-evidence-chain]
     fedledger audit --run-dir DIR            # reads DIR/study.json, reopens a local anvil
     fedledger audit ... --follow [--alert-share 0.8] [--poll-interval S] [--max-polls N]
                                  # with --artifacts or --run-dir, also alerts on hospitals' refusals
@@ -21,6 +22,7 @@ from typing import Any
 from rich.console import Console
 
 from ledger.audit.follow import follow
+from ledger.audit.receipt_checks import evidence_findings
 from ledger.audit.report import print_report, write_html, write_json
 from ledger.audit.run_dir import find_context, open_run_dir_chain, rpc_w3, run_audit, study_spec
 
@@ -54,6 +56,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--reference-signatures",
         action="store_true",
         help="recover every signer with fedledger.commitment.recover_signer (slower)",
+    )
+    ev = p.add_argument_group("evidence the coordinator cannot rewrite")
+    ev.add_argument(
+        "--receipts",
+        type=Path,
+        nargs="+",
+        help="hospitals' round receipts (files, or directories of *.jsonl): FAIL where the chain contradicts one",
+    )
+    ev.add_argument(
+        "--require-evidence-chain",
+        action="store_true",
+        help="FAIL when the RPC answers cheat methods (anvil_*, hardhat_*); without it a notice",
     )
     fol = p.add_argument_group("watch mode (regulators)")
     fol.add_argument("--follow", action="store_true", help="poll for new rounds, print each, alert on problems")
@@ -115,6 +129,7 @@ def handle(args: argparse.Namespace) -> int:
                 resum=not args.no_resum,
                 reference_signatures=args.reference_signatures,
             )
+            result.findings += evidence_findings(w3, result.view, args.receipts, args.require_evidence_chain)
     except Exception as exc:
         console.print(f"[bold red]AUDIT ERROR[/]: {type(exc).__name__}: {exc}")
         return 2

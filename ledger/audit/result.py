@@ -32,6 +32,8 @@ CHECKS = (
     "update_hash",
     "resum",
     "checkpoint",
+    "receipt",
+    "evidence_chain",
 )
 
 
