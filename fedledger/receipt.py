@@ -1,4 +1,4 @@
-"""A hospital's signed receipt of a recorded round (public format, docs/HASHES.md section 9).
+"""A hospital's signed receipt of a recorded round (public format, docs/HASHES.md section 7).
 
 A coordinator holding the chain's keys can rebuild a local chain (same
 deployer nonce, same contract address, so every hospital's EIP-712 commitment
@@ -124,7 +124,7 @@ class RoundRecord:
         )
 
     def hash(self) -> bytes:
-        """The round record hash a receipt signs (docs/HASHES.md section 9)."""
+        """The round record hash a receipt signs (docs/HASHES.md section 7)."""
         values = (
             self.study_id,
             self.round,

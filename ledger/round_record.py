@@ -1,4 +1,4 @@
-"""A recorded round read back for a receipt, and a receipt held against the chain (docs/HASHES.md section 9).
+"""A recorded round read back for a receipt, and a receipt held against the chain (docs/HASHES.md section 7).
 
 One reader for the hospital that signs receipts (fl_client/receipts.py) and
 the auditor that checks them (ledger/audit/receipt_checks.py): ``getRound``
