@@ -1,14 +1,21 @@
-"""A hospital's Ethereum identity: the key that signs its round commitments and its consent.
+"""Ethereum identities: a hospital's or a study role's key, and the public development keys no deployment may use.
 
-Simulation writes a fresh key per hospital as an owner-only hex file.
+Simulation writes a fresh key per hospital, and a fresh study admin and
+aggregator key per study, as owner-only hex files outside the artifact store.
 Deployment uses an encrypted keystore (JSON, scrypt) whose password the
 hospital keeps in ``FEDLEDGER_HOSPITAL_KEY_PASSWORD``; the key is never logged.
+
+Anvil's default mnemonic is public: anyone can sign as its accounts. Tests
+use them; a deployment refuses any of its first :data:`DEV_ACCOUNTS` addresses
+in a study role (:func:`refuse_dev_addresses`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 
 from eth_account import Account
@@ -17,6 +24,39 @@ from eth_account.signers.local import LocalAccount
 from fedledger.files import write_secret
 
 PASSWORD_ENV = "FEDLEDGER_HOSPITAL_KEY_PASSWORD"
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+DEV_ACCOUNTS = 20
+
+
+class DevKeyError(ValueError):
+    """A deployment was given a key derived from the public development mnemonic."""
+
+
+def dev_accounts(n: int = DEV_ACCOUNTS) -> list[LocalAccount]:
+    """The development accounts of anvil's default mnemonic (public keys: tests and local funding only)."""
+    Account.enable_unaudited_hdwallet_features()
+    return [Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(n)]
+
+
+@lru_cache(maxsize=1)
+def _dev_addresses() -> dict[str, int]:
+    return {a.address.lower(): i for i, a in enumerate(dev_accounts(DEV_ACCOUNTS))}
+
+
+def dev_index(address: str) -> int | None:
+    """The index of ``address`` under the public development mnemonic, or ``None``."""
+    return _dev_addresses().get(str(address).lower())
+
+
+def refuse_dev_addresses(roles: Mapping[str, str | None]) -> None:
+    """Raise :class:`DevKeyError` naming every role whose address comes from the public mnemonic."""
+    bad = [(role, addr, dev_index(addr)) for role, addr in roles.items() if addr and dev_index(addr) is not None]
+    if bad:
+        named = "; ".join(f"{role} {addr} is account {i}" for role, addr, i in bad)
+        raise DevKeyError(
+            f"{named} of the public development mnemonic ({DEV_MNEMONIC!r}): anyone can sign as it. "
+            "A deployment needs keys of its own: omit the key for a fresh one, or give key_env / keystore a new key"
+        )
 
 
 def generate_eth_key(path: Path, password: str | None = None) -> LocalAccount:

@@ -16,10 +16,12 @@ for backend ``none``):
   never logged.
 
 Local backends fund the well-known development accounts of anvil's default
-mnemonic (same addresses on both backends): index 0 is the admin, 1 the
-aggregator, the rest are free for hospitals (on eth_tester the last one is
-kept back to pay for :meth:`Chain.fund`); :meth:`Chain.fund` tops up any
-address (e.g. a hospital's own key).
+mnemonic (same addresses on both backends). Tests use them directly (index 0
+as admin, 1 as aggregator); a study set up by the coordinator funds fresh keys
+from them and gives them its roles instead (:meth:`Chain.assign_roles`), so
+the public mnemonic holds no role in any study. On eth_tester the last
+account is kept back to pay for :meth:`Chain.fund`, which tops up any address
+(e.g. a hospital's own key). Anvil listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -41,17 +43,17 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import EthereumTesterProvider, Web3
 
+from ledger.accounts import DEV_ACCOUNTS, DEV_MNEMONIC, DevKeyError, dev_accounts, refuse_dev_addresses
 from ledger.rpc import http_w3, rpc_answers
 
 log = logging.getLogger("fedledger.ledger.chains")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEV_MNEMONIC = "test test test test test test test test test test test junk"
-DEV_ACCOUNTS = 20
 LOCAL_CHAIN_ID = 31337
 KEYSTORE_PASSWORD_ENV = "FEDLEDGER_KEYSTORE_PASSWORD"
 STATE_FILE = "anvil_state.json"
 BACKENDS = ("anvil", "eth_tester", "rpc", "none")
+__all__ = ["DEV_ACCOUNTS", "DEV_MNEMONIC", "Chain", "ChainError", "ChainUnavailable", "dev_accounts", "start_chain"]
 
 
 class ChainError(RuntimeError):
@@ -60,12 +62,6 @@ class ChainError(RuntimeError):
 
 class ChainUnavailable(ChainError):
     """The chain at a URL does not answer."""
-
-
-def dev_accounts(n: int = DEV_ACCOUNTS) -> list[LocalAccount]:
-    """The development accounts of anvil's default mnemonic (public keys, test only)."""
-    Account.enable_unaudited_hdwallet_features()
-    return [Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(n)]
 
 
 @dataclass
@@ -78,14 +74,23 @@ class Chain:
     run_dir: Path | None = None
     _process: subprocess.Popen | None = field(default=None, repr=False)
     _port: int | None = field(default=None, repr=False)
+    _roles: tuple[LocalAccount, LocalAccount] | None = field(default=None, repr=False)
 
     @property
     def admin(self) -> LocalAccount:
+        if self._roles is not None:
+            return self._roles[0]
         return self.funded_accounts[0]
 
     @property
     def aggregator(self) -> LocalAccount:
+        if self._roles is not None:
+            return self._roles[1]
         return self.funded_accounts[1] if len(self.funded_accounts) > 1 else self.funded_accounts[0]
+
+    def assign_roles(self, admin: LocalAccount, aggregator: LocalAccount) -> None:
+        """The study's own admin and aggregator keys, in place of the funded development accounts."""
+        self._roles = (admin, aggregator)
 
     @property
     def state_file(self) -> Path | None:
@@ -283,7 +288,8 @@ def load_aggregator_account(key_env: str | None = None, keystore: Path | None = 
     """The aggregator's key from ``$key_env`` (hex) or an encrypted keystore file.
 
     The keystore's password is read from ``$FEDLEDGER_KEYSTORE_PASSWORD``.
-    Error messages name the variable or file, never the secret.
+    Error messages name the variable or file, never the secret. A key of the
+    public development mnemonic is refused (:func:`ledger.accounts.refuse_dev_addresses`).
     """
     if keystore is not None:
         keystore = Path(keystore)
@@ -294,16 +300,27 @@ def load_aggregator_account(key_env: str | None = None, keystore: Path | None = 
             key = Account.decrypt(json.loads(keystore.read_text()), password)
         except (OSError, ValueError) as exc:
             raise ChainError(f"cannot decrypt keystore {keystore}: {type(exc).__name__}") from None
-        return Account.from_key(key)
+        try:
+            return _not_dev(Account.from_key(key), f"keystore {keystore}")
+        except DevKeyError as exc:
+            raise ChainError(str(exc)) from None
     if key_env:
         raw = os.environ.get(key_env)
         if not raw:
             raise ChainError(f"environment variable ${key_env} (aggregator private key) is not set")
         try:
-            return Account.from_key(raw.strip())
-        except (ValueError, TypeError):
+            return _not_dev(Account.from_key(raw.strip()), f"${key_env}")
+        except (ValueError, TypeError) as exc:
+            if isinstance(exc, DevKeyError):
+                raise ChainError(str(exc)) from None
             raise ChainError(f"${key_env} does not hold a valid hex private key") from None
     raise ChainError("backend 'rpc' needs key_env or keystore for the aggregator key")
+
+
+def _not_dev(account: LocalAccount, source: str) -> LocalAccount:
+    """An operator's key from the public development mnemonic is refused: anyone could sign as it."""
+    refuse_dev_addresses({f"the operator key from {source}": account.address})
+    return account
 
 
 def _connect_rpc(rpc_url: str | None, key_env: str | None, keystore: Path | None) -> Chain:
