@@ -51,6 +51,7 @@ def test_plain_study_superlink_two_supernodes_two_rounds(tmp_path, deployment: D
     res = results(study)
     assert [r["round"] for r in res["rounds"]] == [1, 2]
     assert res["final"]["accuracy"] > 0.85, res["final"]  # chance (majority class) is ~0.63
+    assert "round 1/2: 2 hospital(s)" in run.text() and "round 2/2: 2 hospital(s)" in run.text()  # progress per round
     assert set(res["rounds"][-1]["per_hospital"]) == {"hospital_0", "hospital_1"}
     print(f"deployment study took {time.monotonic() - t0:.0f}s")
 
