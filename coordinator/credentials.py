@@ -1,7 +1,9 @@
 """A deployment's credentials: the study CA, the SuperLink's TLS certificate, SuperNode authentication keys.
 
 Written by ``fedledger provision`` (``--tls``, ``--auth``); private keys are
-owner-only files (:func:`fedledger.files.write_secret`).
+owner-only files (:func:`fedledger.files.write_secret`) under the study's
+secrets directory (:func:`secrets_dir`), never in the study directory that is
+handed to an auditor.
 """
 
 from __future__ import annotations
@@ -18,6 +20,17 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedledger.files import write_secret
 
+SECRETS_SUFFIX = ".secrets"
+
+
+def secrets_dir(run_dir: Path) -> Path:
+    """``<run_dir>.secrets/``: a study's keys, beside (never inside) the directory handed to the auditor."""
+    run_dir = Path(run_dir).resolve()
+    out = run_dir.with_name(run_dir.name + SECRETS_SUFFIX)
+    out.mkdir(parents=True, exist_ok=True)
+    os.chmod(out, 0o700)
+    return out
+
 
 def _write(path: Path, data: bytes, secret: bool = False) -> None:
     if secret:
@@ -28,7 +41,11 @@ def _write(path: Path, data: bytes, secret: bool = False) -> None:
 
 
 def make_tls(study_dir: Path, hosts: list[str], days: int = 365) -> dict[str, Path]:
-    """A study CA and the SuperLink's server certificate (EC P-256, SANs for every host name)."""
+    """A study CA and the SuperLink's server certificate (EC P-256, SANs for every host name).
+
+    Certificates go to ``<study>/aggregator/tls/``; the CA key and the server key to the study's
+    secrets directory (``<study>.secrets/ca/ca.key``, ``<study>.secrets/aggregator/tls/server.key``).
+    """
     now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
     pem = serialization.Encoding.PEM
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -79,11 +96,12 @@ def make_tls(study_dir: Path, hosts: list[str], days: int = 365) -> dict[str, Pa
         .sign(ca_key, hashes.SHA256())
     )
     tls = study_dir / "aggregator" / "tls"
+    secret = secrets_dir(study_dir)
     paths = {
         "ca": tls / "ca.pem",
         "cert": tls / "server.pem",
-        "key": tls / "server.key",
-        "ca_key": study_dir / "ca" / "ca.key",
+        "key": secret / "aggregator" / "tls" / "server.key",
+        "ca_key": secret / "ca" / "ca.key",
     }
     nopass = serialization.NoEncryption()
     _write(paths["ca_key"], ca_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, nopass), secret=True)

@@ -4,14 +4,22 @@
 same spec, initial model, CKKS keys, hospital Ethereum keys and chain setup as
 the simulation path) and adds what a real deployment needs:
 
-    <study>/study.json, initial_model.npz, keys/       the study spec (aggregator side)
+    <study>/study.json, initial_model.npz              the study spec (aggregator side)
+    <study>/keys/ckks/aggregator_public.ctx            the public CKKS context (encryption on)
     <study>/chain/anvil_state.json                     --ledger anvil: the chain, stopped cleanly;
                                                        deploy/run_chain.sh serves it again
-    <study>/ca/ca.key                                  --tls: the study CA's key (keep offline)
-    <study>/aggregator/tls/{ca.pem,server.pem,server.key}
+    <study>/aggregator/tls/{ca.pem,server.pem}         --tls: certificates
     <study>/aggregator/supernode_keys/<id>.pub         --auth: the SuperNode allow-list
     <study>/flwr_home/config.toml                      Flower CLI connection "fedledger" (FLWR_HOME)
-    <study>/hospitals/<id>/                            exactly what hospital <id> receives:
+
+Every secret is in the sibling ``<study>.secrets/`` (0700), never in ``<study>/``, the
+directory handed to the auditor (docs/AUDIT.md):
+
+    <study>.secrets/keys/admin_eth_key                 the study admin's key (fresh per study; keep offline)
+    <study>.secrets/keys/aggregator_eth_key            the aggregator's key (fresh per study, local chains)
+    <study>.secrets/ca/ca.key                          --tls: the study CA's key (keep offline)
+    <study>.secrets/aggregator/tls/server.key          --tls: the SuperLink's TLS key
+    <study>.secrets/hospitals/<id>/                    exactly what hospital <id> receives:
         node_config.toml   its SuperNode --node-config (paths relative to this directory)
         secret.ctx         CKKS secret context (encryption on)          SECRET
         eth_key            its Ethereum key (ledger on)                 SECRET
@@ -40,9 +48,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from coordinator.credentials import make_auth_key, make_tls
+from coordinator.credentials import make_auth_key, make_tls, secrets_dir
 from fedledger.config import register_schemas
 from fedledger.files import write_secret
+from ledger.accounts import refuse_dev_addresses
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONNECTION = "fedledger"
@@ -202,6 +211,7 @@ def provision_study(
     chain = prepared.chain
     url = None
     try:
+        refuse_dev_keys(spec)
         if chain is not None:
             url = chain_url or chain.rpc_url
     finally:
@@ -224,7 +234,7 @@ def provision_study(
     out: dict[str, Path] = {}
     for h in spec["hospitals"]:
         hid = h["id"]
-        hdir = study_dir / "hospitals" / hid
+        hdir = secrets_dir(study_dir) / "hospitals" / hid
         hdir.mkdir(parents=True, exist_ok=True)
         os.chmod(hdir, 0o700)
         (hdir / "state").mkdir(exist_ok=True)
@@ -300,8 +310,16 @@ def provision_study(
     return Provisioned(study_dir, spec, out, superlink_address, bool(tls), bool(auth), url)
 
 
+def refuse_dev_keys(spec: dict[str, Any]) -> None:
+    """A deployment never gives a study role to an address of the public development mnemonic."""
+    chain = spec.get("chain") or {}
+    roles = {"study admin": chain.get("admin"), "aggregator": chain.get("aggregator")}
+    roles |= {f"hospital {h['id']}": h.get("address") for h in spec["hospitals"]}
+    refuse_dev_addresses(roles)
+
+
 def _remove_hospital_secrets(spec: dict[str, Any]) -> None:
-    """The aggregator's copy of the study holds no hospital secret: each now lives only in hospitals/<id>/."""
+    """The aggregator's keys hold no hospital secret: each now lives only in <study>.secrets/hospitals/<id>/."""
     keys = spec.get("keys") or {}
     for path in {
         keys.get("secret_context"),

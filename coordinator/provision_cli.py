@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from coordinator.credentials import secrets_dir
 from coordinator.provision import parse_hospitals, provision_study
+from ledger.chains import ChainError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("provision", help="provision a study for SuperLink + one SuperNode per hospital")
-    p.add_argument("study_dir", help="new directory for the study (aggregator side + hospitals/<id>/ bundles)")
+    p.add_argument(
+        "study_dir",
+        help="new directory for the study (aggregator side); keys and hospitals/<id>/ bundles go to <study_dir>.secrets/",
+    )
     data = p.add_mutually_exclusive_group(required=True)
     data.add_argument("--hospitals", help="id=path.csv,... : one CSV per hospital (dataset=csv)")
     data.add_argument("--builtin", type=int, metavar="N", help="N hospitals on the built-in breast cancer data")
@@ -67,12 +72,13 @@ def handle(args: argparse.Namespace) -> int:
             join_timeout_s=args.join_timeout,
             hospital_data_dir=args.hospital_data_dir,
         )
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
+    except (ValueError, FileExistsError, FileNotFoundError, ChainError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     spec = prov.spec
     print(f"study {spec['study_id']} provisioned in {prov.study_dir}")
-    print(f"  spec          {prov.study_dir / 'study.json'}")
+    print(f"  spec          {prov.study_dir / 'study.json'}  ({prov.study_dir}: no secrets, the auditor's copy)")
+    print(f"  secrets       {secrets_dir(prov.study_dir)}  (keys: never hand this directory over)")
     print(
         f"  superlink     {prov.superlink_address} ({'TLS' if prov.tls else 'insecure'}"
         f"{', SuperNode auth' if prov.auth else ''})"

@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from eth_account.signers.local import LocalAccount
+
 from fedledger.commitment import epsilon_to_micro
-from fedledger.files import write_secret
 from fedledger.hashing import from_hex, sha256, to_hex
 from ledger.accounts import generate_eth_key
-from ledger.chains import start_chain
+from ledger.chains import Chain, load_aggregator_account, start_chain
 from ledger.client import LedgerClient
 from ledger.local_registry import register
 
@@ -33,6 +34,31 @@ def budget_micro(budget: float | None) -> int:
     return UNBOUNDED_MICRO if budget is None else epsilon_to_micro(budget)
 
 
+def study_roles(chain: Chain, led: dict[str, Any], keys_dir: Path) -> tuple[LocalAccount, LocalAccount, Path | None]:
+    """The study's admin and aggregator, and the aggregator's key file when one was written.
+
+    An operator's key (``key_env`` / ``keystore``; always on backend ``rpc``) holds both roles;
+    otherwise each study gets two fresh keys, written as secrets under ``keys_dir``. On a local
+    chain they are funded from a development account, which gets no role: the contract is
+    deployed from the study admin's key.
+    """
+    if chain.backend == "rpc":
+        return chain.admin, chain.aggregator, None  # the operator's key, never a development one
+    agg_key = None
+    if led.get("key_env") or led.get("keystore"):
+        admin = aggregator = load_aggregator_account(
+            led.get("key_env"), Path(led["keystore"]) if led.get("keystore") else None
+        )
+    else:
+        admin = generate_eth_key(keys_dir / "admin_eth_key")
+        agg_key = keys_dir / "aggregator_eth_key"
+        aggregator = generate_eth_key(agg_key)
+    for address in dict.fromkeys([admin.address, aggregator.address]):
+        chain.fund(address)
+    chain.assign_roles(admin, aggregator)
+    return admin, aggregator, agg_key
+
+
 def setup_chain(cfg: dict[str, Any], spec: dict[str, Any], keys_dir: Path) -> Any:
     """Start the chain, deploy StudyLedger, register the study, record each hospital's consent."""
     led = cfg["ledger"]
@@ -45,8 +71,7 @@ def setup_chain(cfg: dict[str, Any], spec: dict[str, Any], keys_dir: Path) -> An
         keystore=Path(led["keystore"]) if led.get("keystore") else None,
     )
     try:
-        admin = chain.admin
-        aggregator = chain.aggregator
+        admin, aggregator, agg_key = study_roles(chain, led, keys_dir)
         client = LedgerClient.deploy(chain.w3, admin)
         hospitals = []
         for h in spec["hospitals"]:
@@ -77,16 +102,13 @@ def setup_chain(cfg: dict[str, Any], spec: dict[str, Any], keys_dir: Path) -> An
             )
         for account in hospitals:
             client.consent(spec["study_id"], account)
-        agg_key = None
-        if chain.backend in ("anvil", "eth_tester"):
-            agg_key = keys_dir / "aggregator_eth_key"
-            write_secret(agg_key, aggregator.key.hex().encode())
         spec["chain"] = {
             "backend": chain.backend,
             "rpc_url": chain.rpc_url,
             "chain_id": client.chain_id,
             "contract": client.address,
             "deploy_block": client.deploy_block,
+            "admin": admin.address,
             "aggregator": aggregator.address,
             "aggregator_key": str(agg_key) if agg_key else None,
             "key_env": led.get("key_env"),

@@ -1,7 +1,9 @@
 """Set up a study before round 1: data check, initial model, keys, hospital identities, the chain.
 
 Writes ``<run dir>/study.json`` (the study spec the ServerApp and, in
-simulation, the ClientApps read). The same steps back ``fedledger
+simulation, the ClientApps read). Every key goes to ``<run dir>.secrets/keys/``
+(:func:`coordinator.credentials.secrets_dir`): the run dir is the evidence an
+auditor receives, and holds only the public CKKS context. The same steps back ``fedledger
 provision`` for a deployment.
 """
 
@@ -9,10 +11,12 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coordinator.credentials import secrets_dir
 from coordinator.study_chain import setup_chain
 from fedledger.config import check_noise_source, check_on_bad_aggregate, check_proximal_mu, release_quorum
 from fedledger.files import save_npz
@@ -58,6 +62,22 @@ def hospital_budget(cfg: dict[str, Any], hospital_id: str) -> float | None:
     return None
 
 
+def ckks_keys(cfg: dict[str, Any], run_dir: Path, keys_dir: Path) -> dict[str, Any]:
+    """The CKKS key ceremony: the secret context stays in ``keys_dir``; the public files go to ``<run dir>/keys/ckks``."""
+    from fedledger.ckks import create_keys, params_from_config
+
+    paths = create_keys(keys_dir / "ckks", params_from_config(cfg["encryption"]))
+    public = run_dir / "keys" / "ckks"
+    public.mkdir(parents=True, exist_ok=True)
+    for path in (paths.aggregator_context, paths.fingerprint, paths.params):
+        shutil.move(path, public / path.name)
+    return {
+        "secret_context": str(paths.secret_context),
+        "aggregator_context": str(public / paths.aggregator_context.name),
+        "fingerprint": paths.fingerprint_hex,
+    }
+
+
 def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
     check_noise_source(cfg["privacy"].get("noise_source", "seeded"))  # Hydra checks its type only: a typo stops here
     check_on_bad_aggregate(cfg["strategy"].get("on_bad_aggregate", "keep-previous"))
@@ -86,16 +106,9 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
         "keys": {},
         "chain": None,
     }
-    keys_dir = run_dir / "keys"
+    keys_dir = secrets_dir(run_dir) / "keys"  # never inside the run dir handed to the auditor
     if cfg["encryption"]["enabled"]:
-        from fedledger.ckks import create_keys, params_from_config
-
-        paths = create_keys(keys_dir / "ckks", params_from_config(cfg["encryption"]))
-        spec["keys"] = {
-            "secret_context": str(paths.secret_context),
-            "aggregator_context": str(paths.aggregator_context),
-            "fingerprint": paths.fingerprint_hex,
-        }
+        spec["keys"] = ckks_keys(cfg, run_dir, keys_dir)
     spec["protocol_hash"] = to_hex(protocol_hash(round_task(spec)))  # registered on chain as configHash
     for i, h in enumerate(hospitals):
         entry: dict[str, Any] = {

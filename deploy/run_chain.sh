@@ -2,9 +2,14 @@
 # The study's chain (anvil container): serve the chain `fedledger provision --ledger anvil`
 # wrote to <study>/chain/anvil_state.json (contract deployed, study registered, consents),
 # and keep saving it there. Usage: run_chain.sh STUDY_DIR [HOST] [PORT]
+# Listens on 127.0.0.1 unless HOST (or $CHAIN_HOST) says otherwise: anvil answers its cheat
+# RPCs (anvil_impersonateAccount, anvil_setBalance, ...) to anyone who reaches it, so open it
+# only to a network you trust (deploy/compose.yaml: the compose network, no published port).
+# The development accounts it funds hold no role in the study: admin and aggregator are the
+# study's own keys (<study>.secrets/keys/).
 set -euo pipefail
 STUDY_DIR=${1:?usage: run_chain.sh STUDY_DIR [HOST] [PORT]}
-HOST=${2:-${CHAIN_HOST:-0.0.0.0}}
+HOST=${2:-${CHAIN_HOST:-127.0.0.1}}
 PORT=${3:-${CHAIN_PORT:-8545}}
 STATE="$STUDY_DIR/chain/anvil_state.json"
 [ -f "$STATE" ] || { echo "no chain state at $STATE: provision with --ledger anvil first" >&2; exit 2; }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The hospital container: Flower SuperNode running this project's ClientApp (subprocess isolation).
-# Everything comes from the hospital's directory (`fedledger provision` -> hospitals/<id>/):
+# Everything comes from the hospital's directory (`fedledger provision` -> <study>.secrets/hospitals/<id>/):
 # node_config.toml, secrets, ca.pem (TLS) and auth_key (SuperNode authentication) when present.
 # Usage: run_hospital.sh HOSPITAL_DIR SUPERLINK_ADDRESS [CLIENTAPPIO_PORT]
 set -euo pipefail

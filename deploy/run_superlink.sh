@@ -2,9 +2,12 @@
 # The aggregator container: Flower SuperLink (+ the ServerApp it runs per study run).
 # TLS when <study>/aggregator/tls exists; SuperNode authentication when
 # <study>/aggregator/supernode_keys exists (every <id>.pub there is registered: the allow-list).
+# The TLS key is a secret: <study>.secrets/aggregator/tls/server.key (or $TLS_KEY), never in <study>/.
 # Usage: run_superlink.sh STUDY_DIR [HOST] [PORT]
 set -euo pipefail
 STUDY_DIR=${1:?usage: run_superlink.sh STUDY_DIR [HOST] [PORT]}
+STUDY_DIR=${STUDY_DIR%/}
+TLS_KEY=${TLS_KEY:-$STUDY_DIR.secrets/aggregator/tls/server.key}
 HOST=${2:-${SUPERLINK_HOST:-0.0.0.0}}
 PORT=${3:-${SUPERLINK_PORT:-9093}}
 export FLWR_HOME="${FLWR_HOME:-$STUDY_DIR/flwr_home}"
@@ -13,7 +16,7 @@ KEYS_DIR="$STUDY_DIR/aggregator/supernode_keys"
 args=(--host "$HOST" --port "$PORT" --database "$STUDY_DIR/aggregator/superlink.db"
       --disable-runtime-dependency-installation)
 if [ -f "$TLS_DIR/server.pem" ]; then
-  args+=(--ssl-ca-certfile "$TLS_DIR/ca.pem" --ssl-certfile "$TLS_DIR/server.pem" --ssl-keyfile "$TLS_DIR/server.key")
+  args+=(--ssl-ca-certfile "$TLS_DIR/ca.pem" --ssl-certfile "$TLS_DIR/server.pem" --ssl-keyfile "$TLS_KEY")
 else
   args+=(--insecure)
 fi

@@ -199,6 +199,11 @@ def wait_path(path: Path, timeout: float, watch: "Proc | None" = None) -> None:
         time.sleep(0.2)
 
 
+def hospitals_dir(study: Path) -> Path:
+    """Where ``fedledger provision`` puts the hospitals' bundles: beside the study, never in the auditor's copy."""
+    return Path(f"{study}.secrets") / "hospitals"
+
+
 def audit(study: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """``fedledger audit --run-dir`` as an auditor runs it."""
     return subprocess.run(

@@ -18,6 +18,7 @@ from tests.deploy_helpers import (  # noqa: F401
     deploy_flags,
     deployment,
     free_port,
+    hospitals_dir,
     provision,
     wait_exit,
 )
@@ -43,7 +44,7 @@ def test_plain_study_superlink_two_supernodes_two_rounds(tmp_path, deployment: D
         *deploy_flags(2, "none", port, secure=False, join_timeout=120),
     )
     deployment.superlink(study, port)
-    for hdir in sorted((study / "hospitals").iterdir()):
+    for hdir in sorted(hospitals_dir(study).iterdir()):
         deployment.hospital(hdir, port)
     run = deployment.study(study)
     rc = wait_exit(run, 400)
@@ -76,7 +77,7 @@ def test_tls_auth_dp_ckks_ledger_three_hospitals_then_audit(tmp_path, deployment
     # what the aggregator side holds: no hospital secret; each hospital's bundle holds its own
     assert not any(p.name in ("secret.ctx", "eth_key", "auth_key") for p in (study / "keys").rglob("*"))
     assert spec["keys"]["secret_context"] is None and spec["chain"]["contract"]
-    for hdir in (study / "hospitals").iterdir():
+    for hdir in hospitals_dir(study).iterdir():
         names = {p.name for p in hdir.iterdir()}
         assert {"node_config.toml", "secret.ctx", "eth_key", "auth_key", "auth_key.pub", "ca.pem", "README.md"} <= names
         assert (hdir / "secret.ctx").stat().st_mode & 0o077 == 0
@@ -84,7 +85,7 @@ def test_tls_auth_dp_ckks_ledger_three_hospitals_then_audit(tmp_path, deployment
     link = deployment.superlink(study, port)
     assert "TLS disabled" not in link.text()
     link.wait_for(r"registered SuperNode key hospital_2", timeout=90)
-    for hdir in sorted((study / "hospitals").iterdir()):
+    for hdir in sorted(hospitals_dir(study).iterdir()):
         deployment.hospital(hdir, port)
     run = deployment.study(study)
     rc = wait_exit(run, 900)
@@ -111,7 +112,7 @@ def test_supernode_not_on_allow_list_is_refused(tmp_path, deployment: Deployment
     rogue = tmp_path / "rogue"
     rogue.mkdir()
     for name in ("node_config.toml", "ca.pem"):
-        (rogue / name).write_bytes((study / "hospitals" / "hospital_0" / name).read_bytes())
+        (rogue / name).write_bytes((hospitals_dir(study) / "hospital_0" / name).read_bytes())
     make_auth_key(rogue / "auth_key")  # a valid key pair, but not on the allow-list
     env = {**deployment.env, "MAX_WAIT_TIME": "20"}
     proc = deployment.start(
@@ -124,7 +125,7 @@ def test_supernode_not_on_allow_list_is_refused(tmp_path, deployment: Deployment
         ],
         env=env,
     )
-    good = deployment.hospital(study / "hospitals" / "hospital_0", port)
+    good = deployment.hospital(hospitals_dir(study) / "hospital_0", port)
     good.wait_for(r"(?i)activat|Starting Flower SuperNode", timeout=60)
     link.wait_for(r"Activated node_id", timeout=90)  # the registered hospital gets in
     deadline = time.monotonic() + 90

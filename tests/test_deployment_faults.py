@@ -27,6 +27,7 @@ from tests.deploy_helpers import (  # noqa: F401
     deploy_flags,
     deployment,
     free_port,
+    hospitals_dir,
     provision,
     wait_exit,
     wait_path,
@@ -88,8 +89,8 @@ def test_hospital_restarted_between_rounds_keeps_privacy_spend(tmp_path, deploym
     )
     link = deployment.superlink(study, port)
     link.wait_for(r"registered SuperNode key hospital_1", timeout=90)
-    hdir = study / "hospitals" / "hospital_1"
-    deployment.hospital(study / "hospitals" / "hospital_0", port)
+    hdir = hospitals_dir(study) / "hospital_1"
+    deployment.hospital(hospitals_dir(study) / "hospital_0", port)
     victim = deployment.hospital(hdir, port)
     run = deployment.study(study)
     wait_path(study / "artifacts" / "rounds" / "round_00001.json", 600, run)  # round 1's updates are in
@@ -130,7 +131,7 @@ def test_supernode_killed_while_training_round_completes_with_the_others(tmp_pat
     )
     deployment.chain(study, urlparse(spec["chain"]["rpc_url"]).port)
     deployment.superlink(study, port)
-    procs = {h.name: deployment.hospital(h, port) for h in sorted((study / "hospitals").iterdir())}
+    procs = {h.name: deployment.hospital(h, port) for h in sorted(hospitals_dir(study).iterdir())}
     run = deployment.study(study)
     victim = procs["hospital_2"]
     victim.wait_count(TRAIN_IN, 2, timeout=900)  # round 2's task has reached it
@@ -178,7 +179,7 @@ def test_aggregator_killed_after_round_two_resumes_without_duplicate_rounds(tmp_
     deployment.chain(study, urlparse(spec["chain"]["rpc_url"]).port)
     link = deployment.superlink(study, port)
     link.wait_for(r"registered SuperNode key hospital_1", timeout=90)
-    hospitals = {h: deployment.hospital(h, port) for h in sorted((study / "hospitals").iterdir())}
+    hospitals = {h: deployment.hospital(h, port) for h in sorted(hospitals_dir(study).iterdir())}
     run = deployment.study(study)
     journal = Journal(study)
     key2 = f"{spec['study_id'].removeprefix('0x')}:2"
@@ -314,12 +315,12 @@ def test_supernode_with_the_wrong_ckks_key_is_rejected_naming_it_and_the_round_g
         *deploy_flags(3, "none", port, secure=False),
     )
     foreign = create_keys(tmp_path / "foreign", preset("ckks"))
-    victim_ctx = study / "hospitals" / "hospital_2" / "secret.ctx"
+    victim_ctx = hospitals_dir(study) / "hospital_2" / "secret.ctx"
     assert victim_ctx.exists()
     victim_ctx.write_bytes(foreign.secret_context.read_bytes())
     # act
     deployment.superlink(study, port)
-    for h in sorted((study / "hospitals").iterdir()):
+    for h in sorted(hospitals_dir(study).iterdir()):
         deployment.hospital(h, port)
     rc = wait_exit(deployment.study(study), 900)
     # assert: every round goes on with the two hospitals holding the study's key

@@ -23,6 +23,7 @@ from tests.deploy_helpers import (
     deploy_flags,
     deployment,  # noqa: F401  (the fixture)
     free_port,
+    hospitals_dir,
     provision,
     wait_exit,
 )
@@ -57,10 +58,10 @@ def test_supernode_whose_policy_forbids_the_model_refuses_every_round_and_the_st
     port = free_port()
     study = tmp_path / "study"
     spec = provision(study, *STUDY, *deploy_flags(3, "anvil", port, secure=False))
-    set_node_config(study / "hospitals" / "hospital_2", "allowed-models", "mlp")  # not the study's logreg
+    set_node_config(hospitals_dir(study) / "hospital_2", "allowed-models", "mlp")  # not the study's logreg
     deployment.chain(study, urlparse(spec["chain"]["rpc_url"]).port)
     deployment.superlink(study, port)
-    procs = {h.name: deployment.hospital(h, port) for h in sorted((study / "hospitals").iterdir())}
+    procs = {h.name: deployment.hospital(h, port) for h in sorted(hospitals_dir(study).iterdir())}
     rc = wait_exit(deployment.study(study), 900)
     assert rc == 0, deployment.logs()
 
