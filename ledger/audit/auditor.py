@@ -12,6 +12,7 @@ from ledger.audit.merkle_checks import attach_merkle_leaves
 from ledger.audit.records import ZERO32, ChainView
 from ledger.audit.refusals import store_refusals
 from ledger.audit.result import AuditResult, Finding
+from ledger.audit.secret_scan import check_secrets
 from ledger.audit.store import StoreReader, learn_labels
 
 
@@ -47,6 +48,7 @@ def audit(
             any(bool((store.manifest(r) or {}).get("encrypted")) for r in store.round_numbers()[:1])
             or view.context_hash != ZERO32
         )
+        findings += check_secrets(store_dir)  # evidence holding a key is refused, whatever else it proves
         findings += check_context(view, context_bytes, encrypted)
         ctx = None
         if context_bytes is not None:

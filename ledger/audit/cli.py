@@ -24,7 +24,14 @@ from rich.console import Console
 from ledger.audit.follow import follow
 from ledger.audit.receipt_checks import evidence_findings
 from ledger.audit.report import print_report, write_html, write_json
-from ledger.audit.run_dir import find_context, open_run_dir_chain, rpc_w3, run_audit, study_spec
+from ledger.audit.run_dir import (
+    find_context,
+    mark_coordinator_chain,
+    open_run_dir_chain,
+    rpc_w3,
+    run_audit,
+    study_spec,
+)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -130,6 +137,8 @@ def handle(args: argparse.Namespace) -> int:
                 reference_signatures=args.reference_signatures,
             )
             result.findings += evidence_findings(w3, result.view, args.receipts, args.require_evidence_chain)
+            if spec is not None:
+                mark_coordinator_chain(result, spec, receipts=bool(args.receipts))
     except Exception as exc:
         console.print(f"[bold red]AUDIT ERROR[/]: {type(exc).__name__}: {exc}")
         return 2

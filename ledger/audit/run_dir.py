@@ -26,6 +26,14 @@ from ledger.rpc import http_w3, rpc_answers
 
 AGGREGATOR_CONTEXT = Path("keys") / "ckks" / "aggregator_public.ctx"
 RPC_TIMEOUT_S = 30
+LOCAL_BACKENDS = ("anvil", "eth_tester")
+#: What a coordinator-run chain's audit is checked against; extend as evidence the coordinator cannot rewrite is added.
+LOCAL_CHAIN_PROVES = ["the hospitals' signatures"]
+LOCAL_CHAIN_SCOPE = (
+    "this study's chain ({backend}) was run by the study coordinator, not by an independent party: "
+    "the audit proves integrity only against {proves}, not against an independent chain "
+    "(whoever runs a local chain can rebuild it; docs/AUDIT.md 'What the audit proves and what it does not')"
+)
 
 
 class AuditSetupError(RuntimeError):
@@ -107,6 +115,24 @@ def find_context(store: Path | None, spec: dict[str, Any] | None, explicit: Path
     return None
 
 
+def mark_coordinator_chain(result: AuditResult, spec: dict[str, Any], receipts: bool = False) -> None:
+    """Say plainly (terminal, JSON, HTML) when the chain is one the coordinator ran itself.
+
+    ``receipts``: the hospitals' receipts were checked too (``--receipts``).
+    """
+    backend = (spec.get("chain") or {}).get("backend")
+    if backend not in LOCAL_BACKENDS:
+        return
+    against = LOCAL_CHAIN_PROVES + (["the hospitals' receipts"] if receipts else [])
+    result.view.notices.insert(0, LOCAL_CHAIN_SCOPE.format(backend=backend, proves=" and ".join(against)))
+    result.meta["evidence_scope"] = {
+        "chain": "coordinator-run local chain",
+        "backend": backend,
+        "integrity_against": against,
+        "not_against": "an independent chain",
+    }
+
+
 def run_audit(
     w3: Any,
     contract: str,
@@ -152,6 +178,7 @@ def audit_run_dir(
                 context_bytes=find_context(run_dir, spec, None),
                 from_block=int(spec["chain"].get("deploy_block") or 0),
             )
+            mark_coordinator_chain(result, spec)
     except Exception as exc:  # the launcher must get a verdict, not a traceback
         verdict = {"format": FORMAT, "ok": False, "error": f"{type(exc).__name__}: {exc}", "failures": []}
         write_json(verdict, json_path)
