@@ -9,6 +9,7 @@ commitments stay valid), raises a budget and drops the last round.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,16 +20,20 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak
 
+from coordinator.cli import main as cli_main
 from fedledger.commitment import RoundCommitment, domain, sign_commitment
 from fedledger.hashing import to_hex
 from fedledger.receipt import ReceiptError, RoundReceipt, RoundRecord, SignedReceipt
-from fl_client.receipts import ChainRewritten, ReceiptKeeper, load_receipts
+from fl_client.receipts import ChainRewritten, ReceiptKeeper, check_task_round, load_receipts
+from fl_client.settings import HospitalSettings
 from ledger.audit.events import read_chain_view
 from ledger.audit.receipt_checks import check_receipts, evidence_findings
 from ledger.chains import Chain, start_chain
 from ledger.client import LedgerClient
+from ledger.rpc_guard import make_server
+from tests.conftest_ledger import ANVIL_AVAILABLE
 
-# -- the format: a fixed vector (docs/HASHES.md section 9) ---------------------------------
+# -- the format: a fixed vector (docs/HASHES.md section 7) ---------------------------------
 
 VECTOR_KEY = b"\x01" * 32  # signer 0x1a642f0E3c3aF545E7AcBD38b07251B3990914F1
 VECTOR_CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -107,13 +112,13 @@ class Built:
         return self.chain.w3
 
 
-def _build(rounds: int, budget_micro: int) -> Built:
-    """A fresh eth_tester chain: deploy (admin nonce 0), register, consent, record ``rounds`` rounds.
+def _build(rounds: int, budget_micro: int, chain: Chain | None = None) -> Built:
+    """Deploy (admin nonce 0), register, consent, record ``rounds`` rounds; a fresh eth_tester chain by default.
 
     Every round's commitments and aggregate are the same on every build, so the
     hospitals' signatures carry over to a rebuilt chain, as in the attack.
     """
-    chain = start_chain("eth_tester", Path("."))
+    chain = chain or start_chain("eth_tester", Path("."))
     assert chain is not None
     client = LedgerClient.deploy(chain.w3, chain.admin, backoff_s=0.05)
     hospitals = chain.funded_accounts[2:4]
@@ -128,9 +133,10 @@ def _build(rounds: int, budget_micro: int) -> Built:
         now + 10**6,
         [h.address for h in hospitals],
         [budget_micro] * len(hospitals),
+        1,
     )
     for h in hospitals:
-        client.consent(STUDY, h)
+        client.consent(STUDY, h, 10**6)
     prev = INITIAL
     for r in range(1, rounds + 1):
         cs = [RoundCommitment(STUDY, r, prev, bytes([r, i]) * 16, 50, 500_000 * r) for i in range(len(hospitals))]
@@ -247,3 +253,49 @@ def test_audit_reads_receipt_files_and_directories(honest: Built, tmp_path: Path
     assert [(f.round, f.ok) for f in receipt_findings] == [(1, True), (2, True)]
     assert any("line 3 is not a receipt" in n for n in view.notices)
     assert [f.ok for f in findings if f.check == "evidence_chain"] == [True]  # eth_tester answers no anvil_*
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ANVIL_AVAILABLE, reason="anvil not installed (npm ci)")
+def test_anvil_snapshot_rewrite_refused_by_hospital_and_failed_by_audit_cli(tmp_path: Path) -> None:
+    """The attack on anvil: rounds recorded and receipted over HTTP, evm_revert to before the deployment,
+    the same contract redeployed with budgets raised and round 3 dropped; through the guard the cheat
+    methods are refused while the receipts still fail the audit."""
+    chain = start_chain("anvil", tmp_path / "run")
+    assert chain is not None and chain.rpc_url
+    guard = make_server(chain.rpc_url, "127.0.0.1", 0)
+    threading.Thread(target=guard.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    guard_url = f"http://127.0.0.1:{guard.server_address[1]}"
+    try:
+        snapshot = chain.w3.provider.make_request("evm_snapshot", [])["result"]
+        honest_chain = _build(rounds=3, budget_micro=2_000_000, chain=chain)
+        key = tmp_path / "eth_key"
+        key.write_text(chain.funded_accounts[2].key.hex())
+        settings = HospitalSettings(
+            "hospital_0", 0, 2, 0, "{}", eth_key=str(key), state_dir=str(tmp_path / "state"),
+            chain_rpc=guard_url, contract=honest_chain.client.address, simulation=False,
+        )  # fmt: skip
+        for r in (1, 2, 3):
+            check_task_round(settings, to_hex(STUDY), r)
+        chain.w3.provider.make_request("evm_revert", [snapshot])
+        rebuilt_chain = _build(rounds=2, budget_micro=5_000_000, chain=chain)
+
+        with pytest.raises(ChainRewritten, match="round 3"):
+            check_task_round(settings, to_hex(STUDY), 2)
+        audit = ["audit", "--contract", rebuilt_chain.client.address, "--study", to_hex(STUDY)]
+        audit += ["--receipts", str(tmp_path / "state"), "--require-evidence-chain"]
+        direct = cli_main([*audit, "--rpc", chain.rpc_url, "--json", str(tmp_path / "direct.json")])
+        guarded = cli_main([*audit, "--rpc", guard_url, "--json", str(tmp_path / "guarded.json")])
+    finally:
+        guard.shutdown()
+        guard.server_close()
+        chain.stop()
+
+    assert rebuilt_chain.client.address == honest_chain.client.address
+    assert direct == guarded == 1
+    failures = json.loads((tmp_path / "direct.json").read_text())["failures"]
+    assert {(f["check"], f["round"]) for f in failures} >= {("receipt", 3), ("evidence_chain", None)}
+    assert all(f["hospital"] == chain.funded_accounts[2].address for f in failures if f["check"] == "receipt")
+    guarded_failures = json.loads((tmp_path / "guarded.json").read_text())["failures"]
+    assert {f["check"] for f in guarded_failures} == {"receipt"}
+    assert len(load_receipts(tmp_path / "state" / "round_receipts.jsonl")) == 3
