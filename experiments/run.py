@@ -5,6 +5,7 @@ Examples:
     python -m experiments.run num_hospitals=4 num_rounds=10 model=mlp
     python -m experiments.run -m seed=1,2,3                     # writes a summary across runs
     python -m experiments.run -m +experiment=privacy_sweep      # accuracy against epsilon
+    python -m experiments.run --verbose dataset=csv ...         # a data error with its traceback
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.failures import stop_on_data_error, take_verbose_flag
 from fedledger.config import register_schemas
+from fl_client.data import DataError
 
 register_schemas()
 
@@ -27,7 +30,10 @@ def main(cfg: DictConfig) -> float:
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    results = run_simulated_study(resolved, run_dir)
+    try:
+        results = run_simulated_study(resolved, run_dir)
+    except DataError as exc:  # the user's input, named in the message: one line (--verbose: the traceback)
+        stop_on_data_error(exc, run_dir)
     audit = results.get("audit")
     if audit is not None and not audit.get("ok", False):
         sys.exit(2)
@@ -35,4 +41,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    take_verbose_flag(sys.argv)
     main()

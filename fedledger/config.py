@@ -222,9 +222,20 @@ def check_on_bad_aggregate(value: str) -> str:
     return value
 
 
+def hospital_count(listed: Any, default: Any) -> int:
+    """``num_hospitals`` of a study: the length of its hospital list (a CSV study), else ``default``."""
+    return len(listed) if listed else int(default)
+
+
 def register_schemas() -> None:
-    """Register the schema so `defaults: [study_schema]` validates every group."""
+    """Register the schema so `defaults: [study_schema]` validates every group.
+
+    Also the ``hospital_count`` resolver, with which ``num_hospitals`` follows a CSV study's hospital list.
+    """
     from hydra.core.config_store import ConfigStore  # only launchers need Hydra; a hospital reads the classes
+    from omegaconf import OmegaConf
 
     cs = ConfigStore.instance()
     cs.store(name="study_schema", node=StudyConfig)
+    if not OmegaConf.has_resolver("hospital_count"):
+        OmegaConf.register_new_resolver("hospital_count", hospital_count)

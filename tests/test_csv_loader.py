@@ -15,6 +15,7 @@ from fl_client.data import (
     DataError,
     DataWarning,
     EmptyFileError,
+    InvalidValuesError,
     MissingColumnError,
     MissingFileError,
     NonNumericValueError,
@@ -139,7 +140,7 @@ def test_missing_schema_file(tmp_path):
 
 def test_missing_column_error_names_file_and_column(tmp_path):
     text = "age,num,note\n40,0,a\n50,1,b\n"
-    with pytest.raises(MissingColumnError, match=r"a\.csv.*missing column 'cp'"):
+    with pytest.raises(MissingColumnError, match=r"a\.csv: missing column\(s\) 'cp' \(categorical\)"):
         _load(_study(tmp_path, {"a": text}))
 
 
@@ -151,19 +152,31 @@ def test_unlisted_column_error_suggests_drop(tmp_path):
 
 def test_non_numeric_value_names_file_line_column_value(tmp_path):
     text = "age,cp,num,note\n40,1,0,a\n50,2,1,b\nfifty,3,0,c\n"
-    with pytest.raises(NonNumericValueError, match=r"a\.csv: line 4, column 'age'.*'fifty'"):
+    with pytest.raises(
+        NonNumericValueError,
+        match=r"a\.csv: 1 unreadable value\(s\) in 1 column\(s\): column 'age' \(numeric\): not a number at line 4 'fifty'",
+    ):
+        _load(_study(tmp_path, {"a": text}))
+
+
+def _refused(tmp_path, text: str, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
         _load(_study(tmp_path, {"a": text}))
 
 
 def test_non_numeric_target_under_numeric_rule(tmp_path):
     text = "age,cp,num,note\n40,1,0,a\n50,2,sick,b\n"
-    with pytest.raises(NonNumericValueError, match=r"line 3, column 'num' \(target"):
-        _load(_study(tmp_path, {"a": text}))
+    _refused(
+        tmp_path, text, NonNumericValueError, r"column 'num' \(target, rule '> 0'\): not a number at line 3 'sick'"
+    )
 
 
 def test_unknown_category_error_and_ignore(tmp_path):
     text = "age,cp,num,note\n40,1,0,a\n50,9,1,b\n60,2,0,c\n70,1,1,d\n"
-    with pytest.raises(UnknownCategoryError, match=r"a\.csv: line 3, column 'cp': category '9'"):
+    with pytest.raises(
+        UnknownCategoryError,
+        match=r"a\.csv: .*column 'cp': not in the schema's categories \['1', '2', '3'\] at line 3 '9'",
+    ):
         _load(_study(tmp_path, {"a": text}))
     with pytest.warns(DataWarning, match="unknown: ignore"):
         h = _load(_study(tmp_path, {"a": text}, schema={**SCHEMA, "unknown": "ignore"}))[0]
@@ -179,7 +192,7 @@ def test_empty_file(tmp_path, text):
 
 def test_single_class_across_study_is_an_error(tmp_path):
     neg = "age,cp,num,note\n40,1,0,a\n50,2,0,b\n60,3,0,c\n"
-    with pytest.warns(DataWarning), pytest.raises(SingleClassStudyError, match="single class"):
+    with pytest.warns(DataWarning), pytest.raises(SingleClassStudyError, match="matched no row"):
         _load(_study(tmp_path, {"a": neg, "b": neg}))
 
 
@@ -196,7 +209,7 @@ def test_single_class_hospital_warns_and_still_loads(tmp_path):
 
 def test_num_hospitals_must_match_files(tmp_path):
     cfg = _study(tmp_path, {"a": GOOD, "b": GOOD})
-    with pytest.raises(ConfigError, match=r"num_hospitals=3 but dataset.hospitals lists 2"):
+    with pytest.raises(ConfigError, match=r"num_hospitals=3 but dataset.hospitals lists 2 file.*set num_hospitals=2"):
         load_hospitals(cfg, 3, 0)
 
 
@@ -263,3 +276,46 @@ def test_shipped_config_and_example_load():
     assert len({tuple(h.feature_names) for h in hs}) == 1 and hs[0].n_features == 20
     assert hs[2].classes_present == [1]
     assert any("switzerland" in str(w.message) and "single class" in str(w.message) for w in caught)
+
+
+def test_every_bad_value_of_a_file_is_listed_in_one_error(tmp_path):
+    # arrange: two non-numbers in 'age' (lines 3, 5), one in the target (line 4), an unknown category (line 6)
+    text = "age,cp,num,note\n40,1,0,a\nforty,2,1,b\n50,3,sick,c\nx,1,0,d\n60,7,1,e\n"
+    # act
+    with pytest.raises(InvalidValuesError) as exc:
+        _load(_study(tmp_path, {"a": text}))
+    # assert: one error, of neither single kind, naming all four cells with their lines
+    assert type(exc.value) is InvalidValuesError
+    message = str(exc.value)
+    assert "4 unreadable value(s) in 3 column(s)" in message and "\n" not in message
+    assert "line 3 'forty', line 5 'x'" in message and "line 4 'sick'" in message and "line 6 '7'" in message
+    assert len(exc.value.problems) == 3
+
+
+def test_many_bad_values_of_one_column_are_counted_after_the_first_five(tmp_path):
+    rows = "".join(f"bad{i},1,0,n\n" for i in range(8))
+    with pytest.raises(NonNumericValueError, match=r"8 unreadable.*line 6 'bad4' and 3 more\. To fix"):
+        _load(_study(tmp_path, {"a": "age,cp,num,note\n" + rows}))
+
+
+def test_every_missing_column_is_named_at_once(tmp_path):
+    text = "num,note,bmi\n0,a,1\n1,b,2\n"
+    _refused(
+        tmp_path, text, MissingColumnError, r"'age' \(numeric\), 'cp' \(categorical\).*not in the schema: \['bmi'\]"
+    )
+
+
+def test_a_target_rule_that_matches_nothing_shows_the_values_seen(tmp_path):
+    # arrange: labels yes/no, rule == Yes (case differs)
+    schema = {**SCHEMA, "target": {"column": "num", "positive": "== Yes"}}
+    text = "age,cp,num,note\n40,1,yes,a\n50,2,no,b\n60,3,no,c\n70,1,yes,d\n80,2,no,e\n"
+    # act / assert
+    with (
+        pytest.warns(DataWarning, match=r"rule '== Yes', whose values are 'no' \(3\), 'yes' \(2\)"),
+        pytest.raises(
+            SingleClassStudyError,
+            match=r"rule '== Yes' on column 'num' matched no row of the study's 2 hospital\(s\); the values seen "
+            r"are 'no' \(6\), 'yes' \(4\) \(labels compare exactly, case included: did you mean 'yes'\?\)",
+        ),
+    ):
+        _load(_study(tmp_path, {"a": text, "b": text}, schema=schema))

@@ -10,6 +10,7 @@ hospital's own training statistics.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .breast_cancer import DEFAULTS as BC_DEFAULTS
+from .csv_problems import BadValues, case_hint, seen_labels
 from .csv_schema import CsvSchema, canon, load_schema
 from .errors import (
     ConfigError,
@@ -25,9 +27,8 @@ from .errors import (
     EmptyFileError,
     MissingColumnError,
     MissingFileError,
-    NonNumericValueError,
+    SingleClassStudyError,
     UnexpectedColumnError,
-    UnknownCategoryError,
 )
 from .hospital import HospitalData
 from .preprocess import Standardizer, derive_seed, split_train_test, warn
@@ -103,13 +104,17 @@ def _check_columns(df: pd.DataFrame, path: Path, schema: CsvSchema) -> None:
     dups = sorted({c for c in cols if cols.count(c) > 1})
     if dups:
         raise CsvFormatError(f"{path}: column(s) {dups} appear more than once in the header")
-    for c in schema.used_columns:
-        if c not in cols:
-            role = "target" if c == schema.target.column else ("numeric" if c in schema.numeric else "categorical")
-            raise MissingColumnError(
-                f"{path}: missing column {c!r} ({role} in schema {schema.source}); the file has columns {cols}"
-            )
     extra = [c for c in cols if c not in schema.used_columns and c not in schema.drop]
+    absent = [c for c in schema.used_columns if c not in cols]
+    if absent:
+        roles = ", ".join(
+            f"{c!r} ({'target' if c == schema.target.column else ('numeric' if c in schema.numeric else 'categorical')})"
+            for c in absent
+        )
+        also = f"; also not in the schema: {extra}" if extra else ""
+        raise MissingColumnError(
+            f"{path}: missing column(s) {roles} of schema {schema.source}; the file has columns {cols}{also}"
+        )
     if extra:
         raise UnexpectedColumnError(
             f"{path}: column(s) {extra} are not in schema {schema.source}; "
@@ -128,6 +133,18 @@ def load_csv_hospital(
     """Load one hospital's CSV. ``path`` must already be resolved (or absolute
     / relative to the current directory). The split uses
     ``derive_seed(seed, index)``."""
+    return _load_csv(schema, path, hospital_id, seed, index, test_fraction)[0]
+
+
+def _load_csv(
+    schema: CsvSchema,
+    path: str | os.PathLike,
+    hospital_id: str,
+    seed: int,
+    index: int,
+    test_fraction: float | None,
+) -> tuple[HospitalData, Counter[str]]:
+    """The hospital's data and the target values it saw (for a rule that matches nothing)."""
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"hospital {hospital_id!r}: data file {str(path)!r} does not exist")
@@ -139,20 +156,13 @@ def load_csv_hospital(
     tokens = set(schema.missing_values)
     stripped = {c: df[c].str.strip() for c in schema.used_columns}
     missing = {c: stripped[c].isin(tokens) for c in schema.used_columns}
-    tok_txt = ", ".join(repr(t) for t in schema.missing_values)
+    bad_values = BadValues(path, schema.source, schema.missing_values)
 
     def numeric(c: str, what: str) -> np.ndarray:
         s, miss = stripped[c], missing[c]
         num = pd.to_numeric(s.where(~miss), errors="coerce").to_numpy(dtype=np.float64)
         bad = ~miss.to_numpy() & ~np.isfinite(num)
-        if bad.any():
-            pos = np.flatnonzero(bad)
-            i = df.index[pos[0]]
-            more = f"; {len(pos) - 1} more such value(s) in this column" if len(pos) > 1 else ""
-            raise NonNumericValueError(
-                f"{path}: line {_line(i)}, column {c!r} ({what}): value {df.at[i, c]!r} is not a number "
-                f"and not one of the missing-value tokens [{tok_txt}]{more}"
-            )
+        bad_values.add_non_numeric(c, what, [(_line(i), df.at[i, c]) for i in df.index[np.flatnonzero(bad)]])
         return num
 
     # Target -> 0/1; rows with a missing target are always dropped.
@@ -161,7 +171,8 @@ def load_csv_hospital(
     y = np.zeros(len(df), dtype=np.float32)
     if schema.target.numeric:
         tnum = numeric(tcol, f"target, rule {schema.target.text!r}")
-        y[~t_missing] = [schema.target.positive(str(v)) for v in tnum[~t_missing]]
+        readable = ~t_missing & np.isfinite(tnum)
+        y[readable] = [schema.target.positive(str(v)) for v in tnum[readable]]
     else:
         y[~t_missing] = [schema.target.positive(v) for v in stripped[tcol].to_numpy()[~t_missing]]
 
@@ -186,23 +197,18 @@ def load_csv_hospital(
                 unknown_rows.append((i, df.at[i, c]))
             else:
                 block[r, j] = 1.0
-        if unknown_rows:
+        if unknown_rows and schema.unknown == "error":
+            bad_values.add_unknown(c, cats, [(_line(i), v) for i, v in unknown_rows])
+        elif unknown_rows:
             i, v = unknown_rows[0]
-            if schema.unknown == "error":
-                more = (
-                    f"; {len(unknown_rows) - 1} more unknown value(s) in this column" if len(unknown_rows) > 1 else ""
-                )
-                raise UnknownCategoryError(
-                    f"{path}: line {_line(i)}, column {c!r}: category {v!r} is not in the schema's list "
-                    f"{cats}{more}. Add it to categorical.{c} in {schema.source} (every hospital must use the "
-                    "same list), mark it as missing, or set 'unknown: ignore'"
-                )
             warn(
                 f"{hospital_id}: {path}: {len(unknown_rows)} value(s) of column {c!r} not in the schema "
                 f"(first: {v!r} at line {_line(i)}) encoded as all-zero (unknown: ignore)"
             )
         onehots.append(block)
     X_cat = np.hstack(onehots) if onehots else np.zeros((len(df), 0))
+    bad_values.raise_if_any()
+    labels = Counter(str(v) for v in stripped[tcol].to_numpy()[~t_missing])
 
     keep = ~t_missing
     if t_missing.any():
@@ -225,7 +231,7 @@ def load_csv_hospital(
     if len(classes) < 2:
         warn(
             f"{hospital_id}: its data ({path}) holds a single class ({int(classes[0])}) of target "
-            f"{tcol!r}; it still takes part"
+            f"{tcol!r} under rule {schema.target.text!r}, whose values are {seen_labels(labels)}; it still takes part"
         )
     tf = schema.test_fraction if test_fraction is None else float(test_fraction)
     tr, te = split_train_test(y, tf, derive_seed(seed, index), hospital_id)
@@ -239,7 +245,7 @@ def load_csv_hospital(
     Z_tr, Z_te = np.nan_to_num(s.transform(X_num[tr]), nan=0.0), np.nan_to_num(s.transform(X_num[te]), nan=0.0)
     X_train = np.hstack([Z_tr, X_cat[tr]]).astype(np.float32)
     X_test = np.hstack([Z_te, X_cat[te]]).astype(np.float32)
-    return HospitalData(hospital_id, X_train, y[tr], X_test, y[te], schema.feature_names)
+    return HospitalData(hospital_id, X_train, y[tr], X_test, y[te], schema.feature_names), labels
 
 
 def _csv_cfg(cfg: Mapping[str, Any], num_hospitals: int) -> tuple[CsvSchema, list[tuple[str, Path]], float | None]:
@@ -269,7 +275,7 @@ def _csv_cfg(cfg: Mapping[str, Any], num_hospitals: int) -> tuple[CsvSchema, lis
     if int(num_hospitals) != len(entries):
         raise ConfigError(
             f"num_hospitals={num_hospitals} but dataset.hospitals lists {len(entries)} file(s) ({ids}); "
-            f"set num_hospitals={len(entries)}"
+            f"leave num_hospitals out (a CSV study takes it from the list) or set num_hospitals={len(entries)}"
         )
     tf = cfg.get("test_fraction")
     return schema, [(i, p) for i, p in entries], (None if tf is None else float(tf))
@@ -283,9 +289,21 @@ def load_csv_hospital_from_cfg(cfg: Mapping[str, Any], index: int, num_hospitals
 
 
 def load_csv_hospitals(cfg: Mapping[str, Any], num_hospitals: int, seed: int) -> list[HospitalData]:
+    """Every hospital of the study; a target rule that gives one class across all of them is
+    refused with the values the files actually hold."""
     schema, entries, tf = _csv_cfg(cfg, num_hospitals)
-    out = []
+    out, labels = [], Counter[str]()
     for i, (hid, p) in enumerate(entries):
         path = resolve_path(p, cfg.get("base_dir"), what=f"data file of hospital {hid!r}")
-        out.append(load_csv_hospital(schema, path, hid, seed, index=i, test_fraction=tf))
+        data, seen = _load_csv(schema, path, hid, seed, i, tf)
+        out.append(data)
+        labels.update(seen)
+    classes = sorted({c for h in out for c in h.classes_present})
+    if len(classes) == 1:
+        matched = "every" if classes == [1] else "no"
+        raise SingleClassStudyError(
+            f"target rule {schema.target.text!r} on column {schema.target.column!r} matched {matched} row of "
+            f"the study's {len(out)} hospital(s); the values seen are {seen_labels(labels)}"
+            f"{case_hint(schema.target.values, labels)}. Fix target.positive in {schema.source}"
+        )
     return out

@@ -49,12 +49,23 @@ class UnexpectedColumnError(DataError):
     ``drop`` to ignore it)."""
 
 
-class NonNumericValueError(DataError):
+class InvalidValuesError(DataError):
+    """A hospital CSV holds values the schema cannot read; the message lists
+    every such value of the file at once (``problems``: one entry per column),
+    so one run shows everything to fix. Raised as such when a file has both
+    kinds below."""
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class NonNumericValueError(InvalidValuesError):
     """A value in a numeric column (or a target with a numeric rule) is not a
     number and not one of the schema's ``missing_values`` tokens."""
 
 
-class UnknownCategoryError(DataError):
+class UnknownCategoryError(InvalidValuesError):
     """A categorical column holds a value not listed in the schema (and the
     schema says ``unknown: error``)."""
 
