@@ -112,11 +112,18 @@ class Built:
         return self.chain.w3
 
 
-def _build(rounds: int, budget_micro: int, chain: Chain | None = None) -> Built:
+def _build(
+    rounds: int,
+    budget_micro: int,
+    chain: Chain | None = None,
+    config_hash: bytes = b"\x02" * 32,
+    model: bytes | None = None,
+) -> Built:
     """Deploy (admin nonce 0), register, consent, record ``rounds`` rounds; a fresh eth_tester chain by default.
 
     Every round's commitments and aggregate are the same on every build, so the
-    hospitals' signatures carry over to a rebuilt chain, as in the attack.
+    hospitals' signatures carry over to a rebuilt chain, as in the attack. ``model``: the initial
+    model and every round's aggregate are this hash (a ClientApp test sends that model).
     """
     chain = chain or start_chain("eth_tester", Path("."))
     assert chain is not None
@@ -125,8 +132,8 @@ def _build(rounds: int, budget_micro: int, chain: Chain | None = None) -> Built:
     now = chain.w3.eth.get_block("latest")["timestamp"]
     client.register_study(
         STUDY,
-        b"\x02" * 32,
-        INITIAL,
+        config_hash,
+        model or INITIAL,
         b"\x03" * 32,
         "test-1.0",
         chain.aggregator.address,
@@ -137,11 +144,11 @@ def _build(rounds: int, budget_micro: int, chain: Chain | None = None) -> Built:
     )
     for h in hospitals:
         client.consent(STUDY, h, 10**6)
-    prev = INITIAL
+    prev = model or INITIAL
     for r in range(1, rounds + 1):
         cs = [RoundCommitment(STUDY, r, prev, bytes([r, i]) * 16, 50, 500_000 * r) for i in range(len(hospitals))]
         sigs = [sign_commitment(h, client.domain(), c) for h, c in zip(hospitals, cs)]
-        aggregate = bytes([0xA0 + r]) * 32
+        aggregate = model or bytes([0xA0 + r]) * 32
         client.record_round(STUDY, r, prev, aggregate, 100, cs, sigs, sender=chain.aggregator)
         prev = aggregate
     return Built(chain, client)
@@ -299,3 +306,50 @@ def test_anvil_snapshot_rewrite_refused_by_hospital_and_failed_by_audit_cli(tmp_
     guarded_failures = json.loads((tmp_path / "guarded.json").read_text())["failures"]
     assert {f["check"] for f in guarded_failures} == {"receipt"}
     assert len(load_receipts(tmp_path / "state" / "round_receipts.jsonl")) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ANVIL_AVAILABLE, reason="anvil not installed (npm ci)")
+def test_client_app_refuses_evaluation_on_a_rewritten_chain(tmp_path: Path) -> None:
+    """The hospital's ClientApp (a deployed node config with state-dir and eth-key): it evaluates rounds 1-3,
+    keeping a receipt of each; after the rewrite it refuses round 2's evaluation with chain-rewritten."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from fedledger.hashing import model_hash
+    from fedledger.protocol import protocol_hash
+    from fedledger.round_task import RoundTask
+    from fl_client.client_app import evaluate_global
+    from fl_client.models import build_model, get_arrays
+    from tests.test_client_app import context, node_config, round_config, task
+
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
+    initial = get_arrays(build_model("logreg", 30, 0, seed=0))
+    digest = to_hex(model_hash(initial))
+
+    def cfg(r: int) -> Any:  # a Flower ConfigRecord
+        return round_config(digest, **{"study-id": to_hex(STUDY), "server-round": r})
+
+    registered = protocol_hash(RoundTask.from_wire(dict(cfg(1))))
+    chain = start_chain("anvil", tmp_path / "run")
+    assert chain is not None and chain.rpc_url
+    try:
+        snapshot = chain.w3.provider.make_request("evm_snapshot", [])["result"]
+        honest_chain = _build(3, 2_000_000, chain, config_hash=registered, model=model_hash(initial))
+        key = tmp_path / "eth_key"
+        key.write_text(chain.funded_accounts[2].key.hex())
+        extra = {"chain-rpc": chain.rpc_url, "contract": honest_chain.client.address}
+        nc = node_config(**extra, **{"eth-key": str(key), "state-dir": str(tmp_path / "state")})
+        before = [evaluate_global(task(initial, cfg(r), "evaluate"), context(nc)) for r in (1, 2, 3)]
+        chain.w3.provider.make_request("evm_revert", [snapshot])
+        _build(2, 5_000_000, chain, config_hash=registered, model=model_hash(initial))
+
+        after = evaluate_global(task(initial, cfg(2), "evaluate"), context(nc))
+    finally:
+        chain.stop()
+
+    assert all("metrics" in reply.content.metric_records for reply in before)
+    refusal = after.content.config_records["refusal"]
+    assert refusal["code"] == "chain-rewritten" and "round 3" in refusal["reason"]
+    kept = load_receipts(tmp_path / "state" / "round_receipts.jsonl")
+    assert [s.receipt.round for s in kept] == [1, 2, 3]
+    assert {s.hospital for s in kept} == {"h0"} and {s.recover() for s in kept} == {chain.funded_accounts[2].address}
