@@ -54,7 +54,7 @@ def study_roles(chain: Chain, led: dict[str, Any], keys_dir: Path) -> tuple[Loca
         agg_key = keys_dir / "aggregator_eth_key"
         aggregator = generate_eth_key(agg_key)
     for address in dict.fromkeys([admin.address, aggregator.address]):
-        chain.fund(address)
+        chain.transfer_from_dev(address)
     chain.assign_roles(admin, aggregator)
     return admin, aggregator, agg_key
 

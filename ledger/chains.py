@@ -101,12 +101,20 @@ class Chain:
         address = Web3.to_checksum_address(address)
         if self.backend == "anvil":
             self.w3.provider.make_request("anvil_setBalance", [address, hex(wei)])
-        elif self.backend == "eth_tester":
-            funder = self.w3.eth.accounts[-1]  # not the admin: its nonces belong to the ledger client
-            tx = self.w3.eth.send_transaction({"from": funder, "to": address, "value": wei})
-            self.w3.eth.wait_for_transaction_receipt(tx)
         else:
+            self.transfer_from_dev(address, wei)
+
+    def transfer_from_dev(self, address: str, wei: int = 10**21) -> None:
+        """A plain value transfer to ``address`` from the last development account (local backends only).
+
+        That account is never a study's admin or aggregator; on eth_tester it is also the one
+        kept back from :attr:`funded_accounts`, so no test's nonces collide with it.
+        """
+        if self.backend not in ("anvil", "eth_tester"):
             raise ChainError(f"cannot fund accounts on backend {self.backend!r}")
+        funder = self.w3.eth.accounts[-1]  # not the admin: its nonces belong to the ledger client
+        tx = self.w3.eth.send_transaction({"from": funder, "to": Web3.to_checksum_address(address), "value": wei})
+        self.w3.eth.wait_for_transaction_receipt(tx)
 
     def increase_time(self, seconds: int) -> int:
         """Advance the chain clock and mine a block (local backends, tests)."""
