@@ -122,6 +122,8 @@ def make_server(upstream: str, host: str, port: int) -> ThreadingHTTPServer:
     guard = Guard(upstream)
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: a hospital's web3 session reuses its connection
+
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_BODY:

@@ -128,3 +128,19 @@ def test_probe_only_notices_by_default_and_passes_through_the_guard(upstream: st
 
     assert direct == [] and "anvil_nodeInfo" in view.notices[0]
     assert [f.ok for f in guarded] == [True]
+
+
+def test_guard_answers_502_when_the_chain_is_down() -> None:
+    closed = ThreadingHTTPServer(("127.0.0.1", 0), _AnswersEverything)
+    dead_url = _serve(closed)
+    closed.shutdown()
+    closed.server_close()
+    server = make_server(dead_url, "127.0.0.1", 0)
+    url = _serve(server)
+    try:
+        resp = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert resp.status_code == 502 and "upstream chain" in resp.text
