@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -30,6 +32,18 @@ def secrets_dir(run_dir: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     os.chmod(out, 0o700)
     return out
+
+
+def move_public_ckks(paths: Any, public_dir: Path) -> Path:
+    """Move the key ceremony's public files (context, fingerprint, parameters) away from its secret one.
+
+    ``paths`` is :class:`fedledger.ckks.KeyPaths`; returns the public context's new path.
+    """
+    public_dir = Path(public_dir)
+    public_dir.mkdir(parents=True, exist_ok=True)
+    for path in (paths.aggregator_context, paths.fingerprint, paths.params):
+        shutil.move(path, public_dir / Path(path).name)
+    return public_dir / Path(paths.aggregator_context).name
 
 
 def _write(path: Path, data: bytes, secret: bool = False) -> None:

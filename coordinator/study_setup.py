@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coordinator.credentials import secrets_dir
+from coordinator.credentials import move_public_ckks, secrets_dir
 from coordinator.study_chain import setup_chain
 from fedledger.config import check_noise_source, check_on_bad_aggregate, check_proximal_mu, release_quorum
 from fedledger.files import save_npz
@@ -67,13 +66,9 @@ def ckks_keys(cfg: dict[str, Any], run_dir: Path, keys_dir: Path) -> dict[str, A
     from fedledger.ckks import create_keys, params_from_config
 
     paths = create_keys(keys_dir / "ckks", params_from_config(cfg["encryption"]))
-    public = run_dir / "keys" / "ckks"
-    public.mkdir(parents=True, exist_ok=True)
-    for path in (paths.aggregator_context, paths.fingerprint, paths.params):
-        shutil.move(path, public / path.name)
     return {
         "secret_context": str(paths.secret_context),
-        "aggregator_context": str(public / paths.aggregator_context.name),
+        "aggregator_context": str(move_public_ckks(paths, run_dir / "keys" / "ckks")),
         "fingerprint": paths.fingerprint_hex,
     }
 

@@ -124,3 +124,24 @@ def test_deployment_set_up_with_a_mnemonic_admin_key_is_refused(tmp_path, monkey
     err = capsys.readouterr().err
     assert "account 0 of the public development mnemonic" in err
     assert not (study / "study.json").exists()
+
+
+def test_keys_init_with_a_public_dir_keeps_the_secret_context_apart(tmp_path):
+    from coordinator.cli import main
+
+    rc = main(
+        [
+            "keys",
+            "init",
+            str(tmp_path / "secret"),
+            "--preset",
+            "ckks_n4096",
+            "--public-dir",
+            str(tmp_path / "s/keys/ckks"),
+        ]
+    )
+
+    assert rc == 0
+    assert {p.name for p in (tmp_path / "secret").iterdir()} == {"hospital_secret.ctx"}
+    assert (tmp_path / "s/keys/ckks/aggregator_public.ctx").is_file()
+    assert [f.ok for f in check_secrets(tmp_path / "s")] == [True]
