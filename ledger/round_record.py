@@ -76,15 +76,39 @@ def receipt_for(w3: Any, contract: str, study_id: bytes | str, server_round: int
     return RoundReceipt(record.study_id, record.round, record.block_number, block_hash, record.hash())
 
 
+class ChainReads:
+    """A node's answers, each asked once: an auditor holds many hospitals' receipts of the same rounds."""
+
+    def __init__(self, w3: Any):
+        self.w3 = w3
+        self._blocks: dict[int, bytes | None] = {}
+        self._records: dict[tuple[str, bytes, int], tuple[RoundRecord, bytes] | None] = {}
+
+    def block_hash(self, number: int) -> bytes | None:
+        if number not in self._blocks:
+            self._blocks[number] = block_hash_at(self.w3, number)
+        return self._blocks[number]
+
+    def record(self, contract: str, study_id: bytes, server_round: int) -> tuple[RoundRecord, bytes] | None:
+        key = (contract.lower(), study_id, server_round)
+        if key not in self._records:
+            self._records[key] = read_round_record(self.w3, contract, study_id, server_round)
+        return self._records[key]
+
+
 def contradiction(w3: Any, signed: SignedReceipt) -> str | None:
-    """What the chain says against a receipt, in words; None when the chain still agrees with it."""
+    """What the chain says against a receipt, in words; None when the chain still agrees with it.
+
+    ``w3``: a web3 instance (every answer asked afresh), or a :class:`ChainReads` shared across receipts.
+    """
+    reads = w3 if isinstance(w3, ChainReads) else ChainReads(w3)
     r = signed.receipt
-    now = block_hash_at(w3, r.block_number)
+    now = reads.block_hash(r.block_number)
     if now is None:
         return f"the chain has no block {r.block_number}, where the receipt saw round {r.round} recorded"
     if now != r.block_hash:
         return f"block {r.block_number} hashes to {to_hex(now)}, the receipt saw {to_hex(r.block_hash)}"
-    read = read_round_record(w3, signed.contract, r.study_id, r.round)
+    read = reads.record(signed.contract, r.study_id, r.round)
     if read is None:
         return f"round {r.round} is not recorded on this chain, the receipt saw it in block {r.block_number}"
     record = read[0]
