@@ -353,3 +353,13 @@ def test_client_app_refuses_evaluation_on_a_rewritten_chain(tmp_path: Path) -> N
     kept = load_receipts(tmp_path / "state" / "round_receipts.jsonl")
     assert [s.receipt.round for s in kept] == [1, 2, 3]
     assert {s.hospital for s in kept} == {"h0"} and {s.recover() for s in kept} == {chain.funded_accounts[2].address}
+
+
+def test_audit_cli_refuses_receipts_with_follow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli_main(
+        ["audit", "--rpc", "http://127.0.0.1:9", "--contract", VECTOR_CONTRACT, "--study", to_hex(STUDY)]
+        + ["--follow", "--max-polls", "1", "--receipts", str(tmp_path)]
+    )
+
+    assert code == 2
+    assert "not with --follow" in capsys.readouterr().out

@@ -114,6 +114,9 @@ def handle(args: argparse.Namespace) -> int:
                 w3, contract, study = rpc_w3(args.rpc), args.contract, args.study
                 from_block = args.from_block or 0
                 json_path, html_path = args.json, args.html
+            if args.follow and (args.receipts or args.require_evidence_chain):
+                console.print("[red]error[/]: --receipts and --require-evidence-chain audit once; not with --follow")
+                return 2
             if args.follow:
                 return follow(
                     w3,
