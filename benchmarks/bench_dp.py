@@ -30,8 +30,8 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from fedledger.config import DEFAULT_GRAD_SAMPLE_MODE, GRAD_SAMPLE_MODES, PrivacyConfig, TrainConfig
+from fedledger.dp.epsilon import compute_epsilon
 from fl_client.dp_training import HospitalPrivacy
-from fl_client.epsilon import compute_epsilon
 from fl_client.models import build_model
 from fl_client.training import train_local
 
@@ -142,7 +142,7 @@ def main(argv=None) -> dict:
     acc = {}
     for accountant in ("prv", "rdp", "gdp"):
         t0 = time.perf_counter()
-        from fl_client.epsilon import _MEMO, _compute_epsilon_cached
+        from fedledger.dp.epsilon import _MEMO, _compute_epsilon_cached
 
         _compute_epsilon_cached.cache_clear()
         _MEMO.clear()

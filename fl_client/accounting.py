@@ -1,7 +1,8 @@
 """A hospital's privacy account over one study: what it spends, its budget, its saved state.
 
 The noise multiplier is fixed once (given, or derived from a target
-(epsilon, delta) over *all* planned rounds x local epochs). The Opacus
+(epsilon, delta) over *all* planned rounds x local epochs), by
+:func:`fedledger.dp.plan.dp_plan`, the public function the auditor also uses. The Opacus
 accountant's history is carried across rounds (persist it with
 :meth:`PrivacyAccount.state_dict` / :meth:`PrivacyAccount.save_state`), and a
 round whose projected epsilon would pass the hospital's budget is refused.
@@ -22,8 +23,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from fedledger.config import PrivacyConfig
+from fedledger.dp.epsilon import History, compute_epsilon, create_accountant, history_plus
+from fedledger.dp.plan import default_delta, dp_plan
 from fedledger.files import atomic_write
-from fl_client.epsilon import History, compute_epsilon, create_accountant, derive_noise_multiplier, history_plus
 
 __all__ = ["STATE_VERSION", "BudgetExceededError", "PrivacyAccount", "default_delta"]
 
@@ -43,11 +45,6 @@ class BudgetExceededError(RuntimeError):
         self.next_round = next_round
 
 
-def default_delta(n_records: int) -> float:
-    """delta well below 1/n: ``min(1e-5, 1 / (10 n))``."""
-    return min(1e-5, 1.0 / (10.0 * n_records))
-
-
 class PrivacyAccount:
     """One hospital's DP-SGD figures and spend over a whole study (see module docstring)."""
 
@@ -64,40 +61,26 @@ class PrivacyAccount:
         cfg.validate()
         if not cfg.enabled:
             raise ValueError("HospitalPrivacy needs privacy.enabled=true (use make_hospital_privacy for optional DP)")
-        if n_records < 1 or batch_size < 1 or planned_rounds < 1 or local_epochs < 1:
-            raise ValueError(
-                f"need n_records, batch_size, planned_rounds, local_epochs >= 1; got "
-                f"{n_records}, {batch_size}, {planned_rounds}, {local_epochs}"
-            )
         if budget is None:
             budget = cfg.budget
         if budget is not None and not budget > 0:
             raise ValueError(f"privacy budget must be > 0 (or None for no budget), got {budget}")
+        # the public function of the protocol and n (fedledger.dp.plan): the auditor recomputes the same figures
+        self.plan = dp_plan(cfg, n_records, batch_size, planned_rounds, local_epochs)
         self.config = cfg
-        self.n_records = int(n_records)
-        self.batch_size = int(batch_size)
-        self.planned_rounds = int(planned_rounds)
-        self.local_epochs = int(local_epochs)
+        self.n_records = self.plan.n_records
+        self.batch_size = self.plan.batch_size
+        self.planned_rounds = self.plan.planned_rounds
+        self.local_epochs = self.plan.local_epochs
         self.budget = None if budget is None else float(budget)
-        self.sample_rate = min(1.0, self.batch_size / self.n_records)
-        self.steps_per_epoch = max(1, self.n_records // self.batch_size)
-        self.planned_steps = self.planned_rounds * self.local_epochs * self.steps_per_epoch
-        self.delta = float(cfg.delta) if cfg.delta is not None else default_delta(self.n_records)
-        if self.delta >= 1.0 / self.n_records:
-            log.warning(
-                "privacy.delta=%g is not below 1/n=%g for %d records: the guarantee is weak",
-                self.delta,
-                1.0 / self.n_records,
-                self.n_records,
-            )
+        self.sample_rate = self.plan.sample_rate
+        self.steps_per_epoch = self.plan.steps_per_epoch
+        self.planned_steps = self.plan.planned_steps
+        self.delta = self.plan.delta
         self.max_grad_norm = float(cfg.max_grad_norm)
         self.accountant_name = cfg.accountant
-        if cfg.noise_multiplier is not None:
-            self.noise_multiplier = float(cfg.noise_multiplier)
-        else:
-            self.noise_multiplier = derive_noise_multiplier(
-                float(cfg.target_epsilon), self.delta, self.sample_rate, self.planned_steps, self.accountant_name
-            )
+        self.noise_multiplier = self.plan.noise_multiplier
+        if cfg.noise_multiplier is None:
             log.info(
                 "derived noise multiplier %.4f for target epsilon %g, delta %g over %d steps (q=%.4f, %s)",
                 self.noise_multiplier,

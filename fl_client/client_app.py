@@ -15,6 +15,7 @@ from flwr.clientapp import ClientApp
 from flwr.common.logger import log as flwr_log
 
 from fedledger.config import TrainConfig
+from fedledger.dp.plan import DeltaError
 from fedledger.hashing import to_hex
 from fedledger.model_io import flatten, num_params, unflatten
 from fedledger.protocol import protocol_hash
@@ -148,7 +149,10 @@ def _checked(
     plan = AnswerPlan(n_records=int(data.n_train), n_params=n_params)
     check_task(policy, task, plan)
     _check_protocol(settings, task)
-    privacy = rt.privacy_for(settings, task, data.n_train, context, policy.epsilon_cap(settings.budget))
+    try:
+        privacy = rt.privacy_for(settings, task, data.n_train, context, policy.epsilon_cap(settings.budget))
+    except DeltaError as exc:  # delta not in (0, 1/n) for this hospital's records: no meaningful guarantee
+        raise Refused("privacy-delta-invalid", str(exc)) from None
     if privacy is not None:
         check_task(policy, task, replace(plan, noise_multiplier=privacy.noise_multiplier, delta=privacy.delta))
     return build_model(task.model, data.X_train.shape[1], task.hidden, seed=task.seed), privacy

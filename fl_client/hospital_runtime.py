@@ -18,11 +18,11 @@ import torch
 from flwr.app import ConfigRecord, Context
 
 from fedledger.config import PrivacyConfig
+from fedledger.dp.epsilon import memo_export, memo_import
 from fedledger.hashing import from_hex, to_hex
 from fedledger.round_task import RoundTask
 from fl_client.data import HospitalData, load_hospital
 from fl_client.dp_training import HospitalPrivacy
-from fl_client.epsilon import memo_export, memo_import
 from fl_client.models import build_model
 from fl_client.policy import HospitalPolicy, load_policy
 from fl_client.settings import HospitalSettings

@@ -181,7 +181,7 @@ def test_restarted_hospital_resumes_its_privacy_spend_from_its_state_dir(tmp_pat
 
 def test_restarted_hospital_does_not_derive_its_noise_again(tmp_path, initial, monkeypatch):
     """The accountant memo travels with the hospital's state: a new process reuses the derived noise."""
-    from fl_client import epsilon as privacy_mod
+    from fedledger.dp import epsilon as privacy_mod
     from fl_client import hospital_runtime
 
     privacy = {"enabled": True, "target_epsilon": 3.0, "delta": 1e-5, "max_grad_norm": 1.0, "accountant": "rdp"}

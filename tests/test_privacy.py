@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from fedledger.config import NOISE_SOURCES, PrivacyConfig, TrainConfig
+from fedledger.dp.epsilon import compute_epsilon
 from fl_client.accounting import BudgetExceededError, default_delta
 from fl_client.dp_training import HospitalPrivacy, make_hospital_privacy
-from fl_client.epsilon import compute_epsilon
 from fl_client.models import IncompatibleModelError, build_model, get_arrays, make_private_compatible
 from fl_client.training import train_local
 

@@ -6,9 +6,9 @@ import pytest
 from opacus.accountants import PRVAccountant
 
 from fedledger.config import PrivacyConfig
+from fedledger.dp.epsilon import compute_epsilon
+from fedledger.dp.prv_plan import PlannedPRV
 from fl_client.dp_training import HospitalPrivacy
-from fl_client.epsilon import compute_epsilon
-from fl_client.prv_plan import PlannedPRV
 
 
 def opacus_epsilon(noise: float, rate: float, steps: int, delta: float) -> float:
@@ -72,7 +72,7 @@ def test_hospital_projection_uses_the_plan_and_agrees_with_opacus():
 
 def test_a_miss_fills_the_next_rounds_figures():
     # arrange: a fresh (noise, rate) so nothing is memoized yet; 4 steps a round, 12 planned
-    from fl_client import epsilon
+    from fedledger.dp import epsilon
 
     hist = [(1.37, 0.125, 4)]
     # act

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from fl_client.prv_plan import planned_prv
+from fedledger.dp.prv_plan import planned_prv
 
 __all__ = [
     "PRECOMPUTE_ROUNDS",
@@ -66,9 +66,13 @@ def compute_epsilon(
 ) -> float:
     """Epsilon of an Opacus accountant ``accountant`` with ``history`` at ``delta`` (0 if no steps).
 
+    Never negative: PRV accounting can return epsilon < 0 at a large delta, and
+    since delta(epsilon) only falls as epsilon grows, epsilon 0 holds there too
+    (a delta that large is refused anyway: :func:`fedledger.dp.plan.check_delta`).
+
     With ``planned_steps`` (the study's total steps), a PRV history of one
     (noise, rate) within the plan is answered from one discretisation for the
-    whole plan (:mod:`fl_client.prv_plan`), not a fresh one per call. With
+    whole plan (:mod:`fedledger.dp.prv_plan`), not a fresh one per call. With
     ``round_steps`` too, a miss also fills the next rounds' figures, so the
     rounds after it find theirs in the memo.
     """
@@ -124,7 +128,7 @@ def _compute_epsilon_uncached(accountant: str, hist: list[list[float]], delta: f
     if accountant == "gdp" and len(history) > 1:
         raise ValueError("the gdp accountant needs a constant noise multiplier and sample rate")
     acc.history = history
-    return float(acc.get_epsilon(delta=delta))
+    return max(0.0, float(acc.get_epsilon(delta=delta)))
 
 
 def derive_noise_multiplier(

@@ -76,7 +76,8 @@ class PlannedPRV:
         shift = steps - 1 + (len(pmf) // 2 if steps % 2 == 0 else 0)
         domain = self._dprv.domain.shift_right(self._dprv.domain.shifts * (steps - 1))
         composed = DiscretePRV(pmf=np.roll(pmf, shift), domain=domain)
-        return float(composed.compute_epsilon(self.delta, self.delta_error, self.eps_error)[2])
+        # never negative (a large delta can give epsilon < 0; epsilon 0 holds there too)
+        return max(0.0, float(composed.compute_epsilon(self.delta, self.delta_error, self.eps_error)[2]))
 
 
 @functools.lru_cache(maxsize=16)
