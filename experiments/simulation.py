@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +17,50 @@ from rich.console import Console
 
 from coordinator.study_setup import PreparedStudy, prepare_study
 from fedledger.study_spec import STUDY_ENV
+from fl_client.data import DataWarning, HospitalData
+from fl_server.intervals import with_intervals
 from fl_server.results import merge_results, read_results
 
 console = Console()
 log = logging.getLogger("fedledger")
 
 
+RUN_SIMULATION_DEPRECATED = "`run_simulation` function is deprecated"
+
+
+class _DropOnce(logging.Filter):
+    """Drops records whose message contains ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
 def quiet_flower() -> None:
-    """Flower logs every message at INFO; the round table is what a researcher wants to read."""
-    for name in ("flwr", "ray", "alembic"):
+    """The round table is what a researcher reads: every other line prints once, or not at all.
+
+    Flower logs every message at INFO, and to its own handler and the root
+    logger's both (each line twice under Hydra): flwr keeps its handler, stops
+    propagating. ``run_simulation`` is deprecated in favour of ``flwr run``,
+    which runs the ServerApp in a SuperLink process of its own: it cannot see
+    the in-process eth_tester chain, the study spec's environment or this
+    process's run folder, so the simulation keeps the one in-process engine
+    Flower has and drops the notice. Each round's transaction is in the table's
+    ledger column and results.json, so the ledger's per-round log lines stay at
+    WARNING here. A DataWarning is logged by the loader itself
+    (fl_client/data/preprocess.warn); its warnings.warn copy is for library callers.
+    """
+    for name in ("flwr", "ray", "alembic", "fedledger.ledger.journal", "fedledger.ledger.client"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    flwr = logging.getLogger("flwr")
+    flwr.propagate = False
+    if not any(isinstance(f, _DropOnce) for f in flwr.filters):
+        flwr.addFilter(_DropOnce(RUN_SIMULATION_DEPRECATED))
+    warnings.filterwarnings("ignore", category=DataWarning)
+    warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
 
@@ -75,7 +110,8 @@ def run_simulated_study(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             from experiments.release import release_checkpoints
 
             release_checkpoints(prepared)
-        results = merge_results(results_path, baselines=baselines, wall_time_s=time.perf_counter() - t0)
+        rounds = auc_intervals(read_results(results_path).get("rounds", []), prepared.hospitals)
+        results = merge_results(results_path, rounds=rounds, baselines=baselines, wall_time_s=time.perf_counter() - t0)
     finally:
         prepared.close()
 
@@ -91,6 +127,21 @@ def run_simulated_study(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return results
 
 
+def auc_intervals(rounds: list[dict[str, Any]], hospitals: list[HospitalData]) -> list[dict[str, Any]]:
+    """Each hospital's ``auc-ci`` where the simulation knows its test split's positives (the aggregator does not)."""
+    positives = {h.hospital_id: int(h.y_test.sum()) for h in hospitals}
+    return [
+        {**r, "per_hospital": {h: with_intervals(m, positives.get(h)) for h, m in r.get("per_hospital", {}).items()}}
+        for r in rounds
+    ]
+
+
+def _interval(value: float | None, ci: list[float] | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
 def print_summary(results: dict[str, Any]) -> None:
     final = results.get("final") or {}
     b = results.get("baselines") or {}
@@ -102,6 +153,14 @@ def print_summary(results: dict[str, Any]) -> None:
     if results.get("stopped"):
         console.print(f"[red]study stopped early:[/] {results['stopped']}")
     console.print(f"final accuracy {f(final.get('accuracy'))}  auc {f(final.get('auc'))}  loss {f(final.get('loss'))}")
+    last = (results.get("rounds") or [{}])[-1].get("per_hospital", {})
+    if last:
+        console.print("per hospital, with 95% intervals (accuracy: Wilson; AUC: Hanley-McNeil):")
+    for hospital, m in last.items():
+        console.print(
+            f"  {hospital} (test n={m.get('num-examples')}): accuracy {_interval(m.get('accuracy'), m.get('accuracy-ci'))}"
+            f"  auc {_interval(m.get('auc'), m.get('auc-ci'))}"
+        )
     if b:
         console.print(
             f"baselines: pooled accuracy {f(b['pooled'].get('accuracy'))}, local-only accuracy {f(b['local'].get('accuracy'))}"

@@ -47,8 +47,7 @@ def _data(dataset_json: str, index: int, num_hospitals: int, seed: int) -> Hospi
             data = load_hospital(cfg, 0, 1, seed)
         else:
             data = load_hospital(cfg, index, num_hospitals, seed)
-    for w in caught:
-        log.warning("%s", w.message)
+    del caught  # each DataWarning is already logged once by the loader (fl_client/data/preprocess.warn)
     return data
 
 

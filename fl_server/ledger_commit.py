@@ -233,7 +233,7 @@ class LedgerCommit(StrategyWrapper):
             if receipt["tx"]:
                 receipt["gas_used"] = int(self.client.w3.eth.get_transaction_receipt(receipt["tx"])["gasUsed"])
         receipt["mode"] = "merkle" if record.mode == MODE_MERKLE else "per_hospital"
-        log.info(
+        log.debug(  # the journal logs the same transaction at INFO, and the round table shows it
             "round %d recorded on-chain (%s): tx %s block %s gas %s",
             server_round,
             receipt["mode"],

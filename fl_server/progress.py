@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from fl_server.intervals import wilson
 from fl_server.round_protocol import RoundOutcome
 
 
@@ -17,6 +18,13 @@ def _fmt(v: float | None, digits: int = 3) -> str:
 def _why(rejected: dict[str, Any]) -> str:
     """A refusal by its code (the reason's prefix, ``code: reason``, as validation writes it), else the kind."""
     return str(rejected["reason"]).split(":", 1)[0] if rejected["kind"] == "refusal" else str(rejected["kind"])
+
+
+def _ci(o: RoundOutcome) -> str:
+    """Wilson interval of the round's accuracy over every evaluated patient (the sample-weighted accuracy is theirs)."""
+    n = sum(int(m.get("num-examples") or 0) for m in o.per_hospital.values())
+    ci = wilson(o.metrics.get("accuracy"), n)
+    return "n/a" if ci is None else f"{ci[0]:.2f}-{ci[1]:.2f}"
 
 
 class RoundTable:
@@ -33,6 +41,7 @@ class RoundTable:
             ("round", 7),
             ("hospitals", 9),
             ("accuracy", 8),
+            ("95% CI", 11),
             ("auc", 6),
             ("loss", 6),
             ("max eps", 7),
@@ -60,6 +69,7 @@ class RoundTable:
             f"{o.server_round}/{self.num_rounds}",
             str(len(o.participants)),
             _fmt(o.metrics.get("accuracy")),
+            _ci(o),
             _fmt(o.metrics.get("auc")),
             _fmt(o.metrics.get("loss")),
             _fmt(eps, 2),

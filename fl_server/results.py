@@ -1,7 +1,8 @@
 """results.json and metrics.csv: what a researcher reads after a study.
 
 Keys (stable): config, rounds, final, baselines, privacy, encryption, ledger,
-stopped. Later steps (baselines, audit) merge into the same file.
+stopped. Later steps (baselines, audit) merge into the same file. Each
+round's per_hospital rows carry 95% intervals (docs/INTERFACES.md, "results.json").
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedledger.round_task import SERVER_ROUND, EvaluationReport, Record
 from fedledger.wire import ModelPayload, encode
+from fl_server.intervals import with_intervals
 from fl_server.validation import (
     Rejection,
     TrainReply,
@@ -81,9 +82,9 @@ class EvaluationResult:
         }
 
     def rows(self) -> dict[str, dict[str, Any]]:
-        """Per hospital, as the round outcome reports it (results.json ``per_hospital``)."""
+        """Per hospital, as the round outcome reports it (results.json ``per_hospital``), with 95% intervals."""
         return {
-            h: {"loss": r.loss, "accuracy": r.accuracy, "auc": r.auc, "num-examples": r.num_examples}
+            h: with_intervals({"loss": r.loss, "accuracy": r.accuracy, "auc": r.auc, "num-examples": r.num_examples})
             for h, r in self.per_hospital.items()
         }
 

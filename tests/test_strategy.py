@@ -151,7 +151,14 @@ def test_evaluation_keeps_undefined_auc_undefined():
     # assert: accuracy weighted by examples, AUC only over hospitals where it is defined
     assert result.overall["accuracy"] == pytest.approx((10 * 1.0 + 30 * 0.5) / 40)
     assert result.overall["auc"] == pytest.approx(0.9)
-    assert result.rows()["h2"] == {"loss": 0.4, "accuracy": 0.5, "auc": None, "num-examples": 30}
+    row = result.rows()["h2"]
+    assert {k: v for k, v in row.items() if not k.endswith("-ci")} == {
+        "loss": 0.4,
+        "accuracy": 0.5,
+        "auc": None,
+        "num-examples": 30,
+    }
+    assert [round(v, 3) for v in row["accuracy-ci"]] == [0.332, 0.668] and row["auc-ci"] is None  # Wilson, 15 of 30
     assert record["accuracy"] == result.overall["accuracy"] and record["num-examples"] == 40
 
 

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from fedledger.config import register_schemas
 from fl_client.data import ConfigError, load_hospitals
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from tests.test_config import compose_with
 
 
 def composed(overrides: list[str]) -> dict:
-    register_schemas()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return OmegaConf.to_container(compose_with(overrides), resolve=True)  # type: ignore[return-value]
 
 
 def test_num_hospitals_follows_the_csv_hospital_list(tmp_path):
