@@ -17,10 +17,12 @@ from typing import Any
 
 from coordinator.credentials import move_public_ckks, secrets_dir
 from coordinator.study_chain import setup_chain
-from fedledger.config import check_noise_source, check_on_bad_aggregate, check_proximal_mu, release_quorum
+from fedledger.config import check_noise_source, check_on_bad_aggregate, release_quorum
+from fedledger.config_keys import check_known_settings
 from fedledger.files import save_npz
 from fedledger.hashing import model_hash, sha256, to_hex
 from fedledger.protocol import protocol_hash
+from fedledger.strategies import check_strategy
 from fl_client.data import HospitalData, load_hospitals
 from fl_client.models import build_model, get_arrays
 from fl_client.policy import policies_by_hospital
@@ -74,9 +76,12 @@ def ckks_keys(cfg: dict[str, Any], run_dir: Path, keys_dir: Path) -> dict[str, A
 
 
 def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
+    check_known_settings(cfg)  # a '+key' Hydra let through, which nothing would read, stops here
     check_noise_source(cfg["privacy"].get("noise_source", "seeded"))  # Hydra checks its type only: a typo stops here
     check_on_bad_aggregate(cfg["strategy"].get("on_bad_aggregate", "keep-previous"))
-    check_proximal_mu(cfg["strategy"]["name"], cfg["strategy"].get("proximal_mu", 0.0))
+    check_strategy(
+        cfg["strategy"], encrypted=bool(cfg["encryption"]["enabled"]), num_hospitals=int(cfg["num_hospitals"])
+    )
     release_quorum(cfg["ledger"].get("release_quorum"), int(cfg["num_hospitals"]))
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)

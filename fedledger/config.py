@@ -40,6 +40,10 @@ class StrategyConfig:
     round_timeout_s: float = 600.0
     on_bad_aggregate: str = "keep-previous"  # one of ON_BAD_AGGREGATE
     proximal_mu: float = 0.0  # FedProx's proximal term; > 0 only with name=fedprox
+    # robust aggregation without encryption (fedledger/strategies.py); each only with its strategy
+    beta: float | None = None  # fedtrimmedavg: the fraction cut at each end, per coordinate
+    num_malicious: int | None = None  # krum: the hospitals assumed malicious (f)
+    multi_krum_m: int | None = None  # krum: how many best-scored updates are averaged (1: Krum)
 
 
 @dataclass

@@ -172,7 +172,7 @@ class FedAvgStrategy(RoundStrategy):
 
     # -- aggregation ------------------------------------------------------------
     def aggregate_outcome(self, server_round: int, outcome: ValidationOutcome) -> TrainResult:
-        """Drop plaintext updates that do not fit the model, then take the sample-weighted mean."""
+        """Drop plaintext updates that do not fit the model, then combine the rest."""
         kept = []
         for reply in outcome.accepted:
             try:
@@ -184,15 +184,17 @@ class FedAvgStrategy(RoundStrategy):
         outcome.accepted = kept
         if not kept:
             return TrainResult.of(outcome, None)
+        return TrainResult.of(outcome, ModelPayload(arrays=self.combine(kept)))
+
+    def combine(self, kept: list[TrainReply]) -> dict[str, np.ndarray]:
+        """The sample-weighted mean (robust rules override this: fl_server/robust.py)."""
         total = sum(r.num_examples for r in kept)
-        names = sorted(kept[0].payload.arrays)
-        avg = {
+        return {
             name: (sum(r.payload.arrays[name].astype(np.float64) * r.num_examples for r in kept) / total).astype(
                 np.float32
             )
-            for name in names
+            for name in sorted(kept[0].payload.arrays)
         }
-        return TrainResult.of(outcome, ModelPayload(arrays=avg))
 
     def summary(self) -> None:
         log.info("FedAvg: fraction_train=%.2f fraction_evaluate=%.2f", self.fraction_train, self.fraction_evaluate)

@@ -19,12 +19,14 @@ from flwr.serverapp import Grid
 from fedledger.config import check_on_bad_aggregate, check_proximal_mu, release_quorum
 from fedledger.files import load_npz
 from fedledger.round_task import RoundTask
+from fedledger.strategies import check_strategy
 from fl_server.artifact_store import ArtifactStore
 from fl_server.progress import RoundTable
 from fl_server.results import privacy_section, round_entry, write_metrics_csv, write_results
 from fl_server.resume import earlier_outcomes, resume_point, save_outcome
+from fl_server.robust import strategy_for
 from fl_server.round_protocol import RoundOutcome, StudyStopped, run_rounds
-from fl_server.strategy import FedAvgStrategy, RoundStrategy
+from fl_server.strategy import RoundStrategy
 
 if TYPE_CHECKING:
     from fl_server.encrypted import EncryptedAggregation
@@ -65,13 +67,16 @@ def round_task(spec: dict[str, Any]) -> RoundTask:
 def build_strategy(
     spec: dict[str, Any], initial: dict[str, np.ndarray]
 ) -> tuple[RoundStrategy, EncryptedAggregation | None]:
-    """FedAvg, wrapped by encryption and then by the ledger commit when the study has them.
+    """FedAvg or a robust rule (fl_server/robust.py), wrapped by encryption, then by the ledger commit.
 
     Returns the outermost strategy and the encryption layer (its report goes into results.json).
     """
     cfg = spec["config"]
-    strategy: RoundStrategy = FedAvgStrategy(
-        cfg["strategy"]["fraction_train"], cfg["strategy"]["fraction_evaluate"], cfg["seed"], template=initial
+    choice = check_strategy(
+        cfg["strategy"], encrypted=bool(cfg["encryption"]["enabled"]), num_hospitals=int(cfg["num_hospitals"])
+    )
+    strategy: RoundStrategy = strategy_for(
+        choice, cfg["strategy"]["fraction_train"], cfg["strategy"]["fraction_evaluate"], cfg["seed"], initial
     )
     encryption = None
     if cfg["encryption"]["enabled"]:
