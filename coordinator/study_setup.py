@@ -17,8 +17,8 @@ from typing import Any
 
 from coordinator.credentials import move_public_ckks, secrets_dir
 from coordinator.study_chain import setup_chain
-from fedledger.config import check_noise_source, check_on_bad_aggregate, release_quorum
-from fedledger.config_keys import check_known_settings
+from fedledger.config import check_model, check_noise_source, check_on_bad_aggregate, release_quorum
+from fedledger.config_keys import check_hospital_keys, check_known_settings
 from fedledger.files import save_npz
 from fedledger.hashing import model_hash, sha256, to_hex
 from fedledger.protocol import protocol_hash
@@ -83,10 +83,12 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
         cfg["strategy"], encrypted=bool(cfg["encryption"]["enabled"]), num_hospitals=int(cfg["num_hospitals"])
     )
     release_quorum(cfg["ledger"].get("release_quorum"), int(cfg["num_hospitals"]))
+    check_model(cfg["model"]["name"], cfg["model"]["hidden"])
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     hospitals = load_hospitals(cfg["dataset"], int(cfg["num_hospitals"]), int(cfg["seed"]))
     policies = policies_by_hospital(cfg.get("hospital_policies") or {}, [h.hospital_id for h in hospitals])
+    check_hospital_keys("budgets", cfg.get("budgets") or {}, [h.hospital_id for h in hospitals])
     n_features = hospitals[0].X_train.shape[1]
     model = build_model(cfg["model"]["name"], n_features, int(cfg["model"]["hidden"]), seed=int(cfg["seed"]))
     initial = get_arrays(model)

@@ -207,6 +207,16 @@ def release_quorum(configured: int | None, num_hospitals: int) -> int:
     return k
 
 
+def check_model(name: str, hidden: int) -> int:
+    """The MLP's width, > 0; a logreg has no hidden layer, so a width for it would be recorded and never used."""
+    hidden = int(hidden)
+    if name == "mlp" and hidden < 1:
+        raise ValueError(f"model.hidden must be >= 1 for model=mlp, got {hidden}")
+    if name != "mlp" and hidden != 0:
+        raise ValueError(f"model.hidden={hidden} is the MLP's width: set model=mlp, or model.hidden=0 for {name!r}")
+    return hidden
+
+
 def check_proximal_mu(strategy: str, mu: float) -> float:
     """FedProx needs mu > 0 and nothing else takes one: a mu that would be silently ignored is refused."""
     mu = float(mu)

@@ -56,3 +56,12 @@ def check_known_settings(cfg: Mapping[str, Any]) -> None:
             + "; ".join(problems)
             + ". A '+' override adds a key but cannot make it do anything; the settings are in fedledger/config.py"
         )
+
+
+def check_hospital_keys(setting: str, entries: Mapping[str, Any], hospital_ids: list[str]) -> None:
+    """Refuse an entry of a per-hospital setting (``budgets``) that names no hospital of the study."""
+    for key in entries:
+        if str(key) not in hospital_ids:
+            close = difflib.get_close_matches(str(key), hospital_ids, n=1)
+            hint = f"did you mean {setting + '.' + close[0]!r}?" if close else f"the hospitals are {hospital_ids}"
+            raise UnknownSettingError(f"{setting}.{key} names no hospital of this study ({hint})")

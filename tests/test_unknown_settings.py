@@ -96,3 +96,26 @@ def test_the_strategy_that_runs_is_the_one_recorded(strategy):
         }
     else:
         assert strategy in ("fedavg", "fedprox") and type(built).__name__ == "FedAvgStrategy"
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["model.hidden=16"], "model.hidden=16 is the MLP's width: set model=mlp"),  # logreg has no hidden layer
+        (["model=mlp", "model.hidden=0"], "model.hidden must be >= 1 for model=mlp"),
+    ],
+)
+def test_a_model_width_no_model_uses_is_refused(overrides, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        prepare_study(composed(["ledger=none", *overrides]), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_budget_for_no_hospital_of_the_study_is_refused(tmp_path):
+    # arrange: the hospitals are hospital_0..hospital_3; 'hospital1' would leave hospital_1 on the default budget
+    cfg = composed(["ledger=none", "encryption=off", "+budgets.hospital1=1.5"])
+    # act / assert
+    with pytest.raises(
+        UnknownSettingError, match=r"budgets.hospital1 names no hospital .*did you mean 'budgets.hospital_1'"
+    ):
+        prepare_study(cfg, tmp_path / "run")
