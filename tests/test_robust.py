@@ -188,3 +188,43 @@ def test_one_huge_update_destroys_fedavg_and_not_the_robust_rules(choice, tmp_pa
     assert outcomes[-1].participants == ["h1", "h2", "h3", "h4"] and outcomes[-1].total_examples == 100
     assert len(manifest["updates"]) == 4 and manifest["aggregate"]["total_weight"] == 100
     assert manifest["aggregate"]["hash"] == outcomes[-1].aggregate_hash == to_hex(model_hash({"w": robust}))
+
+
+# -- as a researcher runs it ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_trimmed_mean_study_runs_records_every_commitment_and_passes_the_audit(tmp_path):
+    import json
+
+    from tests.test_simulation import run_study as run_researcher_command
+
+    # act: 4 hospitals, beta 0.25 (one cut at each end), a real chain (eth_tester) and the audit
+    proc = run_researcher_command(
+        tmp_path,
+        "strategy=fedtrimmedavg",
+        "encryption=off",
+        "privacy=off",
+        "ledger=eth_tester",
+        "num_rounds=2",
+        "baselines=false",
+    )
+    # assert
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["config"]["strategy"]["name"] == "fedtrimmedavg" and results["config"]["strategy"]["beta"] == 0.25
+    assert results["final"]["accuracy"] > 0.85
+    assert [len(r["participants"]) for r in results["rounds"]] == [4, 4] and len(results["ledger"]["rounds"]) == 2
+    manifest = json.loads((tmp_path / "artifacts" / "rounds" / "round_00002.json").read_text())
+    assert manifest["aggregate"]["total_weight"] == sum(u["num_examples"] for u in manifest["updates"])
+    assert results["audit"]["ok"] is True
+
+
+@pytest.mark.slow
+def test_the_researchers_command_refuses_a_plus_key_before_anything_runs(tmp_path):
+    from tests.test_simulation import run_study as run_researcher_command
+
+    proc = run_researcher_command(tmp_path / "run", "+num_round=3", "ledger=none", "encryption=off")
+    assert proc.returncode != 0
+    assert "'num_round' (did you mean 'num_rounds'?)" in proc.stdout + proc.stderr
+    assert not (tmp_path / "run" / "study.json").exists()
