@@ -50,10 +50,11 @@ def _register(client, chain, n_hospitals: int, tag: bytes, context_hash: bytes, 
         expiry,
         [a.address for a in accounts],
         [epsilon_to_micro(1000.0)] * n_hospitals,
+        1,
         sender=chain.admin,
     )
     for a in accounts:
-        client.consent(sid, a)
+        client.consent(sid, a, 10**6)
     return sid, accounts, start
 
 

@@ -68,9 +68,10 @@ def register_consenting(chain, client: LedgerClient, hospitals: list) -> tuple[b
         now + 86_400,
         [h.address for h in hospitals],
         [epsilon_to_micro(10.0)] * len(hospitals),
+        1,
     )
     for h in hospitals:
-        client.consent(study_id, h)
+        client.consent(study_id, h, 10**6)
     return study_id, init
 
 

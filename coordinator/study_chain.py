@@ -13,6 +13,7 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 
 from fedledger.commitment import epsilon_to_micro
+from fedledger.config import release_quorum
 from fedledger.hashing import from_hex, sha256, to_hex
 from ledger.accounts import generate_eth_key
 from ledger.chains import Chain, load_aggregator_account, start_chain
@@ -32,6 +33,12 @@ def context_hash(spec: dict[str, Any]) -> bytes:
 
 def budget_micro(budget: float | None) -> int:
     return UNBOUNDED_MICRO if budget is None else epsilon_to_micro(budget)
+
+
+def cohort_cap(hospital: dict[str, Any]) -> int:
+    """The cohort size a hospital registers when it consents: its training record count (the contract
+    refuses a commitment claiming more; its policy states no larger bound)."""
+    return int(hospital["n_train"])
 
 
 def study_roles(chain: Chain, led: dict[str, Any], keys_dir: Path) -> tuple[LocalAccount, LocalAccount, Path | None]:
@@ -95,13 +102,14 @@ def setup_chain(cfg: dict[str, Any], spec: dict[str, Any], keys_dir: Path) -> An
             expiry,
             addresses[:REGISTER_BATCH],
             budgets[:REGISTER_BATCH],
+            release_quorum(led.get("release_quorum"), len(addresses)),
         )
         for start in range(REGISTER_BATCH, len(addresses), REGISTER_BATCH):  # one block cannot hold 1,000 registrations
             client.add_hospitals(
                 spec["study_id"], addresses[start : start + REGISTER_BATCH], budgets[start : start + REGISTER_BATCH]
             )
-        for account in hospitals:
-            client.consent(spec["study_id"], account)
+        for account, h in zip(hospitals, spec["hospitals"]):
+            client.consent(spec["study_id"], account, cohort_cap(h))
         spec["chain"] = {
             "backend": chain.backend,
             "rpc_url": chain.rpc_url,

@@ -8,17 +8,27 @@ so anyone holding the file can check it is the model the study produced.
 The released values are rounded to a grid (fedledger.ckks.release), never the
 raw decryption, which beside the stored ciphertext would give away the key;
 the on-chain hash is of the rounded checkpoint as written.
+
+A release counts on-chain only with the study's release quorum of hospital
+signatures (``StudyLedger.releaseModel``): each hospital signed, in its
+evaluation reply, the hash of the checkpoint it decrypted itself
+(``artifacts/releases/``). Only signatures over this checkpoint's hash by the
+hospital's registered key are sent; a round without a quorum is not released.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 from coordinator.study_setup import PreparedStudy
 from fedledger.files import load_npz
-from fedledger.hashing import model_hash
+from fedledger.hashing import from_hex, model_hash, to_hex
 from fedledger.model_io import num_params, unflatten
 from fl_server.artifact_store import ArtifactStore
+
+log = logging.getLogger("fedledger.release")
 
 
 def release_checkpoints(prepared: PreparedStudy) -> list[int]:
@@ -52,7 +62,30 @@ def release_checkpoints(prepared: PreparedStudy) -> list[int]:
             store.write_checkpoint(r, arrays)
         else:
             arrays = store.read_checkpoint(r)
-        if client is not None:
-            client.release_model(spec["study_id"], r, model_hash(arrays))
+        if client is not None and not _release_on_chain(client, spec, store, r, model_hash(arrays)):
+            continue
         released.append(r)
     return released
+
+
+def _release_on_chain(client: Any, spec: dict[str, Any], store: ArtifactStore, r: int, digest: bytes) -> bool:
+    """Release round ``r``'s hash with the hospitals' matching ModelRelease signatures; False without a quorum."""
+    from fedledger.release_attestation import ModelRelease, matching_signatures
+
+    quorum = client.read_study(spec["study_id"]).release_quorum
+    registered = {h["id"]: h["address"] for h in spec["hospitals"]}
+    release = ModelRelease(from_hex(spec["study_id"]), r, digest)
+    signatures, left_out = matching_signatures(client.domain(), release, store.read_release_attestations(r), registered)
+    for hospital, why in left_out.items():
+        log.warning("round %d release: %s's signature left out: %s", r, hospital, why)
+    if len(signatures) < quorum:
+        log.warning(
+            "round %d not released on chain: %d hospital signature(s) over %s, the study needs %d",
+            r,
+            len(signatures),
+            to_hex(digest),
+            quorum,
+        )
+        return False
+    client.release_model(spec["study_id"], r, digest, signatures)
+    return True

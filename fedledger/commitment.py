@@ -260,6 +260,12 @@ def recover_signer(dom: Domain, commitment: RoundCommitment, signature: bytes | 
     Rejects malformed and high-s (malleable) signatures, as OpenZeppelin's
     ECDSA does on-chain.
     """
+    return recover_typed_signer(_signable(dom, commitment), signature)
+
+
+def recover_typed_signer(message: SignableMessage, signature: bytes | str) -> str:
+    """Checksum address that signed an EIP-712 message (any of this domain's types), refusing malformed and
+    high-s (malleable) signatures as OpenZeppelin's ECDSA does on-chain."""
     signature = as_bytes(signature)
     if len(signature) != 65:
         raise CommitmentError(f"signature must be 65 bytes, got {len(signature)}")
@@ -267,7 +273,7 @@ def recover_signer(dom: Domain, commitment: RoundCommitment, signature: bytes | 
     if s > 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0:
         raise CommitmentError("signature has a high s value (malleable)")
     try:
-        return to_checksum_address(Account.recover_message(_signable(dom, commitment), signature=signature))
+        return to_checksum_address(Account.recover_message(message, signature=signature))
     except Exception as exc:  # eth_keys raises several types for bad signatures
         raise CommitmentError(f"invalid signature: {exc}") from exc
 

@@ -204,12 +204,19 @@ class TrainReport:
         return out
 
 
+RELEASE_KEYS = ("release-model-hash", "release-signature", "release-signer")
+
+
 @dataclass(frozen=True, kw_only=True)
 class EvaluationReport:
     """A hospital's evaluate reply: metrics of the global model on its test split.
 
     ``auc`` is None where ROC-AUC is undefined (a test split of one class);
     the wire then carries ``auc`` 0.0 with ``auc-defined`` 0.
+    ``release`` (info keys ``release-model-hash``, ``release-signature``,
+    ``release-signer``; a study with a ledger): the hospital's EIP-712
+    ModelRelease signature over the hash of the checkpoint as it would be
+    released (fedledger.release_attestation), hex strings as they travel.
     """
 
     loss: float
@@ -217,6 +224,7 @@ class EvaluationReport:
     num_examples: int
     auc: float | None
     hospital: str | None = None
+    release: dict[str, str] | None = None
 
     def to_wire(self) -> tuple[dict[str, WireValue], dict[str, WireValue]]:
         """(metrics, info)."""
@@ -227,7 +235,8 @@ class EvaluationReport:
             "auc": self.auc if self.auc is not None else 0.0,
             "auc-defined": int(self.auc is not None),
         }
-        return metrics, ({"hospital": self.hospital} if self.hospital is not None else {})
+        info: dict[str, WireValue] = {"hospital": self.hospital} if self.hospital is not None else {}
+        return metrics, {**info, **(self.release or {})}
 
     @classmethod
     def from_wire(cls, metrics: Mapping[str, object], info: Mapping[str, object]) -> EvaluationReport:
@@ -243,6 +252,7 @@ class EvaluationReport:
             num_examples=_int("num-examples", metrics["num-examples"]),
             auc=auc,
             hospital=_str("hospital", info["hospital"]) if "hospital" in info else None,
+            release={k: _str(k, info.get(k)) for k in RELEASE_KEYS} if RELEASE_KEYS[1] in info else None,
         )
 
 

@@ -27,6 +27,7 @@ from fl_client.accounting import BudgetExceededError
 from fl_client.dp_training import HospitalPrivacy
 from fl_client.models import build_model, get_arrays, set_arrays
 from fl_client.policy import AnswerPlan, HospitalPolicy, PolicyRefusal, check_task
+from fl_client.release_signing import release_attestation
 from fl_client.settings import from_context
 from fl_client.training import evaluate, train_local
 
@@ -247,15 +248,19 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     settings, data, task, policy = _round_setup(msg, context)
     try:
         model, _ = _checked(settings, data, task, policy, context)
+        template = get_arrays(model)
         set_arrays(model, _received_model(msg, settings, task, model))
     except (Refused, PolicyRefusal) as refused:
         return _refuse(msg, settings.hospital_id, refused)
     res = evaluate(model, data.X_test, data.y_test)
+    # The model checked out (its hash is the chain's): sign the hash of the checkpoint as it would be released.
+    release = release_attestation(settings, task, decode(msg.content.array_records[Record.GLOBAL]), template)
     report = EvaluationReport(
         loss=float(res.loss),
         accuracy=float(res.accuracy),
         num_examples=int(res.n),
         auc=float(res.auc) if res.auc is not None else None,
         hospital=settings.hospital_id,
+        release=release,
     )
     return Message(content=_report(report.to_wire()), reply_to=msg)

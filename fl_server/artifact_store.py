@@ -5,6 +5,8 @@ Layout (public, the auditor reads it; see docs/HASHES.md):
     artifacts/blobs/<sha256 hex of the blob>      raw bytes (a serialized ciphertext,
                                                    or canonical model bytes)
     artifacts/rounds/round_00001.json             the round manifest
+    artifacts/releases/round_00001.json           the hospitals' signed ModelRelease attestations
+                                                   of the round's model (their evaluation replies)
     checkpoints/round_00001.npz                   plaintext global model of the round
                                                    (released checkpoints)
 
@@ -30,6 +32,7 @@ class ArtifactStore:
         self.root = Path(run_dir) / "artifacts"
         self.blobs = self.root / "blobs"
         self.rounds_dir = self.root / "rounds"
+        self.releases_dir = self.root / "releases"
         self.checkpoints = Path(run_dir) / "checkpoints"
 
     def put_blob(self, data: bytes) -> str:
@@ -66,6 +69,18 @@ class ArtifactStore:
         if not self.rounds_dir.exists():
             return []
         return sorted(int(p.stem.split("_")[1]) for p in self.rounds_dir.glob("round_*.json"))
+
+    def write_release_attestations(self, server_round: int, attestations: dict[str, dict[str, str]]) -> Path:
+        """Each hospital's signed ModelRelease of the round's model, by hospital id, as its reply carried it."""
+        path = self.releases_dir / f"round_{server_round:05d}.json"
+        doc = {"round": server_round, "attestations": attestations}
+        atomic_write(path, json.dumps(doc, indent=1, sort_keys=True).encode())
+        return path
+
+    def read_release_attestations(self, server_round: int) -> dict[str, dict[str, str]]:
+        """The attestations kept for a round (empty when no hospital sent one)."""
+        path = self.releases_dir / f"round_{server_round:05d}.json"
+        return dict(json.loads(path.read_text())["attestations"]) if path.exists() else {}
 
     def write_checkpoint(self, server_round: int, arrays: dict[str, np.ndarray]) -> Path:
         path = self.checkpoints / f"round_{server_round:05d}.npz"

@@ -47,6 +47,9 @@ from ledger.rpc import http_w3
 log = logging.getLogger("fedledger.server")
 
 
+SAMPLE_COUNT_ABOVE_CAP = "sample-count-above-cap"  # reason code: more samples than the registered cohort size
+
+
 class CommitmentRejected(ValueError):
     """A reply's signed commitment does not match what the hospital sent."""
 
@@ -90,6 +93,7 @@ class LedgerCommit(StrategyWrapper):
         self.merkle_threshold = int(merkle_threshold)
         self.run_dir = Path(run_dir)
         self._last_eps: dict[str, int] = {}  # address -> last epsilon this server accepted (Merkle rounds)
+        self._caps: dict[str, int] = {}  # address -> cohort size registered at consent (fixed from then on)
         self.client = client
         self.study_id = study_id
         self.hospitals = {h: to_checksum_address(a) for h, a in hospitals.items()}  # hospital id -> registered address
@@ -169,6 +173,7 @@ class LedgerCommit(StrategyWrapper):
         seen: set[str] = set()
         for reply, signed in verified:
             try:
+                self._check_cap(reply.hospital, reply.num_examples)
                 if merkle:  # the contract will not check these in a Merkle round: do it here
                     self._check_policy(reply.hospital, signed.commitment, seen)
                 kept.append(reply)
@@ -176,6 +181,23 @@ class LedgerCommit(StrategyWrapper):
                 outcome.reject(reply.node_id, reply.hospital, "invalid", f"commitment rejected: {exc}")
         outcome.accepted = kept
         return self.inner.aggregate_outcome(server_round, outcome)
+
+    def _check_cap(self, hospital: str, num_examples: int) -> None:
+        """A hospital cannot weigh more than the cohort size it registered when it consented: the contract
+        refuses such a commitment (``SampleCountAboveCap``), so drop the reply before it takes over the
+        average and the honest hospitals' round is still recorded."""
+        address = self.hospitals[hospital]
+        cap = self._caps.get(address)
+        if cap is None:
+            info = self.client.read_hospital(from_hex(self.study_id), address)
+            cap = info.max_samples
+            if info.status == "consented":
+                self._caps[address] = cap
+        if num_examples > cap:
+            raise CommitmentRejected(
+                f"{SAMPLE_COUNT_ABOVE_CAP}: {hospital} claims {num_examples} samples, "
+                f"its registered cohort size is {cap}"
+            )
 
     def _check_policy(self, hospital: str, c: RoundCommitment, seen: set[str]) -> None:
         """What ``recordRound`` enforces per hospital: consenting, once per round, epsilon within budget and

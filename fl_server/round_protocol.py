@@ -227,6 +227,9 @@ def run_rounds(
             ledger = commit()
             eval_replies = list(grid.send_and_receive(eval_messages, timeout=timeout))
         reports, eval_rejected = parse_evaluate_replies(eval_replies, names)
+        signed = {h: rep.release for h, rep in reports.items() if rep.release is not None}
+        if signed:  # the hospitals' ModelRelease signatures: what releaseModel needs (experiments/release.py)
+            store.write_release_attestations(server_round, signed)
         evaluation = strategy.aggregate_evaluation(server_round, reports)
         clock.lap("evaluate")
         outcome = RoundOutcome(

@@ -149,7 +149,8 @@ def parse_evaluate_replies(
         try:
             if Record.METRICS not in msg.content.metric_records:
                 raise RoundMessageError("reply without metrics")
-            reports[hospital] = EvaluationReport.from_wire(msg.content.metric_records[Record.METRICS], {})
+            info = msg.content.config_records.get(Record.INFO, {})  # hospital id, its release signature
+            reports[hospital] = EvaluationReport.from_wire(msg.content.metric_records[Record.METRICS], info)
         except RoundMessageError as exc:
             dropped.reject(node_id, hospital, "invalid", f"evaluation: {exc}")
     return dict(sorted(reports.items())), dropped.rejected

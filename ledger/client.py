@@ -126,8 +126,10 @@ class LedgerClient(ContractTransport):
         expiry: int,
         hospitals: Sequence[str],
         epsilon_budgets_micro: Sequence[int],
+        release_quorum: int,
         sender: LocalAccount | None = None,
     ) -> RecordReceipt:
+        """``release_quorum``: distinct consented hospitals whose ModelRelease signatures a release needs (> 0)."""
         fn = self.contract.functions.registerStudy(
             as_bytes32(study_id),
             as_bytes32(config_hash),
@@ -138,6 +140,7 @@ class LedgerClient(ContractTransport):
             int(expiry),
             [to_checksum_address(h) for h in hospitals],
             [int(b) for b in epsilon_budgets_micro],
+            int(release_quorum),
         )
         return self._receipt(self._transact(fn, sender, "registerStudy"))
 
@@ -154,10 +157,11 @@ class LedgerClient(ContractTransport):
         )
         return self._receipt(self._transact(fn, sender, f"addHospitals({len(hospitals)})"))
 
-    def consent(self, study_id: bytes | str, hospital_account: LocalAccount) -> RecordReceipt:
-        return self._receipt(
-            self._transact(self.contract.functions.consent(as_bytes32(study_id)), hospital_account, "consent")
-        )
+    def consent(self, study_id: bytes | str, hospital_account: LocalAccount, max_samples: int) -> RecordReceipt:
+        """The hospital's consent from its own key, with its registered cohort size (records it trains on, or
+        an upper bound): the contract refuses its commitments above it."""
+        fn = self.contract.functions.consent(as_bytes32(study_id), int(max_samples))
+        return self._receipt(self._transact(fn, hospital_account, "consent"))
 
     def withdraw(self, study_id: bytes | str, hospital_account: LocalAccount) -> RecordReceipt:
         return self._receipt(
@@ -241,22 +245,36 @@ class LedgerClient(ContractTransport):
         return None if int(a, 16) == 0 else to_checksum_address(a)
 
     def release_model(
-        self, study_id: bytes | str, round: int, model_hash: bytes | str, sender: LocalAccount | None = None
+        self,
+        study_id: bytes | str,
+        round: int,
+        model_hash: bytes | str,
+        signatures: Sequence[bytes],
+        sender: LocalAccount | None = None,
     ) -> RecordReceipt:
-        fn = self.contract.functions.releaseModel(as_bytes32(study_id), int(round), as_bytes32(model_hash))
+        """Release a checkpoint's hash with the hospitals' ModelRelease signatures over it (at least the
+        study's release quorum, distinct consented hospitals; ``fedledger.release_attestation``)."""
+        fn = self.contract.functions.releaseModel(
+            as_bytes32(study_id), int(round), as_bytes32(model_hash), [bytes(s) for s in signatures]
+        )
         return self._receipt(self._transact(fn, sender, f"releaseModel(round={round})"))
+
+    def onchain_release_digest(self, study_id: bytes | str, round: int, model_hash: bytes | str) -> bytes:
+        """``StudyLedger.releaseDigest``: the ModelRelease digest the contract recovers signers from."""
+        fn = self.contract.functions.releaseDigest(as_bytes32(study_id), int(round), as_bytes32(model_hash))
+        return bytes(self._view(fn, "releaseDigest"))
 
     # --------------------------------------------------------------- views
 
     def read_study(self, study_id: bytes | str) -> StudyInfo:
         sid = as_bytes32(study_id)
         r = self._view(self.contract.functions.getStudy(sid), "getStudy")
-        return StudyInfo(sid, bytes(r[0]), bytes(r[1]), bytes(r[2]), r[3], r[4], r[5], r[6], r[7], tuple(r[8]))
+        return StudyInfo(sid, bytes(r[0]), bytes(r[1]), bytes(r[2]), r[3], r[4], r[5], r[6], r[7], tuple(r[8]), r[9])
 
     def read_hospital(self, study_id: bytes | str, hospital: str) -> HospitalInfo:
         addr = to_checksum_address(hospital)
         r = self._view(self.contract.functions.getHospital(as_bytes32(study_id), addr), "getHospital")
-        return HospitalInfo(addr, r[0], r[1], r[2], HOSPITAL_STATUS[r[3]])
+        return HospitalInfo(addr, r[0], r[1], r[2], HOSPITAL_STATUS[r[3]], r[4])
 
     def last_round(self, study_id: bytes | str) -> int:
         return self._view(self.contract.functions.lastRound(as_bytes32(study_id)), "lastRound")

@@ -35,6 +35,7 @@ class StudyInfo:
     last_round: int
     registered_at: int
     hospitals: tuple[str, ...]
+    release_quorum: int  # distinct consented hospitals whose ModelRelease signatures a release needs
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class HospitalInfo:
     last_epsilon_micro: int
     last_round: int
     status: str  # none | registered | consented | withdrawn
+    max_samples: int = 0  # registered cohort size (the consent's cap on sample counts); 0 before consent
 
     @property
     def consented(self) -> bool:

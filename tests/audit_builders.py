@@ -17,6 +17,7 @@ import pytest
 from fedledger import ckks
 from fedledger.commitment import Domain, RoundCommitment, epsilon_to_micro, sign_commitment
 from fedledger.hashing import ciphertexts_hash, sha256, to_hex
+from fedledger.release_attestation import ModelRelease, sign_release
 from fedledger.wire import ModelPayload
 from ledger.chains import Chain, start_chain
 from ledger.client import LedgerClient
@@ -37,13 +38,17 @@ def register_consenting(
     context_hash: bytes | str,
     accounts: Sequence[Any],
     budget: float,
+    max_samples: int = 10**6,
+    release_quorum: int = 1,
+    config_hash: bytes = sha256(b"cfg"),
 ) -> int:
-    """Register the study for a day with ``accounts`` as its hospitals, each consenting; its first block."""
+    """Register the study for a day with ``accounts`` as its hospitals, each consenting with a cohort cap of
+    ``max_samples``; its first block."""
     expiry = chain.w3.eth.get_block("latest")["timestamp"] + 86400
     start_block = chain.w3.eth.block_number + 1
     client.register_study(
         study_id,
-        sha256(b"cfg"),
+        config_hash,
         initial_model_hash,
         context_hash,
         "test",
@@ -51,11 +56,19 @@ def register_consenting(
         expiry,
         [a.address for a in accounts],
         [epsilon_to_micro(budget)] * len(accounts),
+        release_quorum,
         sender=chain.admin,
     )
     for a in accounts:
-        client.consent(study_id, a)
+        client.consent(study_id, a, max_samples)
     return start_block
+
+
+def release_signatures(
+    client: LedgerClient, accounts: Sequence[Any], study_id: bytes, r: int, model_hash: bytes
+) -> list[bytes]:
+    """Each hospital's EIP-712 ModelRelease signature over ``model_hash`` for round ``r`` (what releaseModel takes)."""
+    return [sign_release(a, client.domain(), ModelRelease(study_id, r, model_hash)) for a in accounts]
 
 
 def signed_reply(

@@ -72,6 +72,7 @@ class StudyHarness:
     hospitals: list[LocalAccount]
     budgets_micro: list[int]
     expiry: int
+    max_samples: int = 1_000
     aggregates: dict[int, bytes] = field(default_factory=dict)
 
     @property
@@ -122,10 +123,15 @@ class StudyHarness:
 
 @pytest.fixture
 def make_study(ledger_chain: Chain, ledger: LedgerClient) -> Callable[..., StudyHarness]:
-    """Factory: ``make_study(n=3, consent=True, budget_micro=5_000_000, ttl=3600)``."""
+    """Factory: ``make_study(n=3, consent=True, budget_micro=5_000_000, ttl=3600, max_samples=1_000, quorum=1)``."""
 
     def make(
-        n: int = 3, consent: bool | Sequence[bool] = True, budget_micro: int = 5_000_000, ttl: int = 3600
+        n: int = 3,
+        consent: bool | Sequence[bool] = True,
+        budget_micro: int = 5_000_000,
+        ttl: int = 3600,
+        max_samples: int = 1_000,
+        quorum: int = 1,
     ) -> StudyHarness:
         accounts = ledger_chain.funded_accounts
         hospitals = list(accounts[2 : 2 + n])
@@ -143,13 +149,14 @@ def make_study(ledger_chain: Chain, ledger: LedgerClient) -> Callable[..., Study
             now + ttl,
             [h.address for h in hospitals],
             budgets,
+            quorum,
         )
         flags = [consent] * n if isinstance(consent, bool) else list(consent)
         for h, ok in zip(hospitals, flags):
             if ok:
-                ledger.consent(study_id, h)
+                ledger.consent(study_id, h, max_samples)
         return StudyHarness(
-            ledger_chain, ledger, ledger_chain.aggregator, study_id, init, hospitals, budgets, now + ttl
+            ledger_chain, ledger, ledger_chain.aggregator, study_id, init, hospitals, budgets, now + ttl, max_samples
         )
 
     return make

@@ -27,7 +27,7 @@ from fedledger.wire import ModelPayload
 from fl_server.artifact_store import ArtifactStore
 from fl_server.round_protocol import write_manifest
 from ledger import audit as A
-from tests.audit_builders import deployed_ledger, register_consenting, signed_reply
+from tests.audit_builders import deployed_ledger, register_consenting, release_signatures, signed_reply
 from tests.eip712_by_hand import commitment_digest_independent, domain_separator
 
 ZERO = b"\x00" * 32
@@ -144,7 +144,10 @@ def build_study(
         if release:
             arrays = unflatten(ckks.decrypt_update(sec, agg.ciphertexts, n, agg.total_weight), template)
             store.write_checkpoint(r, arrays)
-            client.release_model(study_id, r, model_hash(arrays), sender=admin)
+            mh = model_hash(arrays)
+            client.release_model(
+                study_id, r, mh, release_signatures(client, accounts[:1], study_id, r, mh), sender=admin
+            )
         prev = agg.digest()
     # The secret context stays with the hospitals; the run dir keeps only the public one for the auditor.
     keys.secret_context.unlink()
@@ -220,7 +223,7 @@ def test_honest_study_audits_clean(honest_result):
         "context",
     ):
         assert j["checks"][check]["pass"] >= 1 and j["checks"][check]["fail"] == 0, check
-    assert j["checks"]["resum"]["pass"] == 3 and j["checks"]["checkpoint"]["pass"] == 3
+    assert j["checks"]["resum"]["pass"] == 3 and j["checks"]["checkpoint"]["pass"] == 3 + 3  # file + release quorum
     # labels learnt from the manifests; epsilon per hospital per round reported
     assert {h["label"] for h in j["hospitals"].values()} == {"hospital_0", "hospital_1", "hospital_2"}
     assert all(len(h["epsilon"]) == 3 for h in j["hospitals"].values())

@@ -248,3 +248,16 @@ def test_server_policy_check_refuses_what_the_contract_would(study, env):
         commit._check_policy("hospital_0", ok, seen)
     assert commit.uses_merkle(3) and not LedgerCommit.uses_merkle(SimpleNamespace(mode="auto", merkle_threshold=32), 32)
     assert LedgerCommit.uses_merkle(SimpleNamespace(mode="auto", merkle_threshold=32), 33)
+
+
+def test_leaf_above_the_registered_cohort_size_is_caught_by_the_auditor(study):
+    # A Merkle round cannot check sample counts against the cap on chain: the auditor does, naming round and hospital.
+    view = copy.deepcopy(study.view)
+    addr = study.accounts[2].address
+    view.hospitals[addr].max_samples = 4  # as if it had consented with a cohort of 4 (every leaf claims 5 or more)
+    result = run_audit(study, view=view)
+    got = fails(result)
+    assert ("merkle", 1, addr) in got and ("merkle", 2, addr) in got
+    assert all(h == addr for _, _, h in got)
+    assert any("above the cohort size of 4" in f.message for f in result.failures)
+    assert study.view.hospitals[addr].max_samples == 10**6  # what its consent registered on chain

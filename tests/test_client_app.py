@@ -136,6 +136,7 @@ def test_hospital_refuses_a_model_whose_hash_is_not_the_one_on_chain(tmp_path, i
             2**40,
             [hospital.address],
             [10**9],
+            1,
         )
         forged = {k: v + 1.0 for k, v in initial.items()}
         cfg = round_config(to_hex(model_hash(forged)), **{"study-id": study})

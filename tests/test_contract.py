@@ -60,6 +60,7 @@ def test_recorded_rounds_read_back_through_views(make_study):
     assert study.hospitals == tuple(h.address for h in s.hospitals) and study.code_version == "test-1.0"
     h = s.client.read_hospital(s.study_id, s.hospitals[0].address)
     assert (h.budget_micro, h.last_epsilon_micro, h.last_round, h.status) == (5_000_000, 2_000_000, 2, "consented")
+    assert h.max_samples == 1_000 and study.release_quorum == 1
     assert r1.gas_used > 0
 
 
@@ -147,7 +148,8 @@ def test_withdrawn_hospital_reverts(make_study):
     # Assert
     assert err.error == "HospitalHasWithdrawn"
     assert s.client.read_hospital(s.study_id, s.hospitals[1].address).status == "withdrawn"
-    assert _revert(s.client.consent, s.study_id, s.hospitals[1]).error == "HospitalHasWithdrawn"
+    assert _revert(s.client.consent, s.study_id, s.hospitals[1], 10).error == "HospitalHasWithdrawn"
+    assert s.client.read_hospital(s.study_id, s.hospitals[1].address).max_samples == 1_000  # kept on withdrawal
 
 
 def test_replayed_commitment_from_an_earlier_round_reverts(make_study):
@@ -289,11 +291,12 @@ def test_register_study_guards(ledger_chain, ledger, make_study):
     h = [s.hospitals[0].address]
     args = (os.urandom(32), os.urandom(32), os.urandom(32), os.urandom(32), "v", ledger_chain.aggregator.address)
     # Act / Assert
-    assert _revert(ledger.register_study, s.study_id, *args[1:], now + 99, h, [1]).error == "StudyAlreadyExists"
-    assert _revert(ledger.register_study, *args, now + 99, h, [1], sender=s.hospitals[0]).error == "NotStudyAdmin"
-    assert _revert(ledger.register_study, *args, now - 1, h, [1]).error == "ExpiryInPast"
-    assert _revert(ledger.register_study, *args, now + 99, h, [1, 2]).error == "HospitalsBudgetsLengthMismatch"
-    assert _revert(ledger.register_study, *args, now + 99, h + h, [1, 1]).error == "HospitalRegisteredTwice"
+    assert _revert(ledger.register_study, s.study_id, *args[1:], now + 99, h, [1], 1).error == "StudyAlreadyExists"
+    assert _revert(ledger.register_study, *args, now + 99, h, [1], 1, sender=s.hospitals[0]).error == "NotStudyAdmin"
+    assert _revert(ledger.register_study, *args, now - 1, h, [1], 1).error == "ExpiryInPast"
+    assert _revert(ledger.register_study, *args, now + 99, h, [1, 2], 1).error == "HospitalsBudgetsLengthMismatch"
+    assert _revert(ledger.register_study, *args, now + 99, h + h, [1, 1], 1).error == "HospitalRegisteredTwice"
+    assert _revert(ledger.register_study, *args, now + 99, h, [1], 0).error == "ZeroReleaseQuorum"
 
 
 def test_study_admin_role_can_register(ledger_chain, ledger):
@@ -313,6 +316,7 @@ def test_study_admin_role_can_register(ledger_chain, ledger):
         now + 99,
         [ledger_chain.funded_accounts[2].address],
         [1],
+        1,
         sender=study_admin,
     )
     # Assert
@@ -324,25 +328,9 @@ def test_consent_guards(make_study):
     s = make_study(n=1)
     stranger = s.chain.funded_accounts[13]
     # Act / Assert
-    assert _revert(s.client.consent, s.study_id, s.hospitals[0]).error == "HospitalAlreadyConsented"
-    assert _revert(s.client.consent, s.study_id, stranger).error == "HospitalNotRegistered"
-    assert _revert(s.client.consent, os.urandom(32), stranger).error == "UnknownStudy"
-
-
-def test_release_model_records_the_checkpoint_hash(make_study):
-    # Arrange
-    s = make_study(n=1)
-    s.record(1)
-    model = os.urandom(32)
-    # Act
-    receipt = s.client.release_model(s.study_id, 1, model)
-    # Assert
-    assert s.client.released_model(s.study_id, 1) == model
-    (ev,) = s.client.events("ModelReleased", s.study_id, from_block=receipt.block)
-    assert (ev["args"]["round"], bytes(ev["args"]["modelHash"])) == (1, model)
-    assert _revert(s.client.release_model, s.study_id, 1, model).error == "ModelAlreadyReleased"
-    assert _revert(s.client.release_model, s.study_id, 2, model).error == "RoundNotRecorded"
-    assert _revert(s.client.release_model, s.study_id, 1, model, sender=s.aggregator).error == "NotStudyAdmin"
+    assert _revert(s.client.consent, s.study_id, s.hospitals[0], 10).error == "HospitalAlreadyConsented"
+    assert _revert(s.client.consent, s.study_id, stranger, 10).error == "HospitalNotRegistered"
+    assert _revert(s.client.consent, os.urandom(32), stranger, 10).error == "UnknownStudy"
 
 
 def test_signature_from_another_deployment_does_not_verify(make_study):

@@ -34,11 +34,12 @@ def test_add_hospitals_in_batches_then_each_consents(ledger):
         expiry,
         [accounts[0].address],
         [10**6],
+        1,
     )
     # act
     client.add_hospitals(study, [a.address for a in accounts[1:]], [2 * 10**6] * 4)
     chain.fund(accounts[3].address)
-    client.consent(study, accounts[3])
+    client.consent(study, accounts[3], 100)
     # assert
     assert client.read_study(study).hospitals == tuple(a.address for a in accounts)
     assert client.read_hospital(study, accounts[3].address).status == "consented"
@@ -54,7 +55,7 @@ def test_add_hospitals_refuses_unknown_study_duplicates_and_strangers(ledger):
     study = "0x" + "ef" * 32
     expiry = chain.w3.eth.get_block("latest")["timestamp"] + 10**6
     client.register_study(
-        study, b"\x01" * 32, b"\x02" * 32, b"\x00" * 32, "t", chain.aggregator.address, expiry, [a.address], [1]
+        study, b"\x01" * 32, b"\x02" * 32, b"\x00" * 32, "t", chain.aggregator.address, expiry, [a.address], [1], 1
     )
     with pytest.raises(LedgerRevert) as twice:
         client.add_hospitals(study, [a.address], [1])

@@ -47,9 +47,10 @@ class _Study:
             now + 86_400,
             [h.address for h in self.hospitals],
             [10_000_000] * n,
+            1,
         )
         for h in self.hospitals:
-            client.consent(self.study_id, h)
+            client.consent(self.study_id, h, 10**6)
         self.prev = self.init
 
     def next_record(self, round: int) -> RoundRecord:

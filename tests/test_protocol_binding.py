@@ -357,7 +357,7 @@ def test_a_hospital_reading_an_anvil_chain_refuses_a_task_that_is_not_the_regist
         registered = protocol_hash(RoundTask.from_wire(dict(honest)))
         client.register_study(
             study, registered, model_hash(initial), b"\x00" * 32, "test", chain.aggregator.address, 2**40,
-            [chain.funded_accounts[2].address], [10**9],
+            [chain.funded_accounts[2].address], [10**9], 1,
         )  # fmt: skip
         nc = context(node_config(**{"chain-rpc": chain.rpc_url, "contract": client.address}))
         hostile = round_config(to_hex(model_hash(initial)), dict(DP, max_grad_norm=10.0), **{"study-id": study})

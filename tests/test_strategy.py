@@ -311,7 +311,13 @@ def test_ledger_wrapper_keeps_only_updates_signed_by_the_registered_key_over_wha
 
     dom = domain(31337, "0x" + "cd" * 20)
     keys = {f"h{i}": Account.create() for i in (1, 2, 3)}
-    fake = SimpleNamespace(domain=lambda: dom, with_options=lambda **kw: None, address=dom.verifying_contract)
+    consented = SimpleNamespace(status="consented", max_samples=100)  # every hospital's registered cohort size
+    fake = SimpleNamespace(
+        domain=lambda: dom,
+        with_options=lambda **kw: None,
+        address=dom.verifying_contract,
+        read_hospital=lambda study, address: consented,
+    )
     s = LedgerCommit(
         FedAvgStrategy(template=TEMPLATE), fake, "0x" + "11" * 32, {h: a.address for h, a in keys.items()}, tmp_path, 5
     )

@@ -1,4 +1,4 @@
-"""Released checkpoints against the model hashes the chain released (``ModelReleased``)."""
+"""Released checkpoints against the model hashes the chain released (``ModelReleased``), and who agreed to each."""
 
 from __future__ import annotations
 
@@ -10,9 +10,38 @@ from ledger.audit.records import ChainView
 from ledger.audit.result import Finding
 
 
-def check_checkpoints(view: ChainView, store_dir: Path) -> list[Finding]:
-    """Every released model (ModelReleased) has a checkpoint that hashes to the released hash."""
+def check_release_signers(view: ChainView) -> list[Finding]:
+    """Every release carries ModelRelease signatures from at least the study's release quorum of distinct
+    hospitals registered for the study (the contract's rule, re-checked from the ModelReleased events)."""
     out: list[Finding] = []
+    for r in sorted(view.released):
+        signers = view.release_signers.get(r, ())
+        strangers = [a for a in signers if a not in view.hospitals]
+        if strangers:
+            for a in strangers:
+                out.append(Finding("checkpoint", False, f"round {r} release signed by {a}, not a study hospital", r, a))
+        elif len(set(signers)) < view.release_quorum:
+            out.append(
+                Finding(
+                    "checkpoint",
+                    False,
+                    f"round {r} release carries {len(set(signers))} hospital signature(s), the study's "
+                    f"release quorum is {view.release_quorum}",
+                    r,
+                )
+            )
+        else:
+            names = ", ".join(view.label(a) or a for a in signers)
+            out.append(
+                Finding("checkpoint", True, f"round {r} release signed by {len(signers)} hospital(s): {names}", r)
+            )
+    return out
+
+
+def check_checkpoints(view: ChainView, store_dir: Path) -> list[Finding]:
+    """Every released model (ModelReleased) has a checkpoint that hashes to the released hash, and its release
+    has the hospitals' quorum (:func:`check_release_signers`)."""
+    out: list[Finding] = check_release_signers(view)
     ckpt_dir = Path(store_dir) / "checkpoints"
     for r, released in sorted(view.released.items()):
         p = ckpt_dir / f"round_{r:05d}.npz"

@@ -37,9 +37,10 @@ def read_chain_view(
     notices: list[str] = []
     hospitals = _hospitals(rd, sid, notices)
     rounds = _rounds(rd, sid, notices)
-    released = {}
+    released, release_signers = {}, {}
     for ev in rd.logs("ModelReleased", sid):
         released[int(ev["args"]["round"])] = bytes(ev["args"]["modelHash"])
+        release_signers[int(ev["args"]["round"])] = tuple(to_checksum_address(a) for a in ev["args"]["signers"])
     try:
         last_round = int(retry(lambda: c.functions.lastRound(sid).call(), "lastRound"))
     except Exception:
@@ -57,6 +58,8 @@ def read_chain_view(
         hospitals=hospitals,
         rounds=rounds,
         released=released,
+        release_signers=release_signers,
+        release_quorum=int(info.get("releaseQuorum", 0)),
         code_version=str(info.get("codeVersion", "")),
         registered_at=int(info.get("registeredAt", 0)),
         notices=notices,
@@ -76,6 +79,8 @@ def _hospitals(rd: ChainReader, sid: bytes, notices: list[str]) -> dict[str, Hos
             a = to_checksum_address(ev["args"]["hospital"])
             if a in hospitals:
                 hospitals[a].events.append((ev["block"], ev["log_index"], kind))
+                if kind == "consented":
+                    hospitals[a].max_samples = int(ev["args"]["maxSamples"])
             else:
                 notices.append(f"block {ev['block']}: {name} by unregistered {a}")
             if kind == "withdrawn":

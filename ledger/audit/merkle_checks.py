@@ -24,8 +24,9 @@ def attach_merkle_leaves(view: ChainView, store_dir: Path) -> list[Finding]:
     ``updates[i].commitment.signature``). Each leaf is recomputed from the
     commitment's EIP-712 digest and the address, its proof is verified against
     the on-chain root, all leaves must rebuild that root and number exactly the
-    recorded participants, and each leaf's update hash and sample count must be
-    those of the stored update it sits in (the update that was summed). The
+    recorded participants, each leaf's update hash and sample count must be
+    those of the stored update it sits in (the update that was summed), and its
+    sample count at most the cohort size its hospital registered at consent. The
     commitments are then attached to the round so that the per-hospital checks
     (signature recovers to the address, binding, registration, consent,
     budget, samples, privacy) run on them.
@@ -107,6 +108,18 @@ def _check_round_leaves(view: ChainView, rv: RoundView, m: dict[str, Any]) -> li
                     f"leaf of {who} commits to update "
                     f"{to_hex(c.update_hash)[:18]}.. / {c.sample_count} samples, the manifest stores "
                     f"{str(u.get('update_hash'))[:18]}.. / {u.get('num_examples')}",
+                    r,
+                    address,
+                )
+            )
+        cap = view.hospitals[address].max_samples if address in view.hospitals else None
+        if cap is not None and c.sample_count > cap:
+            fails.append(
+                Finding(
+                    "merkle",
+                    False,
+                    f"leaf of {who} claims {c.sample_count} samples, above the cohort size of {cap} it registered "
+                    "at consent (the contract refuses this in recordRound; a Merkle round is checked here)",
                     r,
                     address,
                 )

@@ -39,6 +39,7 @@ class RoundView:
 class HospitalView:
     address: str
     budget_micro: int
+    max_samples: int | None = None  # the cohort size registered with its consent (HospitalConsented)
     #: (block, log_index, kind) with kind in registered | consented | withdrawn, in chain order
     events: list[tuple[int, int, str]] = field(default_factory=list)
 
@@ -70,6 +71,8 @@ class ChainView:
     hospitals: dict[str, HospitalView]
     rounds: list[RoundView]
     released: dict[int, bytes] = field(default_factory=dict)
+    release_signers: dict[int, tuple[str, ...]] = field(default_factory=dict)  # round -> ModelReleased.signers
+    release_quorum: int = 0  # getStudy's releaseQuorum
     code_version: str = ""
     registered_at: int = 0
     labels: dict[str, str] = field(default_factory=dict)  # address -> human name (from manifests)

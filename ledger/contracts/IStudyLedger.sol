@@ -22,6 +22,8 @@ interface IStudyLedger {
         // rounds fill strictly in order, so a write per round is saved and
         // views find the last round by binary search.
         uint64 registeredAt;
+        // distinct consented hospitals whose ModelRelease signatures a release needs (same slot as registeredAt)
+        uint64 releaseQuorum;
         string codeVersion;
         address[] hospitals;
     }
@@ -74,6 +76,13 @@ interface IStudyLedger {
     error ZeroModelHash();
     error NoParticipants();
     error ZeroCommitmentsRoot();
+    error InvalidSampleCap(uint64 maxSamples);
+    error SampleCountAboveCap(bytes32 studyId, address hospital, uint64 sampleCount, uint64 cap);
+    error ZeroReleaseQuorum();
+    error InvalidReleaseSignature(uint256 index);
+    error ReleaseSignerNotHospital(bytes32 studyId, address signer);
+    error DuplicateReleaseSigner(bytes32 studyId, address hospital);
+    error ReleaseQuorumNotMet(bytes32 studyId, uint64 round, uint256 signers, uint64 quorum);
 
     // ------------------------------------------------------------------ events
 
@@ -88,7 +97,9 @@ interface IStudyLedger {
         uint256 hospitalCount
     );
     event HospitalRegistered(bytes32 indexed studyId, address indexed hospital, uint64 budgetMicro);
-    event HospitalConsented(bytes32 indexed studyId, address indexed hospital);
+    /// @dev `maxSamples`: the hospital's registered cohort size (an upper bound on its record count);
+    ///      `recordRound` refuses a commitment of this hospital with a larger sample count.
+    event HospitalConsented(bytes32 indexed studyId, address indexed hospital, uint64 maxSamples);
     event HospitalWithdrew(bytes32 indexed studyId, address indexed hospital);
     event RoundRecorded(
         bytes32 indexed studyId,
@@ -106,5 +117,7 @@ interface IStudyLedger {
     ///      per hospital): the RoundRecorded log of the same transaction
     ///      carries both. Filter by hospital, join by transaction hash.
     event CommitmentRecorded(address indexed hospital, bytes32 updateHash, uint64 sampleCount, uint64 epsilonMicro);
-    event ModelReleased(bytes32 indexed studyId, uint64 indexed round, bytes32 modelHash);
+    /// @dev `signers`: the consented hospitals whose EIP-712 ModelRelease signatures the release carried
+    ///      (at least the study's `releaseQuorum`, distinct, in calldata order).
+    event ModelReleased(bytes32 indexed studyId, uint64 indexed round, bytes32 modelHash, address[] signers);
 }

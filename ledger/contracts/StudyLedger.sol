@@ -15,9 +15,10 @@ import {IStudyLedger} from "./IStudyLedger.sol";
 ///      - commitments are never stored; each is checked, folded into one
 ///        running hash (`commitmentsHash`) and emitted in one
 ///        `CommitmentRecorded` event with the hospital indexed;
-///      - the per-hospital state (budget, last epsilon, last round, status) is
-///        one packed storage slot, written once per participation; the
-///        `lastRound` field doubles as the duplicate-in-round check;
+///      - the per-hospital state (budget, last epsilon, last round, status,
+///        registered sample cap) is one packed storage slot, written once per
+///        participation; the `lastRound` field doubles as the
+///        duplicate-in-round check, and the cap costs no extra SLOAD;
 ///      - a round is two hashes plus one packed slot.
 ///      Merkle mode (`recordRoundMerkle`, mode 2) records only the root of
 ///      the hospitals' signed commitments (leaves, proofs and signatures live
@@ -39,6 +40,15 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
     bytes32 public constant ROUND_COMMITMENT_TYPEHASH = keccak256(
         "RoundCommitment(bytes32 studyId,uint64 round,bytes32 prevGlobalHash,bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro)"
     );
+
+    /// @notice EIP-712 type hash of a hospital's attestation of a released model:
+    ///         the hash of the checkpoint it decrypted for a round.
+    bytes32 public constant MODEL_RELEASE_TYPEHASH =
+        keccak256("ModelRelease(bytes32 studyId,uint64 round,bytes32 modelHash)");
+
+    /// @notice Largest registrable cohort size: the cap is packed into the
+    ///         hospital's word above its status byte (56 bits).
+    uint64 public constant MAX_SAMPLE_CAP = 2 ** 56 - 1;
 
     /// @notice Mode of a recorded round: commitments checked on-chain.
     uint8 public constant MODE_SIGNED = 1;
@@ -72,6 +82,7 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
         uint64 lastEpsilonMicro;
         uint64 lastRound;
         HospitalStatus status;
+        uint64 maxSamples;
     }
 
     // ---------------------------------------------------------------- storage
@@ -105,11 +116,13 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
         address aggregator,
         uint64 expiry,
         address[] calldata hospitals,
-        uint64[] calldata epsilonBudgetsMicro
+        uint64[] calldata epsilonBudgetsMicro,
+        uint64 releaseQuorum
     ) external onlyStudyAdmin {
         Study storage s = _studies[studyId];
         if (s.aggregator != address(0)) revert StudyAlreadyExists(studyId);
         if (aggregator == address(0)) revert ZeroAggregator();
+        if (releaseQuorum == 0) revert ZeroReleaseQuorum();
         if (expiry <= block.timestamp) revert ExpiryInPast(expiry, block.timestamp);
         _checkHospitalList(hospitals.length, epsilonBudgetsMicro.length);
         s.configHash = configHash;
@@ -118,6 +131,7 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
         s.aggregator = aggregator;
         s.expiry = expiry;
         s.registeredAt = uint64(block.timestamp);
+        s.releaseQuorum = releaseQuorum;
         s.codeVersion = codeVersion;
         emit StudyRegistered(
             studyId, configHash, initialModelHash, contextHash, codeVersion, aggregator, expiry, hospitals.length
@@ -157,19 +171,23 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
             address h = hospitals[i];
             if (h == address(0)) revert ZeroHospitalAddress(i);
             if (hs[h] != 0) revert HospitalRegisteredTwice(h);
-            hs[h] = _packHospital(epsilonBudgetsMicro[i], 0, 0, HospitalStatus.Registered);
+            hs[h] = _packHospital(epsilonBudgetsMicro[i], 0, 0, HospitalStatus.Registered, 0);
             s.hospitals.push(h);
             emit HospitalRegistered(studyId, h, epsilonBudgetsMicro[i]);
         }
     }
 
-    function consent(bytes32 studyId) external {
+    /// @notice The hospital's consent, sent from its own key, with its registered cohort size:
+    ///         an upper bound on the records it trains on. `recordRound` refuses any commitment
+    ///         of this hospital whose sample count exceeds it, so its FedAvg weight is capped.
+    function consent(bytes32 studyId, uint64 maxSamples) external {
         Hospital memory h = _registeredHospital(studyId, msg.sender);
         if (h.status == HospitalStatus.Withdrawn) revert HospitalHasWithdrawn(studyId, msg.sender);
         if (h.status == HospitalStatus.Consented) revert HospitalAlreadyConsented(studyId, msg.sender);
+        if (maxSamples == 0 || maxSamples > MAX_SAMPLE_CAP) revert InvalidSampleCap(maxSamples);
         _hospitals[studyId][msg.sender] =
-            _packHospital(h.budgetMicro, h.lastEpsilonMicro, h.lastRound, HospitalStatus.Consented);
-        emit HospitalConsented(studyId, msg.sender);
+            _packHospital(h.budgetMicro, h.lastEpsilonMicro, h.lastRound, HospitalStatus.Consented, maxSamples);
+        emit HospitalConsented(studyId, msg.sender, maxSamples);
     }
 
     /// @notice Withdrawal is final: later rounds cannot include this hospital.
@@ -177,7 +195,7 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
         Hospital memory h = _registeredHospital(studyId, msg.sender);
         if (h.status == HospitalStatus.Withdrawn) revert HospitalHasWithdrawn(studyId, msg.sender);
         _hospitals[studyId][msg.sender] =
-            _packHospital(h.budgetMicro, h.lastEpsilonMicro, h.lastRound, HospitalStatus.Withdrawn);
+            _packHospital(h.budgetMicro, h.lastEpsilonMicro, h.lastRound, HospitalStatus.Withdrawn, h.maxSamples);
         emit HospitalWithdrew(studyId, msg.sender);
     }
 
@@ -187,13 +205,15 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
         if (h.status == HospitalStatus.None) revert HospitalNotRegistered(studyId, account);
     }
 
-    /// @dev Word layout: budget [0,64) | lastEpsilon [64,128) | lastRound [128,192) | status [192,200).
-    function _packHospital(uint64 budget, uint64 lastEps, uint64 lastRnd, HospitalStatus status)
+    /// @dev Word layout: budget [0,64) | lastEpsilon [64,128) | lastRound [128,192) | status [192,200)
+    ///      | maxSamples [200,256) (0 until the hospital consents).
+    function _packHospital(uint64 budget, uint64 lastEps, uint64 lastRnd, HospitalStatus status, uint64 maxSamples)
         private
         pure
         returns (uint256)
     {
-        return uint256(budget) | (uint256(lastEps) << 64) | (uint256(lastRnd) << 128) | (uint256(status) << 192);
+        return uint256(budget) | (uint256(lastEps) << 64) | (uint256(lastRnd) << 128) | (uint256(status) << 192)
+            | (uint256(maxSamples) << 200);
     }
 
     function _unpackHospital(uint256 w) private pure returns (Hospital memory h) {
@@ -201,6 +221,7 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
         h.lastEpsilonMicro = uint64(w >> 64);
         h.lastRound = uint64(w >> 128);
         h.status = HospitalStatus(uint8(w >> 192));
+        h.maxSamples = uint64(w >> 200);
     }
 
     // ----------------------------------------------------------------- rounds
@@ -377,15 +398,20 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
                     pop(staticcall(gas(), 0x01, ptr, 0x80, 0x00, 0x20))
                     let signer := mload(0x00)
                     if iszero(signer) { leave }
-                    // hospital word: budget | lastEps << 64 | lastRound << 128 | status << 192
+                    // hospital word: budget | lastEps << 64 | lastRound << 128 | status << 192 | cap << 200
                     mstore(0x20, slotBase)
                     let slot := keccak256(0x00, 0x40)
                     let w := sload(slot)
-                    if iszero(eq(shr(192, w), 2)) { leave } // status Consented
+                    if iszero(eq(and(shr(192, w), 0xff), 2)) { leave } // status Consented
                     if eq(and(shr(128, w), 0xffffffffffffffff), rnd) { leave } // twice in this round
                     if gt(eps, and(w, 0xffffffffffffffff)) { leave } // over budget
                     if lt(eps, and(shr(64, w), 0xffffffffffffffff)) { leave } // epsilon decreased
-                    sstore(slot, or(or(and(w, 0xffffffffffffffff), shl(64, eps)), or(shl(128, rnd), shl(192, 2))))
+                    let cap := shr(200, w)
+                    if gt(samples, cap) { leave } // above the registered cohort size
+                    sstore(
+                        slot,
+                        or(or(and(w, 0xffffffffffffffff), shl(64, eps)), or(shl(128, rnd), or(shl(192, 2), shl(200, cap))))
+                    )
                     // CommitmentRecorded(address indexed hospital, bytes32 updateHash, uint64 sampleCount, uint64 epsilonMicro)
                     mstore(ptr, calldataload(add(c, 0x60)))
                     mstore(add(ptr, 0x20), samples)
@@ -441,6 +467,13 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
         uint64 eps = c.epsilonMicro;
         if (eps > h.budgetMicro) revert EpsilonOverBudget(signer, eps, h.budgetMicro);
         if (eps < h.lastEpsilonMicro) revert EpsilonDecreased(signer, eps, h.lastEpsilonMicro);
+        uint256 samples; // read raw: a dirty word must still reach MalformedCommitment below
+        assembly ("memory-safe") {
+            samples := calldataload(add(c, 0x80))
+        }
+        if (samples <= type(uint64).max && samples > h.maxSamples) {
+            revert SampleCountAboveCap(studyId, signer, uint64(samples), h.maxSamples);
+        }
         // a uint64 field with dirty high bits (only reachable with a crafted signature)
         revert MalformedCommitment(i);
     }
@@ -468,14 +501,42 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
         }
     }
 
-    /// @notice Record the hash of a released (decrypted, plaintext) global checkpoint.
-    function releaseModel(bytes32 studyId, uint64 round, bytes32 modelHash) external onlyStudyAdmin {
-        _knownStudy(studyId);
+    /// @notice Record the hash of a released (decrypted, plaintext) global checkpoint. It counts
+    ///         only with EIP-712 `ModelRelease` signatures over this hash from at least the study's
+    ///         `releaseQuorum` distinct consented hospitals: each signs the hash of the model it
+    ///         decrypted itself, so the admin cannot release a model no quorum obtained.
+    function releaseModel(bytes32 studyId, uint64 round, bytes32 modelHash, bytes[] calldata signatures)
+        external
+        onlyStudyAdmin
+    {
+        Study storage s = _knownStudy(studyId);
         if (_rounds[studyId][round].aggregateHash == bytes32(0)) revert RoundNotRecorded(studyId, round);
         if (modelHash == bytes32(0)) revert ZeroModelHash();
         if (_releasedModels[studyId][round] != bytes32(0)) revert ModelAlreadyReleased(studyId, round);
+        uint64 quorum = s.releaseQuorum;
+        if (signatures.length < quorum) revert ReleaseQuorumNotMet(studyId, round, signatures.length, quorum);
+        bytes32 digest = releaseDigest(studyId, round, modelHash);
+        address[] memory signers = new address[](signatures.length);
+        mapping(address => uint256) storage hs = _hospitals[studyId];
+        for (uint256 i = 0; i < signatures.length; ++i) {
+            (address signer,,) = ECDSA.tryRecoverCalldata(digest, signatures[i]);
+            if (signer == address(0)) revert InvalidReleaseSignature(i);
+            if (_unpackHospital(hs[signer]).status != HospitalStatus.Consented) {
+                revert ReleaseSignerNotHospital(studyId, signer);
+            }
+            for (uint256 j = 0; j < i; ++j) {
+                if (signers[j] == signer) revert DuplicateReleaseSigner(studyId, signer);
+            }
+            signers[i] = signer;
+        }
         _releasedModels[studyId][round] = modelHash;
-        emit ModelReleased(studyId, round, modelHash);
+        emit ModelReleased(studyId, round, modelHash, signers);
+    }
+
+    /// @notice EIP-712 digest of `ModelRelease(studyId, round, modelHash)` under this contract's
+    ///         domain: what each hospital signs for a release.
+    function releaseDigest(bytes32 studyId, uint64 round, bytes32 modelHash) public view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(MODEL_RELEASE_TYPEHASH, studyId, round, modelHash)));
     }
 
     // ------------------------------------------------------------------ views
@@ -492,7 +553,8 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
             uint64 expiry,
             uint64 lastRound,
             uint64 registeredAt,
-            address[] memory hospitals
+            address[] memory hospitals,
+            uint64 releaseQuorum
         )
     {
         Study storage s = _knownStudy(studyId);
@@ -505,17 +567,24 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
             s.expiry,
             _lastRound(studyId),
             s.registeredAt,
-            s.hospitals
+            s.hospitals,
+            s.releaseQuorum
         );
     }
 
     function getHospital(bytes32 studyId, address hospital)
         external
         view
-        returns (uint64 budgetMicro, uint64 lastEpsilonMicro, uint64 lastRound, HospitalStatus status)
+        returns (
+            uint64 budgetMicro,
+            uint64 lastEpsilonMicro,
+            uint64 lastRound,
+            HospitalStatus status,
+            uint64 maxSamples
+        )
     {
         Hospital memory h = _unpackHospital(_hospitals[studyId][hospital]);
-        return (h.budgetMicro, h.lastEpsilonMicro, h.lastRound, h.status);
+        return (h.budgetMicro, h.lastEpsilonMicro, h.lastRound, h.status, h.maxSamples);
     }
 
     function lastRound(bytes32 studyId) external view returns (uint64) {
