@@ -114,7 +114,8 @@ def record_encrypted_study(chain, client, root: Path, n_rounds: int, n_hospitals
                 )
             )
             blobs_all.append(blobs)
-        agg = ModelPayload(ciphertexts=ckks.sum_ciphertexts(pub, blobs_all))
+        total = sum(x.num_examples for x in replies)
+        agg = ModelPayload(ciphertexts=ckks.sum_ciphertexts(pub, blobs_all), total_weight=float(total))
         write_manifest(store, to_hex(sid), r, to_hex(prev), agg, replies)
         client.record_round(
             sid,

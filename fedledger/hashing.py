@@ -15,6 +15,7 @@ import numpy as np
 
 MODEL_DOMAIN = b"FEDLEDGER-MODEL-v1"
 CIPHERTEXTS_DOMAIN = b"FEDLEDGER-CKKS-v1"
+AGGREGATE_DOMAIN = b"FEDLEDGER-CKKS-AGGREGATE-v2"
 
 
 def canonical_model_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
@@ -46,6 +47,27 @@ def ciphertexts_hash(blobs: Sequence[bytes]) -> bytes:
     """SHA-256 over serialized ciphertexts in order, each length-prefixed."""
     h = hashlib.sha256()
     h.update(CIPHERTEXTS_DOMAIN)
+    h.update(struct.pack("<I", len(blobs)))
+    for blob in blobs:
+        h.update(struct.pack("<Q", len(blob)))
+        h.update(blob)
+    return h.digest()
+
+
+def aggregate_hash(blobs: Sequence[bytes], total_weight: int) -> bytes:
+    """The hash of an encrypted aggregate: its ciphertexts AND the weight hospitals divide by.
+
+    Version 2 of the aggregate hash: v1 (``ciphertexts_hash``) left the weight
+    outside, so an aggregator could send one hospital another divisor under
+    the recorded hash. Refuses a weight that is not a positive integer.
+    """
+    if isinstance(total_weight, bool) or not isinstance(total_weight, int) or total_weight <= 0:
+        raise ValueError(f"an aggregate's total weight must be a positive integer, got {total_weight!r}")
+    if total_weight >= 1 << 64:
+        raise ValueError(f"an aggregate's total weight must fit in 64 bits, got {total_weight}")
+    h = hashlib.sha256()
+    h.update(AGGREGATE_DOMAIN)
+    h.update(struct.pack("<Q", total_weight))
     h.update(struct.pack("<I", len(blobs)))
     for blob in blobs:
         h.update(struct.pack("<Q", len(blob)))

@@ -155,7 +155,10 @@ class TrainReport:
     The privacy fields are set when the hospital trains with DP; ``budget``
     when it has one; ``context_fingerprint`` when its update is encrypted.
     ``noise_source`` says what drew its DP noise and Poisson samples
-    (``seeded``, ``os-entropy``, ``torchcsprng``).
+    (``seeded``, ``os-entropy``, ``torchcsprng``). ``aggregate_refused`` (with
+    its reason) is the code of the bound the received aggregate failed
+    (fl_client/aggregate_bounds.py) when the hospital trained from its last
+    accepted global model instead (``on-bad-aggregate`` keep-previous).
     """
 
     num_examples: int = _wire("num-examples", _int)
@@ -169,6 +172,8 @@ class TrainReport:
     context_fingerprint: str | None = _wire("context-fingerprint", _str, in_info=True, default=None)
     accountant: str | None = _wire("accountant", _str, in_info=True, default=None)
     noise_source: str | None = _wire("noise-source", _str, in_info=True, default=None)
+    aggregate_refused: str | None = _wire("aggregate-refused", _str, in_info=True, default=None)
+    aggregate_refused_reason: str | None = _wire("aggregate-refused-reason", _str, in_info=True, default=None)
 
     def to_wire(self) -> tuple[dict[str, WireValue], dict[str, WireValue]]:
         """(metrics, info), each without the keys whose value is not set."""

@@ -4,16 +4,18 @@ A model travels either as plaintext arrays or as CKKS ciphertext blobs. Both
 ride in an ArrayRecord so the Flower Strategy interface stays unchanged:
 ciphertexts become uint8 arrays named ``ckks/00000``... plus a
 ``ckks/total_weight`` scalar (the sum of sample counts the hospitals divide by).
+An encrypted aggregate's hash covers that weight (``aggregate_hash``, docs/HASHES.md).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
-from fedledger.hashing import ciphertexts_hash, model_hash
+from fedledger.hashing import aggregate_hash, ciphertexts_hash, model_hash
 
 CKKS_PREFIX = "ckks/"
 TOTAL_WEIGHT_KEY = "ckks/total_weight"
@@ -32,13 +34,29 @@ class ModelPayload:
         return bool(self.ciphertexts)
 
     def digest(self) -> bytes:
-        """The public hash: model_hash for plaintext, ciphertexts_hash when encrypted."""
-        return ciphertexts_hash(self.ciphertexts) if self.encrypted else model_hash(self.arrays)
+        """The public hash: model_hash for plaintext; for ciphertexts, aggregate_hash when the payload
+        carries a total weight (an aggregate), else ciphertexts_hash (an update).
+
+        Raises ValueError for an aggregate whose weight is not a positive integer.
+        """
+        if not self.encrypted:
+            return model_hash(self.arrays)
+        if self.total_weight == 0:
+            return ciphertexts_hash(self.ciphertexts)
+        return aggregate_hash(self.ciphertexts, checked_weight(self.total_weight))
 
     def nbytes(self) -> int:
         if self.encrypted:
             return sum(len(b) for b in self.ciphertexts)
         return sum(int(a.nbytes) for a in self.arrays.values())
+
+
+def checked_weight(weight: float) -> int:
+    """The total weight as the integer sample count it must be; ValueError naming the value otherwise."""
+    w = float(weight)
+    if not math.isfinite(w) or w <= 0 or not w.is_integer():
+        raise ValueError(f"the total weight must be a positive whole number of samples, got {weight!r}")
+    return int(w)
 
 
 def encode(payload: ModelPayload) -> ArrayRecord:

@@ -11,7 +11,8 @@ Anything unusual (a revert such as ``RoundNotRecorded``, a transport error)
 is asked again through :class:`ledger.client.LedgerClient`, which names the
 error and retries with backoff. The study's registered ``configHash`` (its
 protocol hash, fedledger/protocol.py) is read the same way, by one bare
-``getStudy(bytes32)``, once per study.
+``getStudy(bytes32)``, once per study; the round's ``totalSamples`` (the weight
+an encrypted aggregate is divided by) by the same ``getRound`` call.
 """
 
 from __future__ import annotations
@@ -92,6 +93,18 @@ def recorded_global_hash(rpc_url: str, contract: str, study_id: str, server_roun
     if fast is not None:
         return to_hex(fast)
     return to_hex(client.read_round(study_id, server_round).aggregate_hash)
+
+
+@lru_cache(maxsize=64)
+def recorded_total_samples(rpc_url: str, contract: str, study_id: str, server_round: int) -> int:
+    """The round's recorded ``totalSamples``: the weight its aggregate must be divided by (getRound's third word).
+
+    Cached like :func:`recorded_global_hash`: a recorded round is never rewritten.
+    """
+    raw = _bare_call(rpc_url, contract, get_round_calldata(study_id, server_round))
+    if raw is not None and len(raw) >= 8 * 32 and any(raw[32:64]):
+        return int.from_bytes(raw[64:96], "big")
+    return int(_client(rpc_url, contract).read_round(study_id, server_round).total_samples)
 
 
 def wait_for_recorded_hash(

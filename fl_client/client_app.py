@@ -20,10 +20,11 @@ from fedledger.hashing import to_hex
 from fedledger.model_io import flatten, num_params, unflatten
 from fedledger.protocol import protocol_hash
 from fedledger.round_task import EvaluationReport, Record, Refusal, RoundMessageError, RoundTask, TrainReport
-from fedledger.wire import ModelPayload, decode, encode
+from fedledger.wire import ModelPayload, checked_weight, decode, encode
+from fl_client import accepted_model, receipts
 from fl_client import hospital_runtime as rt
-from fl_client import receipts
 from fl_client.accounting import BudgetExceededError
+from fl_client.aggregate_bounds import KEEP_PREVIOUS, TOTAL_WEIGHT_INVALID, TOTAL_WEIGHT_MISMATCH
 from fl_client.dp_training import HospitalPrivacy
 from fl_client.models import build_model, get_arrays, set_arrays
 from fl_client.policy import AnswerPlan, HospitalPolicy, PolicyRefusal, check_task
@@ -65,9 +66,24 @@ def _report(wire: tuple[dict[str, Any], dict[str, Any]], first: dict[str, Any] |
     return RecordDict({**(first or {}), Record.METRICS: MetricRecord(metrics), Record.INFO: ConfigRecord(info)})
 
 
-def _received_model(msg: Message, settings: Any, task: RoundTask, model: Any) -> dict:
-    """Decode the global model, check its hash against the round task and the chain, decrypt."""
+class BadAggregate(Refused):
+    """The decrypted aggregate fails a public bound (fl_client/aggregate_bounds.py); the code names which."""
+
+
+def _checked_weight(payload: ModelPayload) -> int:
+    """An encrypted aggregate's weight as a positive whole number of samples (before its hash is taken)."""
+    try:
+        return checked_weight(payload.total_weight)
+    except ValueError as exc:
+        raise Refused(TOTAL_WEIGHT_INVALID, f"the aggregate's total weight: {exc}") from None
+
+
+def _received_model(msg: Message, settings: Any, task: RoundTask, model: Any, context: Context) -> dict:
+    """Decode the global model, check its hash and weight against the round task and the chain, decrypt,
+    hold the decryption to the public bounds (else :class:`BadAggregate`)."""
     payload = decode(msg.content.array_records[Record.GLOBAL])
+    weight = _checked_weight(payload) if payload.encrypted else None
+    global_round = task.server_round - 1 if msg.metadata.message_type == "train" else task.server_round
     digest = to_hex(payload.digest())
     if digest != task.prev_hash:
         raise Refused("hash-mismatch", f"received model hashes to {digest}, the round config says {task.prev_hash}")
@@ -78,11 +94,17 @@ def _received_model(msg: Message, settings: Any, task: RoundTask, model: Any) ->
     if expected is not None and expected != digest:
         raise Refused("chain-mismatch", f"received model hashes to {digest}, but the chain records {expected}")
     if expected is not None:
-        read_round = task.server_round - 1 if msg.metadata.message_type == "train" else task.server_round
         try:
-            receipts.check_task_round(settings, task.study_id, read_round)
+            receipts.check_task_round(settings, task.study_id, global_round)
         except receipts.ChainRewritten as exc:
             raise Refused(receipts.CHAIN_REWRITTEN, str(exc)) from None
+        recorded = rt.recorded_weight(settings, task.study_id, global_round) if weight is not None else None
+        if recorded is not None and recorded != weight:
+            raise Refused(
+                TOTAL_WEIGHT_MISMATCH,
+                f"the aggregate's total weight is {weight}, but the chain records {recorded} samples for round "
+                f"{global_round}",
+            )
     _operator_log(
         settings,
         "fedledger: hospital %s %s round %s: global model %s matches %s",
@@ -97,8 +119,9 @@ def _received_model(msg: Message, settings: Any, task: RoundTask, model: Any) ->
     if not payload.encrypted:
         return payload.arrays
     template = get_arrays(model)
-    ctx = rt.secret_context(settings)
-    flat = rt.decrypt(ctx, payload.ciphertexts, num_params(template)) / payload.total_weight
+    flat, verdict = rt.decrypt_checked(settings, context, task, payload, num_params(template), global_round)
+    if not verdict.ok:
+        raise BadAggregate(str(verdict.code), f"round {global_round}'s aggregate: {verdict.reason}")
     return unflatten(flat, template)
 
 
@@ -159,6 +182,28 @@ def _checked(
     return build_model(task.model, data.X_train.shape[1], task.hidden, seed=task.seed), privacy
 
 
+def _model_to_train(
+    msg: Message, settings: Any, task: RoundTask, model: Any, context: Context
+) -> tuple[dict, BadAggregate | None]:
+    """The received model, or (keep-previous) the last accepted one with the bound it replaced; stop: refuse."""
+    try:
+        return _received_model(msg, settings, task, model, context), None
+    except BadAggregate as bad:
+        held = accepted_model.load(settings, context) if task.on_bad_aggregate == KEEP_PREVIOUS else None
+        if held is None:
+            if task.on_bad_aggregate == KEEP_PREVIOUS:
+                raise BadAggregate(bad.code, f"{bad.reason}; no accepted global model held to fall back to") from None
+            raise
+        log.warning(
+            "hospital %s refuses %s (%s); training from the global model of round %d",
+            settings.hospital_id,
+            bad.reason,
+            bad.code,
+            held.round,
+        )
+        return held.arrays, bad
+
+
 def _budget_refusal(exc: BudgetExceededError, settings: Any, policy: HospitalPolicy) -> Refused:
     """The accountant's refusal, named for the policy when its max-epsilon is the cap it hit."""
     if policy.max_epsilon is not None and (settings.budget is None or policy.max_epsilon < settings.budget):
@@ -173,7 +218,8 @@ def train(msg: Message, context: Context) -> Message:
         model, privacy = _checked(settings, data, task, policy, context)
         if privacy is not None:
             rt.resume_privacy(settings, privacy, context)
-        set_arrays(model, _received_model(msg, settings, task, model))
+        received, bad = _model_to_train(msg, settings, task, model, context)
+        set_arrays(model, received)
         if privacy is not None:
             privacy.check_budget(task.server_round)
     except (Refused, PolicyRefusal) as refused:
@@ -181,6 +227,8 @@ def train(msg: Message, context: Context) -> Message:
     except BudgetExceededError as exc:
         return _refuse(msg, settings.hospital_id, _budget_refusal(exc, settings, policy))
 
+    if bad is None:
+        accepted_model.save(settings, context, accepted_model.AcceptedModel(task.server_round - 1, received))
     tcfg = TrainConfig(
         local_epochs=task.local_epochs,
         batch_size=task.batch_size,
@@ -234,6 +282,8 @@ def train(msg: Message, context: Context) -> Message:
         train_loss=float(stats.loss),
         hospital=settings.hospital_id,
         context_fingerprint=rt.context_fingerprint(settings) if update.encrypted else None,
+        aggregate_refused=bad.code if bad is not None else None,
+        aggregate_refused_reason=bad.reason if bad is not None else None,
         **dp,
     )
     content = _report(report.to_wire(), {Record.UPDATE: encode(update)})
@@ -249,7 +299,7 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     try:
         model, _ = _checked(settings, data, task, policy, context)
         template = get_arrays(model)
-        set_arrays(model, _received_model(msg, settings, task, model))
+        set_arrays(model, _received_model(msg, settings, task, model, context))
     except (Refused, PolicyRefusal) as refused:
         return _refuse(msg, settings.hospital_id, refused)
     res = evaluate(model, data.X_test, data.y_test)

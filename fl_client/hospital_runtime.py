@@ -21,6 +21,8 @@ from fedledger.config import PrivacyConfig
 from fedledger.dp.epsilon import memo_export, memo_import
 from fedledger.hashing import from_hex, to_hex
 from fedledger.round_task import RoundTask
+from fl_client import accepted_model
+from fl_client.aggregate_bounds import Verdict, check_aggregate
 from fl_client.data import HospitalData, load_hospital
 from fl_client.dp_training import HospitalPrivacy
 from fl_client.models import build_model
@@ -94,6 +96,30 @@ def decrypt(ctx: Any, blobs: list[bytes], n_params: int) -> np.ndarray:
     from fedledger.ckks import decrypt_update
 
     return decrypt_update(ctx, blobs, n_params)
+
+
+def decrypt_checked(
+    settings: HospitalSettings, context: Context, task: RoundTask, payload: Any, n_params: int, global_round: int
+) -> tuple[np.ndarray, Verdict]:
+    """Decrypt the aggregate of round ``global_round`` and hold it to the public bounds (fl_client/aggregate_bounds.py):
+    the wrap, then the step from the last accepted global model this hospital holds."""
+    from fedledger.ckks import decrypt_aggregate
+
+    weight = int(payload.total_weight)  # checked a positive whole number before the hash was compared
+    flat, wrap = decrypt_aggregate(secret_context(settings), payload.ciphertexts, n_params, weight)
+    held = accepted_model.load(settings, context)
+    previous = held.flat if held is not None and held.flat.size == flat.size else None
+    apart = global_round - held.round if held is not None else 1
+    return flat, check_aggregate(flat, wrap, previous, task, weight, apart)
+
+
+def recorded_weight(settings: HospitalSettings, study_id: str, server_round: int) -> int | None:
+    """The round's ``totalSamples`` on the chain this hospital reads (None: it reads none)."""
+    if not settings.chain_rpc or not settings.contract:
+        return None
+    from fl_client.chain_view import recorded_total_samples  # defers web3 to hospitals that read a chain
+
+    return recorded_total_samples(settings.chain_rpc, settings.contract, study_id, server_round)
 
 
 def task_param_count(task: RoundTask, n_features: int) -> int | None:

@@ -59,6 +59,7 @@ class RoundOutcome:
     privacy: dict[str, dict[str, Any]] = field(default_factory=dict)
     phases_s: dict[str, float] = field(default_factory=dict)  # where the round's wall time went
     evaluation_rejected: list[dict[str, Any]] = field(default_factory=list)  # evaluation replies without a report
+    refusals: list[dict[str, Any]] = field(default_factory=list)  # the manifest's ``refusals`` (aggregate bounds too)
 
 
 class PhaseClock:
@@ -132,6 +133,7 @@ def write_manifest(
     if protocol is not None:
         manifest["protocol_hash"] = protocol
     refusals = [refusal_entry(r) for r in rejected if r.kind == "refusal"]
+    refusals += [e for e in (aggregate_refusal_entry(r, server_round) for r in accepted) if e is not None]
     if refusals:
         manifest["refusals"] = refusals
     store.write_round(manifest)
@@ -150,6 +152,22 @@ def refusal_entry(rejection: Rejection) -> dict[str, Any]:
     if not sep:
         code, reason = "", rejection.reason
     return {"hospital": rejection.hospital, "node_id": rejection.node_id, "code": code, "reason": reason}
+
+
+def aggregate_refusal_entry(reply: Any, server_round: int) -> dict[str, Any] | None:
+    """A hospital that refused the previous round's aggregate (a public bound, fl_client/aggregate_bounds.py)
+    and trained from its last accepted global model: its code, reason and the aggregate's round."""
+    report = getattr(reply, "report", None)
+    code = getattr(report, "aggregate_refused", None)
+    if not code:
+        return None
+    return {
+        "hospital": reply.hospital,
+        "node_id": reply.node_id,
+        "code": code,
+        "reason": getattr(report, "aggregate_refused_reason", None) or "",
+        "aggregate_round": server_round - 1,
+    }
 
 
 def run_rounds(
@@ -248,6 +266,7 @@ def run_rounds(
             privacy={r.hospital: r.report.privacy() for r in accepted if r.report.epsilon is not None},
             phases_s=clock.laps,
             evaluation_rejected=[r.as_dict() for r in eval_rejected],
+            refusals=list(manifest.get("refusals", [])),
         )
         outcomes.append(outcome)
         if on_round is not None:

@@ -19,7 +19,8 @@ docs/ENCRYPTION.md.
 from __future__ import annotations
 
 from fedledger.ckks.aggregate import sum_ciphertexts, sum_vectors, validate_ciphertexts
-from fedledger.ckks.encrypt import decrypt_update, encrypt_update
+from fedledger.ckks.bounds import WRAP_MARGIN, WrapCheck, check_wrap, wrap_point
+from fedledger.ckks.encrypt import decrypt_aggregate, decrypt_update, encrypt_update
 from fedledger.ckks.errors import CiphertextError, KeyHandlingError, SecurityError
 from fedledger.ckks.format import wrap_seal_ciphertext
 from fedledger.ckks.keys import (
@@ -49,17 +50,21 @@ __all__ = [
     "AGGREGATOR_NAME",
     "PRESETS",
     "RELEASE_GRID_BITS",
+    "WRAP_MARGIN",
     "CKKSParams",
     "CiphertextError",
     "KeyHandlingError",
     "KeyPaths",
     "SecurityError",
+    "WrapCheck",
     "aggregator_context_from_bytes",
     "check_security",
+    "check_wrap",
     "chunk_sizes",
     "context_fingerprint",
     "context_params",
     "create_keys",
+    "decrypt_aggregate",
     "decrypt_for_release",
     "decrypt_update",
     "encrypt_update",
@@ -74,5 +79,6 @@ __all__ = [
     "sum_ciphertexts",
     "sum_vectors",
     "validate_ciphertexts",
+    "wrap_point",
     "wrap_seal_ciphertext",
 ]

@@ -16,6 +16,7 @@ import numpy as np
 import tenseal as ts
 import tenseal.sealapi as sealapi
 
+from fedledger.ckks.bounds import WrapCheck, check_wrap, wrap_point
 from fedledger.ckks.errors import CiphertextError, KeyHandlingError
 from fedledger.ckks.format import layout, parse_vector, wrap_seal_ciphertext
 from fedledger.ckks.params import chunk_sizes
@@ -113,3 +114,16 @@ def decrypt_update(
             raise ValueError("total_weight must be positive")
         out /= float(total_weight)
     return out
+
+
+def decrypt_aggregate(
+    ctx: ts.Context, blobs: Sequence[bytes], n_params: int, total_weight: int
+) -> tuple[np.ndarray, WrapCheck]:
+    """Decrypt an aggregate, check its sums against the wrap point (``bounds``), divide by the weight.
+
+    The caller refuses the aggregate when the check fails (the division is done regardless, so the
+    step bound can still be reported).
+    """
+    sums = decrypt_update(ctx, blobs, n_params)
+    wrap = check_wrap(sums, wrap_point(ctx))
+    return sums / float(total_weight), wrap

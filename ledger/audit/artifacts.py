@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fedledger.hashing import ciphertexts_hash, sha256, to_hex
+from fedledger.hashing import aggregate_hash, ciphertexts_hash, sha256, to_hex
 from ledger.audit.records import ZERO32, ChainView, CommitmentView, RoundView
 from ledger.audit.result import Finding, per_round
 from ledger.audit.resum import resum_round
@@ -233,9 +233,15 @@ def _check_round_artifacts(
         (str(u.get("hospital")), _load_blobs(store, u.get("blobs", []), str(u.get("hospital")), r, bf)) for u in extras
     ]
     agg_blobs = _load_blobs(store, agg.get("blobs", []), None, r, bf)
-    if agg_blobs is not None and encrypted and ciphertexts_hash(agg_blobs) != rv.aggregate_hash:
+    if agg_blobs is not None and encrypted and aggregate_hash(agg_blobs, rv.total_samples) != rv.aggregate_hash:
         uf.append(
-            Finding("update_hash", False, "stored aggregate ciphertexts do not hash to the on-chain aggregate hash", r)
+            Finding(
+                "update_hash",
+                False,
+                f"stored aggregate ciphertexts with the on-chain total weight {rv.total_samples} do not hash to the "
+                "on-chain aggregate hash (aggregate hash v2 covers the weight)",
+                r,
+            )
         )
     out += per_round("blobs", r, bf, "every blob hashes to its content address")
     out += per_round("update_hash", r, uf, "every stored update hashes to its on-chain updateHash")

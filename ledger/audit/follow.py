@@ -95,15 +95,14 @@ def _new_rounds(
 
 
 def refusal_alerts(store: Path, seen: set[RoundRefusal], console: Any) -> int:
-    """Alert once per policy/protocol refusal in the store's manifests not seen before; how many."""
+    """Alert once per watched refusal (policy, protocol, weight, aggregate bounds) in the store's manifests
+    not seen before; how many."""
     alerts = 0
     for r in store_refusals(store):
         if r not in seen:
             seen.add(r)
             alerts += 1
-            console.print(
-                f"[bold red]ALERT[/] round {r.round} hospital {r.hospital} refused the task: {r.code}: {r.reason}"
-            )
+            console.print(f"[bold red]ALERT[/] round {r.round} hospital {r.hospital} {r.what()}: {r.code}: {r.reason}")
     return alerts
 
 

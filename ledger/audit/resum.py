@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fedledger.hashing import ciphertexts_hash, to_hex
+from fedledger.hashing import aggregate_hash, to_hex
 from ledger.audit.records import ChainView, RoundView
 from ledger.audit.result import Finding
 
@@ -59,9 +59,15 @@ class _RoundSum:
     ctx: Any
 
     def _sum_hash(self, parts: list[list[bytes]]) -> bytes:
+        """The aggregate hash (v2: ciphertexts and weight) of the re-sum under the chain's totalSamples."""
+        return self._sum_hashes(parts, (self.rv.total_samples,))[0]
+
+    def _sum_hashes(self, parts: list[list[bytes]], weights: tuple[int, ...]) -> list[bytes]:
+        """The re-sum's aggregate hash under each candidate weight (diagnosing a sum weighed differently)."""
         from fedledger.ckks import sum_ciphertexts  # defers tenseal
 
-        return ciphertexts_hash(sum_ciphertexts(self.ctx, parts))
+        blobs = sum_ciphertexts(self.ctx, parts)
+        return [aggregate_hash(blobs, w) for w in weights if w > 0]
 
     def findings(self) -> list[Finding]:
         view, rv, parts, r = self.view, self.rv, self.parts, self.rv.round
@@ -106,7 +112,9 @@ class _RoundSum:
         view, rv, parts, extras, r = self.view, self.rv, self.parts, self.extras, self.rv.round
         if extras:
             try:
-                if self._sum_hash([b for _, b in parts] + [b for _, b in extras]) == rv.aggregate_hash:
+                if rv.aggregate_hash in self._sum_hashes(
+                    [b for _, b in parts] + [b for _, b in extras], (rv.total_samples,)
+                ):
                     return [
                         Finding(
                             "resum",
@@ -124,7 +132,8 @@ class _RoundSum:
             for i, (h, _) in enumerate(parts):
                 rest = [b for j, (_, b) in enumerate(parts) if j != i]
                 try:
-                    if self._sum_hash(rest) == rv.aggregate_hash:
+                    left_out = rv.commitments[i].commitment.sample_count
+                    if rv.aggregate_hash in self._sum_hashes(rest, (rv.total_samples, rv.total_samples - left_out)):
                         return [
                             Finding(
                                 "resum",
