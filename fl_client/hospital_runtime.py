@@ -33,29 +33,36 @@ if TYPE_CHECKING:
     from fedledger.commitment import SignedCommitment
 
 log = logging.getLogger("fedledger.client")
+# Flower prints its records through its own handler; Opacus' import-time logging.basicConfig puts a
+# second handler on the root logger, which would print each of them again.
+logging.getLogger("flwr").propagate = False
 
 PRIVACY_STATE_KEY = "privacy-accountant"
 PRIVACY_MEMO_KEY = "privacy-memo"
 
 
 @lru_cache(maxsize=8)
-def _data(dataset_json: str, index: int, num_hospitals: int, seed: int) -> HospitalData:
+def _data(dataset_json: str, index: int, num_hospitals: int, seed: int, simulated: bool) -> HospitalData:
     cfg = json.loads(dataset_json)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if cfg.get("name") == "csv" and len(cfg.get("hospitals", [])) == 1:
-            # A deployed hospital sees only its own CSV: no study-wide single-class check
-            # (load_hospitals would call this one file "the study"); a single class only warns.
-            data = load_hospital(cfg, 0, 1, seed)
-        else:
-            data = load_hospital(cfg, index, num_hospitals, seed)
-    del caught  # each DataWarning is already logged once by the loader (fl_client/data/preprocess.warn)
-    return data
+    data_log = logging.getLogger("fl_client.data")
+    level = data_log.level
+    if simulated:  # the simulation logged every data warning once when it prepared the study
+        data_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(record=True):  # each DataWarning is logged by the loader itself
+            warnings.simplefilter("always")
+            if cfg.get("name") == "csv" and len(cfg.get("hospitals", [])) == 1:
+                # A deployed hospital sees only its own CSV: no study-wide single-class check
+                # (load_hospitals would call this one file "the study"); a single class only warns.
+                return load_hospital(cfg, 0, 1, seed)
+            return load_hospital(cfg, index, num_hospitals, seed)
+    finally:
+        data_log.setLevel(level)
 
 
 def hospital_data(settings: HospitalSettings) -> HospitalData:
     """This hospital's own train/test split, loaded once per process."""
-    return _data(settings.dataset, settings.index, settings.num_hospitals, settings.seed)
+    return _data(settings.dataset, settings.index, settings.num_hospitals, settings.seed, settings.simulation)
 
 
 @lru_cache(maxsize=4)

@@ -130,3 +130,23 @@ def test_flowers_deprecation_notice_is_dropped_and_other_flower_warnings_kept(fl
     assert flwr.filter(record("a node did not reply"))
     assert flwr.propagate is False  # printed by Flower's own handler only, not a second time by the root's
     assert logging.getLogger("fedledger.ledger.journal").getEffectiveLevel() == logging.WARNING
+
+
+def test_a_data_warning_is_logged_once_by_a_deployed_hospital_and_not_again_by_a_simulated_one(tmp_path, caplog):
+    # arrange: one hospital whose file holds a single class (a DataWarning)
+    import json
+
+    from fl_client.hospital_runtime import _data
+
+    (tmp_path / "s.yaml").write_text('target: {column: y, positive: "> 0"}\nnumeric: [x]\n')
+    (tmp_path / "a.csv").write_text("x,y\n1,1\n2,1\n3,1\n4,1\n")
+    dataset = json.dumps(
+        {"name": "csv", "schema": str(tmp_path / "s.yaml"), "hospitals": [{"id": "a", "path": str(tmp_path / "a.csv")}]}
+    )
+    # act
+    with caplog.at_level(logging.WARNING):
+        _data(dataset, 0, 1, 0, True)
+        simulated = [r for r in caplog.records if "single class" in r.getMessage()]
+        _data(dataset, 0, 1, 0, False)
+    # assert
+    assert simulated == [] and len([r for r in caplog.records if "single class" in r.getMessage()]) == 1

@@ -31,3 +31,8 @@ def test_an_explicit_conflicting_num_hospitals_is_an_error_naming_both_numbers()
     # act / assert
     with pytest.raises(ConfigError, match=r"num_hospitals=5 but dataset.hospitals lists 3 file"):
         load_hospitals(cfg["dataset"], cfg["num_hospitals"], 0)
+
+
+def test_the_quick_experiment_takes_a_csv_studys_hospital_count():
+    assert composed(["+experiment=quick", "dataset=csv"])["num_hospitals"] == 3
+    assert composed(["+experiment=quick"])["num_hospitals"] == 2
