@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from flwr.serverapp import Grid
 
-from fedledger.config import check_on_bad_aggregate, check_proximal_mu, release_quorum
 from fedledger.files import load_npz
-from fedledger.round_task import RoundTask
 from fedledger.strategies import check_strategy
+from fedledger.study_task import round_task
 from fl_server.artifact_store import ArtifactStore
 from fl_server.progress import RoundTable
 from fl_server.results import privacy_section, round_entry, write_metrics_csv, write_results
@@ -32,36 +31,6 @@ if TYPE_CHECKING:
     from fl_server.encrypted import EncryptedAggregation
 
 log = logging.getLogger("fedledger.server")
-
-
-def round_task(spec: dict[str, Any]) -> RoundTask:
-    """The study's task, as every hospital receives it; each round sends it with its own round and model hash."""
-    cfg = spec["config"]
-    chain = spec.get("chain") or {}
-    return RoundTask(
-        model=cfg["model"]["name"],
-        hidden=int(cfg["model"]["hidden"]),
-        seed=int(cfg["seed"]),
-        local_epochs=int(cfg["train"]["local_epochs"]),
-        batch_size=int(cfg["train"]["batch_size"]),
-        lr=float(cfg["train"]["lr"]),
-        momentum=float(cfg["train"]["momentum"]),
-        weight_decay=float(cfg["train"]["weight_decay"]),
-        num_rounds=int(cfg["num_rounds"]),
-        strategy=str(cfg["strategy"]["name"]),
-        proximal_mu=check_proximal_mu(str(cfg["strategy"]["name"]), cfg["strategy"].get("proximal_mu", 0.0)),
-        on_bad_aggregate=check_on_bad_aggregate(str(cfg["strategy"].get("on_bad_aggregate", "keep-previous"))),
-        release_quorum=release_quorum(cfg["ledger"].get("release_quorum"), int(cfg["num_hospitals"])),
-        privacy=cfg["privacy"],
-        encrypted=bool(cfg["encryption"]["enabled"]),
-        context_fingerprint=str((spec.get("keys") or {}).get("fingerprint") or ""),
-        ledger=bool(chain.get("contract")),
-        chain_id=int(chain.get("chain_id", 0)),
-        contract=str(chain.get("contract", "")),
-        study_id=spec["study_id"],
-        server_round=0,  # run_rounds sets both per round (RoundTask.for_round)
-        prev_hash="",
-    )
 
 
 def build_strategy(

@@ -8,6 +8,7 @@ from pathlib import Path
 from ledger.audit.artifacts import check_artifacts, check_context, load_public_context
 from ledger.audit.chain_checks import check_hash_chain, check_participants, check_privacy, check_study, epsilon_table
 from ledger.audit.checkpoints import check_checkpoints
+from ledger.audit.epsilon_checks import check_epsilon_accounting
 from ledger.audit.merkle_checks import attach_merkle_leaves
 from ledger.audit.records import ZERO32, ChainView
 from ledger.audit.refusals import store_refusals
@@ -41,6 +42,8 @@ def audit(
         + check_participants(view, reference_signatures)
         + check_privacy(view)
     )
+    accounting = check_epsilon_accounting(view, Path(store_dir) if store_dir is not None else None)
+    findings += accounting.findings
     if store_dir is not None:
         store_dir = Path(store_dir)
         store = StoreReader(store_dir)
@@ -59,6 +62,7 @@ def audit(
         findings += check_artifacts(view, store_dir, ctx, resum)
         findings += check_checkpoints(view, store_dir)
     result = AuditResult(view, findings, epsilon_table(view), store_dir is not None, time.perf_counter() - t0)
+    result.meta["epsilon_accounting"] = accounting.to_json()
     if store_dir is not None:
         refusals = store_refusals(Path(store_dir))
         view.notices.extend(r.notice() for r in refusals)

@@ -24,7 +24,7 @@ from ledger.audit.result import AuditResult
 GROUPS = {
     "chain": ("study", "hash_chain"),
     "commit": ("signature", "binding", "registered", "consent", "expiry", "samples"),
-    "priv": ("budget", "privacy"),
+    "priv": ("budget", "privacy", "accounting"),
     "store": ("context", "manifest", "protocol", "participants", "blobs", "update_hash"),
     "resum": ("resum",),
     "ckpt": ("checkpoint",),
@@ -51,6 +51,19 @@ def group_status(checks: dict[str, str], group: tuple[str, ...]) -> str | None:
     if "fail" in seen:
         return "fail"
     return "skip" if all(s == "skip" for s in seen) else "pass"
+
+
+def _recomputed_line(j: dict[str, Any]) -> str:
+    """Each hospital's last epsilon recomputed from the registered protocol next to the one it committed."""
+    parts = []
+    for addr, table in ((j.get("epsilon_accounting") or {}).get("recomputed") or {}).items():
+        if table:
+            last = max(table, key=int)
+            h = j["hospitals"].get(addr) or {}
+            committed = (h.get("epsilon") or {}).get(last)
+            shown = "-" if committed is None else f"{committed:.3f}"
+            parts.append(f"{_short(h.get('label') or addr)} {table[last]:.3f}/{shown}")
+    return ", ".join(parts)
 
 
 def print_report(result: AuditResult | dict[str, Any], console: Any = None) -> None:
@@ -105,6 +118,9 @@ def print_report(result: AuditResult | dict[str, Any], console: Any = None) -> N
         )
     for n in j.get("notices", []):
         console.print(f"[yellow]notice[/] {n}")
+    accounting = j.get("epsilon_accounting") or {}
+    if accounting.get("status") == "skipped":
+        console.print(f"[yellow]notice[/] epsilon accounting not checked: {accounting.get('reason')}", highlight=False)
     eps_line = ", ".join(
         f"{_short(h.get('label') or a)} {h['final_epsilon']:.3f}"
         + (f"/{h['budget']:.3f}" if h.get("budget") is not None else "")
@@ -112,6 +128,9 @@ def print_report(result: AuditResult | dict[str, Any], console: Any = None) -> N
     )
     if eps_line:
         console.print(f"epsilon spent/budget: {eps_line}")
+    recomputed = _recomputed_line(j)
+    if recomputed:
+        console.print(f"epsilon recomputed/committed: {recomputed}")
     counts = ", ".join(
         f"{k} {v['pass']}/{v['pass'] + v['fail']}" for k, v in j["checks"].items() if v["pass"] + v["fail"]
     )
@@ -224,6 +243,30 @@ def _cell(status: str | None, title: str = "") -> str:
     return f"<td class={cls}{tip}>{ {'pass': 'ok', 'fail': 'FAIL', 'skip': 'skip'}[status] }</td>"
 
 
+def _accounting_html(j: dict[str, Any]) -> list[str]:
+    """Each hospital's epsilon recomputed from the registered protocol next to the committed one."""
+    acc = j.get("epsilon_accounting") or {}
+    e = html.escape
+    if acc.get("status") != "checked":
+        return [f"<p>Epsilon accounting not checked: {e(str(acc.get('reason') or 'no result'))}</p>"] if acc else []
+    out = [
+        "<h3>Epsilon recomputed from the registered protocol</h3>"
+        "<table><tr><th>hospital</th><th>round</th><th>recomputed</th><th>committed</th></tr>"
+    ]
+    failed = {(str(f["round"]), f["hospital"]) for f in j["failures"] if f["check"] == "accounting"}
+    for addr, table in acc.get("recomputed", {}).items():
+        h = j["hospitals"].get(addr) or {}
+        for r, eps in table.items():
+            committed = (h.get("epsilon") or {}).get(r)
+            cls = "bad" if (r, addr) in failed else "ok"
+            out.append(
+                f"<tr><td>{e(str(h.get('label') or addr))}</td><td>{r}</td><td>{eps:.6f}</td>"
+                f"<td class={cls}>{'-' if committed is None else f'{committed:.6f}'}</td></tr>"
+            )
+    out.append("</table>")
+    return out
+
+
 def render_html(result: AuditResult | dict[str, Any], alert_share: float | None = None) -> str:
     j = result.to_json() if isinstance(result, AuditResult) else result
     e = html.escape
@@ -275,6 +318,7 @@ def render_html(result: AuditResult | dict[str, Any], alert_share: float | None 
             f"<td>{share}</td><td>{e(ev)}</td></tr>"
         )
     parts.append("</table>")
+    parts += _accounting_html(j)
     parts.append("<h2>Rounds</h2>")
     parts.append(f"<img alt='participants per round' src='{plot_participants(j)}'>")
     groups = [g for g in GROUPS if any(group_status(r["checks"], GROUPS[g]) for r in j["rounds"])]

@@ -24,6 +24,7 @@ CHECKS = (
     "samples",
     "merkle",
     "privacy",
+    "accounting",
     "context",
     "manifest",
     "protocol",

@@ -1,0 +1,48 @@
+"""The round task a study spec (``study.json``) defines: what every hospital receives, and the protocol's preimage.
+
+The aggregator sends it (each round with its own round number and model hash),
+the coordinator registers its protocol hash (:func:`fedledger.protocol.protocol_hash`)
+as the study's ``configHash``, and the auditor rebuilds it from the study spec
+to recompute each hospital's epsilon (``ledger/audit/epsilon_checks.py``),
+trusting it only when it hashes to the chain's ``configHash``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fedledger.config import check_on_bad_aggregate, check_proximal_mu, release_quorum
+from fedledger.round_task import RoundTask
+
+__all__ = ["round_task"]
+
+
+def round_task(spec: Mapping[str, Any]) -> RoundTask:
+    """The study's task, as every hospital receives it; each round sends it with its own round and model hash."""
+    cfg = spec["config"]
+    chain = spec.get("chain") or {}
+    return RoundTask(
+        model=cfg["model"]["name"],
+        hidden=int(cfg["model"]["hidden"]),
+        seed=int(cfg["seed"]),
+        local_epochs=int(cfg["train"]["local_epochs"]),
+        batch_size=int(cfg["train"]["batch_size"]),
+        lr=float(cfg["train"]["lr"]),
+        momentum=float(cfg["train"]["momentum"]),
+        weight_decay=float(cfg["train"]["weight_decay"]),
+        num_rounds=int(cfg["num_rounds"]),
+        strategy=str(cfg["strategy"]["name"]),
+        proximal_mu=check_proximal_mu(str(cfg["strategy"]["name"]), cfg["strategy"].get("proximal_mu", 0.0)),
+        on_bad_aggregate=check_on_bad_aggregate(str(cfg["strategy"].get("on_bad_aggregate", "keep-previous"))),
+        release_quorum=release_quorum(cfg["ledger"].get("release_quorum"), int(cfg["num_hospitals"])),
+        privacy=cfg["privacy"],
+        encrypted=bool(cfg["encryption"]["enabled"]),
+        context_fingerprint=str((spec.get("keys") or {}).get("fingerprint") or ""),
+        ledger=bool(chain.get("contract")),
+        chain_id=int(chain.get("chain_id", 0)),
+        contract=str(chain.get("contract", "")),
+        study_id=spec["study_id"],
+        server_round=0,  # run_rounds sets both per round (RoundTask.for_round)
+        prev_hash="",
+    )
