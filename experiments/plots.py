@@ -14,6 +14,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from fl_server.intervals import wilson
+
 
 def new_axes(figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     """One figure with one set of axes, drawn off-screen (Agg)."""
@@ -33,7 +35,7 @@ LINESTYLES = ("-", "--", "-.", (0, (3, 1, 1, 1, 1, 1)))
 BUDGET_STYLE = {"color": "black", "linestyle": (0, (1, 2)), "linewidth": 1.6}
 # Accuracy and AUC axes start no higher than this, so one patient of a 20-patient test set is not a cliff.
 SCORE_FLOOR = 0.5
-DODGE = 0.05  # rounds between neighbouring hospitals' points on the privacy plot
+DODGE = 0.5  # rounds over which the privacy plot spreads the hospitals' points of one round
 
 
 def hospital_style(i: int) -> dict[str, Any]:
@@ -62,6 +64,17 @@ def test_sizes(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return sizes
 
 
+def spread(xs: list[int], i: int, k: int) -> list[float]:
+    """Hospital i of k drawn slightly apart from the others, so equal curves sit side by side, not on top."""
+    shift = min(0.15, DODGE / k) * (i - (k - 1) / 2)
+    return [x + shift for x in xs]
+
+
+def sum_tested(r: dict[str, Any]) -> int:
+    """Patients evaluated in round ``r``, over every hospital."""
+    return sum(int(m.get("num-examples") or 0) for m in r["per_hospital"].values())
+
+
 def plot_metrics(results: dict[str, Any], out_dir: Path) -> list[Path]:
     """Overall and per-hospital accuracy / AUC / loss per round, baselines as reference lines,
     each hospital's 95% interval as a band, its test-set size in the legend."""
@@ -77,6 +90,10 @@ def plot_metrics(results: dict[str, Any], out_dir: Path) -> list[Path]:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
         shown: list[float | None] = [r["metrics"].get(metric) for r in rounds]
         ax1.plot(xs, shown, marker="o", label="federated (weighted)")
+        if metric == "accuracy":  # the weighted accuracy is correct / all evaluated patients: Wilson applies
+            cis = [wilson(r["metrics"].get(metric), sum_tested(r)) for r in rounds]
+            ax1.fill_between(xs, *zip(*[c or (math.nan, math.nan) for c in cis]), alpha=0.15, label="95% interval")
+            shown += [c[0] for c in cis if c]
         for name, style in (("pooled", "--"), ("local", ":")):
             value = (baselines.get(name) or {}).get(metric)
             if value is not None:
@@ -91,14 +108,14 @@ def plot_metrics(results: dict[str, Any], out_dir: Path) -> list[Path]:
             ys = [m.get(metric) for m in rows]
             shown += ys
             style = hospital_style(i)
-            ax2.plot(xs, ys, label=f"{h} (test n={sizes.get(h)})", **style)
+            ax2.plot(spread(xs, i, len(hospitals)), ys, label=f"{h} (test n={sizes.get(h)})", **style)
             cis = [m.get(f"{metric}-ci") for m in rows]
             if any(cis):
                 low = [c[0] if c else math.nan for c in cis]
                 ax2.fill_between(xs, low, [c[1] if c else math.nan for c in cis], color=style["color"], alpha=0.1)
                 shown += [v for v in low if not math.isnan(v)]
         note = ", bands: 95% intervals" if metric != "loss" else ""
-        ax2.set(title=f"{metric} per hospital{note}", xlabel="round")
+        ax2.set(title=f"{metric} per hospital{note}", xlabel="round (hospitals drawn slightly apart)")
         ax2.legend(fontsize=7, ncol=2)
         for ax in (ax1, ax2):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -120,8 +137,7 @@ def plot_privacy(results: dict[str, Any], out_dir: Path) -> Path | None:
     deltas = {p.get("delta") for p in privacy.values()}
     for i, (hospital, p) in enumerate(privacy.items()):
         label = hospital if len(deltas) == 1 else f"{hospital} (δ={p.get('delta'):.0e})"
-        shift = DODGE * (i - (len(privacy) - 1) / 2)  # equal curves side by side, not on top of each other
-        ax.plot([x + shift for x in p["rounds"]], p["epsilon"], label=label, **hospital_style(i))
+        ax.plot(spread(p["rounds"], i, len(privacy)), p["epsilon"], label=label, **hospital_style(i))
         if p.get("budget") is not None:
             budgets.setdefault(float(p["budget"]), []).append(hospital)
     for budget, names in sorted(budgets.items()):
