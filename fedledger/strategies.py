@@ -65,10 +65,11 @@ def check_strategy(strategy: Mapping[str, Any], *, encrypted: bool, num_hospital
             "aggregator sees only ciphertexts, which it can sum but not sort, trim or compare: "
             f"use encryption=off for {name}, or strategy={FEDAVG} with encryption"
         )
+    per_round = max(1, round(num_hospitals * float(strategy.get("fraction_train", 1.0))))  # as FedAvg samples
     if name == FEDTRIMMEDAVG:
-        return StrategyChoice(name, beta=_trim_beta(strategy.get("beta"), num_hospitals))
+        return StrategyChoice(name, beta=_trim_beta(strategy.get("beta"), per_round))
     if name == KRUM:
-        f, m = _krum_settings(strategy.get("num_malicious"), strategy.get("multi_krum_m"), num_hospitals)
+        f, m = _krum_settings(strategy.get("num_malicious"), strategy.get("multi_krum_m"), per_round)
         return StrategyChoice(name, num_malicious=f, multi_krum_m=m)
     return StrategyChoice(name, proximal_mu=mu)
 
@@ -82,8 +83,8 @@ def _trim_beta(setting: Any, num_hospitals: int) -> float:
         raise ValueError(f"strategy.beta must be in (0, 0.5), got {beta}")
     if int(beta * num_hospitals) < 1:
         raise ValueError(
-            f"strategy.beta={beta} cuts int({beta} x {num_hospitals}) = 0 of {num_hospitals} hospitals at each "
-            f"end, which is the plain mean: use strategy.beta >= {1 / num_hospitals:g}"
+            f"strategy.beta={beta} cuts int({beta} x {num_hospitals}) = 0 of the {num_hospitals} hospitals a round "
+            f"trains at each end, which is the plain mean: use strategy.beta >= {1 / num_hospitals:g}"
         )
     return beta
 
@@ -101,6 +102,6 @@ def _krum_settings(num_malicious: Any, multi_krum_m: Any, num_hospitals: int) ->
     if not 1 <= m <= num_hospitals - f:
         raise ValueError(
             f"strategy.multi_krum_m must be between 1 (Krum) and {num_hospitals - f} "
-            f"(the {num_hospitals} hospitals less {f} malicious), got {m}"
+            f"(the {num_hospitals} hospitals a round trains less {f} malicious), got {m}"
         )
     return f, m

@@ -55,6 +55,12 @@ class RobustStrategy(FedAvgStrategy):
         self.rule = rule_for(choice)
 
     def combine(self, kept: list[TrainReply]) -> dict[str, np.ndarray]:
+        if self.choice.name == FEDTRIMMEDAVG and int(float(self.choice.beta or 0.0) * len(kept)) < 1:
+            log.warning(
+                "trimmed mean over %d update(s) with beta=%s cuts none: this round is their plain mean",
+                len(kept),
+                self.choice.beta,
+            )
         names = sorted(kept[0].payload.arrays)
         results = [([r.payload.arrays[n].astype(np.float64) for n in names], r.num_examples) for r in kept]
         combined = self.rule(results)

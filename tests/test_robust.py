@@ -58,6 +58,12 @@ def test_trimmed_mean_cuts_one_of_four_at_each_end():
     np.testing.assert_allclose(five, [2.0])  # int(0.2 * 5) = 1: mean of 1, 2, 3
 
 
+def test_a_round_too_small_for_beta_to_cut_says_it_is_the_plain_mean(caplog):
+    three = combined(TRIMMED, UPDATES[:3], SAMPLES[:3])  # int(0.25 * 3) = 0: a hospital dropped out
+    np.testing.assert_allclose(three, [2.0, -1 / 3, 5.0], rtol=1e-6)
+    assert "cuts none: this round is their plain mean" in caplog.text
+
+
 def test_krum_picks_the_update_nearest_its_neighbours_and_multi_krum_averages_the_best_by_samples():
     # arrange: squared distances d(0,1)=3, d(0,2)=4, d(1,2)=3; with f=1 each update scores its n-f-2 = 1 nearest
     # scores: 0 -> 3, 1 -> 3, 2 -> 3, 3 -> far; ties go to the first (np.argmin)
@@ -94,12 +100,13 @@ def test_a_robust_rule_with_encryption_is_refused_saying_why():
         ({"name": "fedmedain"}, "did you mean 'fedmedian'"),
         ({"name": "fedavg", "beta": 0.25}, "beta=0.25 is fedtrimmedavg's setting"),
         ({"name": "fedmedian", "num_malicious": 1}, "num_malicious=1 is krum's setting"),
-        ({"name": "fedtrimmedavg", "beta": 0.2}, r"cuts int\(0.2 x 4\) = 0 of 4 hospitals"),
+        ({"name": "fedtrimmedavg", "beta": 0.2}, r"cuts int\(0.2 x 4\) = 0 of the 4 hospitals"),
         ({"name": "fedtrimmedavg"}, "needs strategy.beta"),
         ({"name": "fedtrimmedavg", "beta": 0.5}, r"must be in \(0, 0.5\)"),
         ({"name": "krum", "num_malicious": 1}, "needs strategy.num_malicious and strategy.multi_krum_m"),
         ({"name": "krum", "num_malicious": 4, "multi_krum_m": 1}, "between 0 and 3, got 4"),
         ({"name": "krum", "num_malicious": 1, "multi_krum_m": 4}, "between 1 .Krum. and 3"),
+        ({"name": "fedtrimmedavg", "beta": 0.25, "fraction_train": 0.5}, "= 0 of the 2 hospitals a round trains"),
     ],
 )
 def test_a_setting_that_could_not_run_as_recorded_is_refused(settings, message):
