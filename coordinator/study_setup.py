@@ -17,7 +17,13 @@ from typing import Any
 
 from coordinator.credentials import move_public_ckks, secrets_dir
 from coordinator.study_chain import setup_chain
-from fedledger.config import check_model, check_noise_source, check_on_bad_aggregate, release_quorum
+from fedledger.config import (
+    check_dp_off_settings,
+    check_model,
+    check_noise_source,
+    check_on_bad_aggregate,
+    release_quorum,
+)
 from fedledger.config_keys import check_hospital_keys, check_known_settings
 from fedledger.files import save_npz
 from fedledger.hashing import model_hash, sha256, to_hex
@@ -84,6 +90,7 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
     )
     release_quorum(cfg["ledger"].get("release_quorum"), int(cfg["num_hospitals"]))
     check_model(cfg["model"]["name"], cfg["model"]["hidden"])
+    check_dp_off_settings(cfg["privacy"])
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     hospitals = load_hospitals(cfg["dataset"], int(cfg["num_hospitals"]), int(cfg["seed"]))

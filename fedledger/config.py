@@ -145,6 +145,18 @@ class PrivacyConfig:
             raise ValueError(f"privacy.max_grad_norm must be > 0, got {self.max_grad_norm}")
 
 
+def check_dp_off_settings(privacy: Mapping[str, Any]) -> None:
+    """With DP off, a noise or epsilon setting would be recorded and never applied: a study that reads as private."""
+    if privacy.get("enabled"):
+        return
+    unused = [k for k in ("noise_multiplier", "target_epsilon") if privacy.get(k) is not None]
+    if unused:
+        raise ValueError(
+            f"privacy.{unused[0]}={privacy[unused[0]]} with privacy.enabled=false trains without DP: "
+            "set privacy=target_eps or privacy=fixed_noise (or privacy.enabled=true), or drop it"
+        )
+
+
 def check_noise_source(value: object, setting: str = "privacy.noise_source") -> str:
     """``value`` if it names a noise source; a misspelled one fails here, before any training."""
     if value not in NOISE_SOURCES:

@@ -111,6 +111,13 @@ def test_a_model_width_no_model_uses_is_refused(overrides, message, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_an_epsilon_with_dp_off_is_refused_not_recorded(tmp_path):
+    cfg = composed(["ledger=none", "privacy=off", "privacy.target_epsilon=1"])
+    with pytest.raises(ValueError, match="privacy.target_epsilon=1.0 with privacy.enabled=false trains without DP"):
+        prepare_study(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_budget_for_no_hospital_of_the_study_is_refused(tmp_path):
     # arrange: the hospitals are hospital_0..hospital_3; 'hospital1' would leave hospital_1 on the default budget
     cfg = composed(["ledger=none", "encryption=off", "+budgets.hospital1=1.5"])
