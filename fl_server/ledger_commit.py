@@ -190,9 +190,9 @@ class LedgerCommit(StrategyWrapper):
         cap = self._caps.get(address)
         if cap is None:
             info = self.client.read_hospital(from_hex(self.study_id), address)
-            cap = info.max_samples
-            if info.status == "consented":
-                self._caps[address] = cap
+            if info.status != "consented":  # recordRound would refuse it whatever its count
+                raise CommitmentRejected(f"{hospital} is '{info.status}' on chain, not consenting")
+            cap = self._caps[address] = info.max_samples
         if num_examples > cap:
             raise CommitmentRejected(
                 f"{SAMPLE_COUNT_ABOVE_CAP}: {hospital} claims {num_examples} samples, "
