@@ -17,8 +17,7 @@ from rich.console import Console
 
 from coordinator.study_setup import PreparedStudy, prepare_study
 from fedledger.study_spec import STUDY_ENV
-from fl_client.data import DataWarning, HospitalData
-from fl_server.intervals import with_intervals
+from fl_client.data import DataWarning
 from fl_server.results import merge_results, read_results
 
 console = Console()
@@ -110,8 +109,7 @@ def run_simulated_study(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             from experiments.release import release_checkpoints
 
             release_checkpoints(prepared)
-        rounds = auc_intervals(read_results(results_path).get("rounds", []), prepared.hospitals)
-        results = merge_results(results_path, rounds=rounds, baselines=baselines, wall_time_s=time.perf_counter() - t0)
+        results = merge_results(results_path, baselines=baselines, wall_time_s=time.perf_counter() - t0)
     finally:
         prepared.close()
 
@@ -125,15 +123,6 @@ def run_simulated_study(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         results = merge_results(run_dir / "results.json", audit=verdict)
     print_summary(read_results(run_dir / "results.json"))
     return results
-
-
-def auc_intervals(rounds: list[dict[str, Any]], hospitals: list[HospitalData]) -> list[dict[str, Any]]:
-    """Each hospital's ``auc-ci`` where the simulation knows its test split's positives (the aggregator does not)."""
-    positives = {h.hospital_id: int(h.y_test.sum()) for h in hospitals}
-    return [
-        {**r, "per_hospital": {h: with_intervals(m, positives.get(h)) for h, m in r.get("per_hospital", {}).items()}}
-        for r in rounds
-    ]
 
 
 def _interval(value: float | None, ci: list[float] | None) -> str:

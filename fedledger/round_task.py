@@ -222,6 +222,8 @@ class EvaluationReport:
     ``release-signer``; a study with a ledger): the hospital's EIP-712
     ModelRelease signature over the hash of the checkpoint as it would be
     released (fedledger.release_attestation), hex strings as they travel.
+    ``num_positives`` (metrics key ``num-positives``, optional): positives in
+    the test split, which the AUC's confidence interval needs (fl_server/intervals.py).
     """
 
     loss: float
@@ -230,6 +232,7 @@ class EvaluationReport:
     auc: float | None
     hospital: str | None = None
     release: dict[str, str] | None = None
+    num_positives: int | None = None
 
     def to_wire(self) -> tuple[dict[str, WireValue], dict[str, WireValue]]:
         """(metrics, info)."""
@@ -240,6 +243,8 @@ class EvaluationReport:
             "auc": self.auc if self.auc is not None else 0.0,
             "auc-defined": int(self.auc is not None),
         }
+        if self.num_positives is not None:
+            metrics["num-positives"] = self.num_positives
         info: dict[str, WireValue] = {"hospital": self.hospital} if self.hospital is not None else {}
         return metrics, {**info, **(self.release or {})}
 
@@ -251,13 +256,18 @@ class EvaluationReport:
         auc = _float("auc", metrics["auc"]) if metrics.get("auc") is not None else None
         if auc is not None and (math.isnan(auc) or _int("auc-defined", metrics.get("auc-defined", 1)) == 0):
             auc = None
+        num_examples = _int("num-examples", metrics["num-examples"])
+        positives = _int("num-positives", metrics["num-positives"]) if "num-positives" in metrics else None
+        if positives is not None and not 0 <= positives <= num_examples:
+            raise RoundMessageError(f"num-positives must be in 0..{num_examples}, got {positives}")
         return cls(
             loss=_float("loss", metrics["loss"]),
             accuracy=_float("accuracy", metrics["accuracy"]),
-            num_examples=_int("num-examples", metrics["num-examples"]),
+            num_examples=num_examples,
             auc=auc,
             hospital=_str("hospital", info["hospital"]) if "hospital" in info else None,
             release={k: _str(k, info.get(k)) for k in RELEASE_KEYS} if RELEASE_KEYS[1] in info else None,
+            num_positives=positives,
         )
 
 

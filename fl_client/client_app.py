@@ -312,5 +312,6 @@ def evaluate_global(msg: Message, context: Context) -> Message:
         auc=float(res.auc) if res.auc is not None else None,
         hospital=settings.hospital_id,
         release=release,
+        num_positives=int(data.y_test.sum()),
     )
     return Message(content=_report(report.to_wire()), reply_to=msg)

@@ -84,7 +84,9 @@ class EvaluationResult:
     def rows(self) -> dict[str, dict[str, Any]]:
         """Per hospital, as the round outcome reports it (results.json ``per_hospital``), with 95% intervals."""
         return {
-            h: with_intervals({"loss": r.loss, "accuracy": r.accuracy, "auc": r.auc, "num-examples": r.num_examples})
+            h: with_intervals(
+                {"loss": r.loss, "accuracy": r.accuracy, "auc": r.auc, "num-examples": r.num_examples}, r.num_positives
+            )
             for h, r in self.per_hospital.items()
         }
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import pytest
 from rich.console import Console
 
 from experiments import plots
-from experiments.simulation import RUN_SIMULATION_DEPRECATED, auc_intervals, quiet_flower
-from fedledger.round_task import EvaluationReport
-from fl_client.data import HospitalData
+from experiments.simulation import RUN_SIMULATION_DEPRECATED, quiet_flower
+from fedledger.round_task import EvaluationReport, RoundMessageError
 from fl_server.intervals import hanley_mcneil, wilson, with_intervals
 from fl_server.progress import RoundTable
 from fl_server.round_protocol import RoundOutcome
@@ -45,17 +43,22 @@ def test_each_hospitals_results_row_carries_its_intervals():
     )
     # act
     rows = result.rows()
-    # assert: accuracy intervals from the reports alone; the AUC's needs the positives, which the aggregator lacks
+    # assert: accuracy intervals from the reports alone; no AUC interval without the reported positives
     assert [round(v, 4) for v in rows["a"]["accuracy-ci"]] == [0.584, 0.9193]
     assert rows["b"]["accuracy-ci"][1] == 1.0 and rows["a"]["auc-ci"] is None
 
 
-def test_the_simulation_adds_auc_intervals_from_the_test_splits_it_knows():
-    y_test = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], dtype=np.float32)
-    data = HospitalData("a", np.zeros((2, 1)), np.array([0, 1]), np.zeros((25, 1)), y_test, ["x"])
-    rounds = [{"round": 1, "per_hospital": {"a": with_intervals({"accuracy": 0.8, "auc": 0.9, "num-examples": 25})}}]
-    row = auc_intervals(rounds, [data])[0]["per_hospital"]["a"]
-    assert row["num-positives"] == 10 and round(row["auc-ci"][0], 4) == 0.7604
+def test_a_hospital_reports_its_positives_and_the_aggregator_gives_the_auc_interval():
+    # arrange: a report with 10 positives out of 25 test patients, through the wire
+    sent = EvaluationReport(loss=0.3, accuracy=0.8, num_examples=25, auc=0.9, hospital="a", num_positives=10)
+    metrics, info = sent.to_wire()
+    # act
+    received = EvaluationReport.from_wire(metrics, info)
+    row = EvaluationResult({"a": received}).rows()["a"]
+    # assert: Hanley-McNeil with 10 positives, 15 negatives; a count beyond the split is refused
+    assert metrics["num-positives"] == 10 and row["num-positives"] == 10 and round(row["auc-ci"][0], 4) == 0.7604
+    with pytest.raises(RoundMessageError, match="num-positives must be in 0..25, got 26"):
+        EvaluationReport.from_wire({**metrics, "num-positives": 26}, info)
 
 
 def outcome(per_hospital: dict) -> RoundOutcome:
