@@ -14,12 +14,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 from flwr.app import Message, RecordDict
+from rich.console import Console
 
 from fedledger.round_task import Record, RoundTask
 from fedledger.wire import ModelPayload, encode
 from fl_client.client_app import evaluate_global, train
 from fl_client.models import build_model, get_arrays
+from ledger.audit.follow import refusal_alerts
 from ledger.audit.refusals import store_refusals
 from tests.test_aggregate_bounds import N_PARAMS, headroom, hostile_blob, keys, task_identity  # noqa: F401
 
@@ -128,6 +131,7 @@ def run_study(tmp_path: Path, keys_, tamper=None):
     return outcomes, store
 
 
+@pytest.mark.slow
 def test_one_crafted_ciphertext_neither_destroys_the_study_nor_goes_unnamed(tmp_path, keys):
     _, sec, _ = keys
     honest, _ = run_study(tmp_path / "honest", keys)
@@ -146,6 +150,11 @@ def test_one_crafted_ciphertext_neither_destroys_the_study_nor_goes_unnamed(tmp_
     assert sorted(r.hospital for r in refusals) == ["h1", "h2", "h3", "h4"]
     assert "round 3: hospital h1 refused round 2's aggregate" in refusals[0].notice()
     assert attacked[ATTACK_ROUND].refusals and attacked[ATTACK_ROUND].refusals[0]["aggregate_round"] == ATTACK_ROUND
+    console = Console(record=True, width=300)
+    assert refusal_alerts(tmp_path / "attacked", set(), console) == 4  # --follow: one ALERT per hospital
+    assert "ALERT round 3 hospital h2 refused round 2's aggregate and trained from its last accepted model: " in (
+        console.export_text()
+    )
     # the study recovers: the final accuracy is near the honest study's
     final_honest, final_attacked = honest[-1].metrics["accuracy"], attacked[-1].metrics["accuracy"]
     print(f"final accuracy: honest {final_honest:.3f}, attacked {final_attacked:.3f}")
