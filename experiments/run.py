@@ -17,7 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.failures import stop_on_data_error, take_verbose_flag
+from experiments.failures import remove_if_empty, stop_on_data_error, take_verbose_flag
 from fedledger.config import register_schemas
 from fl_client.data import DataError
 
@@ -34,6 +34,9 @@ def main(cfg: DictConfig) -> float:
         results = run_simulated_study(resolved, run_dir)
     except DataError as exc:  # the user's input, named in the message: one line (--verbose: the traceback)
         stop_on_data_error(exc, run_dir)
+    except BaseException:  # any other failure keeps its traceback, and leaves no empty run folder either
+        remove_if_empty(run_dir)
+        raise
     audit = results.get("audit")
     if audit is not None and not audit.get("ok", False):
         sys.exit(2)

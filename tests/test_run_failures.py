@@ -60,3 +60,16 @@ def test_the_verbose_flag_is_taken_out_of_hydras_arguments(monkeypatch):
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     argv = ["run.py", "--verbose", "seed=1"]
     assert take_verbose_flag(argv) and argv == ["run.py", "seed=1"] and os.environ["HYDRA_FULL_ERROR"] == "1"
+
+
+def test_any_other_set_up_failure_keeps_its_message_and_leaves_no_folder(tmp_path):
+    # arrange: a release quorum larger than the study's 4 hospitals, refused before anything is written
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    args = ["ledger=none", "encryption=off", "ledger.release_quorum=9", f"hydra.run.dir={tmp_path / 'out'}"]
+    # act
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.run", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    # assert
+    assert done.returncode != 0 and "release_quorum must be between 1 and the 4 hospitals, got 9" in done.stderr
+    assert not (tmp_path / "out").exists()
