@@ -25,6 +25,7 @@ from fedledger.config import (
     release_quorum,
 )
 from fedledger.config_keys import check_hospital_keys, check_known_settings
+from fedledger.dp.plan import check_study_delta
 from fedledger.files import save_npz
 from fedledger.hashing import model_hash, sha256, to_hex
 from fedledger.protocol import protocol_hash
@@ -96,6 +97,8 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
     hospitals = load_hospitals(cfg["dataset"], int(cfg["num_hospitals"]), int(cfg["seed"]))
     policies = policies_by_hospital(cfg.get("hospital_policies") or {}, [h.hospital_id for h in hospitals])
     check_hospital_keys("budgets", cfg.get("budgets") or {}, [h.hospital_id for h in hospitals])
+    if cfg["privacy"].get("enabled"):  # delta below 1/n for every hospital (else each refuses privacy-delta-invalid)
+        check_study_delta(cfg["privacy"].get("delta"), {h.hospital_id: h.n_train for h in hospitals})
     n_features = hospitals[0].X_train.shape[1]
     model = build_model(cfg["model"]["name"], n_features, int(cfg["model"]["hidden"]), seed=int(cfg["seed"]))
     initial = get_arrays(model)

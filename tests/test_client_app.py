@@ -102,6 +102,14 @@ def test_spent_budget_gives_a_refusal_reply_not_a_crash(initial):
     assert refusal["code"] == "budget-exceeded" and "budget" in refusal["reason"]
 
 
+def test_a_delta_not_below_one_over_n_is_refused_by_name(initial):
+    # issue 19 item 6: delta 0.5 is above 1/n for the hospital's ~140 records (PRV reported a negative epsilon)
+    privacy = {"enabled": True, "noise_multiplier": 1.0, "delta": 0.5, "max_grad_norm": 1.0, "accountant": "prv"}
+    reply = train(task(initial, round_config(to_hex(model_hash(initial)), privacy)), context(node_config()))
+    refusal = reply.content.config_records["refusal"]
+    assert refusal["code"] == "privacy-delta-invalid" and "not below 1/n" in refusal["reason"]
+
+
 def test_evaluation_reports_metrics_on_the_hospital_test_split(initial):
     reply = evaluate_global(
         task(initial, round_config(to_hex(model_hash(initial))), "evaluate"), context(node_config())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -93,3 +95,20 @@ def test_a_hospital_refuses_to_account_at_delta_one_half():
 
 def test_a_delta_just_below_one_over_n_is_accepted():
     assert check_delta(0.99 / 40, 40) == 0.99 / 40
+
+
+def test_a_study_whose_delta_is_not_below_one_over_n_stops_at_set_up_naming_the_hospital(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from coordinator.study_setup import prepare_study
+    from fedledger.config import register_schemas
+
+    register_schemas()
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["ledger=none", "privacy.delta=0.5"])
+    cfg = OmegaConf.to_container(cfg, resolve=True)
+
+    with pytest.raises(DeltaError, match=r"hospital_0: privacy.delta=0.5 is not below 1/n"):
+        prepare_study(cfg, tmp_path / "run")

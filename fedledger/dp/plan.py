@@ -18,13 +18,21 @@ default delta.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from fedledger.config import PrivacyConfig
 from fedledger.dp.epsilon import History, compute_epsilon, derive_noise_multiplier, history_plus
 
-__all__ = ["DPPlan", "DeltaError", "check_delta", "committed_epsilons", "default_delta", "dp_plan"]
+__all__ = [
+    "DPPlan",
+    "DeltaError",
+    "check_delta",
+    "check_study_delta",
+    "committed_epsilons",
+    "default_delta",
+    "dp_plan",
+]
 
 
 class DeltaError(ValueError):
@@ -52,6 +60,17 @@ def check_delta(delta: float, n_records: int) -> float:
             f"below 1/n (or leave it unset for min(1e-5, 1/(10 n)))"
         )
     return float(delta)
+
+
+def check_study_delta(delta: float | None, records: Mapping[str, int]) -> None:
+    """A configured delta against every hospital's record count, at set-up: each would refuse round 1 otherwise."""
+    if delta is None:
+        return
+    for hospital, n in records.items():
+        try:
+            check_delta(float(delta), n)
+        except DeltaError as exc:
+            raise DeltaError(f"{hospital}: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -56,10 +56,11 @@ def group_status(checks: dict[str, str], group: tuple[str, ...]) -> str | None:
 def _recomputed_line(j: dict[str, Any]) -> str:
     """Each hospital's last epsilon recomputed from the registered protocol next to the one it committed."""
     parts = []
-    for addr, table in ((j.get("epsilon_accounting") or {}).get("recomputed") or {}).items():
+    recomputed = (j.get("epsilon_accounting") or {}).get("recomputed") or {}
+    for addr, h in j["hospitals"].items():
+        table = recomputed.get(addr)
         if table:
             last = max(table, key=int)
-            h = j["hospitals"].get(addr) or {}
             committed = (h.get("epsilon") or {}).get(last)
             shown = "-" if committed is None else f"{committed:.3f}"
             parts.append(f"{_short(h.get('label') or addr)} {table[last]:.3f}/{shown}")
