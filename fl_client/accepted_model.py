@@ -1,8 +1,8 @@
 """The last global model a hospital accepted: what it falls back to when an aggregate fails the bounds.
 
-Kept next to the DP accountant's state (``state_dir/accepted_global.npz``,
-else Flower's per-node context state), with the round whose global model it
-is (0: the registered initial model). Every honest hospital that trained in
+Kept next to the DP accountant's state (``state_dir/accepted_global_<study
+id>.npz``, else Flower's per-node context state), per study, with the round
+whose global model it is (0: the registered initial model). Every honest hospital that trained in
 the same rounds holds the same one, so with ``on_bad_aggregate=keep-previous``
 they all train the next round from the same model.
 """
@@ -20,8 +20,8 @@ from fedledger.files import load_npz, save_npz
 from fedledger.model_io import flatten
 from fl_client.settings import HospitalSettings
 
-ARRAYS_KEY = "accepted-global"
-META_KEY = "accepted-global-meta"
+ARRAYS_KEY = "accepted-global-"  # + the study id
+META_KEY = "accepted-global-meta-"
 ROUND_ENTRY = "__round__"
 
 
@@ -37,31 +37,33 @@ class AcceptedModel:
         return flatten(self.arrays)
 
 
-def _file(settings: HospitalSettings) -> Path | None:
-    return Path(settings.state_dir) / "accepted_global.npz" if settings.state_dir else None
+def _file(settings: HospitalSettings, study_id: str) -> Path | None:
+    return Path(settings.state_dir) / f"accepted_global_{study_id.lower()}.npz" if settings.state_dir else None
 
 
-def save(settings: HospitalSettings, context: Context, accepted: AcceptedModel) -> None:
+def save(settings: HospitalSettings, context: Context, study_id: str, accepted: AcceptedModel) -> None:
     """Persist the accepted model (state file and context state), before the reply leaves the hospital."""
-    context.state.array_records[ARRAYS_KEY] = ArrayRecord(
+    context.state.array_records[ARRAYS_KEY + study_id.lower()] = ArrayRecord(
         array_dict={k: Array(np.ascontiguousarray(v)) for k, v in accepted.arrays.items()}
     )
-    context.state.config_records[META_KEY] = ConfigRecord({"meta": json.dumps({"round": accepted.round})})
-    path = _file(settings)
+    meta = ConfigRecord({"meta": json.dumps({"round": accepted.round})})
+    context.state.config_records[META_KEY + study_id.lower()] = meta
+    path = _file(settings, study_id)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_npz(path, {**accepted.arrays, ROUND_ENTRY: np.array(accepted.round, dtype=np.int64)})
 
 
-def load(settings: HospitalSettings, context: Context) -> AcceptedModel | None:
-    """The last accepted model (state file first, else context state); None when this hospital holds none."""
-    path = _file(settings)
+def load(settings: HospitalSettings, context: Context, study_id: str) -> AcceptedModel | None:
+    """The study's last accepted model (state file first, else context state); None when this hospital holds none."""
+    path = _file(settings, study_id)
     if path is not None and path.exists():
         arrays = load_npz(path)
         r = int(arrays.pop(ROUND_ENTRY))
         return AcceptedModel(r, arrays)
-    if ARRAYS_KEY in context.state.array_records and META_KEY in context.state.config_records:
-        record = context.state.array_records[ARRAYS_KEY]
-        meta = json.loads(str(context.state.config_records[META_KEY]["meta"]))
+    arrays_key, meta_key = ARRAYS_KEY + study_id.lower(), META_KEY + study_id.lower()
+    if arrays_key in context.state.array_records and meta_key in context.state.config_records:
+        record = context.state.array_records[arrays_key]
+        meta = json.loads(str(context.state.config_records[meta_key]["meta"]))
         return AcceptedModel(int(meta["round"]), {k: record[k].numpy() for k in record})
     return None

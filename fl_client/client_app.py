@@ -189,7 +189,7 @@ def _model_to_train(
     try:
         return _received_model(msg, settings, task, model, context), None
     except BadAggregate as bad:
-        held = accepted_model.load(settings, context) if task.on_bad_aggregate == KEEP_PREVIOUS else None
+        held = accepted_model.load(settings, context, task.study_id) if task.on_bad_aggregate == KEEP_PREVIOUS else None
         if held is None:
             if task.on_bad_aggregate == KEEP_PREVIOUS:
                 raise BadAggregate(bad.code, f"{bad.reason}; no accepted global model held to fall back to") from None
@@ -228,7 +228,9 @@ def train(msg: Message, context: Context) -> Message:
         return _refuse(msg, settings.hospital_id, _budget_refusal(exc, settings, policy))
 
     if bad is None:
-        accepted_model.save(settings, context, accepted_model.AcceptedModel(task.server_round - 1, received))
+        accepted_model.save(
+            settings, context, task.study_id, accepted_model.AcceptedModel(task.server_round - 1, received)
+        )
     tcfg = TrainConfig(
         local_epochs=task.local_epochs,
         batch_size=task.batch_size,

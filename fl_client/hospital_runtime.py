@@ -114,7 +114,7 @@ def decrypt_checked(
 
     weight = int(payload.total_weight)  # checked a positive whole number before the hash was compared
     flat, wrap = decrypt_aggregate(secret_context(settings), payload.ciphertexts, n_params, weight)
-    held = accepted_model.load(settings, context)
+    held = accepted_model.load(settings, context, task.study_id)
     previous = held.flat if held is not None and held.flat.size == flat.size else None
     apart = global_round - held.round if held is not None else 1
     return flat, check_aggregate(flat, wrap, previous, task, weight, apart)

@@ -324,3 +324,18 @@ def test_stop_refuses_the_task(keys, round1):
     refusal = train(message(payload, cfg), ctx).content.config_records["refusal"]
 
     assert refusal["code"] == AGGREGATE_STEP_TOO_LARGE and "last accepted global model" in refusal["reason"]
+
+
+def test_the_accepted_model_is_kept_per_study_in_the_state_dir(tmp_path):
+    from fl_client import accepted_model
+    from fl_client.settings import from_node_config
+
+    settings = from_node_config(node_config("unused", **{"state-dir": str(tmp_path)}))
+    ctx = Context(run_id=1, node_id=3, node_config={}, state=RecordDict(), run_config={})
+    model = {"b": np.array([0.5]), "w": np.array([1.0, -2.0])}
+    accepted_model.save(settings, ctx, "0x" + "11" * 32, accepted_model.AcceptedModel(3, model))
+
+    fresh = Context(run_id=1, node_id=3, node_config={}, state=RecordDict(), run_config={})  # a restarted process
+    held = accepted_model.load(settings, fresh, "0x" + "11" * 32)
+    assert held is not None and held.round == 3 and list(held.flat) == [0.5, 1.0, -2.0]
+    assert accepted_model.load(settings, fresh, "0x" + "22" * 32) is None  # another study's state is not this one's
