@@ -14,7 +14,8 @@ Two halves:
 Modules: ``records`` (the typed views), ``rpc_reader`` (logs, calldata and
 block times over JSON-RPC), ``events`` (the study's view from them),
 ``signatures`` (off-chain signer recovery), ``chain_checks``,
-``merkle_checks``, ``store`` (the artifact store, read-only), ``artifacts``
+``merkle_checks``, ``epsilon_checks`` (each committed epsilon against the one
+the registered protocol gives), ``store`` (the artifact store, read-only), ``artifacts``
 (the store against the chain), ``resum`` (the CKKS re-sum), ``checkpoints``,
 ``result`` (findings and the JSON verdict), ``auditor`` (:func:`audit`),
 ``report`` (terminal, JSON, HTML), ``run_dir`` (entry points), ``follow``
