@@ -12,6 +12,10 @@ under the study key) and bit flips inside coefficients or the seed (CKKS is
 malleable: a flip either pushes a coefficient over the prime and is rejected,
 or yields another well-formed ciphertext). Authenticity of both comes from the
 hospital's signed commitment over ciphertexts_hash, not from the parser.
+Nor can parsing see values: a well-formed ciphertext built with SEAL directly,
+beyond the sender's headroom or wrapping modulo q, parses and sums; the
+hospitals hold the decrypted aggregate to public bounds instead
+(tests/test_aggregate_bounds.py, docs/ENCRYPTION.md "Bounded influence").
 """
 
 from __future__ import annotations
