@@ -66,8 +66,12 @@ def honest_epsilons(config: dict, n: int) -> list[float]:
     return [float(train_local(model, X, y, tcfg, r, privacy).epsilon) for r in range(ROUNDS)]
 
 
-def record_study(ledger, tmp: Path, reported: dict[int, list[float]], tag: bytes) -> SimpleNamespace:
-    """Register the protocol as configHash, record 3 rounds of the hospitals' commitments; store = study.json."""
+def record_study(
+    ledger, tmp: Path, reported: dict[int, list[float]], tag: bytes, counts: list[tuple[int, ...]] | None = None
+) -> SimpleNamespace:
+    """Register the protocol as configHash, record a round of the hospitals' commitments per entry of ``counts``
+    (default: ``COUNTS`` for 3 rounds); store = study.json."""
+    counts = counts or [COUNTS] * ROUNDS
     chain, client = ledger.chain, ledger.client
     accounts = chain.funded_accounts[2 : 2 + len(COUNTS)]
     study_id = sha256(b"epsilon-audit" + tag)
@@ -82,14 +86,14 @@ def record_study(ledger, tmp: Path, reported: dict[int, list[float]], tag: bytes
         chain, client, study_id, init, b"\x00" * 32, accounts, 10.0, config_hash=protocol_hash(round_task(spec))
     )
     prev = init
-    for r in range(1, ROUNDS + 1):
+    for r, round_counts in enumerate(counts, start=1):
         cs = [
             RoundCommitment(study_id, r, prev, sha256(bytes([r, i])), n, epsilon_to_micro(reported[i][r - 1]))
-            for i, n in enumerate(COUNTS)
+            for i, n in enumerate(round_counts)
         ]
         sigs = [sign_commitment(a, client.domain(), c) for a, c in zip(accounts, cs)]
         agg = sha256(b"aggregate" + bytes([r]) + tag)
-        client.record_round(study_id, r, prev, agg, sum(COUNTS), cs, sigs, sender=chain.aggregator)
+        client.record_round(study_id, r, prev, agg, sum(round_counts), cs, sigs, sender=chain.aggregator)
         prev = agg
     store = tmp / tag.decode()
     store.mkdir()
@@ -186,3 +190,18 @@ def test_a_spec_that_does_not_hash_to_the_config_hash_is_not_trusted(cheating, t
     (skip,) = accounting(result)
     assert skip.skipped and "not to the chain's configHash" in skip.message
     assert result.meta["epsilon_accounting"]["status"] == "skipped"
+
+
+def test_a_count_that_puts_delta_at_one_over_n_fails_naming_round_and_hospital(ledger, honest_figures, tmp_path):
+    # arrange: from round 2 hospital_2 claims 200,000 records (the registered delta 1e-5 is then >= 1/n;
+    # its epsilon would have been far lower too)
+    first = honest_figures[2][0]
+    reported = {**honest_figures, 2: [first, first + 0.01, first + 0.02]}  # the contract refuses a decrease
+    inflated = [COUNTS, (113, 114, 200_000, 113)]
+    study = record_study(ledger, tmp_path, reported, b"inflated", counts=inflated)
+    # act
+    result = A.audit(copy.deepcopy(study.view), study.store)
+    # assert: named once, where it started; the others pass
+    failed = [f for f in accounting(result) if not f.ok]
+    assert [(f.round, f.hospital) for f in failed] == [(2, study.hospitals[2])]
+    assert "200000 samples" in failed[0].message and "not below 1/n" in failed[0].message
