@@ -319,3 +319,24 @@ def test_a_target_rule_that_matches_nothing_shows_the_values_seen(tmp_path):
         ),
     ):
         _load(_study(tmp_path, {"a": text, "b": text}, schema=schema))
+
+
+def test_the_bad_values_of_every_hospital_file_are_named_in_one_error(tmp_path):
+    # arrange: hospital a has a non-number at line 3, hospital b one at line 2, hospital c is fine
+    bad_a = "age,cp,num,note\n40,1,0,a\nforty,2,1,b\n"
+    bad_b = "age,cp,num,note\nfifty,1,0,a\n50,2,1,b\n"
+    # act
+    with pytest.raises(NonNumericValueError) as exc:
+        _load(_study(tmp_path, {"a": bad_a, "b": bad_b, "c": GOOD}))
+    # assert: one error of the common class, both files and cells named, one problem per file
+    message = str(exc.value)
+    assert message.startswith("2 of the study's 3 hospital files have errors: ")
+    assert "a.csv: 1 unreadable" in message and "line 3 'forty'" in message
+    assert "b.csv: 1 unreadable" in message and "line 2 'fifty'" in message
+    assert len(exc.value.problems) == 2
+
+
+def test_different_errors_in_different_files_are_one_data_error(tmp_path):
+    with pytest.raises(DataError, match=r"2 of the study's 2 hospital files.*missing column.*\| .*ghost") as exc:
+        _load(_study(tmp_path, {"a": "age,num,note\n40,0,a\n", "ghost": None}))
+    assert type(exc.value) is DataError

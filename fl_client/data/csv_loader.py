@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 
 from .breast_cancer import DEFAULTS as BC_DEFAULTS
-from .csv_problems import BadValues, case_hint, seen_labels
+from .csv_problems import BadValues, case_hint, one_error, seen_labels
 from .csv_schema import CsvSchema, canon, load_schema
 from .errors import (
     ConfigError,
     CsvFormatError,
+    DataError,
     EmptyFileError,
     MissingColumnError,
     MissingFileError,
@@ -292,12 +293,18 @@ def load_csv_hospitals(cfg: Mapping[str, Any], num_hospitals: int, seed: int) ->
     """Every hospital of the study; a target rule that gives one class across all of them is
     refused with the values the files actually hold."""
     schema, entries, tf = _csv_cfg(cfg, num_hospitals)
-    out, labels = [], Counter[str]()
+    out, labels, errors = [], Counter[str](), []
     for i, (hid, p) in enumerate(entries):
-        path = resolve_path(p, cfg.get("base_dir"), what=f"data file of hospital {hid!r}")
-        data, seen = _load_csv(schema, path, hid, seed, i, tf)
+        try:  # every file is checked, so one run names the problems of all of them
+            path = resolve_path(p, cfg.get("base_dir"), what=f"data file of hospital {hid!r}")
+            data, seen = _load_csv(schema, path, hid, seed, i, tf)
+        except DataError as exc:
+            errors.append(exc)
+            continue
         out.append(data)
         labels.update(seen)
+    if errors:
+        raise one_error(errors, len(entries))
     classes = sorted({c for h in out for c in h.classes_present})
     if len(classes) == 1:
         matched = "every" if classes == [1] else "no"

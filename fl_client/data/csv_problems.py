@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InvalidValuesError, NonNumericValueError, UnknownCategoryError
+from .errors import DataError, InvalidValuesError, NonNumericValueError, UnknownCategoryError
 
 SHOWN_PER_COLUMN = 5  # cells quoted per column; the rest are counted
 SHOWN_LABELS = 8  # distinct target values quoted when a rule matched nothing
@@ -94,3 +94,15 @@ def case_hint(rule_values: tuple, counts: Counter[str]) -> str:
     if not near:
         return ""
     return f" (labels compare exactly, case included: did you mean {', '.join(repr(v) for v in near)}?)"
+
+
+def one_error(errors: list[DataError], files: int) -> DataError:
+    """The errors of several hospital files as one: their common class (else DataError), every message."""
+    if len(errors) == 1:
+        return errors[0]
+    kinds = {type(e) for e in errors}
+    kind = kinds.pop() if len(kinds) == 1 else DataError
+    message = f"{len(errors)} of the study's {files} hospital files have errors: " + " | ".join(map(str, errors))
+    if issubclass(kind, InvalidValuesError):
+        return kind(message, tuple(p for e in errors for p in getattr(e, "problems", ())))
+    return kind(message)
