@@ -47,13 +47,15 @@ def test_secret_kind_tells_keys_from_public_files(keys, tmp_path):
     pem.write_text("-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n")
     manifest = tmp_path / "round_00001.json"
     manifest.write_text(json.dumps({"aggregate_hash": "0x" + "ab" * 32}))
+    source = tmp_path / "scan.py"  # code that mentions a key's marker (a Flower app copy holds the project's source)
+    source.write_text('MARK = b"-----BEGIN PRIVATE KEY-----"\n')
 
     # Act / Assert
     assert secret_kind(keys.secret_context) == "a TenSEAL context with the secret key"
     assert secret_kind(hex_key) == "an Ethereum private key (hex)"
     assert secret_kind(keystore) == "an Ethereum keystore (encrypted private key)"
     assert secret_kind(pem) == "a PEM/OpenSSH private key"
-    for public in (keys.aggregator_context, keys.fingerprint, keys.params, manifest):
+    for public in (keys.aggregator_context, keys.fingerprint, keys.params, manifest, source):
         assert secret_kind(public) is None, public
 
 

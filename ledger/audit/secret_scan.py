@@ -20,6 +20,7 @@ from ledger.audit.result import Finding
 
 CHECK = "secrets"
 HEX_KEY = re.compile(rb"\s*(0x)?[0-9a-fA-F]{64}\s*")
+PEM_KEY = re.compile(rb"(?m)^-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----\r?$")  # a line of its own, not a mention
 HASH_SUFFIXES = (".sha256",)  # a file of this name holds a public hash, written as 64 hex digits
 SMALL = 64 * 1024  # a hex key or a keystore is far smaller
 MAX_CONTEXT = 512 * 1024 * 1024
@@ -59,7 +60,7 @@ def secret_kind(path: Path) -> str | None:
     size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(SMALL)
-    if b"-----BEGIN" in head[:4096] and b"PRIVATE KEY-----" in head[:4096]:
+    if PEM_KEY.search(head[:4096]):
         return "a PEM/OpenSSH private key"
     if size <= SMALL and head.lstrip().startswith(b"{") and _is_keystore(head):
         return "an Ethereum keystore (encrypted private key)"
