@@ -138,3 +138,32 @@ def test_follow_reads_new_manifests_as_they_appear(tmp_path):
     assert refusal_alerts(tmp_path, seen, console) == 1
     assert refusal_alerts(tmp_path, seen, console) == 0  # the same refusal alerts once
     assert "ALERT round 1 hospital hospital_1 refused the task: policy-model-not-allowed" in console.export_text()
+
+
+def test_budget_alert_names_the_hospital_and_the_round_it_crossed(refused):
+    from ledger.audit.follow import _budget_alerts
+
+    study, run = refused
+    result = study.audit(store=run)  # labels learned from the store, as --follow with a store does
+    console = Console(record=True, width=400)
+
+    alerts = _budget_alerts(result, 1e-9, set(), console, planned=None)
+
+    lines = [line for line in console.export_text().splitlines() if "ALERT" in line]
+    assert alerts == len(lines) == 2
+    assert all("crossed 0% of its budget" in line and "in round 1 " in line for line in lines)
+    assert any("hospital hospital_0 (0x" in line for line in lines)
+
+
+def test_a_spend_within_the_registered_target_is_a_notice_not_an_alert(refused):
+    from ledger.audit.follow import _budget_alerts
+
+    study, run = refused
+    result = study.audit(store=run)
+    spent = max(max(e.values()) for e in result.epsilon.values())
+    console = Console(record=True, width=400)
+
+    assert _budget_alerts(result, 1e-9, set(), console, planned=spent) == 0
+    out = console.export_text()
+    assert "ALERT" not in out and out.count("notice") == 2 and f"target epsilon {spent:g}, as planned" in out
+    assert _budget_alerts(result, 1e-9, set(), Console(record=True), planned=spent / 2) == 2  # beyond the plan

@@ -8,9 +8,12 @@ from typing import Any
 
 from fedledger.hashing import to_hex
 from ledger.audit.auditor import audit
+from ledger.audit.epsilon_checks import trusted_protocol
 from ledger.audit.events import read_chain_view
+from ledger.audit.records import ChainView
 from ledger.audit.refusals import RoundRefusal, store_refusals
 from ledger.audit.result import AuditResult, Finding
+from ledger.audit.store import learn_labels
 from ledger.client import LedgerClient
 
 
@@ -45,6 +48,8 @@ def follow(
             polls += 1
             view = read_chain_view(w3, contract, study, from_block=from_block)
             view.notices += _role_notices(client, from_block)
+            if store is not None:
+                learn_labels(view, store)  # alerts name hospitals, not only addresses
             result = audit(view)
             by_round: dict[int | None, list[Finding]] = {}
             for f in result.failures:
@@ -56,7 +61,7 @@ def follow(
                     seen_notices.add(key)
                     alerts += 1
                     console.print(f"[bold red]ALERT[/] study {f.check}: {f.message}")
-            alerts += _budget_alerts(result, alert_share, share_alerted, console)
+            alerts += _budget_alerts(result, alert_share, share_alerted, console, _planned_spend(view, store))
             if store is not None:
                 alerts += refusal_alerts(store, seen_refusals, console)
             for n in view.notices:
@@ -106,22 +111,47 @@ def refusal_alerts(store: Path, seen: set[RoundRefusal], console: Any) -> int:
     return alerts
 
 
-def _budget_alerts(result: AuditResult, alert_share: float, share_alerted: set[str], console: Any) -> int:
-    """Alert once per hospital that has spent ``alert_share`` of its epsilon budget."""
+#: Relative slack on the planned spend: the accountant's own rounding (docs/AUDIT.md, ``accounting``).
+PLANNED_SLACK = 1e-3
+
+
+def _planned_spend(view: ChainView, store: Path | None) -> float | None:
+    """The target epsilon of the registered protocol (from a trusted ``study.json``), if it sets one."""
+    if store is None:
+        return None
+    task, _ = trusted_protocol(view, store)
+    if task is None or not task.privacy.get("enabled") or task.privacy.get("target_epsilon") is None:
+        return None
+    return float(task.privacy["target_epsilon"])
+
+
+def _budget_alerts(
+    result: AuditResult, alert_share: float, share_alerted: set[str], console: Any, planned: float | None = None
+) -> int:
+    """Once per hospital that has spent ``alert_share`` of its epsilon budget, naming the round it crossed it.
+
+    A spend within the registered protocol's target epsilon is the plan, so it is a notice, not an alert.
+    """
     view, alerts = result.view, 0
     for addr, eps in result.epsilon.items():
         hv = view.hospitals.get(addr)
         if not eps or hv is None or hv.budget_micro >= 2**64 - 1 or addr in share_alerted:
             continue
-        spent = max(eps.values())
         budget = hv.budget_micro / 1e6
-        if budget > 0 and spent >= alert_share * budget:
-            share_alerted.add(addr)
-            alerts += 1
-            console.print(
-                f"[bold yellow]ALERT[/] hospital {view.label(addr)} has spent epsilon {spent:.3f}, "
-                f"{spent / budget:.0%} of its budget {budget:.3f}"
-            )
+        crossed = next((r for r in sorted(eps) if budget > 0 and eps[r] >= alert_share * budget), None)
+        if crossed is None:
+            continue
+        share_alerted.add(addr)
+        spent = max(eps.values())
+        what = (
+            f"hospital {view.label(addr)} crossed {alert_share:.0%} of its budget {budget:.3f} in round {crossed} "
+            f"(epsilon {eps[crossed]:.3f}); spent {spent:.3f}, {spent / budget:.0%}"
+        )
+        if planned is not None and spent <= planned * (1 + PLANNED_SLACK):
+            console.print(f"[cyan]notice[/] {what}: within the registered target epsilon {planned:g}, as planned")
+            continue
+        alerts += 1
+        console.print(f"[bold yellow]ALERT[/] {what}")
     return alerts
 
 
