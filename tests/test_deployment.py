@@ -61,6 +61,7 @@ def test_tls_auth_dp_ckks_ledger_three_hospitals_then_audit(tmp_path, deployment
     """3 hospitals, 3 rounds over TLS with SuperNode authentication; DP + CKKS + anvil ledger; the audit passes."""
     from urllib.parse import urlparse
 
+    from ledger.audit.secret_scan import check_secrets
     from tests.deploy_helpers import audit as run_audit
 
     t0 = time.monotonic()
@@ -76,6 +77,11 @@ def test_tls_auth_dp_ckks_ledger_three_hospitals_then_audit(tmp_path, deployment
     )
     # what the aggregator side holds: no hospital secret; each hospital's bundle holds its own
     assert not any(p.name in ("secret.ctx", "eth_key", "auth_key") for p in (study / "keys").rglob("*"))
+    # the study dir is the auditor's copy: no key in it; every key beside it, in <study>.secrets/
+    secrets = Path(f"{study}.secrets")
+    assert [f.ok for f in check_secrets(study)] == [True]
+    assert {"admin_eth_key", "aggregator_eth_key"} <= {p.name for p in (secrets / "keys").iterdir()}
+    assert (secrets / "aggregator" / "tls" / "server.key").is_file() and (secrets / "ca" / "ca.key").is_file()
     assert spec["keys"]["secret_context"] is None and spec["chain"]["contract"]
     for hdir in hospitals_dir(study).iterdir():
         names = {p.name for p in hdir.iterdir()}
@@ -97,6 +103,10 @@ def test_tls_auth_dp_ckks_ledger_three_hospitals_then_audit(tmp_path, deployment
     assert all(p["epsilon"][-1] <= p["budget"] + 1e-9 for p in res["privacy"].values())
     audit = run_audit(study)
     assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
+    verdict = json.loads((study / "audit.json").read_text())
+    assert verdict["checks"]["secrets"] == {"pass": 1, "fail": 0, "skip": 0}  # still no key after the run
+    assert verdict["evidence_scope"]["backend"] == "anvil"  # a chain the coordinator ran, and the audit says so
+    assert "only against the hospitals' signatures" in " ".join(audit.stdout.split())
     print(f"TLS+auth DP/CKKS/ledger deployment study took {time.monotonic() - t0:.0f}s")
 
 
