@@ -205,3 +205,27 @@ def test_a_count_that_puts_delta_at_one_over_n_fails_naming_round_and_hospital(l
     failed = [f for f in accounting(result) if not f.ok]
     assert [(f.round, f.hospital) for f in failed] == [(2, study.hospitals[2])]
     assert "200000 samples" in failed[0].message and "not below 1/n" in failed[0].message
+
+
+def test_the_html_report_shows_delta_accountant_noise_dates_and_expiry(honest):
+    # act
+    result = A.audit(copy.deepcopy(honest.view), honest.store)
+    j = result.to_json()
+    html = render_html(result)
+    # assert: each hospital's accountant settings, as the registered protocol gives them at its count
+    plans = j["epsilon_accounting"]["plans"]
+    assert set(plans) == set(honest.hospitals)
+    plan = plans[honest.hospitals[0]]
+    assert plan["accountant"] == "prv" and plan["delta"] == 1e-5 and plan["noise_multiplier"] > 0.5
+    assert "<th>delta</th><th>accountant</th><th>noise multiplier</th>" in html
+    assert f"<td>1e-05</td><td>prv</td><td>{plan['noise_multiplier']:.4g}</td>" in html
+    # and the study's dates: registration, expiry, each round's block time
+    assert j["registered_at"] > 0 and j["expiry"] > j["registered_at"]
+    assert "<td>registered</td><td>20" in html and "<td>expiry</td><td>20" in html and " UTC</td>" in html
+    assert "<th>recorded</th>" in html
+
+
+def test_a_chain_only_html_report_says_the_accountant_settings_are_not_known(honest):
+    html = render_html(A.audit(copy.deepcopy(honest.view)))
+
+    assert "not known (chain only)" in html

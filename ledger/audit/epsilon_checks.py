@@ -41,12 +41,14 @@ class Accounting:
     status: str  # checked | skipped
     reason: str = ""
     recomputed: dict[str, dict[int, float]] = field(default_factory=dict)  # address -> round -> epsilon
+    plans: dict[str, dict[str, Any]] = field(default_factory=dict)  # address -> delta, accountant, noise, q
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status, "relative_slack": EPSILON_REL_SLACK}
         if self.reason:
             out["reason"] = self.reason
         out["recomputed"] = {a: {str(r): e for r, e in sorted(t.items())} for a, t in self.recomputed.items()}
+        out["plans"] = self.plans
         return out
 
 
@@ -131,4 +133,23 @@ def check_epsilon_accounting(view: ChainView, store_dir: Path | None) -> Account
                     )
                 )
         findings += per_round(CHECK, rv.round, fails, "each committed epsilon is at least the recomputed one")
-    return Accounting(findings, "checked", recomputed=recomputed)
+    return Accounting(findings, "checked", recomputed=recomputed, plans=_plans(privacy, task, counts, broken))
+
+
+def _plans(privacy: PrivacyConfig, task: RoundTask, counts: dict[str, list[int]], broken: set[str]) -> dict[str, Any]:
+    """What each hospital's accountant ran with at its last committed count (the report's delta/accountant/noise)."""
+    from fedledger.dp.plan import dp_plan
+
+    out: dict[str, Any] = {}
+    for h, n in counts.items():
+        if h in broken:
+            continue
+        plan = dp_plan(privacy, n[-1], task.batch_size, task.num_rounds, task.local_epochs)
+        out[h] = {
+            "delta": plan.delta,
+            "accountant": plan.accountant,
+            "noise_multiplier": plan.noise_multiplier,
+            "sample_rate": plan.sample_rate,
+            "max_grad_norm": privacy.max_grad_norm,
+        }
+    return out

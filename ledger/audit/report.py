@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +245,28 @@ def _cell(status: str | None, title: str = "") -> str:
     return f"<td class={cls}{tip}>{ {'pass': 'ok', 'fail': 'FAIL', 'skip': 'skip'}[status] }</td>"
 
 
+def _date(ts: int | None) -> str:
+    """A chain timestamp as a UTC date and time (the report's reader is a person, not a node)."""
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(int(ts), tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _round_dates(j: dict[str, Any]) -> str:
+    stamps = [r["timestamp"] for r in j["rounds"] if r.get("timestamp")]
+    return f"{_date(min(stamps))} to {_date(max(stamps))}" if stamps else "-"
+
+
+def _plan_cells(plan: dict[str, Any]) -> str:
+    """delta, accountant and noise as the registered protocol gives them for this hospital (else unknown)."""
+    if not plan:
+        return "<td title='needs the store: the registered protocol' colspan=3 class=skip>not known (chain only)</td>"
+    return (
+        f"<td>{plan['delta']:.3g}</td><td>{html.escape(str(plan['accountant']))}</td>"
+        f"<td>{plan['noise_multiplier']:.4g}</td>"
+    )
+
+
 def _accounting_html(j: dict[str, Any]) -> list[str]:
     """Each hospital's epsilon recomputed from the registered protocol next to the committed one."""
     acc = j.get("epsilon_accounting") or {}
@@ -280,6 +303,9 @@ def render_html(result: AuditResult | dict[str, Any], alert_share: float | None 
         ("initial model hash", f"<code>{e(j['initial_model_hash'])}</code>"),
         ("CKKS context hash", f"<code>{e(j['context_hash'])}</code>"),
         ("code version", e(str(j.get("code_version", "")))),
+        ("registered", _date(j.get("registered_at"))),
+        ("expiry", _date(j.get("expiry"))),
+        ("rounds recorded", _round_dates(j)),
         ("rounds on chain", str(j["rounds_on_chain"])),
         ("artifact store", "checked" if j["artifacts_checked"] else "not checked (chain only)"),
         ("audit time", f"{j['duration_s']:.2f} s"),
@@ -307,16 +333,18 @@ def render_html(result: AuditResult | dict[str, Any], alert_share: float | None 
     parts.append(f"<img alt='epsilon per hospital' src='{plot_epsilon(j, alert_share)}'>")
     parts.append(
         "<table><tr><th>hospital</th><th>address</th><th>budget</th><th>final epsilon</th><th>share</th>"
-        "<th>consent events (block)</th></tr>"
+        "<th>delta</th><th>accountant</th><th>noise multiplier</th><th>consent events (block)</th></tr>"
     )
+    plans = (j.get("epsilon_accounting") or {}).get("plans") or {}
     for addr, h in j["hospitals"].items():
         budget = h.get("budget")
         share = f"{h['final_epsilon'] / budget:.0%}" if budget else "-"
         ev = ", ".join(f"{x['kind']} ({x['block']})" for x in h["status_events"])
+        plan = plans.get(addr) or {}
         parts.append(
             f"<tr><td>{e(str(h.get('label') or '-'))}</td><td><code>{e(addr)}</code></td>"
             f"<td>{'unbounded' if budget is None else f'{budget:.3f}'}</td><td>{h['final_epsilon']:.3f}</td>"
-            f"<td>{share}</td><td>{e(ev)}</td></tr>"
+            f"<td>{share}</td>{_plan_cells(plan)}<td>{e(ev)}</td></tr>"
         )
     parts.append("</table>")
     parts += _accounting_html(j)
@@ -325,7 +353,7 @@ def render_html(result: AuditResult | dict[str, Any], alert_share: float | None 
     groups = [g for g in GROUPS if any(group_status(r["checks"], GROUPS[g]) for r in j["rounds"])]
     registered = {h.get("label") or a for a, h in j["hospitals"].items()}
     parts.append(
-        "<table><tr><th>round</th><th>block</th><th>participants</th><th>samples</th>"
+        "<table><tr><th>round</th><th>block</th><th>recorded</th><th>participants</th><th>samples</th>"
         + "".join(f"<th title='{e(', '.join(GROUPS[g]))}'>{e(g)}</th>" for g in groups)
         + "<th>verdict</th></tr>"
     )
@@ -335,7 +363,7 @@ def render_html(result: AuditResult | dict[str, Any], alert_share: float | None 
         who = f"{len(took)} of {len(registered)}" + (f" (not: {e(', '.join(absent))})" if absent and took else "")
         parts.append(
             f"<tr><td>{r['round']}</td><td>{r['block'] if r['block'] is not None else '-'}</td>"
-            f"<td title='{e(', '.join(sorted(took)))}'>{who}</td>"
+            f"<td>{_date(r.get('timestamp'))}</td><td title='{e(', '.join(sorted(took)))}'>{who}</td>"
             f"<td>{r['total_samples'] if r['total_samples'] is not None else '-'}</td>"
             + "".join(
                 _cell(

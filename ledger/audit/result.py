@@ -143,6 +143,7 @@ class AuditResult:
             "initial_model_hash": to_hex(v.initial_model_hash),
             "context_hash": to_hex(v.context_hash),
             "expiry": v.expiry,
+            "registered_at": v.registered_at,
             "rounds_on_chain": len(v.rounds),
             "last_round": v.last_round,
             "artifacts_checked": self.artifacts,
