@@ -22,6 +22,7 @@ from fedledger.config import (
     check_model,
     check_noise_source,
     check_on_bad_aggregate,
+    check_selection,
     release_quorum,
 )
 from fedledger.config_keys import check_hospital_keys, check_known_settings
@@ -91,6 +92,7 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
     )
     release_quorum(cfg["ledger"].get("release_quorum"), int(cfg["num_hospitals"]))
     check_model(cfg["model"]["name"], cfg["model"]["hidden"])
+    check_selection(cfg["strategy"], cfg["dataset"].get("validation_fraction"))
     check_dp_off_settings(cfg["privacy"])
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)

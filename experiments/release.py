@@ -31,7 +31,8 @@ from fl_server.artifact_store import ArtifactStore
 log = logging.getLogger("fedledger.release")
 
 
-def release_checkpoints(prepared: PreparedStudy) -> list[int]:
+def release_checkpoints(prepared: PreparedStudy) -> dict[int, str]:
+    """Write each round's checkpoint; return the rounds released on chain with the hash released."""
     spec = prepared.spec
     store = ArtifactStore(Path(spec["run_dir"]))
     template = load_npz(spec["initial_model"])
@@ -50,7 +51,7 @@ def release_checkpoints(prepared: PreparedStudy) -> list[int]:
             prepared.chain.admin,
             deploy_block=int(spec["chain"].get("deploy_block", 0)),
         )
-    released = []
+    released: dict[int, str] = {}
     for r in store.round_numbers():
         manifest = store.read_round(r)
         if manifest["encrypted"]:
@@ -62,9 +63,10 @@ def release_checkpoints(prepared: PreparedStudy) -> list[int]:
             store.write_checkpoint(r, arrays)
         else:
             arrays = store.read_checkpoint(r)
-        if client is not None and not _release_on_chain(client, spec, store, r, model_hash(arrays)):
+        digest = model_hash(arrays)
+        if client is None or not _release_on_chain(client, spec, store, r, digest):
             continue
-        released.append(r)
+        released[r] = to_hex(digest)
     return released
 
 

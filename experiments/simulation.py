@@ -108,7 +108,8 @@ def run_simulated_study(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         if cfg["encryption"]["enabled"] or spec.get("chain"):
             from experiments.release import release_checkpoints
 
-            release_checkpoints(prepared)
+            released = release_checkpoints(prepared)
+            merge_results(results_path, released={str(r): h for r, h in released.items()})
         results = merge_results(results_path, baselines=baselines, wall_time_s=time.perf_counter() - t0)
     finally:
         prepared.close()
@@ -141,6 +142,13 @@ def print_summary(results: dict[str, Any]) -> None:
     console.rule("[bold]result")
     if results.get("stopped"):
         console.print(f"[red]study stopped early:[/] {results['stopped']}")
+    selection = results.get("selection") or {}
+    if selection.get("best_round") is not None:
+        stop = selection.get("stopped_early_after_round")
+        console.print(
+            f"best round {selection['best_round']} by validation {selection['metric']} {selection['best_value']:.4f}"
+            + (f"; early stopping after round {stop}" if stop else "")
+        )
     console.print(f"final accuracy {f(final.get('accuracy'))}  auc {f(final.get('auc'))}  loss {f(final.get('loss'))}")
     last = (results.get("rounds") or [{}])[-1].get("per_hospital", {})
     if last:

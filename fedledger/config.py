@@ -24,6 +24,8 @@ DEFAULT_GRAD_SAMPLE_MODE = "ew"
 NOISE_SOURCES = ("seeded", "os-entropy")
 # What every hospital does with a decrypted aggregate that fails its public bounds (docs/ENCRYPTION.md).
 ON_BAD_AGGREGATE = ("keep-previous", "stop")
+# The validation metric that picks a study's best round, and whether lower is better (fl_server/selection.py).
+SELECTION_METRICS = {"loss": True, "accuracy": False, "auc": False}
 
 
 @dataclass
@@ -44,6 +46,9 @@ class StrategyConfig:
     beta: float | None = None  # fedtrimmedavg: the fraction cut at each end, per coordinate
     num_malicious: int | None = None  # krum: the hospitals assumed malicious (f)
     multi_krum_m: int | None = None  # krum: how many best-scored updates are averaged (1: Krum)
+    # best round and early stopping, on the hospitals' validation rows (dataset.validation_fraction > 0)
+    selection_metric: str = "loss"  # one of SELECTION_METRICS
+    early_stopping_patience: int | None = None  # rounds without improvement before the study stops; None: off
 
 
 @dataclass
@@ -239,6 +244,25 @@ def check_proximal_mu(strategy: str, mu: float) -> float:
     if strategy != "fedprox" and mu != 0.0:
         raise ValueError(f"strategy.proximal_mu={mu} is FedProx's term: set strategy.name=fedprox (got {strategy!r})")
     return mu
+
+
+def check_selection(strategy: Mapping[str, Any], validation_fraction: Any) -> None:
+    """A selection metric the aggregator knows; early stopping only with validation rows to stop on."""
+    metric = strategy.get("selection_metric", "loss")
+    if metric not in SELECTION_METRICS:
+        raise ValueError(f"strategy.selection_metric must be one of {tuple(SELECTION_METRICS)}, got {metric!r}")
+    patience = strategy.get("early_stopping_patience")
+    if patience is None:
+        return
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        raise ValueError(
+            f"strategy.early_stopping_patience must be a whole number >= 1 (or null: off), got {patience!r}"
+        )
+    if not float(validation_fraction or 0.0) > 0.0:
+        raise ValueError(
+            "strategy.early_stopping_patience needs validation rows to judge improvement: "
+            "set dataset.validation_fraction > 0 (e.g. 0.2), or drop early_stopping_patience"
+        )
 
 
 def check_on_bad_aggregate(value: str) -> str:

@@ -224,6 +224,9 @@ class EvaluationReport:
     released (fedledger.release_attestation), hex strings as they travel.
     ``num_positives`` (metrics key ``num-positives``, optional): positives in
     the test split, which the AUC's confidence interval needs (fl_server/intervals.py).
+    ``validation`` (metrics keys ``val-loss``, ``val-accuracy``, ``val-num-examples``,
+    ``val-auc`` where defined; optional): the same model on the hospital's validation
+    rows (``dataset.validation_fraction``), which the aggregator's best-round choice reads.
     """
 
     loss: float
@@ -233,6 +236,7 @@ class EvaluationReport:
     hospital: str | None = None
     release: dict[str, str] | None = None
     num_positives: int | None = None
+    validation: dict[str, float | None] | None = None  # loss, accuracy, auc (None: undefined), num-examples
 
     def to_wire(self) -> tuple[dict[str, WireValue], dict[str, WireValue]]:
         """(metrics, info)."""
@@ -245,6 +249,9 @@ class EvaluationReport:
         }
         if self.num_positives is not None:
             metrics["num-positives"] = self.num_positives
+        for key, value in (self.validation or {}).items():
+            if value is not None:
+                metrics[f"val-{key}"] = int(value) if key == "num-examples" else float(value)
         info: dict[str, WireValue] = {"hospital": self.hospital} if self.hospital is not None else {}
         return metrics, {**info, **(self.release or {})}
 
@@ -268,7 +275,27 @@ class EvaluationReport:
             hospital=_str("hospital", info["hospital"]) if "hospital" in info else None,
             release={k: _str(k, info.get(k)) for k in RELEASE_KEYS} if RELEASE_KEYS[1] in info else None,
             num_positives=positives,
+            validation=_validation(metrics),
         )
+
+
+def _validation(metrics: Mapping[str, object]) -> dict[str, float | None] | None:
+    """The optional validation metrics of an evaluation reply; None when the hospital holds no validation rows."""
+    if "val-num-examples" not in metrics:
+        return None
+    for key in ("val-loss", "val-accuracy"):
+        if key not in metrics:
+            raise RoundMessageError(f"evaluation reply has val-num-examples but lacks {key!r}")
+    n = _int("val-num-examples", metrics["val-num-examples"])
+    if n < 1:
+        raise RoundMessageError(f"val-num-examples must be >= 1, got {n}")
+    auc = _float("val-auc", metrics["val-auc"]) if "val-auc" in metrics else None
+    return {
+        "loss": _float("val-loss", metrics["val-loss"]),
+        "accuracy": _float("val-accuracy", metrics["val-accuracy"]),
+        "auc": None if auc is None or math.isnan(auc) else auc,
+        "num-examples": n,
+    }
 
 
 @dataclass(frozen=True)

@@ -315,5 +315,15 @@ def evaluate_global(msg: Message, context: Context) -> Message:
         hospital=settings.hospital_id,
         release=release,
         num_positives=int(data.y_test.sum()),
+        validation=_validation(model, data),
     )
     return Message(content=_report(report.to_wire()), reply_to=msg)
+
+
+def _validation(model: Any, data: Any) -> dict[str, float | None] | None:
+    """The model on the hospital's validation rows (never trained on), for the best-round choice; None without."""
+    if data.n_val == 0:
+        return None
+    res = evaluate(model, data.X_val, data.y_val)
+    auc = float(res.auc) if res.auc is not None else None
+    return {"loss": float(res.loss), "accuracy": float(res.accuracy), "auc": auc, "num-examples": int(res.n)}

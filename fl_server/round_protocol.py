@@ -26,6 +26,7 @@ from fedledger.protocol import protocol_hash
 from fedledger.round_task import RoundTask
 from fedledger.wire import ModelPayload, encode
 from fl_server.artifact_store import ArtifactStore
+from fl_server.selection import validation_metrics
 from fl_server.strategy import RoundStrategy
 from fl_server.validation import Rejection, TrainReply, parse_evaluate_replies, parse_train_replies
 
@@ -60,6 +61,7 @@ class RoundOutcome:
     phases_s: dict[str, float] = field(default_factory=dict)  # where the round's wall time went
     evaluation_rejected: list[dict[str, Any]] = field(default_factory=list)  # evaluation replies without a report
     refusals: list[dict[str, Any]] = field(default_factory=list)  # the manifest's ``refusals`` (aggregate bounds too)
+    validation: dict[str, float | None] | None = None  # pooled validation metrics (fl_server/selection.py)
 
 
 class PhaseClock:
@@ -267,6 +269,7 @@ def run_rounds(
             phases_s=clock.laps,
             evaluation_rejected=[r.as_dict() for r in eval_rejected],
             refusals=list(manifest.get("refusals", [])),
+            validation=validation_metrics(reports),
         )
         outcomes.append(outcome)
         if on_round is not None:

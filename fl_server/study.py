@@ -7,6 +7,7 @@ resolved config, the initial model, the key and chain locations.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -25,6 +26,7 @@ from fl_server.results import privacy_section, round_entry, write_metrics_csv, w
 from fl_server.resume import earlier_outcomes, resume_point, save_outcome
 from fl_server.robust import strategy_for
 from fl_server.round_protocol import RoundOutcome, StudyStopped, run_rounds
+from fl_server.selection import BestRound, EarlyStopped
 from fl_server.strategy import RoundStrategy
 
 if TYPE_CHECKING:
@@ -80,11 +82,16 @@ def run_study(grid: Grid, spec_path: Path) -> dict[str, Any]:
 
     outcomes: list[RoundOutcome] = earlier_outcomes(spec, start_round)
     table = RoundTable(int(cfg["num_rounds"]))
+    best = BestRound(cfg["strategy"].get("selection_metric", "loss"), cfg["strategy"].get("early_stopping_patience"))
+    for earlier in outcomes:  # a resumed study: its recorded rounds count towards the best round
+        with contextlib.suppress(EarlyStopped):
+            best.observe(earlier.server_round, earlier.validation)
 
     def on_round(o: RoundOutcome) -> None:
         outcomes.append(o)
         save_outcome(run_dir, o)
         table(o)
+        best.observe(o.server_round, o.validation)
 
     stopped = None
     try:
@@ -103,8 +110,12 @@ def run_study(grid: Grid, spec_path: Path) -> dict[str, Any]:
     except StudyStopped as exc:
         stopped = str(exc)
         log.error("study stopped: %s", stopped)
+    except EarlyStopped as exc:
+        log.warning("%s", exc)
 
     results = study_results(spec, outcomes, encryption, stopped)
+    if any(o.validation for o in outcomes) or best.patience is not None:
+        results["selection"] = best.section()
     write_results(run_dir / "results.json", results)
     write_metrics_csv(run_dir / "metrics.csv", outcomes)
     return results

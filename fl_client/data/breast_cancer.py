@@ -13,7 +13,7 @@ import numpy as np
 from .errors import ConfigError
 from .hospital import HospitalData
 from .partition import PARTITIONERS, bootstrap_rows, partition
-from .preprocess import derive_seed, split_train_test, standardize, warn
+from .preprocess import Standardizer, derive_seed, split_train_test, split_validation, warn
 
 DEFAULTS = {
     "name": "breast_cancer",
@@ -22,6 +22,7 @@ DEFAULTS = {
     "quantity_alpha": 1.0,
     "min_rows": 10,
     "test_fraction": 0.2,
+    "validation_fraction": 0.0,  # of the training rows, held out for best-round selection (0: none)
     "rows_per_hospital": 40,  # bootstrap partitioner only (scale benchmarks)
 }
 
@@ -74,8 +75,10 @@ def _build(opts: dict, rows: np.ndarray, index: int, seed: int) -> HospitalData:
     if len(np.unique(yh)) < 2:
         warn(f"{hid}: its data holds a single class ({int(yh[0])}); it still takes part")
     tr, te = split_train_test(yh, float(opts["test_fraction"]), derive_seed(seed, index), hid)
-    X_train, X_test = standardize(Xh[tr], Xh[te])
-    return HospitalData(hid, X_train, yh[tr], X_test, yh[te], list(names))
+    tr, va = split_validation(yh, tr, opts["validation_fraction"], derive_seed(seed, index, stream=1), hid)
+    s = Standardizer().fit(Xh[tr])
+    X_train, X_test, X_val = (s.transform(Xh[rows]).astype(np.float32) for rows in (tr, te, va))
+    return HospitalData(hid, X_train, yh[tr], X_test, yh[te], list(names), X_val, yh[va])
 
 
 def load_breast_cancer_hospitals(cfg: dict, num_hospitals: int, seed: int) -> list[HospitalData]:

@@ -32,9 +32,9 @@ from .errors import (
     UnexpectedColumnError,
 )
 from .hospital import HospitalData
-from .preprocess import Standardizer, derive_seed, split_train_test, warn
+from .preprocess import Standardizer, check_validation_fraction, derive_seed, split_train_test, split_validation, warn
 
-CSV_CFG_KEYS = ("name", "schema", "hospitals", "test_fraction", "base_dir")
+CSV_CFG_KEYS = ("name", "schema", "hospitals", "test_fraction", "validation_fraction", "base_dir")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -130,11 +130,12 @@ def load_csv_hospital(
     seed: int,
     index: int = 0,
     test_fraction: float | None = None,
+    validation_fraction: float = 0.0,
 ) -> HospitalData:
     """Load one hospital's CSV. ``path`` must already be resolved (or absolute
     / relative to the current directory). The split uses
     ``derive_seed(seed, index)``."""
-    return _load_csv(schema, path, hospital_id, seed, index, test_fraction)[0]
+    return _load_csv(schema, path, hospital_id, seed, index, test_fraction, validation_fraction)[0]
 
 
 def _load_csv(
@@ -144,6 +145,7 @@ def _load_csv(
     seed: int,
     index: int,
     test_fraction: float | None,
+    validation_fraction: float = 0.0,
 ) -> tuple[HospitalData, Counter[str]]:
     """The hospital's data and the target values it saw (for a rule that matches nothing)."""
     path = Path(path)
@@ -236,6 +238,7 @@ def _load_csv(
         )
     tf = schema.test_fraction if test_fraction is None else float(test_fraction)
     tr, te = split_train_test(y, tf, derive_seed(seed, index), hospital_id)
+    tr, va = split_validation(y, tr, validation_fraction, derive_seed(seed, index, stream=1), hospital_id)
 
     # Standardise numeric columns with training statistics (NaN ignored);
     # a missing numeric value then becomes 0 = the training mean (impute_mean).
@@ -246,10 +249,13 @@ def _load_csv(
     Z_tr, Z_te = np.nan_to_num(s.transform(X_num[tr]), nan=0.0), np.nan_to_num(s.transform(X_num[te]), nan=0.0)
     X_train = np.hstack([Z_tr, X_cat[tr]]).astype(np.float32)
     X_test = np.hstack([Z_te, X_cat[te]]).astype(np.float32)
-    return HospitalData(hospital_id, X_train, y[tr], X_test, y[te], schema.feature_names), labels
+    X_val = np.hstack([np.nan_to_num(s.transform(X_num[va]), nan=0.0), X_cat[va]]).astype(np.float32)
+    return HospitalData(hospital_id, X_train, y[tr], X_test, y[te], schema.feature_names, X_val, y[va]), labels
 
 
-def _csv_cfg(cfg: Mapping[str, Any], num_hospitals: int) -> tuple[CsvSchema, list[tuple[str, Path]], float | None]:
+def _csv_cfg(
+    cfg: Mapping[str, Any], num_hospitals: int
+) -> tuple[CsvSchema, list[tuple[str, Path]], tuple[float | None, float]]:
     # Keys of the breast_cancer kind are tolerated only at their defaults (a
     # structured config that merges both kinds fills them in); set to anything
     # else they are an error, since they would silently do nothing here.
@@ -279,25 +285,26 @@ def _csv_cfg(cfg: Mapping[str, Any], num_hospitals: int) -> tuple[CsvSchema, lis
             f"leave num_hospitals out (a CSV study takes it from the list) or set num_hospitals={len(entries)}"
         )
     tf = cfg.get("test_fraction")
-    return schema, [(i, p) for i, p in entries], (None if tf is None else float(tf))
+    vf = check_validation_fraction(cfg.get("validation_fraction") or 0.0)
+    return schema, [(i, p) for i, p in entries], (None if tf is None else float(tf), vf)
 
 
 def load_csv_hospital_from_cfg(cfg: Mapping[str, Any], index: int, num_hospitals: int, seed: int) -> HospitalData:
-    schema, entries, tf = _csv_cfg(cfg, num_hospitals)
+    schema, entries, (tf, vf) = _csv_cfg(cfg, num_hospitals)
     hid, p = entries[index]
     path = resolve_path(p, cfg.get("base_dir"), what=f"data file of hospital {hid!r}")
-    return load_csv_hospital(schema, path, hid, seed, index=index, test_fraction=tf)
+    return load_csv_hospital(schema, path, hid, seed, index=index, test_fraction=tf, validation_fraction=vf)
 
 
 def load_csv_hospitals(cfg: Mapping[str, Any], num_hospitals: int, seed: int) -> list[HospitalData]:
     """Every hospital of the study; a target rule that gives one class across all of them is
     refused with the values the files actually hold."""
-    schema, entries, tf = _csv_cfg(cfg, num_hospitals)
+    schema, entries, (tf, vf) = _csv_cfg(cfg, num_hospitals)
     out, labels, errors = [], Counter[str](), []
     for i, (hid, p) in enumerate(entries):
         try:  # every file is checked, so one run names the problems of all of them
             path = resolve_path(p, cfg.get("base_dir"), what=f"data file of hospital {hid!r}")
-            data, seen = _load_csv(schema, path, hid, seed, i, tf)
+            data, seen = _load_csv(schema, path, hid, seed, i, tf, vf)
         except DataError as exc:
             errors.append(exc)
             continue

@@ -10,7 +10,9 @@ import numpy as np
 @dataclass(eq=False)
 class HospitalData:
     """One hospital's preprocessed data (features standardised with its own
-    training statistics; labels 0/1 as float32)."""
+    training statistics; labels 0/1 as float32). ``X_val``/``y_val``: the
+    validation rows held out of training (``dataset.validation_fraction``;
+    none by default)."""
 
     hospital_id: str
     X_train: np.ndarray
@@ -18,15 +20,28 @@ class HospitalData:
     X_test: np.ndarray
     y_test: np.ndarray
     feature_names: list[str]
+    X_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        d = len(self.feature_names)
+        self.X_val = np.ascontiguousarray(
+            np.zeros((0, d), dtype=np.float32) if self.X_val is None else self.X_val, dtype=np.float32
+        )
+        self.y_val = np.ascontiguousarray(
+            np.zeros(0, dtype=np.float32) if self.y_val is None else self.y_val, dtype=np.float32
+        ).reshape(-1)
         self.X_train = np.ascontiguousarray(self.X_train, dtype=np.float32)
         self.X_test = np.ascontiguousarray(self.X_test, dtype=np.float32)
         self.y_train = np.ascontiguousarray(self.y_train, dtype=np.float32).reshape(-1)
         self.y_test = np.ascontiguousarray(self.y_test, dtype=np.float32).reshape(-1)
         self.feature_names = [str(f) for f in self.feature_names]
-        d = len(self.feature_names)
-        for name, X, y in (("train", self.X_train, self.y_train), ("test", self.X_test, self.y_test)):
+        splits = (
+            ("train", self.X_train, self.y_train),
+            ("test", self.X_test, self.y_test),
+            ("val", self.X_val, self.y_val),
+        )
+        for name, X, y in splits:
             if X.ndim != 2 or X.shape[1] != d:
                 raise ValueError(f"{self.hospital_id}: X_{name} has shape {X.shape}, expected (n, {d})")
             if X.shape[0] != y.shape[0]:
@@ -39,6 +54,10 @@ class HospitalData:
     @property
     def n_test(self) -> int:
         return int(self.X_test.shape[0])
+
+    @property
+    def n_val(self) -> int:
+        return int(self.X_val.shape[0])  # type: ignore[union-attr]
 
     @property
     def n_features(self) -> int:
@@ -56,7 +75,8 @@ class HospitalData:
             self.hospital_id == other.hospital_id
             and self.feature_names == other.feature_names
             and all(
-                np.array_equal(getattr(self, a), getattr(other, a)) for a in ("X_train", "y_train", "X_test", "y_test")
+                np.array_equal(getattr(self, a), getattr(other, a))
+                for a in ("X_train", "y_train", "X_test", "y_test", "X_val", "y_val")
             )
         )
 

@@ -18,9 +18,11 @@ from .errors import DataWarning, TooFewRowsError
 log = logging.getLogger(__name__)
 
 
-def derive_seed(seed: int, index: int) -> int:
-    """Deterministic per-hospital seed (independent of how many are loaded)."""
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index)]).generate_state(1)[0])
+def derive_seed(seed: int, index: int, stream: int = 0) -> int:
+    """Deterministic per-hospital seed (independent of how many are loaded); ``stream`` > 0 gives an
+    independent one for another draw of the same hospital (its validation split)."""
+    entropy = [int(seed) & 0xFFFFFFFF, int(index)] + ([int(stream)] if stream else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def warn(message: str) -> None:
@@ -76,6 +78,28 @@ def split_train_test(y: np.ndarray, test_fraction: float, seed: int, hospital_id
         test_parts.append(idx[:kc])
         train_parts.append(idx[kc:])
     return np.sort(np.concatenate(train_parts)), np.sort(np.concatenate(test_parts))
+
+
+def check_validation_fraction(value: object) -> float:
+    """``dataset.validation_fraction`` in [0, 1): 0 keeps every non-test row for training (the default)."""
+    try:
+        fraction = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise TooFewRowsError(f"dataset.validation_fraction must be a number in [0, 1), got {value!r}") from None
+    if not 0.0 <= fraction < 1.0:
+        raise TooFewRowsError(f"dataset.validation_fraction must be in [0, 1), got {value!r}")
+    return fraction
+
+
+def split_validation(
+    y: np.ndarray, train: np.ndarray, fraction: float, seed: int, hospital_id: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation) out of the training indices ``train``: the validation rows never
+    enter DP-SGD nor the standardisation statistics; 0 returns ``train`` and no validation row."""
+    if check_validation_fraction(fraction) == 0.0:
+        return train, np.zeros(0, dtype=train.dtype)
+    tr, va = split_train_test(np.asarray(y)[train], fraction, seed, f"{hospital_id} (validation split)")
+    return train[tr], train[va]
 
 
 class Standardizer:
