@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.export import ExportError, export_model, load_model
+from experiments.export import ExportError, export_model, feature_names, load_model
 from fedledger.files import save_npz
 from fedledger.hashing import model_hash, to_hex
 from fl_client.data import load_hospitals
@@ -111,3 +111,12 @@ def test_a_study_with_validation_stops_early_and_its_best_round_exports_as_evalu
         got = evaluate(exported.module, hospital.X_test, hospital.y_test)
         assert (got.accuracy, got.loss) == pytest.approx((in_study["accuracy"], in_study["loss"]))
     print(json.dumps({"selection": selection, "rounds": len(results["rounds"]), "hash": exported.meta["model_hash"]}))
+
+
+def test_a_csv_study_exports_the_schema_layout_its_hospitals_load_with():
+    cfg = {"name": "csv", "schema": "examples/csv_study/schema.yaml"}
+    hospitals = [{"id": "cleveland", "path": "examples/csv_study/cleveland.csv"}]
+
+    names = feature_names(cfg)
+
+    assert names == load_hospitals({**cfg, "hospitals": hospitals}, 1, 0)[0].feature_names
