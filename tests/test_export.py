@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from fedledger.hashing import model_hash, to_hex
 from fl_client.data import load_hospitals
 from fl_client.models import build_model, get_arrays
 from fl_client.training import evaluate
+from ledger.audit.events import read_chain_view
+from ledger.audit.run_dir import open_run_dir_chain, study_spec
 
 BC = {"name": "breast_cancer", "partitioner": "iid", "validation_fraction": 0.25}
 
@@ -90,9 +93,10 @@ def test_a_model_file_changed_after_export_is_refused_by_the_loader(tmp_path):
 
 @pytest.mark.slow
 def test_a_study_with_validation_stops_early_and_its_best_round_exports_as_evaluated_and_released(tmp_path):
-    """2 hospitals, up to 6 rounds, patience 1, eth_tester chain: export best == the round's in-study evaluation."""
+    """2 hospitals, up to 6 rounds, patience 1, anvil: export best == the round's in-study evaluation and the
+    hash the chain released (ModelReleased, read back from the run's chain state); the study audits PASS."""
     cmd = [sys.executable, "-m", "experiments.run", f"hydra.run.dir={tmp_path}", "num_hospitals=2", "num_rounds=6"]
-    cmd += ["privacy=off", "encryption=off", "ledger.backend=eth_tester", "baselines=false", "audit=false"]
+    cmd += ["privacy=off", "encryption=off", "ledger.backend=anvil", "baselines=false", "audit=true"]
     cmd += ["dataset.validation_fraction=0.25", "strategy.early_stopping_patience=1", "train.lr=3.0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -102,10 +106,13 @@ def test_a_study_with_validation_stops_early_and_its_best_round_exports_as_evalu
 
     exported = load_model(export_model(tmp_path, "best"))
 
+    assert selection["stopped_early_after_round"] == len(results["rounds"]) == best + 1  # patience 1, stopped early
     row = results["rounds"][best - 1]
     assert row["validation"]["loss"] == pytest.approx(selection["best_value"])
     assert exported.meta["round"] == best and exported.meta["released_on_chain"] is True
     assert exported.meta["model_hash"] == results["released"][str(best)] == row["aggregate_hash"]
+    assert exported.meta["model_hash"] == to_hex(_released_on_chain(tmp_path)[best])
+    assert results["audit"]["ok"] is True
     for hospital in load_hospitals({"name": "breast_cancer", "validation_fraction": 0.25}, 2, 0):
         in_study = row["per_hospital"][hospital.hospital_id]
         got = evaluate(exported.module, hospital.X_test, hospital.y_test)
@@ -120,3 +127,11 @@ def test_a_csv_study_exports_the_schema_layout_its_hospitals_load_with():
     names = feature_names(cfg)
 
     assert names == load_hospitals({**cfg, "hospitals": hospitals}, 1, 0)[0].feature_names
+
+
+def _released_on_chain(run_dir: Path) -> dict[int, bytes]:
+    """The ModelReleased hashes of a finished study, read from its reopened chain as the auditor reads them."""
+    with ExitStack() as stack:
+        spec = study_spec(run_dir)
+        w3 = open_run_dir_chain(run_dir, spec, stack)
+        return read_chain_view(w3, spec["chain"]["contract"], spec["study_id"]).released
