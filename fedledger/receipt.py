@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -125,20 +125,8 @@ class RoundRecord:
 
     def hash(self) -> bytes:
         """The round record hash a receipt signs (docs/HASHES.md section 7)."""
-        values = (
-            self.study_id,
-            self.round,
-            self.prev_global_hash,
-            self.aggregate_hash,
-            self.total_samples,
-            self.commitments_hash,
-            self.participants,
-            self.timestamp,
-            self.block_number,
-            self.mode,
-            self.tx_hash,
-        )
-        return keccak(encode(list(RECORD_ABI), list(values)))
+        values = [getattr(self, f.name) for f in fields(self)]  # field order is the layout's (RECORD_ABI)
+        return keccak(encode(list(RECORD_ABI), values))
 
 
 @dataclass(frozen=True)

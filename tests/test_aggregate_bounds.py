@@ -11,7 +11,6 @@ not a positive whole number (``total-weight-invalid``).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import struct
 
@@ -37,6 +36,7 @@ from fl_client.aggregate_bounds import (
 )
 from fl_client.client_app import evaluate_global, train
 from fl_client.models import build_model, get_arrays
+from tests.test_client_app import round_config as client_round_config
 
 N_PARAMS = 31  # logreg on the 30 breast-cancer features
 
@@ -249,27 +249,11 @@ def node_config(secret: str, **extra) -> dict:
 
 
 def round_config(server_round: int, prev_hash: str, **extra) -> ConfigRecord:
-    cfg = {
-        "server-round": server_round,
-        "study-id": "0x" + "11" * 32,
-        "prev-hash": prev_hash,
-        "model": "logreg",
-        "hidden": 0,
-        "seed": 0,
-        "local-epochs": 1,
-        "batch-size": 32,
-        "lr": 0.5,
-        "momentum": 0.0,
-        "weight-decay": 0.0,
-        "num-rounds": 3,
-        "privacy": json.dumps({"enabled": True, "noise_multiplier": 1.0, "max_grad_norm": 1.0, "accountant": "rdp"}),
-        "encrypted": True,
-        "ledger": False,
-        "chain-id": 0,
-        "contract": "",
-    }
-    cfg.update(extra)
-    return ConfigRecord(cfg)
+    """tests/test_client_app.py's task, encrypted, with DP and three rounds."""
+    dp = {"enabled": True, "noise_multiplier": 1.0, "max_grad_norm": 1.0, "accountant": "rdp"}
+    return client_round_config(
+        prev_hash, dp, **{"server-round": server_round, "num-rounds": 3, "encrypted": True, **extra}
+    )
 
 
 def message(payload: ModelPayload, cfg: ConfigRecord, kind: str = "train") -> Message:
