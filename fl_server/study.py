@@ -18,6 +18,7 @@ import numpy as np
 from flwr.serverapp import Grid
 
 from fedledger.files import load_npz
+from fedledger.protocol import PROTOCOL_FIELDS
 from fedledger.strategies import check_strategy
 from fedledger.study_task import round_task
 from fl_server.artifact_store import ArtifactStore
@@ -121,6 +122,12 @@ def run_study(grid: Grid, spec_path: Path) -> dict[str, Any]:
     return results
 
 
+def protocol_record(spec: dict[str, Any]) -> dict[str, Any]:
+    """The protocol as it ran (defaults resolved, e.g. the release quorum), with the hash the chain registered."""
+    task = round_task(spec)
+    return {"hash": spec.get("protocol_hash"), **{name: read(task) for name, _, read in PROTOCOL_FIELDS}}
+
+
 def study_results(
     spec: dict[str, Any], outcomes: list[RoundOutcome], encryption: EncryptedAggregation | None, stopped: str | None
 ) -> dict[str, Any]:
@@ -132,6 +139,7 @@ def study_results(
         "rounds": [round_entry(o) for o in outcomes],
         "final": dict(last.metrics) if last else {},
         "stopped": stopped,
+        "protocol": protocol_record(spec),
     }
     if cfg["privacy"]["enabled"]:
         results["privacy"] = privacy_section(outcomes)

@@ -253,3 +253,15 @@ def test_the_round_manifest_says_what_drew_each_dp_hospitals_noise(tmp_path):
     assert [u.get("noise_source") for u in manifest["updates"]] == ["os-entropy", "seeded", None]
     assert "noise_source" not in manifest["updates"][2]
     assert store.read_round(1)["updates"][0]["noise_source"] == "os-entropy"
+
+
+def test_results_record_the_protocol_as_it_ran_with_defaults_resolved():
+    from fedledger.protocol import PROTOCOL_FIELDS
+    from fl_server.study import protocol_record
+
+    record = protocol_record({**SPEC, "protocol_hash": "0x" + "77" * 32})
+
+    assert record["hash"] == "0x" + "77" * 32
+    assert record["release-quorum"] == QUORUM and SPEC["config"]["ledger"]["release_quorum"] is None
+    assert record["strategy"] == "fedavg" and record["on-bad-aggregate"] == "keep-previous"
+    assert list(record) == ["hash", *(name for name, _, _ in PROTOCOL_FIELDS)]
