@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from coordinator import keys_cli, provision_cli
-from fl_client import check_data
+from fl_client import check_data, consent
 from ledger.audit import cli as audit_cli
 
 
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     provision_cli.add_parser(sub)
     audit_cli.add_parser(sub)
     check_data.add_parser(sub)
+    consent.add_parser(sub)
     return parser
 
 

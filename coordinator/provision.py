@@ -49,13 +49,15 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from coordinator.credentials import make_auth_key, make_tls, secrets_dir
+from coordinator.hospital_args import DATA_PLACEHOLDER, HospitalArg, own_addresses
+from coordinator.hospital_readme import hospital_readme
 from fedledger.config import register_schemas
 from fedledger.files import write_secret
+from fl_client.settings import PLACEHOLDER, read_node_config
 from ledger.accounts import refuse_dev_addresses
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONNECTION = "fedledger"
-PATH_KEYS = ("data-path", "schema-path", "secret-context", "eth-key", "state-dir", "policy-file")
 
 
 @dataclass
@@ -83,19 +85,6 @@ def compose_config(overrides: list[str]) -> dict[str, Any]:
     return resolved
 
 
-def parse_hospitals(text: str) -> list[tuple[str, str]]:
-    """``cleveland=path.csv,hungary=path.csv`` -> [(id, path), ...]."""
-    out = []
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        if "=" not in item:
-            raise ValueError(f"--hospitals entry {item!r} is not id=path.csv")
-        hid, path = item.split("=", 1)
-        out.append((hid.strip(), path.strip()))
-    if not out:
-        raise ValueError("--hospitals is empty")
-    return out
-
-
 # ------------------------------------------------------------- node config files
 
 
@@ -112,16 +101,9 @@ def write_toml(path: Path, values: dict[str, Any]) -> None:
 
 
 def resolve_node_config(hospital_dir: Path) -> dict[str, Any]:
-    """The hospital's node_config.toml with its relative paths made absolute against its directory."""
-    import tomllib
-
-    hospital_dir = Path(hospital_dir).resolve()
-    values = tomllib.loads((hospital_dir / "node_config.toml").read_text())
-    for k in PATH_KEYS:
-        v = values.get(k)
-        if isinstance(v, str) and v and not v.startswith("builtin:") and not Path(v).is_absolute():
-            values[k] = str(hospital_dir / v)
-    return values
+    """The hospital's node_config.toml with its relative paths made absolute against its directory;
+    a placeholder still in it is refused, naming the key and the file."""
+    return read_node_config(hospital_dir)
 
 
 def node_config_arg(values: dict[str, Any]) -> str:
@@ -139,38 +121,13 @@ def flower_connection(study_dir: Path, address: str, ca: Path | None) -> Path:
     return home / "config.toml"
 
 
-HOSPITAL_README = """# Hospital `{hid}` — study {study}
-
-This directory is everything hospital `{hid}` receives for the study. Copy it to
-the machine that runs your SuperNode (see docs/HOSPITAL_GUIDE.md) and mount it
-read-only into the hospital container at /hospital; mount `state/` writable.
-
-| file | what it is | keep secret? |
-|---|---|---|
-{rows}
-
-Secret files are mode 0600. Never send them to the aggregator or to another
-hospital; delete this directory's secrets when you leave the study (your
-accountant state in `state/` is your own record of privacy spent: keep it).
-Your patient data never leaves your machine: `data-path` in node_config.toml
-points at your own CSV ({data}).
-"""
-
-
-def _hospital_readme(hid: str, study: str, files: dict[str, tuple[str, bool]], data: str) -> str:
-    rows = "\n".join(
-        f"| `{name}` | {what} | {'**yes**' if secret else 'no'} |" for name, (what, secret) in files.items()
-    )
-    return HOSPITAL_README.format(hid=hid, study=study, rows=rows, data=data)
-
-
 # ------------------------------------------------------------------------ main
 
 
 def provision_study(
     study_dir: Path,
     overrides: list[str],
-    hospitals: list[tuple[str, str]] | None = None,
+    hospitals: list[HospitalArg] | None = None,
     builtin: int | None = None,
     schema: str | None = None,
     ledger: str = "anvil",
@@ -182,8 +139,15 @@ def provision_study(
     tls_hosts: list[str] | None = None,
     join_timeout_s: float | None = None,
     hospital_data_dir: str | None = None,
+    hospital_addresses: dict[str, str] | None = None,
 ) -> Provisioned:
-    """Write a deployable study into ``study_dir`` (see the module docstring for the layout)."""
+    """Write a deployable study into ``study_dir`` (see the module docstring for the layout).
+
+    No hospital's data is read (:func:`coordinator.study_setup.prepare_study` with ``read_data=False``):
+    the feature layout is the schema's; each hospital checks its own file and consents with its own
+    cohort size. A hospital in ``hospital_addresses`` (or given as ``id@0xADDR``) brings its own key:
+    the chain registers that address and its bundle holds no key.
+    """
     from coordinator.study_setup import prepare_study
 
     study_dir = Path(study_dir).resolve()
@@ -197,8 +161,10 @@ def provision_study(
     if ledger:
         ov += [f"ledger={ledger}"]
     cfg = compose_config(ov)
+    addresses = own_addresses(hospitals, hospital_addresses)
+    data_paths = {h.id: hospital_data_path(h, hospital_data_dir) for h in hospitals or []}
     if hospitals:
-        cfg["dataset"]["hospitals"] = [{"id": h, "path": str(Path(p).resolve())} for h, p in hospitals]
+        cfg["dataset"]["hospitals"] = [{"id": hid, "path": path} for hid, path in data_paths.items()]
         if schema:
             cfg["dataset"]["schema"] = str(Path(schema).resolve())
         elif cfg["dataset"].get("schema") and not Path(cfg["dataset"]["schema"]).is_absolute():
@@ -206,7 +172,7 @@ def provision_study(
     if rpc_url:
         cfg["ledger"]["rpc_url"] = rpc_url
 
-    prepared = prepare_study(cfg, study_dir)
+    prepared = prepare_study(cfg, study_dir, read_data=False, hospital_addresses=addresses)
     spec = prepared.spec
     chain = prepared.chain
     url = None
@@ -239,13 +205,9 @@ def provision_study(
         os.chmod(hdir, 0o700)
         (hdir / "state").mkdir(exist_ok=True)
         files: dict[str, tuple[str, bool]] = {"node_config.toml": ("your SuperNode's --node-config", False)}
-        nc: dict[str, Any] = {"hospital-id": hid}
+        nc: dict[str, Any] = {"hospital-id": hid, "study-id": spec["study_id"], "superlink": superlink_address}
         if hospitals:
-            path = dict(hospitals)[hid]
-            # where the hospital's own machine (or container) sees its CSV
-            nc["data-path"] = (
-                str(Path(hospital_data_dir) / Path(path).name) if hospital_data_dir else str(Path(path).resolve())
-            )
+            nc["data-path"] = data_paths[hid]  # where the hospital's own machine (or container) sees its CSV
             if cfg["dataset"].get("schema"):
                 shutil.copy(cfg["dataset"]["schema"], hdir / "schema.yaml")
                 nc["schema-path"] = "schema.yaml"
@@ -271,6 +233,10 @@ def provision_study(
             write_secret(hdir / "eth_key", Path(h["eth_key"]).read_bytes(), lock_dir=False)
             nc["eth-key"] = "eth_key"
             files["eth_key"] = (f"your Ethereum key ({h.get('address')}): signs your round commitments", True)
+        elif h.get("own_key") and spec.get("chain"):
+            nc["eth-key"] = f"/keys/{PLACEHOLDER}-eth-key"  # the hospital's own key file, never seen here
+        if h.get("address") and spec.get("chain"):
+            nc["eth-address"] = h["address"]  # what the node and `fedledger consent` check the key against
         if h.get("budget") is not None:
             nc["privacy-budget"] = float(h["budget"])
         nc["state-dir"] = "state"
@@ -294,7 +260,9 @@ def provision_study(
             )
             files["auth_key.pub"] = ("its public half, on the aggregator's allow-list", False)
         write_toml(hdir / "node_config.toml", nc)
-        (hdir / "README.md").write_text(_hospital_readme(hid, spec["study_id"], files, nc["data-path"]))
+        todo = [k for k, v in nc.items() if isinstance(v, str) and PLACEHOLDER in v]
+        readme = hospital_readme(hid, spec["study_id"], files, nc, todo, bool(h.get("own_key")))
+        (hdir / "README.md").write_text(readme)
         h["hospital_dir"] = str(hdir)
         out[hid] = hdir
 
@@ -308,6 +276,14 @@ def provision_study(
     }
     (study_dir / "study.json").write_text(json.dumps(spec, indent=1))
     return Provisioned(study_dir, spec, out, superlink_address, bool(tls), bool(auth), url)
+
+
+def hospital_data_path(h: HospitalArg, data_dir: str | None) -> str:
+    """Where hospital ``h``'s own machine sees its CSV: ``data_dir``/its file name, the path as given, or
+    the placeholder the hospital fills in. Never opened here."""
+    if h.path is None:
+        return str(Path(data_dir) / Path(DATA_PLACEHOLDER).name) if data_dir else DATA_PLACEHOLDER
+    return str(Path(data_dir) / Path(h.path).name) if data_dir else str(Path(h.path).expanduser().resolve())
 
 
 def refuse_dev_keys(spec: dict[str, Any]) -> None:

@@ -6,7 +6,9 @@ import argparse
 import sys
 
 from coordinator.credentials import secrets_dir
-from coordinator.provision import parse_hospitals, provision_study
+from coordinator.hospital_args import parse_addresses, parse_hospitals
+from coordinator.provision import provision_study
+from fl_client.data.errors import DataError
 from ledger.chains import ChainError
 
 
@@ -17,13 +19,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="new directory for the study (aggregator side); keys and hospitals/<id>/ bundles go to <study_dir>.secrets/",
     )
     data = p.add_mutually_exclusive_group(required=True)
-    data.add_argument("--hospitals", help="id=path.csv,... : one CSV per hospital (dataset=csv)")
+    data.add_argument(
+        "--hospitals",
+        help="id[@0xADDRESS][=path.csv],... : one CSV per hospital (dataset=csv); @: the address of the "
+        "hospital's own Ethereum key (no key is made for it); =: where the hospital sees its CSV (never "
+        "read here; without it the hospital fills in data-path)",
+    )
     data.add_argument("--builtin", type=int, metavar="N", help="N hospitals on the built-in breast cancer data")
     p.add_argument("--schema", help="CSV schema (YAML) for --hospitals; default: conf/dataset/csv.yaml's")
     p.add_argument(
         "--hospital-data-dir",
         help="directory where each hospital sees its own CSV (e.g. /data in the "
         "hospital container); default: the path given in --hospitals",
+    )
+    p.add_argument(
+        "--hospital-addresses",
+        help="id=0xADDRESS,... : hospitals that bring their own Ethereum key (only the address is given)",
     )
     p.add_argument(
         "--ledger",
@@ -71,8 +82,9 @@ def handle(args: argparse.Namespace) -> int:
             tls_hosts=args.tls_host,
             join_timeout_s=args.join_timeout,
             hospital_data_dir=args.hospital_data_dir,
+            hospital_addresses=parse_addresses(args.hospital_addresses) if args.hospital_addresses else None,
         )
-    except (ValueError, FileExistsError, FileNotFoundError, ChainError) as e:
+    except (ValueError, DataError, FileExistsError, FileNotFoundError, ChainError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     spec = prov.spec
@@ -85,8 +97,13 @@ def handle(args: argparse.Namespace) -> int:
     )
     if spec.get("chain"):
         print(f"  chain         {prov.chain_url} contract {spec['chain']['contract']}")
-    for hid, d in prov.hospitals.items():
-        print(f"  hospital      {hid}: give {d} (see its README.md) to that hospital only")
+    for h in spec["hospitals"]:
+        own = f", its own key {h['address']}" if h.get("own_key") else ""
+        print(
+            f"  hospital      {h['id']}: give {prov.hospitals[h['id']]} (see its README.md) to that hospital only{own}"
+        )
+    if spec.get("chain"):
+        print("  consent       each hospital consents from its own machine: fedledger consent --hospital-dir DIR")
     print(
         "next: deploy/run_chain.sh, deploy/run_superlink.sh, deploy/run_hospital.sh, deploy/run_study.sh "
         "(docs/DEPLOYMENT.md)"

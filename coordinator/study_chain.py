@@ -1,7 +1,9 @@
 """Put a new study on the chain: deploy (or reuse) the contract, register, hospitals consent.
 
 Used by the simulation launcher; ``fedledger provision`` does the same for a
-deployment where each hospital consents from its own machine.
+deployment, except that each hospital consents from its own machine
+(``fedledger consent``): the coordinator knows neither its row count nor, when
+the hospital brought its own key, its key.
 """
 
 from __future__ import annotations
@@ -80,16 +82,20 @@ def setup_chain(cfg: dict[str, Any], spec: dict[str, Any], keys_dir: Path) -> An
     try:
         admin, aggregator, agg_key = study_roles(chain, led, keys_dir)
         client = LedgerClient.deploy(chain.w3, admin)
-        hospitals = []
+        hospitals: list[LocalAccount | None] = []
         for h in spec["hospitals"]:
-            account = generate_eth_key(keys_dir / h["id"] / "eth_key")
+            account = None
+            if h.get("own_key"):  # the hospital brought its own key: the coordinator holds only its address
+                h["eth_key"] = None
+            else:
+                account = generate_eth_key(keys_dir / h["id"] / "eth_key")
+                h["eth_key"] = str(keys_dir / h["id"] / "eth_key")
+                h["address"] = account.address
             if chain.backend in ("anvil", "eth_tester"):
-                chain.fund(account.address)
-            h["eth_key"] = str(keys_dir / h["id"] / "eth_key")
-            h["address"] = account.address
+                chain.fund(h["address"])  # gas for its consent and release signatures on a local chain
             hospitals.append(account)
         expiry = int(time.time() + float(led["expiry_days"]) * 86400)
-        addresses = [a.address for a in hospitals]
+        addresses = [h["address"] for h in spec["hospitals"]]
         budgets = [budget_micro(h["budget"]) for h in spec["hospitals"]]
         ctx_hash = context_hash(spec)
         client.register_study(
@@ -109,7 +115,10 @@ def setup_chain(cfg: dict[str, Any], spec: dict[str, Any], keys_dir: Path) -> An
                 spec["study_id"], addresses[start : start + REGISTER_BATCH], budgets[start : start + REGISTER_BATCH]
             )
         for account, h in zip(hospitals, spec["hospitals"]):
-            client.consent(spec["study_id"], account, cohort_cap(h))
+            # Without the hospital's key or its row count (a deployment reads no data), the hospital
+            # consents from its own machine: `fedledger consent` (deploy/run_hospital.sh runs it).
+            if account is not None and h.get("n_train") is not None:
+                client.consent(spec["study_id"], account, cohort_cap(h))
         spec["chain"] = {
             "backend": chain.backend,
             "rpc_url": chain.rpc_url,

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eth_utils import to_checksum_address
+
 from coordinator.credentials import move_public_ckks, secrets_dir
 from coordinator.study_chain import setup_chain
 from fedledger.config import (
@@ -31,7 +33,7 @@ from fedledger.files import save_npz
 from fedledger.hashing import model_hash, sha256, to_hex
 from fedledger.protocol import protocol_hash
 from fedledger.strategies import check_strategy
-from fl_client.data import HospitalData, load_hospitals
+from fl_client.data import HospitalData, load_hospitals, study_layout
 from fl_client.models import build_model, get_arrays
 from fl_client.policy import policies_by_hospital
 from fl_server.study import round_task
@@ -83,7 +85,20 @@ def ckks_keys(cfg: dict[str, Any], run_dir: Path, keys_dir: Path) -> dict[str, A
     }
 
 
-def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
+def prepare_study(
+    cfg: dict[str, Any],
+    run_dir: Path,
+    read_data: bool = True,
+    hospital_addresses: dict[str, str] | None = None,
+) -> PreparedStudy:
+    """Check the config, write the initial model, make the keys, register the study on the chain.
+
+    ``read_data=False`` (``fedledger provision``): no hospital's data is read; the feature layout
+    comes from the schema (:func:`fl_client.data.study_layout`), the spec holds no row counts, and
+    the coordinator consents for no hospital: each consents from its own machine with its own
+    cohort size (``fedledger consent``). ``hospital_addresses``: hospitals that bring their own
+    Ethereum key, by id; the chain registers these addresses and no key is made for them.
+    """
     check_known_settings(cfg)  # a '+key' Hydra let through, which nothing would read, stops here
     check_noise_source(cfg["privacy"].get("noise_source", "seeded"))  # Hydra checks its type only: a typo stops here
     check_on_bad_aggregate(cfg["strategy"].get("on_bad_aggregate", "keep-previous"))
@@ -96,12 +111,20 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
     check_dp_off_settings(cfg["privacy"])
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    hospitals = load_hospitals(cfg["dataset"], int(cfg["num_hospitals"]), int(cfg["seed"]))
-    policies = policies_by_hospital(cfg.get("hospital_policies") or {}, [h.hospital_id for h in hospitals])
-    check_hospital_keys("budgets", cfg.get("budgets") or {}, [h.hospital_id for h in hospitals])
-    if cfg["privacy"].get("enabled"):  # delta below 1/n for every hospital (else each refuses privacy-delta-invalid)
+    hospitals: list[HospitalData] = []
+    if read_data:
+        hospitals = load_hospitals(cfg["dataset"], int(cfg["num_hospitals"]), int(cfg["seed"]))
+        ids = [h.hospital_id for h in hospitals]
+        n_features = hospitals[0].X_train.shape[1]
+    else:
+        layout = study_layout(cfg["dataset"], int(cfg["num_hospitals"]))
+        ids, n_features = list(layout.hospital_ids), layout.n_features
+    policies = policies_by_hospital(cfg.get("hospital_policies") or {}, ids)
+    check_hospital_keys("budgets", cfg.get("budgets") or {}, ids)
+    check_hospital_keys("hospital addresses", hospital_addresses or {}, ids)
+    if cfg["privacy"].get("enabled") and hospitals:  # delta below 1/n for every hospital (else each refuses
+        # privacy-delta-invalid; without the data, each hospital's node makes this check itself)
         check_study_delta(cfg["privacy"].get("delta"), {h.hospital_id: h.n_train for h in hospitals})
-    n_features = hospitals[0].X_train.shape[1]
     model = build_model(cfg["model"]["name"], n_features, int(cfg["model"]["hidden"]), seed=int(cfg["seed"]))
     initial = get_arrays(model)
     save_npz(run_dir / "initial_model.npz", initial)
@@ -124,17 +147,21 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
     if cfg["encryption"]["enabled"]:
         spec["keys"] = ckks_keys(cfg, run_dir, keys_dir)
     spec["protocol_hash"] = to_hex(protocol_hash(round_task(spec)))  # registered on chain as configHash
-    for i, h in enumerate(hospitals):
+    counts = {h.hospital_id: (h.n_train, h.n_test) for h in hospitals}
+    for i, hid in enumerate(ids):
         entry: dict[str, Any] = {
-            "id": h.hospital_id,
+            "id": hid,
             "index": i,
-            "n_train": h.n_train,
-            "n_test": h.n_test,
-            "budget": hospital_budget(cfg, h.hospital_id),
+            "n_train": counts.get(hid, (None, None))[0],  # None: the coordinator read no data
+            "n_test": counts.get(hid, (None, None))[1],
+            "budget": hospital_budget(cfg, hid),
             "secret_context": spec["keys"].get("secret_context"),
         }
-        if h.hospital_id in policies:
-            entry["policy"] = policies[h.hospital_id]
+        if hid in (hospital_addresses or {}):
+            entry["address"] = to_checksum_address(hospital_addresses[hid])  # type: ignore[index]
+            entry["own_key"] = True
+        if hid in policies:
+            entry["policy"] = policies[hid]
         spec["hospitals"].append(entry)
     prepared = PreparedStudy(run_dir / "study.json", spec, hospitals)
     if cfg["ledger"]["backend"] != "none":

@@ -26,6 +26,21 @@ class SettingsError(ValueError):
     """A hospital's node config is incomplete or inconsistent."""
 
 
+PATH_KEYS = ("data-path", "schema-path", "secret-context", "eth-key", "state-dir", "policy-file")
+PLACEHOLDER = "FILL-ME"  # `fedledger provision` writes it where only the hospital knows the value
+
+
+def refuse_placeholders(node_config: dict[str, Any], source: str | Path = "node_config.toml") -> None:
+    """A node must not start on a value the coordinator left for the hospital to fill in."""
+    left = {k: v for k, v in node_config.items() if isinstance(v, str) and PLACEHOLDER in v}
+    if left:
+        keys = ", ".join(f"{k} = {v!r}" for k, v in left.items())
+        raise SettingsError(
+            f"{source} still holds placeholder(s): {keys}. Edit {source} and set "
+            f"{' and '.join(left)} to this hospital's own value(s) (docs/HOSPITAL_GUIDE.md)"
+        )
+
+
 @dataclass(frozen=True)
 class HospitalSettings:
     hospital_id: str
@@ -54,6 +69,28 @@ def load_spec(path: str) -> dict[str, Any]:
         raise SettingsError(f"study spec {path} not found (set {STUDY_ENV} or give a node config)") from exc
 
 
+def read_node_config(hospital_dir: str | Path, check: bool = True) -> dict[str, Any]:
+    """A hospital directory's node_config.toml with its relative paths made absolute against the directory.
+
+    ``check``: refuse a value still holding the coordinator's placeholder.
+    """
+    import tomllib
+
+    hospital_dir = Path(hospital_dir).resolve()
+    path = hospital_dir / "node_config.toml"
+    try:
+        values = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"cannot read {path}: {exc}") from None
+    if check:
+        refuse_placeholders(values, path)
+    for k in PATH_KEYS:
+        v = values.get(k)
+        if isinstance(v, str) and v and not v.startswith("builtin:") and not Path(v).is_absolute():
+            values[k] = str(hospital_dir / v)
+    return values
+
+
 def _protocol_hash(value: object) -> str | None:
     """A node config's ``protocol-hash``: 0x and 64 hex digits, or unset."""
     if value in (None, "", "none"):
@@ -65,6 +102,7 @@ def _protocol_hash(value: object) -> str | None:
 
 def from_node_config(node_config: dict[str, Any]) -> HospitalSettings:
     """Deployment: a SuperNode's --node-config names this hospital's files."""
+    refuse_placeholders(node_config, "this hospital's node config (node_config.toml)")
     required = ("hospital-id", "data-path")
     missing = [k for k in required if k not in node_config]
     if missing:

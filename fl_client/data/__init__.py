@@ -19,7 +19,7 @@ from .errors import (
     UnknownCategoryError,
 )
 from .hospital import HospitalData
-from .loaders import load_hospital, load_hospitals
+from .loaders import StudyLayout, load_hospital, load_hospitals, study_layout
 from .partition import partition, partition_dirichlet, partition_iid, partition_quantity
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "PartitionError",
     "SchemaError",
     "SingleClassStudyError",
+    "StudyLayout",
     "TooFewRowsError",
     "UnexpectedColumnError",
     "UnknownCategoryError",
@@ -45,4 +46,5 @@ __all__ = [
     "partition_dirichlet",
     "partition_iid",
     "partition_quantity",
+    "study_layout",
 ]

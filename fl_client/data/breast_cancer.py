@@ -96,3 +96,11 @@ def load_breast_cancer_hospital(cfg: dict, index: int, num_hospitals: int, seed:
         return _build(opts, bootstrap_rows(len(_pooled()[1]), index, seed, int(opts["rows_per_hospital"])), index, seed)
     parts = _partition(opts, num_hospitals, seed)
     return _build(opts, parts[index], index, seed)
+
+
+def breast_cancer_layout(cfg: dict, num_hospitals: int) -> tuple[list[str], list[str]]:
+    """Hospital ids and the 30 feature names, without partitioning any rows (the set is public)."""
+    _options(cfg)
+    if int(num_hospitals) < 1:
+        raise ConfigError(f"num_hospitals must be at least 1, got {num_hospitals}")
+    return [f"hospital_{i}" for i in range(int(num_hospitals))], list(_pooled()[2])

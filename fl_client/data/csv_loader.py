@@ -289,6 +289,12 @@ def _csv_cfg(
     return schema, [(i, p) for i, p in entries], (None if tf is None else float(tf), vf)
 
 
+def csv_layout(cfg: Mapping[str, Any], num_hospitals: int) -> tuple[list[str], list[str]]:
+    """Hospital ids and the schema's feature layout; the config is checked, no data file is opened."""
+    schema, entries, _ = _csv_cfg(cfg, num_hospitals)
+    return [hid for hid, _ in entries], schema.feature_names
+
+
 def load_csv_hospital_from_cfg(cfg: Mapping[str, Any], index: int, num_hospitals: int, seed: int) -> HospitalData:
     schema, entries, (tf, vf) = _csv_cfg(cfg, num_hospitals)
     hid, p = entries[index]

@@ -4,18 +4,22 @@
 (simulation, baselines); ``load_hospital(dataset_cfg, index, ...)`` loads one
 (a Flower client next to its own data). For the same arguments,
 ``load_hospital(cfg, i, n, s)`` equals ``load_hospitals(cfg, n, s)[i]``.
+``study_layout(dataset_cfg, num_hospitals)`` gives the hospitals and the model's
+inputs from the configuration alone (a CSV study: its schema), reading no
+hospital's rows: what a coordinator sets a study up with (``fedledger provision``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from .breast_cancer import load_breast_cancer_hospital, load_breast_cancer_hospitals
-from .csv_loader import load_csv_hospital_from_cfg, load_csv_hospitals
+from .breast_cancer import breast_cancer_layout, load_breast_cancer_hospital, load_breast_cancer_hospitals
+from .csv_loader import csv_layout, load_csv_hospital_from_cfg, load_csv_hospitals
 from .errors import ConfigError, SingleClassStudyError
 from .hospital import HospitalData
 
@@ -74,3 +78,32 @@ def load_hospital(dataset_cfg: Mapping, index: int, num_hospitals: int, seed: in
     if name == "breast_cancer":
         return load_breast_cancer_hospital(cfg, int(index), num_hospitals, seed)
     return load_csv_hospital_from_cfg(cfg, int(index), num_hospitals, seed)
+
+
+@dataclass(frozen=True)
+class StudyLayout:
+    """Who takes part and what the model reads, known before any hospital's data is read."""
+
+    hospital_ids: tuple[str, ...]
+    feature_names: tuple[str, ...]
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+
+def study_layout(dataset_cfg: Mapping, num_hospitals: int) -> StudyLayout:
+    """The study's hospital ids and feature layout from its configuration alone.
+
+    A CSV study's layout is its schema's (numeric columns, then one one-hot block per
+    categorical column): no hospital file is opened, so a coordinator without the
+    hospitals' data can set the study up. Row counts and class presence are each
+    hospital's own to report (``fedledger check-data``, its consent's cohort size).
+    """
+    cfg = _plain(dataset_cfg)
+    name = _name(cfg)
+    if name == "breast_cancer":
+        ids, names = breast_cancer_layout(cfg, int(num_hospitals))
+    else:
+        ids, names = csv_layout(cfg, int(num_hospitals))
+    return StudyLayout(tuple(ids), tuple(names))
