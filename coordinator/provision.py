@@ -312,11 +312,22 @@ def _remove_hospital_secrets(spec: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``node-config DIR``: the SuperNode's --node-config; ``superlink DIR``: the SuperLink address it was given."""
+    from fl_client.settings import SettingsError
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) == 2 and argv[0] == "node-config":
-        print(node_config_arg(resolve_node_config(Path(argv[1]))))
+    if len(argv) == 2 and argv[0] in ("node-config", "superlink"):
+        try:
+            values = resolve_node_config(Path(argv[1]))
+        except SettingsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        if argv[0] == "superlink" and not values.get("superlink"):
+            print(f"error: {argv[1]}/node_config.toml names no superlink; give the address", file=sys.stderr)
+            return 1
+        print(node_config_arg(values) if argv[0] == "node-config" else values["superlink"])
         return 0
-    print("usage: python -m coordinator.provision node-config <hospital dir>", file=sys.stderr)
+    print("usage: python -m coordinator.provision {node-config|superlink} <hospital dir>", file=sys.stderr)
     return 2
 
 

@@ -14,6 +14,7 @@ RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url https://dow
 COPY pyproject.toml README.md ./
 COPY fedledger ./fedledger
 COPY fl_client ./fl_client
+COPY coordinator ./coordinator
 COPY fl_server ./fl_server
 COPY ledger ./ledger
 COPY experiments ./experiments

@@ -20,6 +20,7 @@ import tomllib
 from fl_client.data.csv_loader import load_csv_hospital
 from fl_client.data.csv_schema import load_schema
 from fl_client.data.errors import DataError
+from fl_client.settings import PLACEHOLDER
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -42,6 +43,11 @@ def _from_hospital_dir(args: argparse.Namespace) -> tuple[str | None, str | None
         v = nc.get(key)
         return None if v is None else str(v if Path(str(v)).is_absolute() else base / str(v))
 
+    if not args.csv and PLACEHOLDER in str(nc.get("data-path", "")):
+        raise OSError(
+            f"data-path is still the placeholder {nc['data-path']!r}: set it to your CSV's path in "
+            f"{base / 'node_config.toml'}, or give the CSV as an argument"
+        )
     return args.csv or rel("data-path"), args.schema or rel("schema-path"), str(nc.get("hospital-id", args.id))
 
 
@@ -49,7 +55,7 @@ def handle(args: argparse.Namespace) -> int:
     try:
         csv, schema_path, hospital_id = _from_hospital_dir(args)
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        print(f"error: cannot read {args.hospital_dir}/node_config.toml: {exc}", file=sys.stderr)
+        print(f"error: {args.hospital_dir}/node_config.toml: {exc}", file=sys.stderr)
         return 2
     if not csv or not schema_path:
         print("error: give the CSV and --schema, or --hospital-dir", file=sys.stderr)

@@ -113,3 +113,9 @@ def handle(args: argparse.Namespace) -> int:
     else:
         print(f"consented: {out.address}, cohort size {out.max_samples} (tx {out.tx_hash})")
     return 0
+
+
+if __name__ == "__main__":  # deploy/run_hospital.sh: python -m fl_client.consent --hospital-dir DIR
+    _parser = argparse.ArgumentParser(prog="python -m fl_client.consent")
+    add_parser(_parser.add_subparsers(dest="command", required=True))
+    sys.exit(handle(_parser.parse_args(["consent", *sys.argv[1:]])))

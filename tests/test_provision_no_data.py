@@ -16,6 +16,7 @@ from coordinator.hospital_args import DATA_PLACEHOLDER, parse_addresses, parse_h
 from coordinator.provision import resolve_node_config
 from fl_client.data import study_layout
 from fl_client.settings import SettingsError, from_node_config
+from tests.deploy_helpers import deployment  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "examples" / "csv_study" / "schema.yaml"
@@ -115,3 +116,106 @@ def test_hospitals_argument_parsing():
         parse_hospitals("a=x.csv,a=y.csv")
     with pytest.raises(ValueError, match="not id=0xADDRESS"):
         parse_addresses(OWN)
+
+
+def test_check_data_names_the_placeholder(tmp_path, capsys):
+    study = tmp_path / "study"
+    assert (
+        cli(
+            [
+                "provision",
+                str(study),
+                *PLAIN,
+                "--hospitals",
+                "a",
+                "--schema",
+                str(_schema(tmp_path)),
+                "--ledger",
+                "none",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    hdir = Path(f"{study}.secrets") / "hospitals" / "a"
+    assert cli(["check-data", "--hospital-dir", str(hdir)]) == 2
+    err = capsys.readouterr().err
+    assert "data-path is still the placeholder '/data/FILL-ME.csv'" in err and "node_config.toml" in err
+
+
+# -- with a chain: the hospital's own key, its own consent ------------------------------------------
+
+
+def _own_key(path: Path):
+    from eth_account import Account
+
+    account = Account.create()
+    path.write_text(account.key.hex())
+    return account
+
+
+@pytest.mark.slow
+def test_own_key_hospital_gets_no_key_and_consents_itself(tmp_path, capsys, deployment):
+    """Hospital `cleveland` brings its own key: the coordinator holds only its address; the hospital
+    consents with that key and its own training row count, read on the chain the study runs on."""
+    from urllib.parse import urlparse
+
+    from fl_client.consent import ConsentError, consent
+    from fl_client.data.csv_loader import load_csv_hospital
+    from fl_client.data.csv_schema import load_schema
+    from ledger.client import LedgerClient
+    from ledger.rpc import http_w3
+
+    csv_dir = REPO / "examples" / "csv_study"
+    own = _own_key(tmp_path / "my_hospital_key")  # stays on the hospital's side, never given to provision
+    study = tmp_path / "study"
+    rc = cli(
+        [
+            "provision",
+            str(study),
+            *PLAIN,
+            "--hospitals",
+            f"cleveland@{own.address}={csv_dir / 'cleveland.csv'},hungary={csv_dir / 'hungary.csv'}",
+            "--schema",
+            str(SCHEMA),
+            "--ledger",
+            "anvil",
+        ]
+    )
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert f"its own key {own.address}" in out.out
+    spec = json.loads((study / "study.json").read_text())
+    cleveland = next(h for h in spec["hospitals"] if h["id"] == "cleveland")
+    assert cleveland["address"] == own.address and cleveland["eth_key"] is None
+    secrets = Path(f"{study}.secrets")
+    assert not (secrets / "keys" / "cleveland").exists()
+    bundle = secrets / "hospitals" / "cleveland"
+    assert not (bundle / "eth_key").exists()
+    own_hex = own.key.hex().removeprefix("0x")
+    assert not any(
+        own_hex in p.read_text(errors="ignore") for p in [*study.rglob("*"), *secrets.rglob("*")] if p.is_file()
+    )
+    nc = tomllib.loads((bundle / "node_config.toml").read_text())
+    assert nc["eth-address"] == own.address and "FILL-ME" in nc["eth-key"]
+    assert nc["chain-rpc"] == spec["chain"]["rpc_url"] and nc["study-id"] == spec["study_id"]
+
+    deployment.chain(study, urlparse(spec["chain"]["rpc_url"]).port)
+    client = LedgerClient.at(http_w3(spec["chain"]["rpc_url"]), spec["chain"]["contract"])
+    assert client.read_hospital(spec["study_id"], own.address).status == "registered"  # nobody consented for it
+
+    with pytest.raises(SettingsError, match="eth-key"):
+        consent(bundle)  # the placeholder is still there
+    hungary_key = str(secrets / "hospitals" / "hungary" / "eth_key")
+    with pytest.raises(ConsentError, match=f"registered {own.address}"):
+        consent(bundle, eth_key=hungary_key)  # another key than the one whose address it gave
+
+    assert cli(["consent", "--hospital-dir", str(bundle), "--eth-key", str(tmp_path / "my_hospital_key")]) == 0
+    n_train = load_csv_hospital(load_schema(SCHEMA), csv_dir / "cleveland.csv", "cleveland", seed=0).n_train
+    assert f"consented: {own.address}, cohort size {n_train}" in capsys.readouterr().out
+    info = client.read_hospital(spec["study_id"], own.address)
+    assert (info.status, info.max_samples) == ("consented", n_train)
+    again = consent(bundle, eth_key=str(tmp_path / "my_hospital_key"))
+    assert (again.status, again.max_samples) == ("already-consented", n_train)  # nothing sent twice
+    # the other hospital consents with the key its bundle holds
+    assert consent(secrets / "hospitals" / "hungary").status == "consented"
