@@ -32,6 +32,14 @@ def _schema(tmp_path: Path) -> Path:
     return p
 
 
+def _provision_no_ledger(tmp_path: Path, hospitals: str, *extra: str) -> Path:
+    """`fedledger provision` of a CSV study without a chain; the hospitals' files exist nowhere."""
+    study = tmp_path / "study"
+    argv = ["provision", str(study), *PLAIN, "--hospitals", hospitals, "--schema", str(_schema(tmp_path))]
+    assert cli([*argv, "--ledger", "none", *extra]) == 0
+    return study
+
+
 def test_study_layout_comes_from_the_schema_alone(tmp_path):
     """2 numeric + 2 + 3 one-hot columns = 7 model inputs, with no hospital file anywhere."""
     cfg = {
@@ -45,25 +53,9 @@ def test_study_layout_comes_from_the_schema_alone(tmp_path):
     assert layout.n_features == 7
 
 
-def test_provision_without_any_hospital_file(tmp_path, capsys):
+def test_provision_without_any_hospital_file(tmp_path):
     """The coordinator has none of the CSVs: provisioning still succeeds; each hospital's data-path is its own."""
-    study = tmp_path / "study"
-    rc = cli(
-        [
-            "provision",
-            str(study),
-            *PLAIN,
-            "--hospitals",
-            "a=/srv/hospital_a/a.csv,b",
-            "--schema",
-            str(_schema(tmp_path)),
-            "--ledger",
-            "none",
-            "--superlink",
-            "agg.example.org:9093",
-        ]
-    )
-    assert rc == 0, capsys.readouterr().err
+    study = _provision_no_ledger(tmp_path, "a=/srv/hospital_a/a.csv,b", "--superlink", "agg.example.org:9093")
     spec = json.loads((study / "study.json").read_text())
     assert spec["n_features"] == 7
     assert [(h["id"], h["n_train"]) for h in spec["hospitals"]] == [("a", None), ("b", None)]  # no rows read
@@ -77,23 +69,7 @@ def test_provision_without_any_hospital_file(tmp_path, capsys):
 
 
 def test_placeholder_data_path_is_refused_naming_key_and_file(tmp_path):
-    study = tmp_path / "study"
-    assert (
-        cli(
-            [
-                "provision",
-                str(study),
-                *PLAIN,
-                "--hospitals",
-                "a,b",
-                "--schema",
-                str(_schema(tmp_path)),
-                "--ledger",
-                "none",
-            ]
-        )
-        == 0
-    )
+    study = _provision_no_ledger(tmp_path, "a,b")
     hdir = Path(f"{study}.secrets") / "hospitals" / "a"
     with pytest.raises(SettingsError, match=r"node_config.toml.*data-path = '/data/FILL-ME.csv'.*Edit"):
         resolve_node_config(hdir)  # what deploy/run_hospital.sh runs before starting the SuperNode
@@ -119,23 +95,7 @@ def test_hospitals_argument_parsing():
 
 
 def test_check_data_names_the_placeholder(tmp_path, capsys):
-    study = tmp_path / "study"
-    assert (
-        cli(
-            [
-                "provision",
-                str(study),
-                *PLAIN,
-                "--hospitals",
-                "a",
-                "--schema",
-                str(_schema(tmp_path)),
-                "--ledger",
-                "none",
-            ]
-        )
-        == 0
-    )
+    study = _provision_no_ledger(tmp_path, "a")
     capsys.readouterr()
     hdir = Path(f"{study}.secrets") / "hospitals" / "a"
     assert cli(["check-data", "--hospital-dir", str(hdir)]) == 2
