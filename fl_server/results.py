@@ -72,11 +72,34 @@ def merge_results(path: Path, **sections: Any) -> dict[str, Any]:
     return results
 
 
+METRICS_CSV_COLUMNS = (
+    "round",
+    "hospital",
+    "accuracy",
+    "auc",
+    "loss",
+    "num_examples",
+    "epsilon",
+    "participated",
+    "accuracy_lo",
+    "accuracy_hi",
+    "auc_lo",
+    "auc_hi",
+)
+
+
+def _interval(row: dict[str, Any], key: str) -> list[Any]:
+    """[low, high] of a hospital row's 95% interval (results.json ``accuracy-ci``/``auc-ci``); empty cells without one."""
+    ci = row.get(key)
+    return [ci[0], ci[1]] if isinstance(ci, (list, tuple)) and len(ci) == 2 else ["", ""]
+
+
 def write_metrics_csv(path: Path, outcomes: list[RoundOutcome]) -> None:
-    """One row per (round, hospital) plus an 'overall' row per round."""
+    """One row per (round, hospital) plus an 'overall' row per round; a hospital's row ends with its 95%
+    intervals (the same values as results.json; the 'overall' row has none)."""
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["round", "hospital", "accuracy", "auc", "loss", "num_examples", "epsilon", "participated"])
+        w.writerow(METRICS_CSV_COLUMNS)
         for o in outcomes:
             w.writerow(
                 [
@@ -88,6 +111,10 @@ def write_metrics_csv(path: Path, outcomes: list[RoundOutcome]) -> None:
                     o.total_examples,
                     "",
                     len(o.participants),
+                    "",
+                    "",
+                    "",
+                    "",
                 ]
             )
             for hospital, m in o.per_hospital.items():
@@ -102,5 +129,7 @@ def write_metrics_csv(path: Path, outcomes: list[RoundOutcome]) -> None:
                         m.get("num-examples"),
                         eps,
                         int(hospital in o.participants),
+                        *_interval(m, "accuracy-ci"),
+                        *_interval(m, "auc-ci"),
                     ]
                 )

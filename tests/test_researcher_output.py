@@ -153,3 +153,24 @@ def test_a_data_warning_is_logged_once_by_a_deployed_hospital_and_not_again_by_a
         _data(dataset, 0, 1, 0, False)
     # assert
     assert simulated == [] and len([r for r in caplog.records if "single class" in r.getMessage()]) == 1
+
+
+def test_metrics_csv_carries_each_hospitals_intervals(tmp_path):
+    import csv
+
+    from fl_server.results import write_metrics_csv
+
+    # arrange: hospital a: 16 of 20 correct, AUC 0.9 with 8 positives and 12 negatives; b: one class
+    a = with_intervals({"accuracy": 0.8, "auc": 0.9, "loss": 0.4, "num-examples": 20}, positives=8)
+    b = with_intervals({"accuracy": 1.0, "auc": None, "loss": 0.1, "num-examples": 23})
+    # act
+    write_metrics_csv(tmp_path / "metrics.csv", [outcome({"a": a, "b": b})])
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").read_text().splitlines()))
+    # assert: Wilson 16/20 = [0.584, 0.9193]; Hanley-McNeil: Q1 = 0.9/1.1, Q2 = 1.62/1.9,
+    # var = (0.09 + 7 * 0.008182 + 11 * 0.042632) / 96 = 0.006419, 0.9 - 1.96 * 0.08012 = 0.7430 (high capped at 1);
+    # b's AUC undefined -> empty cells; the overall row has none
+    assert [r["hospital"] for r in rows] == ["overall", "a", "b"]
+    assert (round(float(rows[1]["accuracy_lo"]), 4), round(float(rows[1]["accuracy_hi"]), 4)) == (0.584, 0.9193)
+    assert round(float(rows[1]["auc_lo"]), 4) == 0.7430 and float(rows[1]["auc_hi"]) == 1.0
+    assert rows[2]["accuracy_hi"] == "1.0" and rows[2]["auc_lo"] == rows[2]["auc_hi"] == ""
+    assert rows[0]["accuracy_lo"] == rows[0]["auc_hi"] == ""
