@@ -9,6 +9,7 @@ node_config.toml names both).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -63,13 +64,18 @@ def handle(args: argparse.Namespace) -> int:
     if csv.startswith("builtin:"):
         print(f"{csv} is a built-in data set: nothing to check")
         return 0
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
+    data_log = logging.getLogger("fl_client.data")
+    level = data_log.level
+    data_log.setLevel(logging.ERROR)  # each warning is printed once below, as a `note` line
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             data = load_csv_hospital(load_schema(schema_path), csv, hospital_id, seed=0)
-        except DataError as exc:
-            print(f"FAIL {csv}: {exc}", file=sys.stderr)
-            return 1
+    except DataError as exc:
+        print(f"FAIL {csv}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        data_log.setLevel(level)
     n_train, n_test = len(data.y_train), len(data.y_test)
     positives = int(np.sum(data.y_train) + np.sum(data.y_test))
     print(f"OK   {csv} matches {schema_path}")
