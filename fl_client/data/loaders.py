@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from .breast_cancer import load_breast_cancer_hospital, load_breast_cancer_hospitals
+from .builtin import BUILTINS, load_builtin_hospital, load_builtin_hospitals
 from .csv_loader import load_csv_hospital_from_cfg, load_csv_hospitals
 from .errors import ConfigError, SingleClassStudyError
 from .hospital import HospitalData
 
-DATASETS = ("breast_cancer", "csv")
+DATASETS = ("breast_cancer", "diabetes", "csv")
 
 
 def _plain(cfg: Any) -> dict:
@@ -47,8 +47,8 @@ def load_hospitals(dataset_cfg: Mapping, num_hospitals: int, seed: int) -> list[
     """
     cfg = _plain(dataset_cfg)
     name = _name(cfg)
-    if name == "breast_cancer":
-        hospitals = load_breast_cancer_hospitals(cfg, num_hospitals, seed)
+    if name in BUILTINS:
+        hospitals = load_builtin_hospitals(name, cfg, num_hospitals, seed)
     else:
         hospitals = load_csv_hospitals(cfg, num_hospitals, seed)
     task = study_task(hospitals)
@@ -56,7 +56,7 @@ def load_hospitals(dataset_cfg: Mapping, num_hospitals: int, seed: int) -> list[
     if len(classes) < 2:
         raise SingleClassStudyError(
             f"the target has a single class ({classes}) across all {len(hospitals)} hospitals of the "
-            "study; a binary model cannot be trained. Check the target column and its positive rule."
+            "study; a classifier cannot be trained. Check the target column and its positive rule (or classes)."
         )
     return hospitals
 
@@ -72,8 +72,8 @@ def load_hospital(dataset_cfg: Mapping, index: int, num_hospitals: int, seed: in
     name = _name(cfg)
     if not isinstance(index, (int, np.integer)) or not 0 <= int(index) < int(num_hospitals):
         raise ConfigError(f"hospital index must be in 0..{int(num_hospitals) - 1}, got {index!r}")
-    if name == "breast_cancer":
-        return load_breast_cancer_hospital(cfg, int(index), num_hospitals, seed)
+    if name in BUILTINS:
+        return load_builtin_hospital(name, cfg, int(index), num_hospitals, seed)
     return load_csv_hospital_from_cfg(cfg, int(index), num_hospitals, seed)
 
 
