@@ -25,7 +25,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "hospital's own Ethereum key (no key is made for it); =: where the hospital sees its CSV (never "
         "read here; without it the hospital fills in data-path)",
     )
-    data.add_argument("--builtin", type=int, metavar="N", help="N hospitals on the built-in breast cancer data")
+    data.add_argument(
+        "--builtin",
+        type=int,
+        metavar="N",
+        help="N hospitals on built-in data: breast cancer, or dataset=diabetes among the overrides",
+    )
     p.add_argument("--schema", help="CSV schema (YAML) for --hospitals; default: conf/dataset/csv.yaml's")
     p.add_argument(
         "--hospital-data-dir",

@@ -33,7 +33,7 @@ from fedledger.files import save_npz
 from fedledger.hashing import model_hash, sha256, to_hex
 from fedledger.protocol import protocol_hash
 from fedledger.strategies import check_strategy
-from fl_client.data import HospitalData, load_hospitals, study_layout
+from fl_client.data import HospitalData, load_hospitals, study_layout, study_task
 from fl_client.models import build_model, get_arrays
 from fl_client.policy import policies_by_hospital
 from fl_server.study import round_task
@@ -116,16 +116,21 @@ def prepare_study(
         hospitals = load_hospitals(cfg["dataset"], int(cfg["num_hospitals"]), int(cfg["seed"]))
         ids = [h.hospital_id for h in hospitals]
         n_features = hospitals[0].X_train.shape[1]
+        task = study_task(hospitals)
     else:
         layout = study_layout(cfg["dataset"], int(cfg["num_hospitals"]))
         ids, n_features = list(layout.hospital_ids), layout.n_features
+        task = {"name": layout.task, "num_outputs": layout.num_outputs}
     policies = policies_by_hospital(cfg.get("hospital_policies") or {}, ids)
     check_hospital_keys("budgets", cfg.get("budgets") or {}, ids)
     check_hospital_keys("hospital addresses", hospital_addresses or {}, ids)
     if cfg["privacy"].get("enabled") and hospitals:  # delta below 1/n for every hospital (else each refuses
         # privacy-delta-invalid; without the data, each hospital's node makes this check itself)
         check_study_delta(cfg["privacy"].get("delta"), {h.hospital_id: h.n_train for h in hospitals})
-    model = build_model(cfg["model"]["name"], n_features, int(cfg["model"]["hidden"]), seed=int(cfg["seed"]))
+    check_selection(cfg["strategy"], cfg["dataset"].get("validation_fraction"), task["name"])
+    model = build_model(
+        cfg["model"]["name"], n_features, int(cfg["model"]["hidden"]), int(cfg["seed"]), task["num_outputs"]
+    )
     initial = get_arrays(model)
     save_npz(run_dir / "initial_model.npz", initial)
 
@@ -139,6 +144,7 @@ def prepare_study(
         "initial_model": str(run_dir / "initial_model.npz"),
         "initial_model_hash": to_hex(model_hash(initial)),
         "n_features": int(n_features),
+        "task": task,
         "hospitals": [],
         "keys": {},
         "chain": None,

@@ -72,20 +72,8 @@ def merge_results(path: Path, **sections: Any) -> dict[str, Any]:
     return results
 
 
-METRICS_CSV_COLUMNS = (
-    "round",
-    "hospital",
-    "accuracy",
-    "auc",
-    "loss",
-    "num_examples",
-    "epsilon",
-    "participated",
-    "accuracy_lo",
-    "accuracy_hi",
-    "auc_lo",
-    "auc_hi",
-)
+#: metrics whose 95% interval a hospital row carries (results.json ``<metric>-ci``), appended as ``<metric>_lo, _hi``
+INTERVAL_METRICS = ("accuracy", "auc")
 
 
 def _interval(row: dict[str, Any], key: str) -> list[Any]:
@@ -94,27 +82,35 @@ def _interval(row: dict[str, Any], key: str) -> list[Any]:
     return [ci[0], ci[1]] if isinstance(ci, (list, tuple)) and len(ci) == 2 else ["", ""]
 
 
+def metric_columns(outcomes: list[RoundOutcome]) -> list[str]:
+    """The metrics the rounds report, in their order (binary: accuracy, auc, loss; another task its own)."""
+    return list(dict.fromkeys(k for o in outcomes for k in o.metrics)) or ["accuracy", "auc", "loss"]
+
+
 def write_metrics_csv(path: Path, outcomes: list[RoundOutcome]) -> None:
-    """One row per (round, hospital) plus an 'overall' row per round; a hospital's row ends with its 95%
-    intervals (the same values as results.json; the 'overall' row has none)."""
+    """One row per (round, hospital) plus an 'overall' row per round; a column per metric of the study's task,
+    then a hospital row's 95% intervals (binary: accuracy_lo, accuracy_hi, auc_lo, auc_hi; the same values as
+    results.json; the 'overall' row has none)."""
+    columns = metric_columns(outcomes)
+    with_ci = [
+        m
+        for m in INTERVAL_METRICS
+        if m in columns or any(f"{m}-ci" in row for o in outcomes for row in o.per_hospital.values())
+    ]
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(METRICS_CSV_COLUMNS)
+        ci_columns = [f"{m}_{end}" for m in with_ci for end in ("lo", "hi")]
+        w.writerow(["round", "hospital", *columns, "num_examples", "epsilon", "participated", *ci_columns])
         for o in outcomes:
             w.writerow(
                 [
                     o.server_round,
                     "overall",
-                    o.metrics.get("accuracy"),
-                    o.metrics.get("auc"),
-                    o.metrics.get("loss"),
+                    *(o.metrics.get(k) for k in columns),
                     o.total_examples,
                     "",
                     len(o.participants),
-                    "",
-                    "",
-                    "",
-                    "",
+                    *([""] * len(ci_columns)),
                 ]
             )
             for hospital, m in o.per_hospital.items():
@@ -123,13 +119,10 @@ def write_metrics_csv(path: Path, outcomes: list[RoundOutcome]) -> None:
                     [
                         o.server_round,
                         hospital,
-                        m.get("accuracy"),
-                        m.get("auc"),
-                        m.get("loss"),
+                        *(m.get(k) for k in columns),
                         m.get("num-examples"),
                         eps,
                         int(hospital in o.participants),
-                        *_interval(m, "accuracy-ci"),
-                        *_interval(m, "auc-ci"),
+                        *(v for metric in with_ci for v in _interval(m, f"{metric}-ci")),
                     ]
                 )

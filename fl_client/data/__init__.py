@@ -7,6 +7,7 @@ from .errors import (
     DataError,
     DataWarning,
     EmptyFileError,
+    InvalidTargetError,
     InvalidValuesError,
     MissingColumnError,
     MissingFileError,
@@ -19,7 +20,7 @@ from .errors import (
     UnknownCategoryError,
 )
 from .hospital import HospitalData
-from .loaders import StudyLayout, load_hospital, load_hospitals, study_layout
+from .loaders import StudyLayout, load_hospital, load_hospitals, study_layout, study_task
 from .partition import partition, partition_dirichlet, partition_iid, partition_quantity
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "DataWarning",
     "EmptyFileError",
     "HospitalData",
+    "InvalidTargetError",
     "InvalidValuesError",
     "MissingColumnError",
     "MissingFileError",
@@ -47,4 +49,5 @@ __all__ = [
     "partition_iid",
     "partition_quantity",
     "study_layout",
+    "study_task",
 ]

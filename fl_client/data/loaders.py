@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from .breast_cancer import breast_cancer_layout, load_breast_cancer_hospital, load_breast_cancer_hospitals
+from .builtin import BUILTINS, builtin_layout, load_builtin_hospital, load_builtin_hospitals
 from .csv_loader import csv_layout, load_csv_hospital_from_cfg, load_csv_hospitals
 from .errors import ConfigError, SingleClassStudyError
 from .hospital import HospitalData
 
-DATASETS = ("breast_cancer", "csv")
+DATASETS = ("breast_cancer", "diabetes", "csv")
 
 
 def _plain(cfg: Any) -> dict:
@@ -51,15 +51,16 @@ def load_hospitals(dataset_cfg: Mapping, num_hospitals: int, seed: int) -> list[
     """
     cfg = _plain(dataset_cfg)
     name = _name(cfg)
-    if name == "breast_cancer":
-        hospitals = load_breast_cancer_hospitals(cfg, num_hospitals, seed)
+    if name in BUILTINS:
+        hospitals = load_builtin_hospitals(name, cfg, num_hospitals, seed)
     else:
         hospitals = load_csv_hospitals(cfg, num_hospitals, seed)
-    classes = sorted({c for h in hospitals for c in h.classes_present})
+    task = study_task(hospitals)
+    classes = sorted({c for h in hospitals for c in h.classes_present}) if task["name"] != "regression" else [0, 1]
     if len(classes) < 2:
         raise SingleClassStudyError(
             f"the target has a single class ({classes}) across all {len(hospitals)} hospitals of the "
-            "study; a binary model cannot be trained. Check the target column and its positive rule."
+            "study; a classifier cannot be trained. Check the target column and its positive rule (or classes)."
         )
     return hospitals
 
@@ -75,17 +76,28 @@ def load_hospital(dataset_cfg: Mapping, index: int, num_hospitals: int, seed: in
     name = _name(cfg)
     if not isinstance(index, (int, np.integer)) or not 0 <= int(index) < int(num_hospitals):
         raise ConfigError(f"hospital index must be in 0..{int(num_hospitals) - 1}, got {index!r}")
-    if name == "breast_cancer":
-        return load_breast_cancer_hospital(cfg, int(index), num_hospitals, seed)
+    if name in BUILTINS:
+        return load_builtin_hospital(name, cfg, int(index), num_hospitals, seed)
     return load_csv_hospital_from_cfg(cfg, int(index), num_hospitals, seed)
+
+
+def study_task(hospitals: list[HospitalData]) -> dict[str, Any]:
+    """The study's task (``{"name", "num_outputs"}``, as the study spec records it): every hospital's, the same."""
+    tasks = {(h.task, h.num_outputs) for h in hospitals}
+    if len(tasks) != 1:
+        raise ConfigError(f"the hospitals' data are for different tasks: {sorted(tasks)}; a study has one task")
+    name, num_outputs = tasks.pop()
+    return {"name": name, "num_outputs": int(num_outputs)}
 
 
 @dataclass(frozen=True)
 class StudyLayout:
-    """Who takes part and what the model reads, known before any hospital's data is read."""
+    """Who takes part, what the model reads and what it predicts, known before any hospital's data is read."""
 
     hospital_ids: tuple[str, ...]
     feature_names: tuple[str, ...]
+    task: str = "binary"
+    num_outputs: int = 1
 
     @property
     def n_features(self) -> int:
@@ -93,17 +105,17 @@ class StudyLayout:
 
 
 def study_layout(dataset_cfg: Mapping, num_hospitals: int) -> StudyLayout:
-    """The study's hospital ids and feature layout from its configuration alone.
+    """The study's hospital ids, feature layout and task from its configuration alone.
 
     A CSV study's layout is its schema's (numeric columns, then one one-hot block per
-    categorical column): no hospital file is opened, so a coordinator without the
-    hospitals' data can set the study up. Row counts and class presence are each
-    hospital's own to report (``fedledger check-data``, its consent's cohort size).
+    categorical column; the target's type and classes): no hospital file is opened, so a
+    coordinator without the hospitals' data can set the study up. Row counts and class
+    presence are each hospital's own to report (``fedledger check-data``, its consent's cohort size).
     """
     cfg = _plain(dataset_cfg)
     name = _name(cfg)
-    if name == "breast_cancer":
-        ids, names = breast_cancer_layout(cfg, int(num_hospitals))
+    if name in BUILTINS:
+        ids, names, task, num_outputs = builtin_layout(name, cfg, int(num_hospitals))
     else:
-        ids, names = csv_layout(cfg, int(num_hospitals))
-    return StudyLayout(tuple(ids), tuple(names))
+        ids, names, task, num_outputs = csv_layout(cfg, int(num_hospitals))
+    return StudyLayout(tuple(ids), tuple(names), task, int(num_outputs))
