@@ -13,12 +13,8 @@ the digest with a fixed vector. Format (see docs/LEDGER.md)::
                       bytes32 startModelHash)
 
 Epsilon is fixed-point: ``epsilonMicro = round(epsilon * 1e6)`` as uint64.
-``startModelHash`` is :func:`fedledger.hashing.model_hash` of the plaintext
-model the hospital trained from this round (hashed right before local
-training): equal across a round's hospitals unless one was given another
-model, which the auditor checks with no key. Version 2 of the type: the type
-name, not the domain, carries the version, so ``ModelRelease`` signatures (same
-domain) keep their digests.
+``startModelHash``: :func:`fedledger.hashing.model_hash` of the plaintext model the hospital trained
+from (a round's must be equal: the auditor checks, no key needed). The type name carries the version.
 
 A signed commitment (:class:`SignedCommitment`) is one object from the
 hospital to the chain: its JSON form (:meth:`SignedCommitment.to_json`) is the
@@ -181,15 +177,8 @@ class RoundCommitment:
         return cls(*t)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "studyId": to_hex(self.study_id),
-            "round": self.round,
-            "prevGlobalHash": to_hex(self.prev_global_hash),
-            "updateHash": to_hex(self.update_hash),
-            "sampleCount": self.sample_count,
-            "epsilonMicro": self.epsilon_micro,
-            "startModelHash": to_hex(self.start_model_hash),
-        }
+        """The EIP-712 message with its bytes32 fields as 0x-hex (the journal's and a Merkle leaf's form)."""
+        return {k: to_hex(v) if isinstance(v, bytes) else v for k, v in self.as_message().items()}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> RoundCommitment:
@@ -293,6 +282,9 @@ def recover_typed_signer(message: SignableMessage, signature: bytes | str) -> st
         raise CommitmentError(f"invalid signature: {exc}") from exc
 
 
+_RECORD_KEYS = ("address", "update-hash", "epsilon-micro", "start-model-hash", "signature")
+
+
 @dataclass(frozen=True)
 class SignedCommitment:
     """A hospital's commitment with its signature: the one object from the hospital to the chain.
@@ -369,9 +361,7 @@ class SignedCommitment:
         :class:`CommitmentError` when a key is missing or malformed, or the
         record's update hash is not the update's.
         """
-        missing = [
-            k for k in ("address", "update-hash", "epsilon-micro", "start-model-hash", "signature") if k not in record
-        ]
+        missing = [k for k in _RECORD_KEYS if k not in record]
         if missing:
             raise CommitmentError(f"commitment record lacks {', '.join(repr(k) for k in missing)}")
         update_hash = _bytes32(update_hash, "update_hash")
@@ -381,6 +371,10 @@ class SignedCommitment:
             epsilon_micro = int(record["epsilon-micro"])
         except (TypeError, ValueError) as exc:
             raise CommitmentError(f"epsilon-micro is not an integer: {exc}") from exc
+        try:
+            start = _bytes32(str(record["start-model-hash"]), "start-model-hash")
+        except ValueError as exc:
+            raise CommitmentError(f"start-model-hash is not a 32-byte hex hash: {exc}") from exc
         commitment = RoundCommitment(
             study_id=_bytes32(study_id, "study_id"),
             round=round,
@@ -388,20 +382,13 @@ class SignedCommitment:
             update_hash=update_hash,
             sample_count=sample_count,
             epsilon_micro=epsilon_micro,
-            start_model_hash=_record_hash(record["start-model-hash"], "start-model-hash"),
+            start_model_hash=start,
         )
         try:
             signature = as_bytes(str(record["signature"]))
         except ValueError as exc:
             raise CommitmentError(f"signature is not hex: {exc}") from exc
         return cls(commitment, signature, str(record["address"]), str(record.get("hospital", "")))
-
-
-def _record_hash(value: Any, name: str) -> bytes:
-    try:
-        return _bytes32(str(value), name)
-    except ValueError as exc:
-        raise CommitmentError(f"{name} is not a 32-byte hex hash: {exc}") from exc
 
 
 def commitments_hash(digests: Sequence[bytes]) -> bytes:

@@ -29,8 +29,17 @@ from tests.audit_builders import deployed_ledger, register_consenting, signed_re
 
 
 def build_merkle_study(
-    chain, client, root: Path, *, n_hospitals: int = 4, n_rounds: int = 2, mode: str = "merkle", seed: int = 7
+    chain,
+    client,
+    root: Path,
+    *,
+    n_hospitals: int = 4,
+    n_rounds: int = 2,
+    mode: str = "merkle",
+    seed: int = 7,
+    other_start: tuple[int, int] | None = None,
 ) -> SimpleNamespace:
+    """``other_start`` = (round, hospital index): that hospital is given another starting model in that round."""
     rng = np.random.default_rng(seed)
     run_dir = root / f"merkle_{mode}_{seed}"
     keys = ckks.create_keys(run_dir / "keys" / "ckks", ckks.preset("ckks_n4096"))
@@ -60,7 +69,10 @@ def build_merkle_study(
     n = flatten(template).size
     receipts = []
     for r in range(1, n_rounds + 1):
-        replies = [signed_reply(sec, rng, n, dom, study_id, r, prev, i, acct, start) for i, acct in enumerate(accounts)]
+        given = [sha256(b"another model" + start) if other_start == (r, i) else start for i in range(n_hospitals)]
+        replies = [
+            signed_reply(sec, rng, n, dom, study_id, r, prev, i, acct, given[i]) for i, acct in enumerate(accounts)
+        ]
         agg = ModelPayload(
             ciphertexts=ckks.sum_ciphertexts(pub, [x.payload.ciphertexts for x in replies]),
             total_weight=float(sum(x.num_examples for x in replies)),
@@ -70,7 +82,7 @@ def build_merkle_study(
         for x in replies:
             commit._check_policy(
                 x.hospital,
-                RoundCommitment(study_id, r, prev, ZERO, x.num_examples, int(x.commitment["epsilon-micro"]), start),
+                RoundCommitment(study_id, r, prev, ZERO, x.num_examples, int(x.commitment["epsilon-micro"]), ZERO),
                 seen,
             )
         manifest = write_manifest(store, to_hex(study_id), r, to_hex(prev), agg, replies)
