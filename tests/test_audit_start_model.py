@@ -88,3 +88,25 @@ def test_a_merkle_round_is_checked_from_its_leaves(ledger):
     # Assert: with the store's leaves the hospital is named; from the root alone the check is skipped
     assert fails(with_store) == [("start_model", 2, study.accounts[2].address)]
     assert [f.status for f in chain_only.findings if f.check == "start_model"] == ["skip", "skip"]
+
+
+@pytest.mark.slow
+def test_a_simulated_ckks_study_signs_equal_start_models_and_audits_clean(tmp_path):
+    """The product path (Flower simulation, DP + CKKS + anvil): the hospitals sign their start models, the audit
+    holds round 1's to the registered initial model and each later round's to one model, and passes."""
+    import json
+
+    from tests.test_simulation import run_study
+
+    # Act
+    proc = run_study(tmp_path, "num_hospitals=3", "num_rounds=2")
+    # Assert
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    audit = json.loads((tmp_path / "audit.json").read_text())
+    assert audit["ok"] is True and audit["checks"]["start_model"] == {"pass": 2, "fail": 0, "skip": 0}
+    starts = {
+        r: {u["commitment"]["start-model-hash"] for u in json.loads(p.read_text())["updates"]}
+        for r, p in ((r, tmp_path / f"artifacts/rounds/round_{r:05d}.json") for r in (1, 2))
+    }
+    assert starts[1] == {audit["initial_model_hash"]}
+    assert len(starts[2]) == 1 and starts[2] != starts[1]  # one decrypted model, not the initial one
