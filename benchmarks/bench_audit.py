@@ -68,7 +68,7 @@ def record_chain_only_study(chain, client, n_rounds: int, n_hospitals: int) -> t
     for r in range(1, n_rounds + 1):
         cs, sigs = [], []
         for i, a in enumerate(accounts):
-            c = RoundCommitment(sid, r, prev, rng.bytes(32), int(rng.integers(10, 100)), 1000 * r + i)
+            c = RoundCommitment(sid, r, prev, rng.bytes(32), int(rng.integers(10, 100)), 1000 * r + i, prev)
             cs.append(c)
             sigs.append(sign_commitment(a, dom, c))
         agg = rng.bytes(32)
@@ -100,7 +100,7 @@ def record_encrypted_study(chain, client, root: Path, n_rounds: int, n_hospitals
         for i, a in enumerate(accounts):
             n_k = int(rng.integers(10, 100))
             blobs = ckks.encrypt_update(sec, rng.normal(size=n_params) * 0.1, n_k)
-            c = RoundCommitment(sid, r, prev, ciphertexts_hash(blobs), n_k, 1000 * r + i)
+            c = RoundCommitment(sid, r, prev, ciphertexts_hash(blobs), n_k, 1000 * r + i, prev)
             sig = sign_commitment(a, dom, c)
             replies.append(
                 SimpleNamespace(

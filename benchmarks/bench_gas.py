@@ -80,7 +80,7 @@ def signed_rounds(hospitals: list, dom, study_id: bytes, init: bytes, rounds: in
     prev = init
     for r in range(1, rounds + 1):
         cs = [
-            RoundCommitment(study_id, r, prev, os.urandom(32), 100 + i, epsilon_to_micro(0.5 * r))
+            RoundCommitment(study_id, r, prev, os.urandom(32), 100 + i, epsilon_to_micro(0.5 * r), prev)
             for i in range(len(hospitals))
         ]
         aggregate = os.urandom(32)

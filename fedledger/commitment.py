@@ -8,10 +8,13 @@ the digest with a fixed vector. Format (see docs/LEDGER.md)::
 
     EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)
       name = "FedLedger", version = "1"
-    RoundCommitment(bytes32 studyId,uint64 round,bytes32 prevGlobalHash,
-                    bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro)
+    RoundCommitmentV2(bytes32 studyId,uint64 round,bytes32 prevGlobalHash,
+                      bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro,
+                      bytes32 startModelHash)
 
 Epsilon is fixed-point: ``epsilonMicro = round(epsilon * 1e6)`` as uint64.
+``startModelHash``: :func:`fedledger.hashing.model_hash` of the plaintext model the hospital trained
+from (a round's must be equal: the auditor checks, no key needed). The type name carries the version.
 
 A signed commitment (:class:`SignedCommitment`) is one object from the
 hospital to the chain: its JSON form (:meth:`SignedCommitment.to_json`) is the
@@ -39,7 +42,7 @@ from fedledger.hashing import as_bytes, to_hex
 
 DOMAIN_NAME = "FedLedger"
 DOMAIN_VERSION = "1"
-PRIMARY_TYPE = "RoundCommitment"
+PRIMARY_TYPE = "RoundCommitmentV2"
 UINT64_MAX = 2**64 - 1
 
 EIP712_TYPES: dict[str, list[dict[str, str]]] = {
@@ -56,17 +59,18 @@ EIP712_TYPES: dict[str, list[dict[str, str]]] = {
         {"name": "updateHash", "type": "bytes32"},
         {"name": "sampleCount", "type": "uint64"},
         {"name": "epsilonMicro", "type": "uint64"},
+        {"name": "startModelHash", "type": "bytes32"},
     ],
 }
 
 ROUND_COMMITMENT_TYPE = (
-    "RoundCommitment(bytes32 studyId,uint64 round,bytes32 prevGlobalHash,"
-    "bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro)"
+    "RoundCommitmentV2(bytes32 studyId,uint64 round,bytes32 prevGlobalHash,"
+    "bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro,bytes32 startModelHash)"
 )
 
 
 #: The contract's ``Commitment`` struct as web3 takes and returns it.
-CommitmentTuple = tuple[bytes, int, bytes, bytes, int, int]
+CommitmentTuple = tuple[bytes, int, bytes, bytes, int, int, bytes]
 
 
 class CommitmentError(ValueError):
@@ -124,7 +128,7 @@ def domain(chain_id: int, contract_address: str) -> Domain:
 
 @dataclass(frozen=True)
 class RoundCommitment:
-    """The EIP-712 struct ``RoundCommitment``, field for field (bytes32 as bytes)."""
+    """The EIP-712 struct ``RoundCommitmentV2``, field for field (bytes32 as bytes)."""
 
     study_id: bytes
     round: int
@@ -132,11 +136,13 @@ class RoundCommitment:
     update_hash: bytes
     sample_count: int
     epsilon_micro: int
+    start_model_hash: bytes
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "study_id", _bytes32(self.study_id, "study_id"))
         object.__setattr__(self, "prev_global_hash", _bytes32(self.prev_global_hash, "prev_global_hash"))
         object.__setattr__(self, "update_hash", _bytes32(self.update_hash, "update_hash"))
+        object.__setattr__(self, "start_model_hash", _bytes32(self.start_model_hash, "start_model_hash"))
         _uint64(self.round, "round")
         _uint64(self.sample_count, "sample_count")
         _uint64(self.epsilon_micro, "epsilon_micro")
@@ -150,6 +156,7 @@ class RoundCommitment:
             "updateHash": self.update_hash,
             "sampleCount": self.sample_count,
             "epsilonMicro": self.epsilon_micro,
+            "startModelHash": self.start_model_hash,
         }
 
     def as_abi_tuple(self) -> CommitmentTuple:
@@ -161,6 +168,7 @@ class RoundCommitment:
             self.update_hash,
             self.sample_count,
             self.epsilon_micro,
+            self.start_model_hash,
         )
 
     @classmethod
@@ -169,14 +177,8 @@ class RoundCommitment:
         return cls(*t)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "studyId": to_hex(self.study_id),
-            "round": self.round,
-            "prevGlobalHash": to_hex(self.prev_global_hash),
-            "updateHash": to_hex(self.update_hash),
-            "sampleCount": self.sample_count,
-            "epsilonMicro": self.epsilon_micro,
-        }
+        """The EIP-712 message with its bytes32 fields as 0x-hex (the journal's and a Merkle leaf's form)."""
+        return {k: to_hex(v) if isinstance(v, bytes) else v for k, v in self.as_message().items()}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> RoundCommitment:
@@ -187,6 +189,7 @@ class RoundCommitment:
             update_hash=d["updateHash"],
             sample_count=int(d["sampleCount"]),
             epsilon_micro=int(d["epsilonMicro"]),
+            start_model_hash=d["startModelHash"],
         )
 
 
@@ -238,6 +241,7 @@ def commitment_digest(dom: Domain, commitment: RoundCommitment) -> bytes:
         + c.update_hash
         + c.sample_count.to_bytes(32, "big")
         + c.epsilon_micro.to_bytes(32, "big")
+        + c.start_model_hash
     )
     return keccak(b"\x19\x01" + domain_separator(dom) + struct)
 
@@ -276,6 +280,9 @@ def recover_typed_signer(message: SignableMessage, signature: bytes | str) -> st
         return to_checksum_address(Account.recover_message(message, signature=signature))
     except Exception as exc:  # eth_keys raises several types for bad signatures
         raise CommitmentError(f"invalid signature: {exc}") from exc
+
+
+_RECORD_KEYS = ("address", "update-hash", "epsilon-micro", "start-model-hash", "signature")
 
 
 @dataclass(frozen=True)
@@ -332,6 +339,7 @@ class SignedCommitment:
             "update-hash": to_hex(c.update_hash),
             "sample-count": c.sample_count,
             "epsilon-micro": c.epsilon_micro,
+            "start-model-hash": to_hex(c.start_model_hash),
             "signature": to_hex(self.signature),
         }
 
@@ -353,7 +361,7 @@ class SignedCommitment:
         :class:`CommitmentError` when a key is missing or malformed, or the
         record's update hash is not the update's.
         """
-        missing = [k for k in ("address", "update-hash", "epsilon-micro", "signature") if k not in record]
+        missing = [k for k in _RECORD_KEYS if k not in record]
         if missing:
             raise CommitmentError(f"commitment record lacks {', '.join(repr(k) for k in missing)}")
         update_hash = _bytes32(update_hash, "update_hash")
@@ -363,6 +371,10 @@ class SignedCommitment:
             epsilon_micro = int(record["epsilon-micro"])
         except (TypeError, ValueError) as exc:
             raise CommitmentError(f"epsilon-micro is not an integer: {exc}") from exc
+        try:
+            start = _bytes32(str(record["start-model-hash"]), "start-model-hash")
+        except ValueError as exc:
+            raise CommitmentError(f"start-model-hash is not a 32-byte hex hash: {exc}") from exc
         commitment = RoundCommitment(
             study_id=_bytes32(study_id, "study_id"),
             round=round,
@@ -370,6 +382,7 @@ class SignedCommitment:
             update_hash=update_hash,
             sample_count=sample_count,
             epsilon_micro=epsilon_micro,
+            start_model_hash=start,
         )
         try:
             signature = as_bytes(str(record["signature"]))

@@ -16,7 +16,7 @@ from flwr.common.logger import log as flwr_log
 
 from fedledger.config import TrainConfig
 from fedledger.dp.plan import DeltaError
-from fedledger.hashing import to_hex
+from fedledger.hashing import model_hash, to_hex
 from fedledger.model_io import flatten, num_params, unflatten
 from fedledger.protocol import protocol_hash
 from fedledger.round_task import EvaluationReport, Record, Refusal, RoundMessageError, RoundTask, TrainReport
@@ -244,6 +244,8 @@ def train(msg: Message, context: Context) -> Message:
         momentum=task.momentum,
         weight_decay=task.weight_decay,
     )
+    # The one point the model is what local training starts from: its hash is signed in the commitment.
+    start_hash = model_hash(get_arrays(model))
     stats = train_local(
         model,
         data.X_train,
@@ -296,7 +298,7 @@ def train(msg: Message, context: Context) -> Message:
         **dp,
     )
     content = _report(report.to_wire(), {Record.UPDATE: encode(update)})
-    signed = rt.commitment_for(settings, task, update.digest(), n, epsilon)
+    signed = rt.commitment_for(settings, task, update.digest(), n, epsilon, start_hash)
     if signed is not None:
         content[Record.COMMITMENT] = ConfigRecord(signed.to_json())
     return Message(content=content, reply_to=msg)

@@ -243,9 +243,12 @@ def save_privacy(settings: HospitalSettings, privacy: HospitalPrivacy, context: 
 
 
 def commitment_for(
-    settings: HospitalSettings, task: RoundTask, update_hash: bytes, n: int, epsilon: float
+    settings: HospitalSettings, task: RoundTask, update_hash: bytes, n: int, epsilon: float, start_hash: bytes
 ) -> SignedCommitment | None:
-    """Sign the round commitment with the hospital's own key (None when the study has no ledger)."""
+    """Sign the round commitment with the hospital's own key (None when the study has no ledger).
+
+    ``start_hash`` is the model hash of the plaintext model this hospital trained from: signed, so the
+    auditor can check every hospital of a round started from the same model."""
     if not task.ledger or not settings.eth_key:
         return None
     from fedledger.commitment import RoundCommitment, SignedCommitment, domain, epsilon_to_micro  # defer eth_account
@@ -258,6 +261,7 @@ def commitment_for(
         update_hash=update_hash,
         sample_count=n,
         epsilon_micro=epsilon_to_micro(epsilon),
+        start_model_hash=start_hash,
     )
     account = load_eth_account(settings.eth_key)
     return SignedCommitment.sign(account, domain(task.chain_id, task.contract), commitment, settings.hospital_id)

@@ -16,7 +16,8 @@ import pytest
 
 from fedledger import ckks
 from fedledger.commitment import Domain, RoundCommitment, epsilon_to_micro, sign_commitment
-from fedledger.hashing import ciphertexts_hash, sha256, to_hex
+from fedledger.hashing import ciphertexts_hash, model_hash, sha256, to_hex
+from fedledger.model_io import flatten, unflatten
 from fedledger.release_attestation import ModelRelease, sign_release
 from fedledger.wire import ModelPayload
 from ledger.chains import Chain, start_chain
@@ -71,6 +72,12 @@ def release_signatures(
     return [sign_release(a, client.domain(), ModelRelease(study_id, r, model_hash)) for a in accounts]
 
 
+def start_hash(sec: Any, agg: ModelPayload, template: dict[str, np.ndarray]) -> bytes:
+    """The hash of the plaintext model a hospital trains from after ``agg``: decrypted, divided by its weight."""
+    flat = ckks.decrypt_update(sec, agg.ciphertexts, flatten(template).size, agg.total_weight)
+    return model_hash(unflatten(flat, template))
+
+
 def signed_reply(
     sec: Any,
     rng: np.random.Generator,
@@ -81,15 +88,18 @@ def signed_reply(
     prev: bytes,
     i: int,
     account: Any,
+    start: bytes,
 ) -> SimpleNamespace:
-    """Hospital ``i``'s encrypted update of ``n`` values in round ``r``, as the server keeps its reply.
+    """Hospital ``i``'s encrypted update of ``n`` values in round ``r``, trained from the plaintext model
+    hashing to ``start``, as the server keeps its reply.
 
     ``commitment`` is the signed record of the reply; ``c`` and ``sig`` are the
     commitment and signature to record on chain.
     """
     n_k = int(rng.integers(5, 50))
     blobs = ckks.encrypt_update(sec, rng.normal(size=n) * 0.1, n_k)
-    c = RoundCommitment(study_id, r, prev, ciphertexts_hash(blobs), n_k, epsilon_to_micro(0.4 * r + 0.05 * i))
+    eps = epsilon_to_micro(0.4 * r + 0.05 * i)
+    c = RoundCommitment(study_id, r, prev, ciphertexts_hash(blobs), n_k, eps, start)
     sig = sign_commitment(account, dom, c)
     return SimpleNamespace(
         hospital=f"hospital_{i}",
@@ -101,6 +111,7 @@ def signed_reply(
             "address": account.address,
             "update-hash": to_hex(c.update_hash),
             "epsilon-micro": c.epsilon_micro,
+            "start-model-hash": to_hex(start),
             "signature": "0x" + sig.hex(),
         },
         c=c,

@@ -94,7 +94,9 @@ class StudyHarness:
         eps = [eps_micro] * len(hs) if isinstance(eps_micro, int) else list(eps_micro)
         prev = self.prev_hash(round) if prev is None else prev
         dom = self.client.domain()
-        cs = [RoundCommitment(self.study_id, round, prev, os.urandom(32), samples + i, e) for i, e in enumerate(eps)]
+        cs = [
+            RoundCommitment(self.study_id, round, prev, os.urandom(32), samples + i, e, prev) for i, e in enumerate(eps)
+        ]
         return cs, [sign_commitment(h, dom, c) for h, c in zip(hs, cs)]
 
     def record(

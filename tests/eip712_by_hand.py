@@ -13,8 +13,8 @@ from eth_utils import keccak
 from fedledger.commitment import Domain, RoundCommitment
 
 TYPEHASH = keccak(
-    text="RoundCommitment(bytes32 studyId,uint64 round,bytes32 prevGlobalHash,"
-    "bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro)"
+    text="RoundCommitmentV2(bytes32 studyId,uint64 round,bytes32 prevGlobalHash,"
+    "bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro,bytes32 startModelHash)"
 )
 
 
@@ -25,6 +25,7 @@ def domain_separator(dom: Domain) -> bytes:
 
 
 def commitment_digest_independent(separator: bytes, c: RoundCommitment) -> bytes:
-    types = ["bytes32", "bytes32", "uint64", "bytes32", "bytes32", "uint64", "uint64"]
+    types = ["bytes32", "bytes32", "uint64", "bytes32", "bytes32", "uint64", "uint64", "bytes32"]
     fields = [TYPEHASH, c.study_id, c.round, c.prev_global_hash, c.update_hash, c.sample_count, c.epsilon_micro]
+    fields.append(c.start_model_hash)
     return keccak(b"\x19\x01" + separator + keccak(encode(types, fields)))

@@ -325,3 +325,33 @@ def test_the_accepted_model_is_kept_per_study_in_the_state_dir(tmp_path):
     held = accepted_model.load(settings, fresh, "0x" + "11" * 32)
     assert held is not None and held.round == 3 and list(held.flat) == [0.5, 1.0, -2.0]
     assert accepted_model.load(settings, fresh, "0x" + "22" * 32) is None  # another study's state is not this one's
+
+
+def test_the_signed_start_model_is_the_decrypted_model_or_the_one_kept(keys, round1, tmp_path):
+    """Issue 15: the commitment's start-model-hash is the plaintext the hospital trained from: round 2 its
+    decryption of round 1's aggregate divided by the weight; round 3, refusing a wrapped aggregate with
+    keep-previous, the model it kept (round 2's)."""
+    from eth_account import Account
+
+    from fedledger.model_io import unflatten
+
+    _, sec, pub = keys
+    ctx, initial, blobs, n = round1
+    key = tmp_path / "eth_key"
+    key.write_text(Account.create().key.hex())
+    ctx.node_config["eth-key"] = str(key)
+    ledger = {"ledger": True, "chain-id": 31337, "contract": "0x" + "cd" * 20, "on-bad-aggregate": "keep-previous"}
+    honest = ModelPayload(ciphertexts=blobs, total_weight=float(n))
+    wrapped = ModelPayload(
+        ciphertexts=ckks.sum_ciphertexts(pub, [blobs, [hostile_blob(sec, 0.9 * headroom(sec), times=3)]]),
+        total_weight=float(2 * n),
+    )
+    # Act
+    second = train(message(honest, round_config(2, to_hex(honest.digest()), **ledger)), ctx)
+    third = train(message(wrapped, round_config(3, to_hex(wrapped.digest()), **ledger)), ctx)
+    # Assert
+    decrypted = to_hex(model_hash(unflatten(ckks.decrypt_update(sec, blobs, N_PARAMS, float(n)), initial)))
+    assert second.content.config_records["commitment"]["start-model-hash"] == decrypted
+    assert decrypted != to_hex(model_hash(initial))
+    assert third.content.config_records["info"]["aggregate-refused"] == AGGREGATE_WRAPPED
+    assert third.content.config_records["commitment"]["start-model-hash"] == decrypted

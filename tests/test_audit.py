@@ -27,7 +27,13 @@ from fedledger.wire import ModelPayload
 from fl_server.artifact_store import ArtifactStore
 from fl_server.round_protocol import write_manifest
 from ledger import audit as A
-from tests.audit_builders import deployed_ledger, register_consenting, release_signatures, signed_reply
+from tests.audit_builders import (
+    deployed_ledger,
+    register_consenting,
+    release_signatures,
+    signed_reply,
+    start_hash,
+)
 from tests.eip712_by_hand import commitment_digest_independent, domain_separator
 
 ZERO = b"\x00" * 32
@@ -81,8 +87,10 @@ def build_study(
     extra_in_manifest: bool = True,
     release: bool = True,
     budget: float = 10.0,
+    other_start: tuple[int, int] | None = None,
 ) -> BuiltStudy:
-    """A small honest study (or one whose aggregator cheats in one round)."""
+    """A small honest study (or one whose aggregator cheats in one round; ``other_start`` = (round, hospital
+    index): that hospital is given another starting model in that round)."""
     _counter[0] += 1
     rng = np.random.default_rng(seed)
     run_dir = root / f"study_{_counter[0]}"
@@ -103,12 +111,13 @@ def build_study(
         chain, client, study_id, init_hash, keys.fingerprint.read_text().strip(), accounts, budget
     )
     dom = client.domain()
-    prev = init_hash
+    prev = start = init_hash
     n = flatten(template).size
     for r in range(1, n_rounds + 1):
         replies, blobs_all = [], []
         for i, acct in enumerate(accounts):
-            replies.append(signed_reply(sec, rng, n, dom, study_id, r, prev, i, acct))
+            given = sha256(b"another model" + start) if other_start == (r, i) else start
+            replies.append(signed_reply(sec, rng, n, dom, study_id, r, prev, i, acct, given))
             blobs_all.append(replies[-1].payload.ciphertexts)
         summed = [b for j, b in enumerate(blobs_all) if not (omit and omit[0] == r and omit[1] == j)]
         listed = list(replies)
@@ -148,7 +157,7 @@ def build_study(
             client.release_model(
                 study_id, r, mh, release_signatures(client, accounts[:1], study_id, r, mh), sender=admin
             )
-        prev = agg.digest()
+        prev, start = agg.digest(), start_hash(sec, agg, template)
     # The secret context stays with the hospitals; the run dir keeps only the public one for the auditor.
     keys.secret_context.unlink()
     spec = {

@@ -88,7 +88,7 @@ def record_study(
     prev = init
     for r, round_counts in enumerate(counts, start=1):
         cs = [
-            RoundCommitment(study_id, r, prev, sha256(bytes([r, i])), n, epsilon_to_micro(reported[i][r - 1]))
+            RoundCommitment(study_id, r, prev, sha256(bytes([r, i])), n, epsilon_to_micro(reported[i][r - 1]), prev)
             for i, n in enumerate(round_counts)
         ]
         sigs = [sign_commitment(a, client.domain(), c) for a, c in zip(accounts, cs)]

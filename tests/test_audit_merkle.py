@@ -25,12 +25,21 @@ from fl_server.artifact_store import ArtifactStore
 from fl_server.ledger_commit import CommitmentRejected, LedgerCommit
 from fl_server.round_protocol import write_manifest
 from ledger import audit as A
-from tests.audit_builders import deployed_ledger, register_consenting, signed_reply
+from tests.audit_builders import deployed_ledger, register_consenting, signed_reply, start_hash
 
 
 def build_merkle_study(
-    chain, client, root: Path, *, n_hospitals: int = 4, n_rounds: int = 2, mode: str = "merkle", seed: int = 7
+    chain,
+    client,
+    root: Path,
+    *,
+    n_hospitals: int = 4,
+    n_rounds: int = 2,
+    mode: str = "merkle",
+    seed: int = 7,
+    other_start: tuple[int, int] | None = None,
 ) -> SimpleNamespace:
+    """``other_start`` = (round, hospital index): that hospital is given another starting model in that round."""
     rng = np.random.default_rng(seed)
     run_dir = root / f"merkle_{mode}_{seed}"
     keys = ckks.create_keys(run_dir / "keys" / "ckks", ckks.preset("ckks_n4096"))
@@ -56,11 +65,14 @@ def build_merkle_study(
         merkle_threshold=2,
     )
     dom = client.domain()
-    prev = init_hash
+    prev = start = init_hash
     n = flatten(template).size
     receipts = []
     for r in range(1, n_rounds + 1):
-        replies = [signed_reply(sec, rng, n, dom, study_id, r, prev, i, acct) for i, acct in enumerate(accounts)]
+        given = [sha256(b"another model" + start) if other_start == (r, i) else start for i in range(n_hospitals)]
+        replies = [
+            signed_reply(sec, rng, n, dom, study_id, r, prev, i, acct, given[i]) for i, acct in enumerate(accounts)
+        ]
         agg = ModelPayload(
             ciphertexts=ckks.sum_ciphertexts(pub, [x.payload.ciphertexts for x in replies]),
             total_weight=float(sum(x.num_examples for x in replies)),
@@ -70,12 +82,12 @@ def build_merkle_study(
         for x in replies:
             commit._check_policy(
                 x.hospital,
-                RoundCommitment(study_id, r, prev, ZERO, x.num_examples, int(x.commitment["epsilon-micro"])),
+                RoundCommitment(study_id, r, prev, ZERO, x.num_examples, int(x.commitment["epsilon-micro"]), ZERO),
                 seen,
             )
         manifest = write_manifest(store, to_hex(study_id), r, to_hex(prev), agg, replies)
         receipts.append(commit.commit_round(r, manifest))
-        prev = agg.digest()
+        prev, start = agg.digest(), start_hash(sec, agg, template)
     keys.secret_context.unlink()
     view = A.read_chain_view(chain.w3, client.address, study_id, from_block=start_block)
     return SimpleNamespace(
@@ -235,13 +247,13 @@ def test_over_budget_leaf_is_caught_by_the_auditor(env, tmp_path):
 
 def test_server_policy_check_refuses_what_the_contract_would(study, env):
     commit = study.commit
-    c = RoundCommitment(study.study_id, 3, ZERO, ZERO, 1, epsilon_to_micro(11.0))
+    c = RoundCommitment(study.study_id, 3, ZERO, ZERO, 1, epsilon_to_micro(11.0), ZERO)
     with pytest.raises(CommitmentRejected, match="over its budget"):
         commit._check_policy("hospital_0", c, set())
-    c_low = RoundCommitment(study.study_id, 3, ZERO, ZERO, 1, 1)
+    c_low = RoundCommitment(study.study_id, 3, ZERO, ZERO, 1, 1, ZERO)
     with pytest.raises(CommitmentRejected, match="below its last"):
         commit._check_policy("hospital_0", c_low, set())
-    ok = RoundCommitment(study.study_id, 3, ZERO, ZERO, 1, epsilon_to_micro(5.0))
+    ok = RoundCommitment(study.study_id, 3, ZERO, ZERO, 1, epsilon_to_micro(5.0), ZERO)
     seen: set[str] = set()
     commit._check_policy("hospital_0", ok, seen)
     with pytest.raises(CommitmentRejected, match="already contributed"):

@@ -273,7 +273,9 @@ def test_a_ledger_study_reply_carries_the_signed_commitment_the_server_verifies(
     reply = train(task(initial, cfg), context(node_config(**{"eth-key": str(key)})))
     # assert
     record = dict(reply.content.config_records["commitment"])
-    assert list(record) == ["hospital", "address", "update-hash", "sample-count", "epsilon-micro", "signature"]
+    keys = ["hospital", "address", "update-hash", "sample-count", "epsilon-micro", "start-model-hash", "signature"]
+    assert list(record) == keys
+    assert record["start-model-hash"] == h0  # round 1 trains from the initial model it was sent
     update = decode(reply.content.array_records["update"])
     signed = SignedCommitment.from_json(
         record,

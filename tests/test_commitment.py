@@ -35,13 +35,17 @@ VECTOR_COMMITMENT = RoundCommitment(
     update_hash=b"\x33" * 32,
     sample_count=1234,
     epsilon_micro=1_500_000,
+    start_model_hash=b"\x44" * 32,
 )
-VECTOR_TYPEHASH = "9efa85f58fee35837acdaebd996d3620576f3e0c06fad79e38205ffbaee2c412"
+# RoundCommitmentV2 (issue 15). Version 1 (no startModelHash) was: typehash
+# 9efa85f58fee35837acdaebd996d3620576f3e0c06fad79e38205ffbaee2c412, digest
+# 59a89a344298874132d559eeeba489c5ac32a8c251cfa12296fd17b52aee28c5.
+VECTOR_TYPEHASH = "0dfd9d46313a956b76c1d56c8350f2ff24647b104222358b1a5ccd4d6177f94c"
 VECTOR_DOMAIN_SEPARATOR = "558abc91bd77f86a42240e1c870881cc0499584a33f8cecae6f04d41701a67ac"
-VECTOR_DIGEST = "59a89a344298874132d559eeeba489c5ac32a8c251cfa12296fd17b52aee28c5"
+VECTOR_DIGEST = "865cfd982827aabbfcae2fd5b483b1887dc1acdf28a2b55e6f3286dd64e85bd1"
 VECTOR_SIGNATURE = (
-    "f5e6c79a697dfe88d4849439633ee0a3d0f12a6d39cbea2336c736ee4ce0457f"
-    "42a120a9acae526efb05badfa4282e4fbeaf762044742c392ec4362195eb432a1b"
+    "d5a4bfb7e34198e9ac7391c10616f8293f4ee71ebdfee6aa87443dc36890332b"
+    "388d9cc70ca8712caad2f94e1c8728b79835a727363bbd9abe59c44926c9b1561c"
 )
 
 
@@ -64,8 +68,17 @@ def test_digest_matches_a_hand_built_eip712_encoding():
     typehash = keccak(text=ROUND_COMMITMENT_TYPE)
     struct_hash = keccak(
         encode(
-            ["bytes32", "bytes32", "uint64", "bytes32", "bytes32", "uint64", "uint64"],
-            [typehash, c.study_id, c.round, c.prev_global_hash, c.update_hash, c.sample_count, c.epsilon_micro],
+            ["bytes32", "bytes32", "uint64", "bytes32", "bytes32", "uint64", "uint64", "bytes32"],
+            [
+                typehash,
+                c.study_id,
+                c.round,
+                c.prev_global_hash,
+                c.update_hash,
+                c.sample_count,
+                c.epsilon_micro,
+                c.start_model_hash,
+            ],
         )
     )
     domain_typehash = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
@@ -78,6 +91,10 @@ def test_digest_matches_a_hand_built_eip712_encoding():
     # Act
     digest = commitment_digest(domain(VECTOR_CHAIN_ID, VECTOR_CONTRACT), c)
     # Assert
+    assert ROUND_COMMITMENT_TYPE == (
+        "RoundCommitmentV2(bytes32 studyId,uint64 round,bytes32 prevGlobalHash,"
+        "bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro,bytes32 startModelHash)"
+    )
     assert typehash.hex() == VECTOR_TYPEHASH and separator.hex() == VECTOR_DOMAIN_SEPARATOR
     assert digest == keccak(b"\x19\x01" + separator + struct_hash)
 
@@ -91,6 +108,7 @@ def test_digest_matches_a_hand_built_eip712_encoding():
         ("update_hash", b"\x34" * 32),
         ("prev_global_hash", b"\x23" * 32),
         ("study_id", b"\x12" * 32),
+        ("start_model_hash", b"\x45" * 32),
     ],
 )
 def test_any_changed_field_changes_the_signer(field, value):
@@ -167,6 +185,8 @@ def test_fields_are_validated():
         replace(VECTOR_COMMITMENT, round=-1)
     with pytest.raises(CommitmentError):
         replace(VECTOR_COMMITMENT, sample_count=2**64)
+    with pytest.raises(CommitmentError, match="start_model_hash"):
+        replace(VECTOR_COMMITMENT, start_model_hash=b"\x44" * 31)
 
 
 def test_json_and_tuple_round_trip():
@@ -174,7 +194,7 @@ def test_json_and_tuple_round_trip():
     assert RoundCommitment.from_json(c.to_json()) == c
     assert RoundCommitment.from_tuple(c.as_abi_tuple()) == c
     assert RoundCommitment.from_json({**c.to_json(), "studyId": "0x" + "11" * 32}) == c
-    assert typed_data(domain(1, VECTOR_CONTRACT), c)["primaryType"] == "RoundCommitment"
+    assert typed_data(domain(1, VECTOR_CONTRACT), c)["primaryType"] == "RoundCommitmentV2"
 
 
 def test_signed_commitment_json_is_the_hospitals_reply_record():
@@ -190,6 +210,7 @@ def test_signed_commitment_json_is_the_hospitals_reply_record():
         ("update-hash", "0x" + "33" * 32),
         ("sample-count", 1234),
         ("epsilon-micro", 1_500_000),
+        ("start-model-hash", "0x" + "44" * 32),
         ("signature", "0x" + VECTOR_SIGNATURE),
     ]
     assert signed.recover(dom) == VECTOR_SIGNER and signed.digest(dom).hex() == VECTOR_DIGEST
@@ -203,6 +224,7 @@ def test_signed_commitment_json_is_the_hospitals_reply_record():
             b"\x33" * 32,
             1234,
             1_500_000,
+            b"\x44" * 32,
         )
     )
 
@@ -228,6 +250,10 @@ def test_signed_commitment_reads_back_bound_to_its_round_and_update():
         SignedCommitment.from_json(signed.to_json(), **{**context, "update_hash": b"\x34" * 32})
     with pytest.raises(CommitmentError, match="lacks 'signature'"):
         SignedCommitment.from_json({k: v for k, v in signed.to_json().items() if k != "signature"}, **context)
+    with pytest.raises(CommitmentError, match="lacks 'start-model-hash'"):
+        SignedCommitment.from_json({k: v for k, v in signed.to_json().items() if k != "start-model-hash"}, **context)
+    with pytest.raises(CommitmentError, match="start-model-hash"):
+        SignedCommitment.from_json({**signed.to_json(), "start-model-hash": "0x44"}, **context)
     with pytest.raises(CommitmentError, match="65 bytes"):
         SignedCommitment.from_json({**signed.to_json(), "signature": "0x1234"}, **context)
 
@@ -247,6 +273,7 @@ def test_keccak_digest_equals_eth_accounts_typed_data_encoding(seed):
         update_hash=rng.randbytes(32),
         sample_count=rng.randrange(2**64),
         epsilon_micro=rng.randrange(2**64),
+        start_model_hash=rng.randbytes(32),
     )
     dom = domain(rng.randrange(1, 2**40), Account.create().address)
     # Act

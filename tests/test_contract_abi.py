@@ -3,6 +3,7 @@
 Version 2 (issues 18 and 19): ``consent`` takes the hospital's cohort cap, ``registerStudy`` the release
 quorum, ``releaseModel`` the hospitals' ModelRelease signatures; the Study record packs ``releaseQuorum``
 beside ``registeredAt`` (slot 4, offset 8) and the hospital word's top 56 bits hold the cap.
+Version 3 (issue 15): the ``Commitment`` struct (EIP-712 ``RoundCommitmentV2``) ends with ``startModelHash``.
 
 Deployed contracts, the artifact the clients load and every auditor's decoder
 rely on the ABI; a redeployment reading old state (or an upgrade) relies on
@@ -92,8 +93,8 @@ PINNED_ABI = {
     "function ROUND_COMMITMENT_TYPEHASH() view returns (bytes32)",
     "function STUDY_ADMIN_ROLE() view returns (bytes32)",
     "function addHospitals(bytes32 studyId, address[] hospitals, uint64[] epsilonBudgetsMicro) nonpayable",
-    "function commitmentDigest((bytes32 studyId,uint64 round,bytes32 prevGlobalHash,bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro) c) view returns (bytes32)",
-    "function commitmentLeaf(address hospital, (bytes32 studyId,uint64 round,bytes32 prevGlobalHash,bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro) c) view returns (bytes32)",
+    "function commitmentDigest((bytes32 studyId,uint64 round,bytes32 prevGlobalHash,bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro,bytes32 startModelHash) c) view returns (bytes32)",
+    "function commitmentLeaf(address hospital, (bytes32 studyId,uint64 round,bytes32 prevGlobalHash,bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro,bytes32 startModelHash) c) view returns (bytes32)",
     "function consent(bytes32 studyId, uint64 maxSamples) nonpayable",
     "function domainSeparator() view returns (bytes32)",
     "function eip712Domain() view returns (bytes1 fields, string name, string version, uint256 chainId, address verifyingContract, bytes32 salt, uint256[] extensions)",
@@ -104,10 +105,10 @@ PINNED_ABI = {
     "function grantRole(bytes32 role, address account) nonpayable",
     "function hasRole(bytes32 role, address account) view returns (bool)",
     "function lastRound(bytes32 studyId) view returns (uint64)",
-    "function merkleMember(bytes32 studyId, uint64 round, (bytes32 studyId,uint64 round,bytes32 prevGlobalHash,bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro) c, bytes signature, bytes32[] proof) view returns (address)",
-    "function recordRound(bytes32 studyId, uint64 round, bytes32 prevGlobalHash, bytes32 aggregateHash, uint64 totalSamples, (bytes32 studyId,uint64 round,bytes32 prevGlobalHash,bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro)[] commitments, bytes[] signatures) nonpayable",
+    "function merkleMember(bytes32 studyId, uint64 round, (bytes32 studyId,uint64 round,bytes32 prevGlobalHash,bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro,bytes32 startModelHash) c, bytes signature, bytes32[] proof) view returns (address)",
+    "function recordRound(bytes32 studyId, uint64 round, bytes32 prevGlobalHash, bytes32 aggregateHash, uint64 totalSamples, (bytes32 studyId,uint64 round,bytes32 prevGlobalHash,bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro,bytes32 startModelHash)[] commitments, bytes[] signatures) nonpayable",
     "function recordRoundMerkle(bytes32 studyId, uint64 round, bytes32 prevGlobalHash, bytes32 aggregateHash, uint64 totalSamples, bytes32 commitmentsRoot, uint32 participants, uint64 maxEpsilonMicro) nonpayable",
-    "function recoverCommitmentSigner((bytes32 studyId,uint64 round,bytes32 prevGlobalHash,bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro) c, bytes signature) view returns (address)",
+    "function recoverCommitmentSigner((bytes32 studyId,uint64 round,bytes32 prevGlobalHash,bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro,bytes32 startModelHash) c, bytes signature) view returns (address)",
     "function registerStudy(bytes32 studyId, bytes32 configHash, bytes32 initialModelHash, bytes32 contextHash, string codeVersion, address aggregator, uint64 expiry, address[] hospitals, uint64[] epsilonBudgetsMicro, uint64 releaseQuorum) nonpayable",
     "function releaseDigest(bytes32 studyId, uint64 round, bytes32 modelHash) view returns (bytes32)",
     "function releaseModel(bytes32 studyId, uint64 round, bytes32 modelHash, bytes[] signatures) nonpayable",

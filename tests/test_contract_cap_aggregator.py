@@ -36,7 +36,7 @@ def task_identity():
 
 def _reply(node: int, hospital: str, w: list[float], n: int, signer, dom, study: bytes, prev: bytes) -> Message:
     payload = ModelPayload(arrays={"w": np.array(w, np.float32)})
-    c = RoundCommitment(study, 1, prev, payload.digest(), n, 1_000)
+    c = RoundCommitment(study, 1, prev, payload.digest(), n, 1_000, prev)
     instruction = Message(
         content=RecordDict({"config": ConfigRecord({"server-round": 1})}), dst_node_id=node, message_type="train"
     )

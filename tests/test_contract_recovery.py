@@ -21,12 +21,11 @@ SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 def _words(c: RoundCommitment) -> list[bytearray]:
-    fields = (c.study_id, c.round, c.prev_global_hash, c.update_hash, c.sample_count, c.epsilon_micro)
-    return [bytearray(f if isinstance(f, bytes) else f.to_bytes(32, "big")) for f in fields]
+    return [bytearray(f if isinstance(f, bytes) else f.to_bytes(32, "big")) for f in _fields(c)]
 
 
 def _fields(c: RoundCommitment) -> tuple:
-    return (c.study_id, c.round, c.prev_global_hash, c.update_hash, c.sample_count, c.epsilon_micro)
+    return c.as_abi_tuple()
 
 
 def _bad_signatures(good: bytes) -> dict[str, bytes]:
@@ -50,7 +49,7 @@ class _RawCall:
 
 @pytest.mark.parametrize(("field", "error"), [(1, "UnknownRevert"), (4, "MalformedCommitment"), (5, "UnknownRevert")])
 def test_dirty_high_bits_in_a_signed_uint64_field(make_study, field, error):
-    # Arrange: a consented hospital signs the commitment's six words with a uint64 field's top byte set
+    # Arrange: a consented hospital signs the commitment's seven words with a uint64 field's top byte set
     s = make_study(n=1)
     (c,), _ = s.commitments(1)
     words = _words(c)

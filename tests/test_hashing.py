@@ -74,16 +74,16 @@ CT_ABC_HASH = "0x51d3628d75018aaab9fc4a8e565f52ddee134071f5f5da8d7f1b59a1106461c
 # -- EIP-712 commitment -------------------------------------------------------------------
 
 DOMAIN = domain(31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3")
-COMMITMENT = RoundCommitment(b"\x11" * 32, 1, b"\x22" * 32, b"\x33" * 32, 100, 1_500_000)
-TYPEHASH = "0x9efa85f58fee35837acdaebd996d3620576f3e0c06fad79e38205ffbaee2c412"
+COMMITMENT = RoundCommitment(b"\x11" * 32, 1, b"\x22" * 32, b"\x33" * 32, 100, 1_500_000, b"\x44" * 32)
+TYPEHASH = "0x0dfd9d46313a956b76c1d56c8350f2ff24647b104222358b1a5ccd4d6177f94c"  # RoundCommitmentV2
 DOMAIN_SEPARATOR = "0x60f632ef170155b2fcb0aaff67a43b8dbfc5f81c9b038023da2a9136504bdf64"
-DIGEST = "0x997c55ab4d32f2ace79d339533eda86b257056b050c33c45fc52e84422d6215f"
+DIGEST = "0x6e1c9d8849495ae558ae32a6d01adf2f9195b07ee8881ea3d09b89859dba437c"
 # anvil/hardhat development account #2 (a publicly known test key, never for real use)
 DEV_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"
 DEV_ADDRESS = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
 SIGNATURE = (
-    "0x523b8eb5d84812759e704b933ea98468316d2253c2e9f8ce0f1f9b7fc324b843"
-    "7ef837bf45f46e76d8bd395049a0e9e492d8af77416c3fc8a53c031573cd7322"
+    "0xb3bd07a0966514ba7fb288f38b572d4591e2dd1cf9d05b5e8517720d5f77334f"
+    "34abc3ebd3bf88d41a24e8853ff6286345c962d6d4fdc5a1d8a6db38678b1e0a"
     "1b"
 )
 

@@ -25,7 +25,7 @@ needs_anvil = pytest.mark.skipif(not ANVIL_AVAILABLE, reason="anvil not installe
 
 
 def _record(round: int = 1, n: int = 2, study: bytes = b"\x01" * 32) -> RoundRecord:
-    cs = tuple(RoundCommitment(study, round, b"\x02" * 32, os.urandom(32), 10, 5) for _ in range(n))
+    cs = tuple(RoundCommitment(study, round, b"\x02" * 32, os.urandom(32), 10, 5, b"\x02" * 32) for _ in range(n))
     return RoundRecord(study, round, b"\x02" * 32, os.urandom(32), 10 * n, cs, tuple(os.urandom(65) for _ in cs))
 
 
@@ -56,7 +56,8 @@ class _Study:
     def next_record(self, round: int) -> RoundRecord:
         dom = self.client.domain()
         cs = tuple(
-            RoundCommitment(self.study_id, round, self.prev, os.urandom(32), 7, 100 * round) for _ in self.hospitals
+            RoundCommitment(self.study_id, round, self.prev, os.urandom(32), 7, 100 * round, self.prev)
+            for _ in self.hospitals
         )
         sigs = tuple(sign_commitment(h, dom, c) for h, c in zip(self.hospitals, cs))
         rec = RoundRecord(self.study_id, round, self.prev, os.urandom(32), 7 * len(cs), cs, sigs)

@@ -51,9 +51,9 @@ def test_leaf_vector():
     # HASHES.md section 4 vector: digest signed by dev key #2
     leaf = commitment_leaf(
         "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
-        "0x997c55ab4d32f2ace79d339533eda86b257056b050c33c45fc52e84422d6215f",
+        "0x6e1c9d8849495ae558ae32a6d01adf2f9195b07ee8881ea3d09b89859dba437c",
     )
-    assert leaf.hex() == "e8133caeabc2c02f930601a1ee954c1a5eabbb58866ad901ca2d1b1113305bdb"
+    assert leaf.hex() == "06408536ae21100d540097b94c67bfc2341ab3e199e6ed9cdec9b2afd36a3874"
 
 
 @pytest.mark.parametrize(

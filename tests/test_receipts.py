@@ -146,7 +146,7 @@ def _build(
         client.consent(STUDY, h, 10**6)
     prev = model or INITIAL
     for r in range(1, rounds + 1):
-        cs = [RoundCommitment(STUDY, r, prev, bytes([r, i]) * 16, 50, 500_000 * r) for i in range(len(hospitals))]
+        cs = [RoundCommitment(STUDY, r, prev, bytes([r, i]) * 16, 50, 500_000 * r, prev) for i in range(len(hospitals))]
         sigs = [sign_commitment(h, client.domain(), c) for h, c in zip(hospitals, cs)]
         aggregate = model or bytes([0xA0 + r]) * 32
         client.record_round(STUDY, r, prev, aggregate, 100, cs, sigs, sender=chain.aggregator)

@@ -342,7 +342,7 @@ def test_ledger_wrapper_keeps_only_updates_signed_by_the_registered_key_over_wha
     def signed_reply(node: int, signer, update_arrays) -> Message:
         msg = reply(node, update_arrays, 4)
         payload = ModelPayload(arrays=update_arrays)
-        c = RoundCommitment(b"\x11" * 32, 1, bytes.fromhex(prev[2:]), payload.digest(), 4, 1_000)
+        c = RoundCommitment(b"\x11" * 32, 1, bytes.fromhex(prev[2:]), payload.digest(), 4, 1_000, b"\x44" * 32)
         msg.content["commitment"] = ConfigRecord(SignedCommitment.sign(signer, dom, c, f"h{node}").to_json())
         return msg
 

@@ -13,8 +13,8 @@ Two halves:
 
 Modules: ``records`` (the typed views), ``rpc_reader`` (logs, calldata and
 block times over JSON-RPC), ``events`` (the study's view from them),
-``signatures`` (off-chain signer recovery), ``chain_checks``,
-``merkle_checks``, ``epsilon_checks`` (each committed epsilon against the one
+``signatures`` (off-chain signer recovery), ``chain_checks``, ``start_model``
+(every hospital of a round trained from the same model), ``merkle_checks``, ``epsilon_checks`` (each committed epsilon against the one
 the registered protocol gives), ``store`` (the artifact store, read-only), ``artifacts``
 (the store against the chain), ``resum`` (the CKKS re-sum), ``checkpoints``,
 ``result`` (findings and the JSON verdict), ``auditor`` (:func:`audit`),
@@ -38,6 +38,7 @@ from ledger.audit.report import print_report, write_html, write_json
 from ledger.audit.result import AuditResult, Finding
 from ledger.audit.run_dir import audit_run_dir, run_audit
 from ledger.audit.signatures import SignerVerifier
+from ledger.audit.start_model import check_start_model
 
 __all__ = [
     "AuditResult",
@@ -52,6 +53,7 @@ __all__ = [
     "check_hash_chain",
     "check_participants",
     "check_privacy",
+    "check_start_model",
     "check_study",
     "load_public_context",
     "print_report",

@@ -14,6 +14,7 @@ from ledger.audit.records import ZERO32, ChainView
 from ledger.audit.refusals import store_refusals
 from ledger.audit.result import AuditResult, Finding
 from ledger.audit.secret_scan import check_secrets
+from ledger.audit.start_model import check_start_model
 from ledger.audit.store import StoreReader, learn_labels
 
 
@@ -40,6 +41,7 @@ def audit(
         + check_study(view)
         + check_hash_chain(view)
         + check_participants(view, reference_signatures)
+        + check_start_model(view)
         + check_privacy(view)
     )
     accounting = check_epsilon_accounting(view, Path(store_dir) if store_dir is not None else None)

@@ -24,7 +24,7 @@ from ledger.audit.result import AuditResult
 #: Column groups of the terminal table (check names in each group).
 GROUPS = {
     "chain": ("study", "hash_chain"),
-    "commit": ("signature", "binding", "registered", "consent", "expiry", "samples"),
+    "commit": ("signature", "binding", "registered", "consent", "expiry", "samples", "start_model"),
     "priv": ("budget", "privacy", "accounting"),
     "store": ("context", "manifest", "protocol", "participants", "blobs", "update_hash"),
     "resum": ("resum",),

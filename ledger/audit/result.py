@@ -22,6 +22,7 @@ CHECKS = (
     "expiry",
     "budget",
     "samples",
+    "start_model",
     "merkle",
     "privacy",
     "accounting",

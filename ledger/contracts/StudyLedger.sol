@@ -36,9 +36,11 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
 
     bytes32 public constant STUDY_ADMIN_ROLE = keccak256("STUDY_ADMIN_ROLE");
 
-    /// @notice EIP-712 type hash of a hospital's round commitment.
+    /// @notice EIP-712 type hash of a hospital's round commitment (version 2 of the type:
+    ///         `startModelHash`, the hash of the plaintext model the hospital trained from, is
+    ///         the seventh field; the type name carries the version, the domain is unchanged).
     bytes32 public constant ROUND_COMMITMENT_TYPEHASH = keccak256(
-        "RoundCommitment(bytes32 studyId,uint64 round,bytes32 prevGlobalHash,bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro)"
+        "RoundCommitmentV2(bytes32 studyId,uint64 round,bytes32 prevGlobalHash,bytes32 updateHash,uint64 sampleCount,uint64 epsilonMicro,bytes32 startModelHash)"
     );
 
     /// @notice EIP-712 type hash of a hospital's attestation of a released model:
@@ -57,7 +59,7 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
     ///         commitments is on chain; the auditor checks every leaf.
     uint8 public constant MODE_MERKLE = 2;
 
-    /// @notice EIP-712 struct `RoundCommitment`, field for field. Declared
+    /// @notice EIP-712 struct `RoundCommitmentV2`, field for field. Declared
     ///         here with `HospitalStatus`, not in IStudyLedger: the ABI names
     ///         both as StudyLedger's (`internalType`).
     struct Commitment {
@@ -67,6 +69,9 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
         bytes32 updateHash;
         uint64 sampleCount;
         uint64 epsilonMicro;
+        /// @dev Not checked on-chain: calldata for the auditor, who requires it equal across a
+        ///      round's hospitals (docs/AUDIT.md, start_model). Bound by the signature.
+        bytes32 startModelHash;
     }
 
     enum HospitalStatus {
@@ -377,10 +382,10 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
                     samples := calldataload(add(c, 0x80))
                     let eps := calldataload(add(c, 0xa0))
                     if gt(or(samples, eps), 0xffffffffffffffff) { leave }
-                    // hashStruct(RoundCommitment), then the EIP-712 digest
+                    // hashStruct(RoundCommitmentV2), then the EIP-712 digest
                     mstore(ptr, th)
-                    calldatacopy(add(ptr, 0x20), c, 0xc0)
-                    let structHash := keccak256(ptr, 0xe0)
+                    calldatacopy(add(ptr, 0x20), c, 0xe0)
+                    let structHash := keccak256(ptr, 0x100)
                     mstore(ptr, shl(240, 0x1901))
                     mstore(add(ptr, 0x02), ds)
                     mstore(add(ptr, 0x22), structHash)
@@ -419,7 +424,7 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
                     log2(ptr, 0x60, tp, signer)
                     bad := 0
                 }
-                let c := add(cBase, mul(i, 0xc0))
+                let c := add(cBase, mul(i, 0xe0))
                 let p := add(sBase, calldataload(add(sBase, shl(5, i))))
                 let bad, samples, digest := one(c, p, studyId, round, prevGlobalHash, typehash, domainSep, hsSlot, topic,
                     mload(0x40))
@@ -489,15 +494,15 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
         return _hashTypedDataV4(_structHash(c));
     }
 
-    /// @dev hashStruct(RoundCommitment): typehash followed by the six static
-    ///      fields, which sit contiguously in calldata (6 words).
+    /// @dev hashStruct(RoundCommitmentV2): typehash followed by the seven static
+    ///      fields, which sit contiguously in calldata (7 words).
     function _structHash(Commitment calldata c) private pure returns (bytes32 h) {
         bytes32 typehash = ROUND_COMMITMENT_TYPEHASH;
         assembly ("memory-safe") {
             let ptr := mload(0x40)
             mstore(ptr, typehash)
-            calldatacopy(add(ptr, 0x20), c, 0xc0)
-            h := keccak256(ptr, 0xe0)
+            calldatacopy(add(ptr, 0x20), c, 0xe0)
+            h := keccak256(ptr, 0x100)
         }
     }
 
