@@ -22,6 +22,7 @@ from fedledger.config import (
     check_model,
     check_noise_source,
     check_on_bad_aggregate,
+    check_own_model,
     check_selection,
     release_quorum,
 )
@@ -29,10 +30,12 @@ from fedledger.config_keys import check_hospital_keys, check_known_settings
 from fedledger.dp.plan import check_study_delta
 from fedledger.files import save_npz
 from fedledger.hashing import model_hash, sha256, to_hex
+from fedledger.model_source import source_hash
 from fedledger.protocol import protocol_hash
 from fedledger.strategies import check_strategy
 from fl_client.data import HospitalData, load_hospitals
-from fl_client.models import build_model, get_arrays
+from fl_client.models import get_arrays
+from fl_client.own_model import build_study_model
 from fl_client.policy import policies_by_hospital
 from fl_server.study import round_task
 
@@ -83,6 +86,14 @@ def ckks_keys(cfg: dict[str, Any], run_dir: Path, keys_dir: Path) -> dict[str, A
     }
 
 
+def check_model_size(cfg: dict[str, Any], n_params: int) -> None:
+    """An encrypted study's model must fit its CKKS preset's update size limit (refused with the numbers)."""
+    if cfg["encryption"]["enabled"]:
+        from fedledger.ckks.params import check_update_size, params_from_config
+
+        check_update_size(n_params, params_from_config(cfg["encryption"]))
+
+
 def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
     check_known_settings(cfg)  # a '+key' Hydra let through, which nothing would read, stops here
     check_noise_source(cfg["privacy"].get("noise_source", "seeded"))  # Hydra checks its type only: a typo stops here
@@ -92,6 +103,8 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
     )
     release_quorum(cfg["ledger"].get("release_quorum"), int(cfg["num_hospitals"]))
     check_model(cfg["model"]["name"], cfg["model"]["hidden"])
+    own_target = check_own_model(cfg["model"])
+    own_source = source_hash(own_target) if own_target else None  # not importable here: stops before any data
     check_selection(cfg["strategy"], cfg["dataset"].get("validation_fraction"))
     check_dp_off_settings(cfg["privacy"])
     run_dir = Path(run_dir).resolve()
@@ -102,8 +115,9 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
     if cfg["privacy"].get("enabled"):  # delta below 1/n for every hospital (else each refuses privacy-delta-invalid)
         check_study_delta(cfg["privacy"].get("delta"), {h.hospital_id: h.n_train for h in hospitals})
     n_features = hospitals[0].X_train.shape[1]
-    model = build_model(cfg["model"]["name"], n_features, int(cfg["model"]["hidden"]), seed=int(cfg["seed"]))
+    model = build_study_model(cfg["model"], n_features, seed=int(cfg["seed"]))
     initial = get_arrays(model)
+    check_model_size(cfg, sum(a.size for a in initial.values()))
     save_npz(run_dir / "initial_model.npz", initial)
 
     study_id = to_hex(sha256(b"fedledger-study" + config_hash(cfg) + secrets.token_bytes(16)))
@@ -116,6 +130,7 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
         "initial_model": str(run_dir / "initial_model.npz"),
         "initial_model_hash": to_hex(model_hash(initial)),
         "n_features": int(n_features),
+        "model_source_hash": own_source,  # model=own: sha256 of its module file (docs/HASHES.md 3b); else None
         "hospitals": [],
         "keys": {},
         "chain": None,

@@ -1,7 +1,7 @@
 """The study protocol: every round-task field that affects privacy or the model, hashed.
 
 Its hash is what a study registers on chain as ``configHash`` (config hash
-v3, docs/HASHES.md section 3a). A hospital recomputes it from each task it
+v4, docs/HASHES.md section 3a). A hospital recomputes it from each task it
 receives and refuses a task whose hash is not the registered one, so the
 aggregator cannot change the noise, the clipping norm, the model or the
 training mid-study. The per-round fields (round number, the hash of the model
@@ -20,9 +20,10 @@ from typing import Any
 
 from fedledger.config import PrivacyConfig
 from fedledger.hashing import as_bytes, sha256
+from fedledger.model_source import ModelSourceError, canonical_kwargs
 from fedledger.round_task import RoundMessageError, RoundTask
 
-PROTOCOL_DOMAIN = b"FEDLEDGER-PROTOCOL-v3"
+PROTOCOL_DOMAIN = b"FEDLEDGER-PROTOCOL-v4"
 
 # value tags of the byte layout
 _NONE, _BOOL, _INT, _FLOAT, _TEXT, _BYTES = range(6)
@@ -61,6 +62,20 @@ def _privacy(key: str) -> Callable[[RoundTask], Any]:
     return lambda task: task.privacy.get(key, getattr(_PRIVACY_DEFAULTS, key))
 
 
+def _own(attr: str) -> Callable[[RoundTask], Any]:
+    """A field of ``model=own`` (None for a built-in model, so a default study's fields keep their values)."""
+    return lambda task: getattr(task, attr) if task.model_target else None
+
+
+def _own_kwargs(task: RoundTask) -> str | None:
+    if not task.model_target:
+        return None
+    try:
+        return canonical_kwargs(task.model_kwargs)
+    except ModelSourceError as exc:
+        raise RoundMessageError(f"protocol field 'model-kwargs': {exc}") from None
+
+
 #: (name in the layout, type, reader), in layout order (docs/HASHES.md lists the same).
 PROTOCOL_FIELDS: tuple[tuple[str, type, Callable[[RoundTask], Any]], ...] = (
     ("study-id", bytes, _task("study_id")),
@@ -89,11 +104,15 @@ PROTOCOL_FIELDS: tuple[tuple[str, type, Callable[[RoundTask], Any]], ...] = (
     ("privacy.secure_mode", bool, _privacy("secure_mode")),
     ("privacy.budget", float, _privacy("budget")),
     ("privacy.noise_source", str, _privacy("noise_source")),
+    ("model-target", str, _own("model_target")),
+    ("model-kwargs", str, _own_kwargs),
+    ("model-source-hash", bytes, _own("model_source_hash")),
+    ("model-fix-batchnorm", bool, _own("model_fix_batchnorm")),
 )
 
 
 def protocol_bytes(task: RoundTask) -> bytes:
-    """Canonical bytes of the task's protocol fields (docs/HASHES.md, config hash v3)."""
+    """Canonical bytes of the task's protocol fields (docs/HASHES.md, config hash v4)."""
     out = [PROTOCOL_DOMAIN, struct.pack("<H", len(PROTOCOL_FIELDS))]
     for name, kind, read in PROTOCOL_FIELDS:
         out.append(bytes([len(name)]) + name.encode("ascii") + _encode(name, kind, read(task)))

@@ -22,6 +22,7 @@ def round_task(spec: Mapping[str, Any]) -> RoundTask:
     """The study's task, as every hospital receives it; each round sends it with its own round and model hash."""
     cfg = spec["config"]
     chain = spec.get("chain") or {}
+    own = cfg["model"].get("name") == "own"  # the researcher's own class; its source hash is the spec's
     return RoundTask(
         model=cfg["model"]["name"],
         hidden=int(cfg["model"]["hidden"]),
@@ -45,4 +46,8 @@ def round_task(spec: Mapping[str, Any]) -> RoundTask:
         study_id=spec["study_id"],
         server_round=0,  # run_rounds sets both per round (RoundTask.for_round)
         prev_hash="",
+        model_target=str(cfg["model"]["_target_"]) if own else "",
+        model_kwargs=dict(cfg["model"].get("kwargs") or {}) if own else {},
+        model_source_hash=str(spec.get("model_source_hash") or "") if own else "",
+        model_fix_batchnorm=bool(cfg["model"].get("fix_batchnorm", False)) if own else False,
     )

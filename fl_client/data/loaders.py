@@ -18,8 +18,9 @@ from .breast_cancer import load_breast_cancer_hospital, load_breast_cancer_hospi
 from .csv_loader import load_csv_hospital_from_cfg, load_csv_hospitals
 from .errors import ConfigError, SingleClassStudyError
 from .hospital import HospitalData
+from .own_loader import load_own_hospital, load_own_hospitals
 
-DATASETS = ("breast_cancer", "csv")
+DATASETS = ("breast_cancer", "csv", "own")
 
 
 def _plain(cfg: Any) -> dict:
@@ -49,6 +50,8 @@ def load_hospitals(dataset_cfg: Mapping, num_hospitals: int, seed: int) -> list[
     name = _name(cfg)
     if name == "breast_cancer":
         hospitals = load_breast_cancer_hospitals(cfg, num_hospitals, seed)
+    elif name == "own":
+        hospitals = load_own_hospitals(cfg, num_hospitals, seed)
     else:
         hospitals = load_csv_hospitals(cfg, num_hospitals, seed)
     classes = sorted({c for h in hospitals for c in h.classes_present})
@@ -73,4 +76,6 @@ def load_hospital(dataset_cfg: Mapping, index: int, num_hospitals: int, seed: in
         raise ConfigError(f"hospital index must be in 0..{int(num_hospitals) - 1}, got {index!r}")
     if name == "breast_cancer":
         return load_breast_cancer_hospital(cfg, int(index), num_hospitals, seed)
+    if name == "own":
+        return load_own_hospital(cfg, int(index), num_hospitals, seed)
     return load_csv_hospital_from_cfg(cfg, int(index), num_hospitals, seed)
