@@ -33,7 +33,7 @@ from fedledger.hashing import model_hash, sha256, to_hex
 from fedledger.model_source import source_hash
 from fedledger.protocol import protocol_hash
 from fedledger.strategies import check_strategy
-from fl_client.data import HospitalData, load_hospitals
+from fl_client.data import HospitalData, load_hospitals, study_task
 from fl_client.models import get_arrays
 from fl_client.own_model import build_study_model
 from fl_client.policy import policies_by_hospital
@@ -115,7 +115,9 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
     if cfg["privacy"].get("enabled"):  # delta below 1/n for every hospital (else each refuses privacy-delta-invalid)
         check_study_delta(cfg["privacy"].get("delta"), {h.hospital_id: h.n_train for h in hospitals})
     n_features = hospitals[0].X_train.shape[1]
-    model = build_study_model(cfg["model"], n_features, seed=int(cfg["seed"]))
+    task = study_task(hospitals)
+    check_selection(cfg["strategy"], cfg["dataset"].get("validation_fraction"), task["name"])
+    model = build_study_model(cfg["model"], n_features, int(cfg["seed"]), n_outputs=task["num_outputs"])
     initial = get_arrays(model)
     check_model_size(cfg, sum(a.size for a in initial.values()))
     save_npz(run_dir / "initial_model.npz", initial)
@@ -130,6 +132,7 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
         "initial_model": str(run_dir / "initial_model.npz"),
         "initial_model_hash": to_hex(model_hash(initial)),
         "n_features": int(n_features),
+        "task": task,
         "model_source_hash": own_source,  # model=own: sha256 of its module file (docs/HASHES.md 3b); else None
         "hospitals": [],
         "keys": {},

@@ -104,6 +104,8 @@ PROTOCOL_FIELDS: tuple[tuple[str, type, Callable[[RoundTask], Any]], ...] = (
     ("privacy.secure_mode", bool, _privacy("secure_mode")),
     ("privacy.budget", float, _privacy("budget")),
     ("privacy.noise_source", str, _privacy("noise_source")),
+    ("task", str, _task("task")),
+    ("num-outputs", int, _task("num_outputs")),
     ("model-target", str, _own("model_target")),
     ("model-kwargs", str, _own_kwargs),
     ("model-source-hash", bytes, _own("model_source_hash")),

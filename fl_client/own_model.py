@@ -8,8 +8,9 @@ to what every study model must be before anyone trains it:
 * trainable by Opacus's DP-SGD (``ModuleValidator.validate``): when it is
   not, ``fix_batchnorm: true`` lets ``ModuleValidator.fix`` replace BatchNorm
   with GroupNorm (logged), otherwise it is refused with Opacus's message;
-* one output per row and task output: shape ``(n,)`` for a binary study
-  (``n_outputs`` is the hook a multiclass or regression task sets).
+* the study task's outputs (fl_client/tasks.py): shape ``(n,)`` with one
+  output (binary: a logit per row; regression), ``(n, K)`` with K (multiclass).
+  With K > 1 the class also receives ``out_features=K``.
 
 The coordinator builds it at set-up (and checks its size against the CKKS
 preset, fedledger/ckks/params.py), and each hospital builds it from its own
@@ -132,29 +133,37 @@ def build_own_model(
     n_outputs: int = 1,
     quiet: bool = False,
 ) -> nn.Module:
-    """``Class(n_features=n_features, **kwargs)``, initialised from ``seed``, checked (module docstring).
+    """``Class(n_features=n_features, **kwargs)`` (plus ``out_features=n_outputs`` when it is not 1), initialised
+    from ``seed``, checked (module docstring).
 
     ``quiet``: the layer fix is logged at DEBUG (a hospital builds the model every round).
     """
     cls = import_model_class(target)
-    if "n_features" in kwargs:
-        raise OwnModelError("model.kwargs.n_features is set by the study (the dataset's feature count): drop it")
+    study_args: dict[str, int] = {"n_features": n_features}
+    if n_outputs != 1:
+        study_args["out_features"] = n_outputs
+    for key in set(study_args) & set(kwargs):
+        raise OwnModelError(f"model.kwargs.{key} is set by the study (its data and task): drop it")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
-            model = cls(n_features=n_features, **dict(kwargs))
+            model = cls(**study_args, **dict(kwargs))
         except TypeError as exc:
+            given = ", ".join(f"{k}={v}" for k, v in study_args.items())
             raise OwnModelError(
-                f"{target}(n_features={n_features}, **{dict(kwargs)}) failed: {exc}; its __init__ must take "
-                "n_features and the keyword arguments of model.kwargs"
+                f"{target}({given}, **{dict(kwargs)}) failed: {exc}; its __init__ must take "
+                f"{' and '.join(study_args)} and the keyword arguments of model.kwargs"
             ) from None
     model = _dp_ready(model.float(), target, fix_batchnorm, quiet)
     _check_output(model, target, n_features, n_outputs)
     return model
 
 
-def build_study_model(model_cfg: Mapping[str, Any], n_features: int, seed: int, quiet: bool = False) -> nn.Module:
-    """The study's model from its ``model`` config: a built-in by name, or ``model=own``'s class."""
+def build_study_model(
+    model_cfg: Mapping[str, Any], n_features: int, seed: int, quiet: bool = False, n_outputs: int = 1
+) -> nn.Module:
+    """The study's model from its ``model`` config: a built-in by name, or ``model=own``'s class;
+    ``n_outputs`` is the study task's output count (fl_client/tasks.py)."""
     if model_cfg.get("name") == "own":
         target = model_cfg.get("_target_")
         if not target:
@@ -165,6 +174,7 @@ def build_study_model(model_cfg: Mapping[str, Any], n_features: int, seed: int, 
             n_features,
             seed,
             bool(model_cfg.get("fix_batchnorm", False)),
-            quiet=quiet,
+            n_outputs,
+            quiet,
         )
-    return build_model(str(model_cfg["name"]), n_features, int(model_cfg.get("hidden", 0)), seed=seed)
+    return build_model(str(model_cfg["name"]), n_features, int(model_cfg.get("hidden", 0)), seed, n_outputs)

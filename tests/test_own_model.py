@@ -105,6 +105,26 @@ def test_a_model_that_cannot_be_a_study_model_is_refused_by_name(tmp_path, monke
     assert message in str(exc.value)
 
 
+MULTI = (
+    "from torch import nn\nclass Net(nn.Module):\n    def __init__(self, n_features, out_features=1):\n"
+    "        super().__init__(); self.l = nn.Linear(n_features, out_features)\n"
+    "    def forward(self, x):\n        return self.l(x)\n"
+)
+
+
+def test_a_multiclass_task_gives_the_class_out_features_and_wants_one_output_each(tmp_path, monkeypatch):
+    _module(tmp_path, monkeypatch, "ownmod_multi", MULTI)
+    model = build_own_model("ownmod_multi.Net", {}, n_features=4, n_outputs=3)
+    assert model(torch.zeros(5, 4)).shape == (5, 3)
+    with pytest.raises(OwnModelError, match="model.kwargs.out_features is set by the study"):
+        build_own_model("ownmod_multi.Net", {"out_features": 3}, n_features=4, n_outputs=3)
+
+
+def test_a_class_without_out_features_cannot_serve_a_multiclass_task(example_on_path):
+    with pytest.raises(OwnModelError, match="its __init__ must take n_features and out_features"):
+        build_own_model(TARGET, {}, n_features=4, fix_batchnorm=True, n_outputs=3)
+
+
 def test_own_model_keys_need_model_own_and_model_own_needs_a_target():
     assert check_own_model({"name": "own", "_target_": TARGET}) == TARGET
     assert check_own_model({"name": "logreg", "kwargs": {}, "fix_batchnorm": False}) is None
@@ -280,6 +300,18 @@ def test_a_loader_breaking_the_contract_is_refused_naming_the_field(tmp_path, mo
     with pytest.raises(LoaderContractError) as exc:
         load_hospital(OWN_DATA, 0, 2, 0)
     assert message in str(exc.value) and "dataset._target_='ownloader_t.load' for hospital 0" in str(exc.value)
+
+
+def test_a_multiclass_loader_returns_class_indices_below_its_output_count(tmp_path, monkeypatch):
+    multi = ", task='multiclass', num_outputs=3, X_val=[[1.0, 2.0]], y_val=[{label}]"
+    _loader(tmp_path, monkeypatch, GOOD.replace("{extra}", multi.replace("{label}", "2")))
+    h = load_hospital(OWN_DATA, 0, 2, 0)
+    assert (h.task, h.num_outputs, h.y_val.tolist()) == ("multiclass", 3, [2.0])
+    _loader(tmp_path, monkeypatch, GOOD.replace("{extra}", multi.replace("{label}", "3")))
+    with pytest.raises(
+        LoaderContractError, match=r"y_val must hold class indices 0..2 \(num_outputs 3\), also holds \[3.0\]"
+    ):
+        load_hospital(OWN_DATA, 0, 2, 0)
 
 
 def test_loader_ids_must_differ_and_features_agree(tmp_path, monkeypatch):

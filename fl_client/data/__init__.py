@@ -7,6 +7,7 @@ from .errors import (
     DataError,
     DataWarning,
     EmptyFileError,
+    InvalidTargetError,
     InvalidValuesError,
     MissingColumnError,
     MissingFileError,
@@ -19,7 +20,7 @@ from .errors import (
     UnknownCategoryError,
 )
 from .hospital import HospitalData
-from .loaders import load_hospital, load_hospitals
+from .loaders import load_hospital, load_hospitals, study_task
 from .partition import partition, partition_dirichlet, partition_iid, partition_quantity
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "DataWarning",
     "EmptyFileError",
     "HospitalData",
+    "InvalidTargetError",
     "InvalidValuesError",
     "MissingColumnError",
     "MissingFileError",
@@ -45,4 +47,5 @@ __all__ = [
     "partition_dirichlet",
     "partition_iid",
     "partition_quantity",
+    "study_task",
 ]

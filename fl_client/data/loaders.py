@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from .breast_cancer import load_breast_cancer_hospital, load_breast_cancer_hospitals
+from .builtin import BUILTINS, load_builtin_hospital, load_builtin_hospitals
 from .csv_loader import load_csv_hospital_from_cfg, load_csv_hospitals
 from .errors import ConfigError, SingleClassStudyError
 from .hospital import HospitalData
 from .own_loader import load_own_hospital, load_own_hospitals
 
-DATASETS = ("breast_cancer", "csv", "own")
+DATASETS = ("breast_cancer", "diabetes", "csv", "own")
 
 
 def _plain(cfg: Any) -> dict:
@@ -48,17 +48,18 @@ def load_hospitals(dataset_cfg: Mapping, num_hospitals: int, seed: int) -> list[
     """
     cfg = _plain(dataset_cfg)
     name = _name(cfg)
-    if name == "breast_cancer":
-        hospitals = load_breast_cancer_hospitals(cfg, num_hospitals, seed)
+    if name in BUILTINS:
+        hospitals = load_builtin_hospitals(name, cfg, num_hospitals, seed)
     elif name == "own":
         hospitals = load_own_hospitals(cfg, num_hospitals, seed)
     else:
         hospitals = load_csv_hospitals(cfg, num_hospitals, seed)
-    classes = sorted({c for h in hospitals for c in h.classes_present})
+    task = study_task(hospitals)
+    classes = sorted({c for h in hospitals for c in h.classes_present}) if task["name"] != "regression" else [0, 1]
     if len(classes) < 2:
         raise SingleClassStudyError(
             f"the target has a single class ({classes}) across all {len(hospitals)} hospitals of the "
-            "study; a binary model cannot be trained. Check the target column and its positive rule."
+            "study; a classifier cannot be trained. Check the target column and its positive rule (or classes)."
         )
     return hospitals
 
@@ -74,8 +75,17 @@ def load_hospital(dataset_cfg: Mapping, index: int, num_hospitals: int, seed: in
     name = _name(cfg)
     if not isinstance(index, (int, np.integer)) or not 0 <= int(index) < int(num_hospitals):
         raise ConfigError(f"hospital index must be in 0..{int(num_hospitals) - 1}, got {index!r}")
-    if name == "breast_cancer":
-        return load_breast_cancer_hospital(cfg, int(index), num_hospitals, seed)
+    if name in BUILTINS:
+        return load_builtin_hospital(name, cfg, int(index), num_hospitals, seed)
     if name == "own":
         return load_own_hospital(cfg, int(index), num_hospitals, seed)
     return load_csv_hospital_from_cfg(cfg, int(index), num_hospitals, seed)
+
+
+def study_task(hospitals: list[HospitalData]) -> dict[str, Any]:
+    """The study's task (``{"name", "num_outputs"}``, as the study spec records it): every hospital's, the same."""
+    tasks = {(h.task, h.num_outputs) for h in hospitals}
+    if len(tasks) != 1:
+        raise ConfigError(f"the hospitals' data are for different tasks: {sorted(tasks)}; a study has one task")
+    name, num_outputs = tasks.pop()
+    return {"name": name, "num_outputs": int(num_outputs)}

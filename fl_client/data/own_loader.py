@@ -4,10 +4,12 @@ The function is called once per hospital as
 ``function(index=i, num_hospitals=n, seed=s, **kwargs)`` and returns that
 hospital's :class:`HospitalData`, or a mapping with the same keys
 (``hospital_id``, ``X_train``, ``y_train``, ``X_test``, ``y_test``,
-``feature_names``; optional ``X_val``, ``y_val``). What it returns is checked
-here, every problem naming the field: features finite numbers of shape
-``(n, d)`` with ``d`` the number of feature names, labels 0/1 with one per
-row, at least one training row (docs/DATA.md, "Your own data loader").
+``feature_names``; optional ``X_val``, ``y_val`` and the task's ``task``,
+``num_outputs``, ``target_scale``, ``class_labels``, binary by default). What
+it returns is checked here, every problem naming the field: features finite
+numbers of shape ``(n, d)`` with ``d`` the number of feature names, one target
+per row (binary: 0/1; multiclass: class indices 0..K-1), at least one
+training row (docs/DATA.md, "Your own data loader").
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from .hospital import HospitalData
 
 KEYS = ("name", "_target_", "kwargs", "validation_fraction")
 REQUIRED = ("hospital_id", "X_train", "y_train", "X_test", "y_test", "feature_names")
-OPTIONAL = ("X_val", "y_val")
+OPTIONAL = ("X_val", "y_val", "task", "num_outputs", "target_scale", "class_labels")
+TASK_KEYS = OPTIONAL[2:]
 
 
 class LoaderContractError(DataError):
@@ -84,6 +87,8 @@ def check_hospital(returned: Any, where: str) -> HospitalData:
         raise LoaderContractError(f"{where}: feature_names must be a non-empty list of names, got {names!r}")
     d = len(names)
     out: dict[str, Any] = {"hospital_id": hid, "feature_names": list(names)}
+    out |= {k: fields[k] for k in TASK_KEYS if fields.get(k) is not None}
+    task, k_out = str(out.get("task", "binary")), int(out.get("num_outputs", 1))
     for split in ("train", "test", "val"):
         X, y = fields.get(f"X_{split}"), fields.get(f"y_{split}")
         if split == "val" and X is None and y is None:
@@ -93,13 +98,25 @@ def check_hospital(returned: Any, where: str) -> HospitalData:
             raise LoaderContractError(f"{where}: X_{split} has {X.shape[1]} columns, feature_names names {d}")
         if X.shape[0] != y.shape[0]:
             raise LoaderContractError(f"{where}: X_{split} has {X.shape[0]} rows, y_{split} {y.shape[0]} labels")
-        labels = sorted({float(v) for v in np.unique(y)} - {0.0, 1.0})
-        if labels:  # binary studies; a task with another output kind sets its own label check here
-            raise LoaderContractError(f"{where}: y_{split} must hold labels 0 and 1, also holds {labels[:5]}")
+        _check_targets(where, split, y, task, k_out)
         out[f"X_{split}"], out[f"y_{split}"] = X, y
     if out["X_train"].shape[0] < 1:
         raise LoaderContractError(f"{where}: X_train has no rows")
-    return HospitalData(**out)
+    try:
+        return HospitalData(**out)
+    except ValueError as exc:  # the task's fields (fedledger/tasks.py: an unknown task, a wrong output count)
+        raise LoaderContractError(f"{where}: {exc}") from None
+
+
+def _check_targets(where: str, split: str, y: np.ndarray, task: str, n_outputs: int) -> None:
+    """Binary labels 0/1, multiclass class indices 0..K-1; a regression target any finite number."""
+    allowed = {0.0, 1.0} if task == "binary" else set(map(float, range(n_outputs))) if task == "multiclass" else None
+    if allowed is None:
+        return
+    bad = sorted({float(v) for v in np.unique(y)} - allowed)
+    if bad:
+        want = "labels 0 and 1" if task == "binary" else f"class indices 0..{n_outputs - 1} (num_outputs {n_outputs})"
+        raise LoaderContractError(f"{where}: y_{split} must hold {want}, also holds {bad[:5]}")
 
 
 def load_own_hospital(cfg: Mapping[str, Any], index: int, num_hospitals: int, seed: int) -> HospitalData:
