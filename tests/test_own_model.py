@@ -120,9 +120,10 @@ def test_a_multiclass_task_gives_the_class_out_features_and_wants_one_output_eac
         build_own_model("ownmod_multi.Net", {"out_features": 3}, n_features=4, n_outputs=3)
 
 
-def test_a_class_without_out_features_cannot_serve_a_multiclass_task(example_on_path):
+def test_a_class_without_out_features_cannot_serve_a_multiclass_task(tmp_path, monkeypatch):
+    _module(tmp_path, monkeypatch, "ownmod_bin", MULTI.replace(", out_features=1", "").replace("out_features)", "1)"))
     with pytest.raises(OwnModelError, match="its __init__ must take n_features and out_features"):
-        build_own_model(TARGET, {}, n_features=4, fix_batchnorm=True, n_outputs=3)
+        build_own_model("ownmod_bin.Net", {}, n_features=4, n_outputs=3)
 
 
 def test_own_model_keys_need_model_own_and_model_own_needs_a_target():

@@ -14,15 +14,20 @@ from torch import nn
 
 
 class SmallNet(nn.Module):
-    """Conv1d -> BatchNorm1d -> ReLU -> Linear over the flattened channels: one logit per row, shape (n,)."""
+    """Conv1d -> BatchNorm1d -> ReLU -> Linear over the flattened channels.
 
-    def __init__(self, n_features: int, channels: int = 4, kernel: int = 3) -> None:
+    Shape (n,) with one output (binary: a logit per row), (n, out_features) with
+    more (a multiclass study passes out_features, its class count).
+    """
+
+    def __init__(self, n_features: int, channels: int = 4, kernel: int = 3, out_features: int = 1) -> None:
         super().__init__()
         self.conv = nn.Conv1d(1, channels, kernel, padding=kernel // 2)
         self.norm = nn.BatchNorm1d(channels)
         self.act = nn.ReLU()
-        self.out = nn.Linear(channels * n_features, 1)
+        self.out = nn.Linear(channels * n_features, out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.act(self.norm(self.conv(x.unsqueeze(1))))  # (n, channels, n_features)
-        return self.out(h.flatten(1)).squeeze(-1)
+        out = self.out(h.flatten(1))
+        return out.squeeze(-1) if out.shape[-1] == 1 else out
