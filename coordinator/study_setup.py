@@ -24,6 +24,7 @@ from fedledger.config import (
     check_model,
     check_noise_source,
     check_on_bad_aggregate,
+    check_own_model,
     check_selection,
     release_quorum,
 )
@@ -31,10 +32,12 @@ from fedledger.config_keys import check_hospital_keys, check_known_settings
 from fedledger.dp.plan import check_study_delta
 from fedledger.files import save_npz
 from fedledger.hashing import model_hash, sha256, to_hex
+from fedledger.model_source import source_hash
 from fedledger.protocol import protocol_hash
 from fedledger.strategies import check_strategy
 from fl_client.data import HospitalData, load_hospitals, study_layout, study_task
-from fl_client.models import build_model, get_arrays
+from fl_client.models import get_arrays
+from fl_client.own_model import build_study_model
 from fl_client.policy import policies_by_hospital
 from fl_server.study import round_task
 
@@ -85,6 +88,14 @@ def ckks_keys(cfg: dict[str, Any], run_dir: Path, keys_dir: Path) -> dict[str, A
     }
 
 
+def check_model_size(cfg: dict[str, Any], n_params: int) -> None:
+    """An encrypted study's model must fit its CKKS preset's update size limit (refused with the numbers)."""
+    if cfg["encryption"]["enabled"]:
+        from fedledger.ckks.params import check_update_size, params_from_config
+
+        check_update_size(n_params, params_from_config(cfg["encryption"]))
+
+
 def prepare_study(
     cfg: dict[str, Any],
     run_dir: Path,
@@ -107,6 +118,8 @@ def prepare_study(
     )
     release_quorum(cfg["ledger"].get("release_quorum"), int(cfg["num_hospitals"]))
     check_model(cfg["model"]["name"], cfg["model"]["hidden"])
+    own_target = check_own_model(cfg["model"])
+    own_source = source_hash(own_target) if own_target else None  # not importable here: stops before any data
     check_selection(cfg["strategy"], cfg["dataset"].get("validation_fraction"))
     check_dp_off_settings(cfg["privacy"])
     run_dir = Path(run_dir).resolve()
@@ -128,10 +141,9 @@ def prepare_study(
         # privacy-delta-invalid; without the data, each hospital's node makes this check itself)
         check_study_delta(cfg["privacy"].get("delta"), {h.hospital_id: h.n_train for h in hospitals})
     check_selection(cfg["strategy"], cfg["dataset"].get("validation_fraction"), task["name"])
-    model = build_model(
-        cfg["model"]["name"], n_features, int(cfg["model"]["hidden"]), int(cfg["seed"]), task["num_outputs"]
-    )
+    model = build_study_model(cfg["model"], n_features, int(cfg["seed"]), n_outputs=task["num_outputs"])
     initial = get_arrays(model)
+    check_model_size(cfg, sum(a.size for a in initial.values()))
     save_npz(run_dir / "initial_model.npz", initial)
 
     study_id = to_hex(sha256(b"fedledger-study" + config_hash(cfg) + secrets.token_bytes(16)))
@@ -145,6 +157,7 @@ def prepare_study(
         "initial_model_hash": to_hex(model_hash(initial)),
         "n_features": int(n_features),
         "task": task,
+        "model_source_hash": own_source,  # model=own: sha256 of its module file (docs/HASHES.md 3b); else None
         "hospitals": [],
         "keys": {},
         "chain": None,

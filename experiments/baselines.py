@@ -20,7 +20,7 @@ import numpy as np
 
 from fedledger.config import TrainConfig
 from fl_client.data import HospitalData, study_task
-from fl_client.models import build_model
+from fl_client.own_model import build_study_model
 from fl_client.tasks import Task, task_for
 from fl_client.training import evaluate, train_local
 from fl_server.validation import weighted_mean
@@ -43,9 +43,7 @@ def _score(model: Any, hospitals: list[HospitalData], task: Task) -> dict[str, A
 
 
 def _train(X: np.ndarray, y: np.ndarray, cfg: dict[str, Any], n_features: int, task: Task) -> Any:
-    model = build_model(
-        cfg["model"]["name"], n_features, int(cfg["model"]["hidden"]), int(cfg["seed"]), task.num_outputs
-    )
+    model = build_study_model(cfg["model"], n_features, int(cfg["seed"]), quiet=True, n_outputs=task.num_outputs)
     per_round = TrainConfig.from_any(cfg["train"])
     tcfg = replace(per_round, local_epochs=per_round.local_epochs * int(cfg["num_rounds"]))
     train_local(model, X, y, tcfg, seed=int(cfg["seed"]), task=task)

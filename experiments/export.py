@@ -30,7 +30,8 @@ from fedledger.hashing import model_hash, to_hex
 from fl_client.data.builtin import BUILTINS
 from fl_client.data.csv_loader import resolve_path
 from fl_client.data.csv_schema import load_schema
-from fl_client.models import build_model, set_arrays
+from fl_client.models import set_arrays
+from fl_client.own_model import build_study_model
 
 EXPORT_FORMAT = "fedledger-model-v1"
 SELECT_ROUNDS = ("last", "best")
@@ -68,7 +69,36 @@ def feature_names(dataset: dict[str, Any]) -> list[str]:
     """The model's inputs in order, from the schema alone (no hospital's file is read)."""
     if dataset.get("name") in BUILTINS:
         return list(BUILTINS[dataset["name"]].pooled()[2])
+    if dataset.get("name") == "own":  # the researcher's loader is the only schema: its first hospital names them
+        from fl_client.data.own_loader import load_own_hospital
+
+        return load_own_hospital(dataset, 0, 1, 0).feature_names
     return list(load_schema(resolve_path(dataset["schema"], dataset.get("base_dir"), what="schema file")).feature_names)
+
+
+def model_meta(model: dict[str, Any], protocol: dict[str, Any]) -> dict[str, Any]:
+    """model.json's ``model``: the family and width; an own model's class, kwargs, fix and source hash too."""
+    out = {"name": model["name"], "hidden": int(model["hidden"])}
+    if model["name"] == "own":
+        out |= {k: model.get(k) for k in ("_target_", "kwargs", "fix_batchnorm")}
+        out["source_hash"] = protocol.get("model-source-hash")
+    return out
+
+
+def _module(meta: dict[str, Any]) -> torch.nn.Module:
+    """The exported model's module; an own model only from an installed copy of the source the study ran."""
+    model = meta["model"]
+    if model["name"] == "own":
+        from fedledger.model_source import source_hash
+
+        here = source_hash(str(model["_target_"]))
+        if model.get("source_hash") and here != model["source_hash"]:
+            raise ExportError(
+                f"the installed {model['_target_']} hashes to {here}, but the study ran source {model['source_hash']}"
+            )
+    return build_study_model(
+        model, int(meta["n_features"]), seed=0, n_outputs=int(meta.get("num_outputs", 1)), quiet=True
+    )
 
 
 def export_model(run_dir: Path, select_round: str = "last") -> Path:
@@ -91,7 +121,7 @@ def export_model(run_dir: Path, select_round: str = "last") -> Path:
     meta = {
         "format": EXPORT_FORMAT,
         "study_id": results.get("study_id"),
-        "model": {"name": cfg["model"]["name"], "hidden": int(cfg["model"]["hidden"])},
+        "model": model_meta(cfg["model"], results.get("protocol") or {}),
         "n_features": len(features),
         "feature_names": list(features),
         "preprocessing": {"standardisation": "per-site", "note": PER_SITE_STANDARDISATION},
@@ -141,7 +171,7 @@ def load_model(model_dir: Path) -> ExportedModel:
     if to_hex(model_hash(arrays)) != meta["model_hash"]:
         raise ExportError(f"{model_dir / 'model.npz'} does not hash to model.json's model_hash {meta['model_hash']}")
     task, outputs = meta.get("task", "binary"), int(meta.get("num_outputs", 1))
-    module = build_model(meta["model"]["name"], int(meta["n_features"]), int(meta["model"]["hidden"]), 0, outputs)
+    module = _module(meta)
     set_arrays(module, arrays)
     module.eval()
 

@@ -33,8 +33,19 @@ SELECTION_METRICS = {"loss": True, "accuracy": False, "auc": False}
 
 @dataclass
 class ModelConfig:
-    name: str = "logreg"  # logreg | mlp
+    """Hydra group ``model``: a built-in model by ``name``, or (``model=own``) the researcher's own class.
+
+    ``_target_`` is ``package.module.Class`` (an ``nn.Module``), built as
+    ``Class(n_features=<d>, **kwargs)``; ``kwargs`` is a node of its own because
+    this node also holds the study's settings (``name``, ``hidden``,
+    ``fix_batchnorm``), which are not the class's arguments (docs/MODELS.md).
+    """
+
+    name: str = "logreg"  # logreg | mlp | own
     hidden: int = 0
+    _target_: str | None = None  # model=own: package.module.Class
+    kwargs: dict[str, Any] = field(default_factory=dict)  # model=own: the class's keyword arguments
+    fix_batchnorm: bool = False  # model=own: let Opacus replace BatchNorm with GroupNorm
 
 
 @dataclass
@@ -235,6 +246,22 @@ def check_model(name: str, hidden: int) -> int:
     if name != "mlp" and hidden != 0:
         raise ValueError(f"model.hidden={hidden} is the MLP's width: set model=mlp, or model.hidden=0 for {name!r}")
     return hidden
+
+
+def check_own_model(model: Mapping[str, Any]) -> str | None:
+    """The ``_target_`` of ``model=own`` (None for a built-in model); an own-model key on a built-in is refused."""
+    target, kwargs, fix = model.get("_target_"), model.get("kwargs") or {}, bool(model.get("fix_batchnorm", False))
+    if model.get("name") == "own":
+        if not target:
+            raise ValueError("model=own needs model._target_=package.module.Class (e.g. mynet.SmallNet)")
+        return str(target)
+    own_keys = [k for k, set_ in (("_target_", target), ("kwargs", kwargs), ("fix_batchnorm", fix)) if set_]
+    if own_keys:
+        raise ValueError(
+            f"model.{own_keys[0]} belongs to your own model, but model.name={model.get('name')!r}: "
+            "add model=own (e.g. model=own model._target_=mynet.SmallNet)"
+        )
+    return None
 
 
 def check_proximal_mu(strategy: str, mu: float) -> float:

@@ -20,6 +20,7 @@ from typing import Any
 
 from fedledger.config import PrivacyConfig
 from fedledger.hashing import as_bytes, sha256
+from fedledger.model_source import ModelSourceError, canonical_kwargs
 from fedledger.round_task import RoundMessageError, RoundTask
 
 PROTOCOL_DOMAIN = b"FEDLEDGER-PROTOCOL-v4"
@@ -61,6 +62,20 @@ def _privacy(key: str) -> Callable[[RoundTask], Any]:
     return lambda task: task.privacy.get(key, getattr(_PRIVACY_DEFAULTS, key))
 
 
+def _own(attr: str) -> Callable[[RoundTask], Any]:
+    """A field of ``model=own`` (None for a built-in model, so a default study's fields keep their values)."""
+    return lambda task: getattr(task, attr) if task.model_target else None
+
+
+def _own_kwargs(task: RoundTask) -> str | None:
+    if not task.model_target:
+        return None
+    try:
+        return canonical_kwargs(task.model_kwargs)
+    except ModelSourceError as exc:
+        raise RoundMessageError(f"protocol field 'model-kwargs': {exc}") from None
+
+
 #: (name in the layout, type, reader), in layout order (docs/HASHES.md lists the same).
 PROTOCOL_FIELDS: tuple[tuple[str, type, Callable[[RoundTask], Any]], ...] = (
     ("study-id", bytes, _task("study_id")),
@@ -91,6 +106,10 @@ PROTOCOL_FIELDS: tuple[tuple[str, type, Callable[[RoundTask], Any]], ...] = (
     ("privacy.noise_source", str, _privacy("noise_source")),
     ("task", str, _task("task")),
     ("num-outputs", int, _task("num_outputs")),
+    ("model-target", str, _own("model_target")),
+    ("model-kwargs", str, _own_kwargs),
+    ("model-source-hash", bytes, _own("model_source_hash")),
+    ("model-fix-batchnorm", bool, _own("model_fix_batchnorm")),
 )
 
 

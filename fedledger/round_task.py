@@ -107,6 +107,9 @@ def _read_fields(
     return out
 
 
+OWN_MODEL_FIELDS = ("model_target", "model_kwargs", "model_source_hash", "model_fix_batchnorm")
+
+
 @dataclass(frozen=True, kw_only=True)
 class RoundTask:
     """The ``config`` record of a train or evaluate task, field for key (in wire order)."""
@@ -135,16 +138,24 @@ class RoundTask:
     server_round: int = _wire(SERVER_ROUND, _int)
     task: str = _wire("task", _str, default="binary")  # fedledger/tasks.py: binary | multiclass | regression | survival
     num_outputs: int = _wire("num-outputs", _int, default=1)  # the model's outputs (multiclass: the class count)
+    # model=own (fl_client/own_model.py): the class, its kwargs (JSON text), the sha256 of its module file, the fix
+    model_target: str = _wire("model-target", _str, default="")  # package.module.Class; "" for a built-in model
+    model_kwargs: dict[str, Any] = field(default_factory=dict, metadata=_meta("model-kwargs", _json_object))
+    model_source_hash: str = _wire("model-source-hash", _str, default="")  # hex; "" for a built-in model
+    model_fix_batchnorm: bool = _wire("model-fix-batchnorm", _bool, default=False)
 
     def for_round(self, server_round: int, prev_hash: str) -> RoundTask:
         """This study's task for one round and the model it carries."""
         return replace(self, server_round=server_round, prev_hash=prev_hash)
 
     def to_wire(self) -> dict[str, WireValue]:
+        """The task's keys in order; a built-in model's task carries no ``model-*`` key (the layout as before)."""
         out: dict[str, WireValue] = {}
         for f in fields(self):
+            if f.name in OWN_MODEL_FIELDS and not self.model_target:
+                continue
             value = getattr(self, f.name)
-            out[f.metadata["wire"]] = json.dumps(value) if f.name == "privacy" else value
+            out[f.metadata["wire"]] = json.dumps(value) if f.metadata["read"] is _json_object else value
         return out
 
     @classmethod

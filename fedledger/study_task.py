@@ -24,6 +24,7 @@ def round_task(spec: Mapping[str, Any]) -> RoundTask:
     cfg = spec["config"]
     chain = spec.get("chain") or {}
     task = spec.get("task") or {}  # the study's task (fedledger/tasks.py); a spec without one: binary
+    own = cfg["model"].get("name") == "own"  # the researcher's own class; its source hash is the spec's
     return RoundTask(
         model=cfg["model"]["name"],
         hidden=int(cfg["model"]["hidden"]),
@@ -49,4 +50,8 @@ def round_task(spec: Mapping[str, Any]) -> RoundTask:
         prev_hash="",
         task=str(task.get("name", DEFAULT_TASK)),
         num_outputs=check_num_outputs(str(task.get("name", DEFAULT_TASK)), int(task.get("num_outputs", 1))),
+        model_target=str(cfg["model"]["_target_"]) if own else "",
+        model_kwargs=dict(cfg["model"].get("kwargs") or {}) if own else {},
+        model_source_hash=str(spec.get("model_source_hash") or "") if own else "",
+        model_fix_batchnorm=bool(cfg["model"].get("fix_batchnorm", False)) if own else False,
     )

@@ -26,7 +26,7 @@ from fl_client import hospital_runtime as rt
 from fl_client.accounting import BudgetExceededError
 from fl_client.aggregate_bounds import KEEP_PREVIOUS, TOTAL_WEIGHT_INVALID, TOTAL_WEIGHT_MISMATCH
 from fl_client.dp_training import HospitalPrivacy
-from fl_client.models import build_model, get_arrays, set_arrays
+from fl_client.models import get_arrays, set_arrays
 from fl_client.policy import AnswerPlan, HospitalPolicy, PolicyRefusal, check_task
 from fl_client.release_signing import release_attestation
 from fl_client.settings import from_context
@@ -170,8 +170,9 @@ def _checked(
     Checked first on the task's own figures, then on the noise and delta the
     hospital's accountant derives from them (a target epsilon, a default delta).
     """
-    n_params = rt.task_param_count(task, data.X_train.shape[1])
-    plan = AnswerPlan(n_records=int(data.n_train), n_params=n_params)
+    own_source = rt.own_source_hash(task)
+    n_params = rt.task_param_count(task, data.X_train.shape[1], own_source)
+    plan = AnswerPlan(n_records=int(data.n_train), n_params=n_params, model_source_hash=own_source)
     check_task(policy, task, plan)
     _check_protocol(settings, task)
     try:
@@ -184,7 +185,10 @@ def _checked(
         raise Refused("privacy-delta-invalid", str(exc)) from None
     if privacy is not None:
         check_task(policy, task, replace(plan, noise_multiplier=privacy.noise_multiplier, delta=privacy.delta))
-    model = build_model(task.model, data.X_train.shape[1], task.hidden, seed=task.seed, out_features=task.num_outputs)
+    try:
+        model = rt.task_model(task, data.X_train.shape[1])
+    except ValueError as exc:  # an own model this hospital's copy cannot build as the task asks
+        raise Refused("model-unbuildable", f"the task's model cannot be built here: {exc}") from None
     return model, privacy, study_task
 
 

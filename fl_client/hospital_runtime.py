@@ -26,6 +26,7 @@ from fl_client.aggregate_bounds import Verdict, check_aggregate
 from fl_client.data import HospitalData, load_hospital
 from fl_client.dp_training import HospitalPrivacy
 from fl_client.models import build_model
+from fl_client.own_model import build_own_model
 from fl_client.policy import HospitalPolicy, load_policy
 from fl_client.settings import HospitalSettings
 from fl_client.tasks import Task, task_for
@@ -130,11 +131,47 @@ def recorded_weight(settings: HospitalSettings, study_id: str, server_round: int
     return recorded_total_samples(settings.chain_rpc, settings.contract, study_id, server_round)
 
 
-def task_param_count(task: RoundTask, n_features: int) -> int | None:
+def own_source_hash(task: RoundTask) -> str | None:
+    """The hash of this hospital's own installed copy of a task's own model (None: built-in, or not installed)."""
+    if not task.model_target:
+        return None
+    from fedledger.model_source import ModelSourceError, source_hash
+
+    try:
+        return source_hash(task.model_target)
+    except ModelSourceError:
+        return None
+
+
+def task_model(task: RoundTask, n_features: int) -> torch.nn.Module:
+    """The model a task asks for: a built-in, or (model=own) the class from this hospital's installed module."""
+    if task.model_target:
+        return build_own_model(
+            task.model_target,
+            task.model_kwargs,
+            n_features,
+            task.seed,
+            task.model_fix_batchnorm,
+            n_outputs=task.num_outputs,
+            quiet=True,
+        )
+    return build_model(task.model, n_features, task.hidden, seed=task.seed, out_features=task.num_outputs)
+
+
+def task_param_count(task: RoundTask, n_features: int, own_source: str | None = None) -> int | None:
     """Parameters of the model a task asks for, counted on torch's meta device (nothing allocated).
 
-    None when the task names a model this hospital cannot build.
+    None when the task names a model this hospital cannot build. An own model is
+    built (on the CPU) only from an installed copy whose hash, ``own_source``, is
+    the one the task registers: a different copy is never run.
     """
+    if task.model_target:
+        if own_source is None or own_source.lower() != task.model_source_hash.lower():
+            return None
+        try:
+            return sum(p.numel() for p in task_model(task, n_features).parameters())
+        except ValueError:
+            return None
     try:
         with torch.device("meta"):
             model = build_model(task.model, n_features, task.hidden, seed=task.seed, out_features=task.num_outputs)

@@ -54,6 +54,7 @@ class HospitalPolicy:
     allowed_chain_id: int | None = None
     allowed_study_ids: tuple[str, ...] = ()
     allowed_models: tuple[str, ...] = ()
+    allowed_model_sources: tuple[str, ...] = ()  # model=own: sha256 hex of the module files this hospital allows
     max_params: int | None = None
     min_records: int | None = None
 
@@ -71,6 +72,7 @@ class AnswerPlan:
     n_params: int | None  # parameters of the model the task asks for (None: a model it cannot build)
     noise_multiplier: float | None = None  # the accountant's (given or derived from a target ε); None without DP
     delta: float | None = None  # the accountant's δ (given, or the hospital's default)
+    model_source_hash: str | None = None  # model=own: this hospital's installed copy's hash (None: not installed)
 
 
 # -- reading the policy ---------------------------------------------------------------
@@ -128,6 +130,10 @@ def _study_ids(key: str, value: object) -> tuple[str, ...]:
     return tuple(_hex(key, s, 32) for s in _names(key, value))
 
 
+def _hashes(key: str, value: object) -> tuple[str, ...]:
+    return tuple(_hex(key, h, 32) for h in _names(key, value))
+
+
 def _models(key: str, value: object) -> tuple[str, ...]:
     return tuple(m.lower() for m in _names(key, value))
 
@@ -145,6 +151,7 @@ KEYS: dict[str, tuple[str, Callable[[str, object], Any]]] = {
     "allowed-chain-id": ("allowed_chain_id", _count),
     "allowed-study-ids": ("allowed_study_ids", _study_ids),
     "allowed-models": ("allowed_models", _models),
+    "allowed-model-sources": ("allowed_model_sources", _hashes),
     "max-params": ("max_params", _count),
     "min-records": ("min_records", _count),
 }
@@ -260,9 +267,33 @@ def _check_identity(policy: HospitalPolicy, task: RoundTask) -> None:
         )
 
 
+def _check_own_model(policy: HospitalPolicy, task: RoundTask, plan: AnswerPlan) -> None:
+    """A researcher's own model runs from this hospital's installed copy only: that copy must be the registered
+    source (and, with ``allowed-model-sources``, one this hospital allows). Nothing received is ever run."""
+    if not task.model_target:
+        return
+    if plan.model_source_hash is None:
+        raise PolicyRefusal(
+            "policy-model-not-installed", f"model {task.model_target!r} is not installed at this hospital"
+        )
+    if plan.model_source_hash.lower() != task.model_source_hash.lower():
+        raise PolicyRefusal(
+            "policy-model-source-mismatch",
+            f"this hospital's copy of {task.model_target!r} hashes to {plan.model_source_hash}, "
+            f"the study registered {task.model_source_hash or '(none)'}",
+        )
+    if policy.allowed_model_sources and plan.model_source_hash.lower() not in policy.allowed_model_sources:
+        raise PolicyRefusal(
+            "policy-model-not-allowed",
+            f"model {task.model_target!r} (source {plan.model_source_hash}) is not in this hospital's "
+            "allowed-model-sources",
+        )
+
+
 def _check_model(policy: HospitalPolicy, task: RoundTask, plan: AnswerPlan) -> None:
     if policy.allowed_models and task.model.lower() not in policy.allowed_models:
         raise PolicyRefusal("policy-model-not-allowed", f"model {task.model!r} is not in {list(policy.allowed_models)}")
+    _check_own_model(policy, task, plan)
     if policy.max_params is not None and (plan.n_params is None or plan.n_params > policy.max_params):
         counted = "an unknown number of" if plan.n_params is None else str(plan.n_params)
         raise PolicyRefusal(

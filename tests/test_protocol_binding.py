@@ -29,7 +29,7 @@ DP = {"enabled": True, "noise_multiplier": 1.1, "max_grad_norm": 1.0, "accountan
 VECTOR_TASK = RoundTask.from_wire(
     dict(round_config("", DP, **{"server-round": 0, "local-epochs": 2, "lr": 1.0, "num-rounds": 3}))
 )
-VECTOR_HASH = "0x35ec09ad51dd2240e9f39e9bc8960efa491b8015596be57e01e3ef2c91d26135"
+VECTOR_HASH = "0x4fe1d97d50b8a9cfcfe1703478badca245db5e7d4bd9d19b2c93880103515a64"
 
 
 # -- the hash -------------------------------------------------------------------------
@@ -87,6 +87,10 @@ def test_layout_by_hand():
         name("privacy.noise_source") + text("seeded"),
         name("task") + text("binary"),
         name("num-outputs") + i64(1),
+        name("model-target") + b"\x00",  # a built-in model: the own-model fields are absent
+        name("model-kwargs") + b"\x00",
+        name("model-source-hash") + b"\x00",
+        name("model-fix-batchnorm") + b"\x00",
     ]
     expected = b"FEDLEDGER-PROTOCOL-v4" + struct.pack("<H", len(body)) + b"".join(body)
     assert protocol_bytes(VECTOR_TASK) == expected
@@ -121,6 +125,7 @@ def test_every_privacy_setting_is_in_the_protocol():
         dict(study_id="0x" + "22" * 32),
         dict(task="regression"),
         dict(task="multiclass", num_outputs=5),
+        dict(model="own", model_target="mynet.SmallNet", model_source_hash="0x" + "ab" * 32),
     ],
 )
 def test_each_protocol_field_changes_the_hash(change):

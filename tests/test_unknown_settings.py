@@ -27,7 +27,7 @@ def composed(overrides: list[str]) -> dict:
     "override,named,hint",
     [
         ("+num_round=3", "'num_round'", "did you mean 'num_rounds'?"),
-        ("+model._target_=mymod.Net", "'model._target_'", "model takes name, hidden"),
+        ("+model.width=16", "'model.width'", "model takes name, hidden, _target_, kwargs"),
         ("+train.early_stopping=true", "'train.early_stopping'", "train takes local_epochs, batch_size, lr"),
         ("+strategy.bta=0.3", "'strategy.bta'", "did you mean 'strategy.beta'?"),
     ],

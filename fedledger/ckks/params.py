@@ -9,7 +9,7 @@ from typing import Any
 import tenseal as ts
 
 from fedledger.ckks.errors import SecurityError
-from fedledger.ckks.format import layout
+from fedledger.ckks.format import Layout, layout
 
 # HomomorphicEncryption.org standard, 128-bit classical security, ternary secret:
 # the largest total coefficient-modulus bit count allowed for each ring degree.
@@ -127,6 +127,35 @@ def n_ciphertexts(n_params: int, params: CKKSParams | ts.Context) -> int:
     if n_params <= 0:
         raise ValueError("n_params must be positive")
     return -(-int(n_params) // slots)
+
+
+class UpdateTooLargeError(ValueError):
+    """A model whose encrypted update would not fit the study's ``encryption.max_update_bytes``."""
+
+
+def update_size_bound(n_params: int, params: CKKSParams) -> tuple[int, int]:
+    """(ciphertexts, most bytes) of one hospital's encrypted update of ``n_params`` values.
+
+    The byte figure is the per-ciphertext limit the aggregator holds each blob
+    to (``Layout.max_blob_bytes``) times the count: an update within it is never
+    refused for its size.
+    """
+    count = n_ciphertexts(n_params, params)
+    lay = Layout(params.poly_modulus_degree, len(params.coeff_mod_bit_sizes) - 1, params.scale, bytes(32), (0, 0))
+    return count, count * lay.max_blob_bytes
+
+
+def check_update_size(n_params: int, params: CKKSParams) -> int:
+    """Refuse, with the numbers, a model too large for the study's CKKS preset; return its ciphertext count."""
+    count, size = update_size_bound(n_params, params)
+    if size > params.max_update_bytes:
+        raise UpdateTooLargeError(
+            f"the model has {n_params} parameters: {count} ciphertexts of {params.slots} slots under CKKS preset "
+            f"{params.preset!r} (poly_modulus_degree {params.poly_modulus_degree}), up to {size} bytes per update, "
+            f"over encryption.max_update_bytes={params.max_update_bytes}; use a smaller model or raise "
+            "encryption.max_update_bytes (every preset costs about the same bytes per parameter)"
+        )
+    return count
 
 
 def chunk_sizes(n_params: int, slots: int) -> list[int]:

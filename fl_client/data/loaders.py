@@ -22,8 +22,9 @@ from .builtin import BUILTINS, builtin_layout, load_builtin_hospital, load_built
 from .csv_loader import csv_layout, load_csv_hospital_from_cfg, load_csv_hospitals
 from .errors import ConfigError, SingleClassStudyError
 from .hospital import HospitalData
+from .own_loader import load_own_hospital, load_own_hospitals
 
-DATASETS = ("breast_cancer", "diabetes", "csv")
+DATASETS = ("breast_cancer", "diabetes", "csv", "own")
 
 
 def _plain(cfg: Any) -> dict:
@@ -53,6 +54,8 @@ def load_hospitals(dataset_cfg: Mapping, num_hospitals: int, seed: int) -> list[
     name = _name(cfg)
     if name in BUILTINS:
         hospitals = load_builtin_hospitals(name, cfg, num_hospitals, seed)
+    elif name == "own":
+        hospitals = load_own_hospitals(cfg, num_hospitals, seed)
     else:
         hospitals = load_csv_hospitals(cfg, num_hospitals, seed)
     task = study_task(hospitals)
@@ -78,6 +81,8 @@ def load_hospital(dataset_cfg: Mapping, index: int, num_hospitals: int, seed: in
         raise ConfigError(f"hospital index must be in 0..{int(num_hospitals) - 1}, got {index!r}")
     if name in BUILTINS:
         return load_builtin_hospital(name, cfg, int(index), num_hospitals, seed)
+    if name == "own":
+        return load_own_hospital(cfg, int(index), num_hospitals, seed)
     return load_csv_hospital_from_cfg(cfg, int(index), num_hospitals, seed)
 
 
@@ -114,6 +119,11 @@ def study_layout(dataset_cfg: Mapping, num_hospitals: int) -> StudyLayout:
     """
     cfg = _plain(dataset_cfg)
     name = _name(cfg)
+    if name == "own":
+        raise ConfigError(
+            "dataset=own has no schema to set a study up from without reading data: its loader is the only "
+            "description of the hospitals' data (provision a built-in or CSV study, or run it as a simulation)"
+        )
     if name in BUILTINS:
         ids, names, task, num_outputs = builtin_layout(name, cfg, int(num_hospitals))
     else:
