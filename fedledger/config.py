@@ -42,6 +42,12 @@ class StrategyConfig:
     round_timeout_s: float = 600.0
     on_bad_aggregate: str = "keep-previous"  # one of ON_BAD_AGGREGATE
     proximal_mu: float = 0.0  # FedProx's proximal term; > 0 only with name=fedprox
+    # server optimizers (fedledger/server_opt.py); None: Flower's default for the strategy, refused for others
+    server_lr: float | None = None  # fedavgm, fedadam, fedyogi, fedadagrad
+    server_momentum: float | None = None  # fedavgm
+    beta1: float | None = None  # fedadam, fedyogi
+    beta2: float | None = None  # fedadam, fedyogi
+    tau: float | None = None  # fedadam, fedyogi, fedadagrad
     # robust aggregation without encryption (fedledger/strategies.py); each only with its strategy
     beta: float | None = None  # fedtrimmedavg: the fraction cut at each end, per coordinate
     num_malicious: int | None = None  # krum: the hospitals assumed malicious (f)

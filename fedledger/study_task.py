@@ -14,6 +14,7 @@ from typing import Any
 
 from fedledger.config import check_on_bad_aggregate, check_proximal_mu, release_quorum
 from fedledger.round_task import RoundTask
+from fedledger.server_opt import server_opt_settings
 
 __all__ = ["round_task"]
 
@@ -22,6 +23,7 @@ def round_task(spec: Mapping[str, Any]) -> RoundTask:
     """The study's task, as every hospital receives it; each round sends it with its own round and model hash."""
     cfg = spec["config"]
     chain = spec.get("chain") or {}
+    opt = server_opt_settings(cfg["strategy"])
     return RoundTask(
         model=cfg["model"]["name"],
         hidden=int(cfg["model"]["hidden"]),
@@ -34,6 +36,11 @@ def round_task(spec: Mapping[str, Any]) -> RoundTask:
         num_rounds=int(cfg["num_rounds"]),
         strategy=str(cfg["strategy"]["name"]),
         proximal_mu=check_proximal_mu(str(cfg["strategy"]["name"]), cfg["strategy"].get("proximal_mu", 0.0)),
+        server_lr=opt.server_lr if opt else 0.0,
+        server_momentum=opt.server_momentum if opt else 0.0,
+        server_beta1=opt.beta1 if opt else 0.0,
+        server_beta2=opt.beta2 if opt else 0.0,
+        server_tau=opt.tau if opt else 0.0,
         on_bad_aggregate=check_on_bad_aggregate(str(cfg["strategy"].get("on_bad_aggregate", "keep-previous"))),
         release_quorum=release_quorum(cfg["ledger"].get("release_quorum"), int(cfg["num_hospitals"])),
         privacy=cfg["privacy"],

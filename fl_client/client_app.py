@@ -21,7 +21,7 @@ from fedledger.model_io import flatten, num_params, unflatten
 from fedledger.protocol import protocol_hash
 from fedledger.round_task import EvaluationReport, Record, Refusal, RoundMessageError, RoundTask, TrainReport
 from fedledger.wire import ModelPayload, checked_weight, decode, encode
-from fl_client import accepted_model, receipts
+from fl_client import accepted_model, receipts, server_step
 from fl_client import hospital_runtime as rt
 from fl_client.accounting import BudgetExceededError
 from fl_client.aggregate_bounds import KEEP_PREVIOUS, TOTAL_WEIGHT_INVALID, TOTAL_WEIGHT_MISMATCH
@@ -117,12 +117,26 @@ def _received_model(msg: Message, settings: Any, task: RoundTask, model: Any, co
     if task.encrypted or payload.encrypted:
         _check_study_key(settings, task)
     if not payload.encrypted:
-        return payload.arrays
+        return _stepped(settings, context, task, global_round, payload.arrays, aggregate=False)
     template = get_arrays(model)
     flat, verdict = rt.decrypt_checked(settings, context, task, payload, num_params(template), global_round)
     if not verdict.ok:
         raise BadAggregate(str(verdict.code), f"round {global_round}'s aggregate: {verdict.reason}")
-    return unflatten(flat, template)
+    return _stepped(settings, context, task, global_round, unflatten(flat, template), aggregate=True)
+
+
+def _stepped(
+    settings: Any, context: Context, task: RoundTask, global_round: int, arrays: dict, aggregate: bool
+) -> dict:
+    """The global model of ``global_round`` the hospitals use: with a server optimizer under CKKS, the step
+    every hospital takes from the decrypted aggregate (fl_client/server_step.py); otherwise ``arrays``."""
+    if server_step.settings_of(task) is None:
+        return arrays
+    try:
+        flat = server_step.global_model(settings, context, task, global_round, flatten(arrays), aggregate=aggregate)
+    except ValueError as exc:  # ServerStepError, or a saved state that is not this study's optimizer's
+        raise Refused(server_step.SERVER_OPT_STATE, str(exc)) from None
+    return unflatten(flat, arrays)
 
 
 def _check_study_key(settings: Any, task: RoundTask) -> None:
@@ -201,6 +215,7 @@ def _model_to_train(
             bad.code,
             held.round,
         )
+        server_step.skip_round(settings, context, task, task.server_round - 1, num_params(held.arrays))
         return held.arrays, bad
 
 
@@ -306,7 +321,8 @@ def evaluate_global(msg: Message, context: Context) -> Message:
         return _refuse(msg, settings.hospital_id, refused)
     res = evaluate(model, data.X_test, data.y_test)
     # The model checked out (its hash is the chain's): sign the hash of the checkpoint as it would be released.
-    release = release_attestation(settings, task, decode(msg.content.array_records[Record.GLOBAL]), template)
+    stepped = flatten(get_arrays(model)) if server_step.settings_of(task) is not None else None
+    release = release_attestation(settings, task, decode(msg.content.array_records[Record.GLOBAL]), template, stepped)
     report = EvaluationReport(
         loss=float(res.loss),
         accuracy=float(res.accuracy),

@@ -29,7 +29,7 @@ DP = {"enabled": True, "noise_multiplier": 1.1, "max_grad_norm": 1.0, "accountan
 VECTOR_TASK = RoundTask.from_wire(
     dict(round_config("", DP, **{"server-round": 0, "local-epochs": 2, "lr": 1.0, "num-rounds": 3}))
 )
-VECTOR_HASH = "0x5c0cead9a4717b83002eba1f692d654a8cec65bcea5cf950902f90240bac5012"
+VECTOR_HASH = "0x72cf48fe22dea15ad629f0e41ef02eed69c1c91409c8464912aa4e28c206a754"
 
 
 # -- the hash -------------------------------------------------------------------------
@@ -85,8 +85,13 @@ def test_layout_by_hand():
         name("privacy.secure_mode") + flag(False),
         name("privacy.budget") + b"\x00",
         name("privacy.noise_source") + text("seeded"),
+        name("server-lr") + f64(0.0),
+        name("server-momentum") + f64(0.0),
+        name("server-beta1") + f64(0.0),
+        name("server-beta2") + f64(0.0),
+        name("server-tau") + f64(0.0),
     ]
-    expected = b"FEDLEDGER-PROTOCOL-v3" + struct.pack("<H", len(body)) + b"".join(body)
+    expected = b"FEDLEDGER-PROTOCOL-v4" + struct.pack("<H", len(body)) + b"".join(body)
     assert protocol_bytes(VECTOR_TASK) == expected
 
 
@@ -113,6 +118,9 @@ def test_every_privacy_setting_is_in_the_protocol():
         dict(num_rounds=30),
         dict(strategy="fedmedian"),
         dict(strategy="fedprox", proximal_mu=0.01),
+        dict(strategy="fedadam", server_lr=0.1, server_beta1=0.9, server_beta2=0.99, server_tau=1e-3),
+        dict(strategy="fedadam", server_lr=0.1, server_beta1=0.9, server_beta2=0.999, server_tau=1e-3),
+        dict(strategy="fedavgm", server_lr=1.0, server_momentum=0.9),
         dict(on_bad_aggregate="stop"),
         dict(release_quorum=3),
         dict(encrypted=True, context_fingerprint="0x" + "ab" * 32),
