@@ -269,8 +269,11 @@ class HeldModel:
         return cls(int(meta["round"]), optimizer._vector("the saved model", model), optimizer)
 
     def advance(self, global_round: int, aggregate: np.ndarray) -> None:
-        """Step to ``global_round``'s model with its aggregate; the model takes float32 values, as the weights do."""
-        self.model = self.optimizer.step(self.model, aggregate).astype(np.float32).astype(np.float64)
+        """Step to ``global_round``'s model with its aggregate; both take float32 values, as the weights hold them
+        (the plaintext mean is float32, a decrypted one is unflattened into the float32 model), so every party
+        that steps from the same aggregate (aggregator, hospitals, a release replay) gets the same model."""
+        mean = np.asarray(aggregate, np.float64).astype(np.float32).astype(np.float64)
+        self.model = self.optimizer.step(self.model, mean).astype(np.float32).astype(np.float64)
         self.round = global_round
 
     @classmethod
