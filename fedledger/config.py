@@ -66,6 +66,9 @@ class TrainConfig:
     lr: float = 1.0
     momentum: float = 0.0
     weight_decay: float = 0.0
+    # personalisation: epochs each hospital fine-tunes a copy of the global model for at evaluation, with
+    # DP-SGD charged to its accountant with each round's training (fl_client/personalisation.py); 0: off
+    personalisation_epochs: int = 0
 
     @classmethod
     def from_any(cls, cfg: Any) -> TrainConfig:
@@ -238,6 +241,13 @@ def check_model(name: str, hidden: int) -> int:
     if name != "mlp" and hidden != 0:
         raise ValueError(f"model.hidden={hidden} is the MLP's width: set model=mlp, or model.hidden=0 for {name!r}")
     return hidden
+
+
+def check_personalisation_epochs(epochs: Any) -> int:
+    """A whole number of epochs >= 0 (0: no personalisation)."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"train.personalisation_epochs must be a whole number >= 0, got {epochs!r}")
+    return epochs
 
 
 def check_proximal_mu(strategy: str, mu: float) -> float:

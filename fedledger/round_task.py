@@ -23,7 +23,10 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fedledger.config import TrainConfig
 
 
 class Record:
@@ -117,6 +120,7 @@ class RoundTask:
     lr: float = _wire("lr", _float)
     momentum: float = _wire("momentum", _float)
     weight_decay: float = _wire("weight-decay", _float)
+    personalisation_epochs: int = _wire("personalisation-epochs", _int, default=0)  # 0: no personalisation
     num_rounds: int = _wire("num-rounds", _int)
     strategy: str = _wire("strategy", _str, default="fedavg")
     proximal_mu: float = _wire("proximal-mu", _float, default=0.0)  # FedProx's mu; 0 without it
@@ -137,6 +141,23 @@ class RoundTask:
     prev_hash: str = _wire("prev-hash", _str)  # hex hash of the model this task carries
     study_id: str = _wire("study-id", _str)  # bytes32 hex
     server_round: int = _wire(SERVER_ROUND, _int)
+
+    @property
+    def dp_epochs(self) -> int:
+        """Epochs a hospital's accountant is charged per round: training, and the personalisation it will run."""
+        return self.local_epochs + self.personalisation_epochs
+
+    def train_config(self, local_epochs: int | None = None) -> TrainConfig:
+        """The task's local training (``local_epochs``: another number of epochs, e.g. personalisation's)."""
+        from fedledger.config import TrainConfig
+
+        return TrainConfig(
+            local_epochs=self.local_epochs if local_epochs is None else int(local_epochs),
+            batch_size=self.batch_size,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+        )
 
     def for_round(self, server_round: int, prev_hash: str) -> RoundTask:
         """This study's task for one round and the model it carries."""
@@ -233,6 +254,9 @@ class EvaluationReport:
     ``validation`` (metrics keys ``val-loss``, ``val-accuracy``, ``val-num-examples``,
     ``val-auc`` where defined; optional): the same model on the hospital's validation
     rows (``dataset.validation_fraction``), which the aggregator's best-round choice reads.
+    ``personal`` (metrics keys ``personal-loss``, ``personal-accuracy``, ``personal-auc`` where
+    defined; optional): the global model fine-tuned on the hospital's own training rows
+    (``train.personalisation_epochs``, fl_client/personalisation.py), on the same test split.
     """
 
     loss: float
@@ -243,6 +267,7 @@ class EvaluationReport:
     release: dict[str, str] | None = None
     num_positives: int | None = None
     validation: dict[str, float | None] | None = None  # loss, accuracy, auc (None: undefined), num-examples
+    personal: dict[str, float | None] | None = None  # the fine-tuned copy's loss, accuracy, auc (None: undefined)
 
     def to_wire(self) -> tuple[dict[str, WireValue], dict[str, WireValue]]:
         """(metrics, info)."""
@@ -258,6 +283,9 @@ class EvaluationReport:
         for key, value in (self.validation or {}).items():
             if value is not None:
                 metrics[f"val-{key}"] = int(value) if key == "num-examples" else float(value)
+        for key, value in (self.personal or {}).items():
+            if value is not None:
+                metrics[f"personal-{key}"] = float(value)
         info: dict[str, WireValue] = {"hospital": self.hospital} if self.hospital is not None else {}
         return metrics, {**info, **(self.release or {})}
 
@@ -282,7 +310,22 @@ class EvaluationReport:
             release={k: _str(k, info.get(k)) for k in RELEASE_KEYS} if RELEASE_KEYS[1] in info else None,
             num_positives=positives,
             validation=_validation(metrics),
+            personal=_personal(metrics),
         )
+
+
+def _personal(metrics: Mapping[str, object]) -> dict[str, float | None] | None:
+    """The optional personalised-model metrics of an evaluation reply; None when the hospital reported none."""
+    if "personal-accuracy" not in metrics:
+        return None
+    if "personal-loss" not in metrics:
+        raise RoundMessageError("evaluation reply has personal-accuracy but lacks 'personal-loss'")
+    auc = _float("personal-auc", metrics["personal-auc"]) if "personal-auc" in metrics else None
+    return {
+        "loss": _float("personal-loss", metrics["personal-loss"]),
+        "accuracy": _float("personal-accuracy", metrics["personal-accuracy"]),
+        "auc": None if auc is None or math.isnan(auc) else auc,
+    }
 
 
 def _validation(metrics: Mapping[str, object]) -> dict[str, float | None] | None:

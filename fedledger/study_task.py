@@ -12,7 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fedledger.config import check_on_bad_aggregate, check_proximal_mu, release_quorum
+from fedledger.config import (
+    check_on_bad_aggregate,
+    check_personalisation_epochs,
+    check_proximal_mu,
+    release_quorum,
+)
 from fedledger.round_task import RoundTask
 from fedledger.server_opt import server_opt_settings
 
@@ -33,6 +38,7 @@ def round_task(spec: Mapping[str, Any]) -> RoundTask:
         lr=float(cfg["train"]["lr"]),
         momentum=float(cfg["train"]["momentum"]),
         weight_decay=float(cfg["train"]["weight_decay"]),
+        personalisation_epochs=check_personalisation_epochs(cfg["train"].get("personalisation_epochs", 0)),
         num_rounds=int(cfg["num_rounds"]),
         strategy=str(cfg["strategy"]["name"]),
         proximal_mu=check_proximal_mu(str(cfg["strategy"]["name"]), cfg["strategy"].get("proximal_mu", 0.0)),

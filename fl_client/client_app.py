@@ -14,14 +14,13 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.logger import log as flwr_log
 
-from fedledger.config import TrainConfig
 from fedledger.dp.plan import DeltaError
 from fedledger.hashing import to_hex
 from fedledger.model_io import flatten, num_params, unflatten
 from fedledger.protocol import protocol_hash
 from fedledger.round_task import EvaluationReport, Record, Refusal, RoundMessageError, RoundTask, TrainReport
 from fedledger.wire import ModelPayload, checked_weight, decode, encode
-from fl_client import accepted_model, receipts, server_step
+from fl_client import accepted_model, personalisation, receipts, server_step
 from fl_client import hospital_runtime as rt
 from fl_client.accounting import BudgetExceededError
 from fl_client.aggregate_bounds import KEEP_PREVIOUS, TOTAL_WEIGHT_INVALID, TOTAL_WEIGHT_MISMATCH
@@ -246,18 +245,11 @@ def train(msg: Message, context: Context) -> Message:
         accepted_model.save(
             settings, context, task.study_id, accepted_model.AcceptedModel(task.server_round - 1, received)
         )
-    tcfg = TrainConfig(
-        local_epochs=task.local_epochs,
-        batch_size=task.batch_size,
-        lr=task.lr,
-        momentum=task.momentum,
-        weight_decay=task.weight_decay,
-    )
     stats = train_local(
         model,
         data.X_train,
         data.y_train,
-        tcfg,
+        task.train_config(),
         seed=rt.round_seed(settings, task.server_round),
         privacy=privacy,
         proximal_mu=task.proximal_mu,
@@ -271,6 +263,7 @@ def train(msg: Message, context: Context) -> Message:
     else:
         update = ModelPayload(arrays=arrays)
 
+    personalisation.charge(settings, context, task, privacy)  # before the spend is saved, reported, signed
     dp: dict[str, Any] = {}
     if privacy is not None:
         summary = privacy.summary()
@@ -314,7 +307,7 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate_global(msg: Message, context: Context) -> Message:
     settings, data, task, policy = _round_setup(msg, context)
     try:
-        model, _ = _checked(settings, data, task, policy, context)
+        model, scratch = _checked(settings, data, task, policy, context)  # scratch: never resumed nor saved
         template = get_arrays(model)
         set_arrays(model, _received_model(msg, settings, task, model, context))
     except (Refused, PolicyRefusal) as refused:
@@ -332,6 +325,9 @@ def evaluate_global(msg: Message, context: Context) -> Message:
         release=release,
         num_positives=int(data.y_test.sum()),
         validation=_validation(model, data),
+        personal=personalisation.personal_metrics(
+            settings, context, task, model, data, scratch, rt.round_seed(settings, task.server_round)
+        ),
     )
     return Message(content=_report(report.to_wire()), reply_to=msg)
 

@@ -85,7 +85,14 @@ class EvaluationResult:
         """Per hospital, as the round outcome reports it (results.json ``per_hospital``), with 95% intervals."""
         return {
             h: with_intervals(
-                {"loss": r.loss, "accuracy": r.accuracy, "auc": r.auc, "num-examples": r.num_examples}, r.num_positives
+                {
+                    "loss": r.loss,
+                    "accuracy": r.accuracy,
+                    "auc": r.auc,
+                    "num-examples": r.num_examples,
+                    **({"personal": r.personal} if r.personal is not None else {}),
+                },
+                r.num_positives,
             )
             for h, r in self.per_hospital.items()
         }

@@ -29,7 +29,7 @@ DP = {"enabled": True, "noise_multiplier": 1.1, "max_grad_norm": 1.0, "accountan
 VECTOR_TASK = RoundTask.from_wire(
     dict(round_config("", DP, **{"server-round": 0, "local-epochs": 2, "lr": 1.0, "num-rounds": 3}))
 )
-VECTOR_HASH = "0x72cf48fe22dea15ad629f0e41ef02eed69c1c91409c8464912aa4e28c206a754"
+VECTOR_HASH = "0x1df1eeb29c9902999c4c5ce9298b31bcfac24d4e21f3f6f94960143f36092710"
 
 
 # -- the hash -------------------------------------------------------------------------
@@ -90,6 +90,7 @@ def test_layout_by_hand():
         name("server-beta1") + f64(0.0),
         name("server-beta2") + f64(0.0),
         name("server-tau") + f64(0.0),
+        name("personalisation-epochs") + i64(0),
     ]
     expected = b"FEDLEDGER-PROTOCOL-v4" + struct.pack("<H", len(body)) + b"".join(body)
     assert protocol_bytes(VECTOR_TASK) == expected
@@ -121,6 +122,7 @@ def test_every_privacy_setting_is_in_the_protocol():
         dict(strategy="fedadam", server_lr=0.1, server_beta1=0.9, server_beta2=0.99, server_tau=1e-3),
         dict(strategy="fedadam", server_lr=0.1, server_beta1=0.9, server_beta2=0.999, server_tau=1e-3),
         dict(strategy="fedavgm", server_lr=1.0, server_momentum=0.9),
+        dict(personalisation_epochs=1),
         dict(on_bad_aggregate="stop"),
         dict(release_quorum=3),
         dict(encrypted=True, context_fingerprint="0x" + "ab" * 32),

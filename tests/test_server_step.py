@@ -23,12 +23,11 @@ from fedledger.hashing import model_hash
 from fedledger.model_io import flatten, unflatten
 from fedledger.round_task import RoundTask
 from fedledger.server_opt import HeldModel, server_opt_settings
-from fedledger.wire import ModelPayload
 from fl_client import server_step
 from fl_client.models import build_model, get_arrays
 from fl_client.settings import from_context
 from tests.test_aggregate_bounds import N_PARAMS, keys, task_identity  # noqa: F401
-from tests.test_bounded_influence_study import HospitalsGrid
+from tests.test_bounded_influence_study import HospitalsGrid, run_grid
 
 ROUNDS = 3
 ADAM = server_opt_settings({"name": "fedadam", "server_lr": 0.05})
@@ -60,7 +59,6 @@ def _task(encrypted: bool, fingerprint: str) -> RoundTask:
 
 
 def _run(tmp_path: Path, keys_, encrypted: bool):
-    from fl_server import round_protocol
     from fl_server.artifact_store import ArtifactStore
     from fl_server.encrypted import EncryptedAggregation
     from fl_server.server_opt import ServerOptStrategy
@@ -75,20 +73,8 @@ def _run(tmp_path: Path, keys_, encrypted: bool):
         strategy = ServerOptStrategy(strategy, ADAM, initial, tmp_path)
     grid = HospitalsGrid(paths.secret_context)
     store = ArtifactStore(tmp_path)
-    orig = round_protocol.send_and_receive_around
-    round_protocol.send_and_receive_around = lambda g, msgs, work, timeout: (work(), g.send_and_receive(msgs))[::-1]
-    try:
-        last, outcomes = round_protocol.run_rounds(
-            grid,  # type: ignore[arg-type]
-            strategy,
-            ModelPayload(arrays=initial),
-            _task(encrypted, getattr(strategy, "fingerprint", "")),
-            num_rounds=ROUNDS,
-            min_hospitals=2,
-            store=store,
-        )
-    finally:
-        round_protocol.send_and_receive_around = orig
+    task = _task(encrypted, getattr(strategy, "fingerprint", ""))
+    last, outcomes = run_grid(grid, strategy, initial, task, ROUNDS, store)
     return grid, last, outcomes, store, initial
 
 
