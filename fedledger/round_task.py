@@ -120,16 +120,9 @@ class RoundTask:
     lr: float = _wire("lr", _float)
     momentum: float = _wire("momentum", _float)
     weight_decay: float = _wire("weight-decay", _float)
-    personalisation_epochs: int = _wire("personalisation-epochs", _int, default=0)  # 0: no personalisation
     num_rounds: int = _wire("num-rounds", _int)
     strategy: str = _wire("strategy", _str, default="fedavg")
     proximal_mu: float = _wire("proximal-mu", _float, default=0.0)  # FedProx's mu; 0 without it
-    # the server optimizer's settings (fedledger/server_opt.py); 0 where the strategy has none
-    server_lr: float = _wire("server-lr", _float, default=0.0)
-    server_momentum: float = _wire("server-momentum", _float, default=0.0)
-    server_beta1: float = _wire("server-beta1", _float, default=0.0)
-    server_beta2: float = _wire("server-beta2", _float, default=0.0)
-    server_tau: float = _wire("server-tau", _float, default=0.0)
     on_bad_aggregate: str = _wire("on-bad-aggregate", _str, default="keep-previous")  # or "stop"
     release_quorum: int = _wire("release-quorum", _int, default=1)  # hospitals that must sign a release
     privacy: dict[str, Any] = field(default_factory=dict, metadata=_meta("privacy", _json_object))  # JSON text
@@ -141,6 +134,14 @@ class RoundTask:
     prev_hash: str = _wire("prev-hash", _str)  # hex hash of the model this task carries
     study_id: str = _wire("study-id", _str)  # bytes32 hex
     server_round: int = _wire(SERVER_ROUND, _int)
+    # protocol v4 (issue 15), after the older keys:
+    # the server optimizer's settings (fedledger/server_opt.py); 0 where the strategy has none
+    server_lr: float = _wire("server-lr", _float, default=0.0)
+    server_momentum: float = _wire("server-momentum", _float, default=0.0)
+    server_beta1: float = _wire("server-beta1", _float, default=0.0)
+    server_beta2: float = _wire("server-beta2", _float, default=0.0)
+    server_tau: float = _wire("server-tau", _float, default=0.0)
+    personalisation_epochs: int = _wire("personalisation-epochs", _int, default=0)  # 0: no personalisation
 
     @property
     def dp_epochs(self) -> int:
