@@ -8,6 +8,13 @@ so anyone holding the file can check it is the model the study produced.
 The released values are rounded to a grid (fedledger.ckks.release), never the
 raw decryption, which beside the stored ciphertext would give away the key;
 the on-chain hash is of the rounded checkpoint as written.
+With a server optimizer (FedAdam...) under CKKS the hospitals use the stepped
+model, not the aggregate (fl_client/server_step.py): the release replays the
+optimizer over the decrypted aggregates from the initial model, exactly as
+each hospital stepped, and releases that model rounded to the grid. A round
+whose aggregate the hospitals refused (keep-previous: no step) is not known
+to the replay; from there its checkpoints differ from what the hospitals
+signed, so they are not released (no quorum), rather than released wrong.
 
 A release counts on-chain only with the study's release quorum of hospital
 signatures (``StudyLedger.releaseModel``): each hospital signed, in its
@@ -25,7 +32,8 @@ from typing import Any
 from coordinator.study_setup import PreparedStudy
 from fedledger.files import load_npz
 from fedledger.hashing import from_hex, model_hash, to_hex
-from fedledger.model_io import num_params, unflatten
+from fedledger.model_io import flatten, num_params, unflatten
+from fedledger.server_opt import HeldModel, server_opt_settings
 from fl_server.artifact_store import ArtifactStore
 
 log = logging.getLogger("fedledger.release")
@@ -38,7 +46,8 @@ def release_checkpoints(prepared: PreparedStudy) -> dict[int, str]:
     template = load_npz(spec["initial_model"])
     ctx = None
     if spec["config"]["encryption"]["enabled"]:
-        from fedledger.ckks import decrypt_for_release, load_secret_context
+        from fedledger.ckks import decrypt_aggregate, decrypt_for_release, load_secret_context
+        from fedledger.ckks.release import check_release_scale, round_for_release
 
         ctx = load_secret_context(Path(spec["keys"]["secret_context"]))
     client = None
@@ -52,13 +61,20 @@ def release_checkpoints(prepared: PreparedStudy) -> dict[int, str]:
             deploy_block=int(spec["chain"].get("deploy_block", 0)),
         )
     released: dict[int, str] = {}
+    opt = server_opt_settings(spec["config"]["strategy"]) if ctx is not None else None
+    held = HeldModel.start(opt, flatten(template)) if opt is not None else None
+    if held is not None:
+        check_release_scale(ctx)  # as decrypt_for_release does: the stepped model is rounded to the same grid
     for r in store.round_numbers():
         manifest = store.read_round(r)
         if manifest["encrypted"]:
             blobs = store.get_blobs(manifest["aggregate"]["blobs"])
-            flat = decrypt_for_release(
-                ctx, blobs, num_params(template), total_weight=float(manifest["aggregate"]["total_weight"])
-            )
+            weight = manifest["aggregate"]["total_weight"]
+            if held is not None:
+                held.advance(r, decrypt_aggregate(ctx, blobs, num_params(template), int(weight))[0])
+                flat = round_for_release(held.model)
+            else:
+                flat = decrypt_for_release(ctx, blobs, num_params(template), total_weight=float(weight))
             arrays = unflatten(flat, template)
             store.write_checkpoint(r, arrays)
         else:

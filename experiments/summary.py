@@ -9,38 +9,17 @@ from __future__ import annotations
 
 import csv
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.algorithms import algorithms_report
 from experiments.plots import new_axes, plotted_metrics, save_png
+from experiments.sweep_runs import load_runs, run_stats
 
 METRICS = ("accuracy", "auc", "loss")  # a binary study's; another task's are its own (docs/TASKS.md)
-
-
-def load_runs(sweep_dir: Path) -> list[dict[str, Any]]:
-    runs = []
-    for path in sorted(sweep_dir.glob("*/results.json")):
-        results = json.loads(path.read_text())
-        results["_dir"] = str(path.parent)
-        runs.append(results)
-    return runs
-
-
-def _stats(values: list[float]) -> dict[str, float | int | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "min": min(values),
-        "max": max(values),
-        "n": len(values),
-    }
 
 
 def group_key(results: dict[str, Any]) -> float | None:
@@ -79,7 +58,7 @@ def _metrics(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def _metric_stats(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | int | None]]:
-    return {m: _stats([(r.get("final") or {}).get(m) for r in runs]) for m in _metrics(runs)}
+    return {m: run_stats([(r.get("final") or {}).get(m) for r in runs]) for m in _metrics(runs)}
 
 
 def _baseline_stats(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | int | None]]:
@@ -87,7 +66,7 @@ def _baseline_stats(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | i
     baselines (each run's seed draws its own splits)."""
     head = _metrics(runs)[0]
     return {
-        name: _stats([((r.get("baselines") or {}).get(name) or {}).get(head) for r in runs])
+        name: run_stats([((r.get("baselines") or {}).get(name) or {}).get(head) for r in runs])
         for name in ("pooled", "local")
     }
 
@@ -151,8 +130,8 @@ def privacy_utility(sweep_dir: Path, non_private: dict[str, Any] | None) -> Path
         by_eps.setdefault(float(group_key(r)), []).append(r)
     rows = []
     for eps in sorted(by_eps):
-        acc = _stats([r["final"].get("accuracy") for r in by_eps[eps]])
-        spent = _stats([max(p["epsilon"][-1] for p in r["privacy"].values()) for r in by_eps[eps]])
+        acc = run_stats([r["final"].get("accuracy") for r in by_eps[eps]])
+        spent = run_stats([max(p["epsilon"][-1] for p in r["privacy"].values()) for r in by_eps[eps]])
         rows.append((eps, acc, spent))
     base = _baseline_stats(runs)  # every run's own baselines, not the first seed's
     ref = {
@@ -205,7 +184,10 @@ class SummaryCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         summary = summarize(sweep_dir)
         non_private = None
-        if any(r["target_epsilon"] is not None for r in summary["per_run"]):
+        compared = algorithms_report(sweep_dir)
+        if compared is not None:
+            print(f"algorithm comparison -> {compared.with_suffix('.md')}")
+        elif any(r["target_epsilon"] is not None for r in summary["per_run"]):
             non_private = self._non_private_reference(config, sweep_dir)
             privacy_utility(sweep_dir, non_private)
         print(f"summary of {summary['runs']} runs -> {sweep_dir}/summary.json")

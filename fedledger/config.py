@@ -56,6 +56,12 @@ class StrategyConfig:
     round_timeout_s: float = 600.0
     on_bad_aggregate: str = "keep-previous"  # one of ON_BAD_AGGREGATE
     proximal_mu: float = 0.0  # FedProx's proximal term; > 0 only with name=fedprox
+    # server optimizers (fedledger/server_opt.py); None: Flower's default for the strategy, refused for others
+    server_lr: float | None = None  # fedavgm, fedadam, fedyogi, fedadagrad
+    server_momentum: float | None = None  # fedavgm
+    beta1: float | None = None  # fedadam, fedyogi
+    beta2: float | None = None  # fedadam, fedyogi
+    tau: float | None = None  # fedadam, fedyogi, fedadagrad
     # robust aggregation without encryption (fedledger/strategies.py); each only with its strategy
     beta: float | None = None  # fedtrimmedavg: the fraction cut at each end, per coordinate
     num_malicious: int | None = None  # krum: the hospitals assumed malicious (f)
@@ -74,6 +80,9 @@ class TrainConfig:
     lr: float = 1.0
     momentum: float = 0.0
     weight_decay: float = 0.0
+    # personalisation: epochs each hospital fine-tunes a copy of the global model for at evaluation, with
+    # DP-SGD charged to its accountant with each round's training (fl_client/personalisation.py); 0: off
+    personalisation_epochs: int = 0
 
     @classmethod
     def from_any(cls, cfg: Any) -> TrainConfig:
@@ -262,6 +271,13 @@ def check_own_model(model: Mapping[str, Any]) -> str | None:
             "add model=own (e.g. model=own model._target_=mynet.SmallNet)"
         )
     return None
+
+
+def check_personalisation_epochs(epochs: Any) -> int:
+    """A whole number of epochs >= 0 (0: no personalisation)."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"train.personalisation_epochs must be a whole number >= 0, got {epochs!r}")
+    return epochs
 
 
 def check_proximal_mu(strategy: str, mu: float) -> float:

@@ -110,6 +110,12 @@ PROTOCOL_FIELDS: tuple[tuple[str, type, Callable[[RoundTask], Any]], ...] = (
     ("model-kwargs", str, _own_kwargs),
     ("model-source-hash", bytes, _own("model_source_hash")),
     ("model-fix-batchnorm", bool, _own("model_fix_batchnorm")),
+    ("server-lr", float, _task("server_lr")),
+    ("server-momentum", float, _task("server_momentum")),
+    ("server-beta1", float, _task("server_beta1")),
+    ("server-beta2", float, _task("server_beta2")),
+    ("server-tau", float, _task("server_tau")),
+    ("personalisation-epochs", int, _task("personalisation_epochs")),
 )
 
 

@@ -23,9 +23,20 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fedledger.config import TrainConfig
 
 from fedledger.tasks import is_task_metric
+from fedledger.wire_values import RoundMessageError
+from fedledger.wire_values import read_bool as _bool
+from fedledger.wire_values import read_float as _float
+from fedledger.wire_values import read_int as _int
+from fedledger.wire_values import read_json_object as _json_object
+from fedledger.wire_values import read_str as _str
+
+__all__ = ["EvaluationReport", "Record", "Refusal", "RoundMessageError", "RoundTask", "TrainReport"]
 
 
 class Record:
@@ -43,44 +54,6 @@ class Record:
 SERVER_ROUND = "server-round"  # the one task key a Flower strategy stamps itself
 
 WireValue = bool | int | float | str
-
-
-class RoundMessageError(ValueError):
-    """A round message lacks a key or holds a value of the wrong type."""
-
-
-def _int(key: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
-        raise RoundMessageError(f"round message key {key!r} must be an integer, got {value!r}")
-    return int(value)
-
-
-def _float(key: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RoundMessageError(f"round message key {key!r} must be a number, got {value!r}")
-    return float(value)
-
-
-def _str(key: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise RoundMessageError(f"round message key {key!r} must be a string, got {value!r}")
-    return value
-
-
-def _bool(key: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise RoundMessageError(f"round message key {key!r} must be a boolean, got {value!r}")
-    return value
-
-
-def _json_object(key: str, value: object) -> dict[str, Any]:
-    try:
-        parsed = json.loads(_str(key, value))
-    except json.JSONDecodeError as exc:
-        raise RoundMessageError(f"round message key {key!r} is not JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise RoundMessageError(f"round message key {key!r} must be a JSON object, got {value!r}")
-    return parsed
 
 
 def _meta(key: str, read: Callable[[str, object], Any], in_info: bool = False) -> dict[str, Any]:
@@ -143,6 +116,31 @@ class RoundTask:
     model_kwargs: dict[str, Any] = field(default_factory=dict, metadata=_meta("model-kwargs", _json_object))
     model_source_hash: str = _wire("model-source-hash", _str, default="")  # hex; "" for a built-in model
     model_fix_batchnorm: bool = _wire("model-fix-batchnorm", _bool, default=False)
+    # protocol v4 (issue 15), after the older keys:
+    # the server optimizer's settings (fedledger/server_opt.py); 0 where the strategy has none
+    server_lr: float = _wire("server-lr", _float, default=0.0)
+    server_momentum: float = _wire("server-momentum", _float, default=0.0)
+    server_beta1: float = _wire("server-beta1", _float, default=0.0)
+    server_beta2: float = _wire("server-beta2", _float, default=0.0)
+    server_tau: float = _wire("server-tau", _float, default=0.0)
+    personalisation_epochs: int = _wire("personalisation-epochs", _int, default=0)  # 0: no personalisation
+
+    @property
+    def dp_epochs(self) -> int:
+        """Epochs a hospital's accountant is charged per round: training, and the personalisation it will run."""
+        return self.local_epochs + self.personalisation_epochs
+
+    def train_config(self, local_epochs: int | None = None) -> TrainConfig:
+        """The task's local training (``local_epochs``: another number of epochs, e.g. personalisation's)."""
+        from fedledger.config import TrainConfig
+
+        return TrainConfig(
+            local_epochs=self.local_epochs if local_epochs is None else int(local_epochs),
+            batch_size=self.batch_size,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+        )
 
     def for_round(self, server_round: int, prev_hash: str) -> RoundTask:
         """This study's task for one round and the model it carries."""
@@ -248,6 +246,9 @@ class EvaluationReport:
     (``macro-f1``, ``recall-<class>``, ``rmse``, ``mae``, ``r2``, ...; a key absent:
     undefined on this split). Such a reply carries ``accuracy`` only where its task
     has one, and ``auc`` only where defined; a binary reply keeps its historical keys.
+    ``personal`` (metrics keys ``personal-loss``, ``personal-accuracy``, ``personal-auc`` where
+    defined; optional): the global model fine-tuned on the hospital's own training rows
+    (``train.personalisation_epochs``, fl_client/personalisation.py), on the same test split.
     """
 
     loss: float
@@ -271,6 +272,8 @@ class EvaluationReport:
             out["auc"] = self.auc
         return {**out, **self.task_metrics}
 
+    personal: dict[str, float | None] | None = None  # the fine-tuned copy's loss, accuracy, auc (None: undefined)
+
     def to_wire(self) -> tuple[dict[str, WireValue], dict[str, WireValue]]:
         """(metrics, info)."""
         metrics: dict[str, WireValue]
@@ -290,6 +293,9 @@ class EvaluationReport:
         for key, value in (self.validation or {}).items():
             if value is not None:
                 metrics[f"val-{key}"] = int(value) if key == "num-examples" else float(value)
+        for key, value in (self.personal or {}).items():
+            if value is not None:
+                metrics[f"personal-{key}"] = float(value)
         info: dict[str, WireValue] = {"hospital": self.hospital} if self.hospital is not None else {}
         return metrics, {**info, **(self.release or {})}
 
@@ -317,7 +323,23 @@ class EvaluationReport:
             num_positives=positives,
             validation=_validation(metrics),
             task_metrics=task_metrics or None,
+            personal=_personal(metrics),
         )
+
+
+def _personal(metrics: Mapping[str, object]) -> dict[str, float | None] | None:
+    """The optional personalised-model metrics of an evaluation reply (``personal-<metric>``, the task's
+    metrics; NaN: undefined); None when the hospital reported none."""
+    personal = {k.removeprefix("personal-"): v for k, v in metrics.items() if k.startswith("personal-")}
+    if not personal:
+        return None
+    if "loss" not in personal:
+        raise RoundMessageError(f"evaluation reply has {sorted(personal)} personal metrics but lacks 'personal-loss'")
+    out: dict[str, float | None] = {}
+    for key, value in personal.items():
+        number = _float(f"personal-{key}", value)
+        out[key] = None if math.isnan(number) and key != "loss" else number
+    return out
 
 
 def _validation(metrics: Mapping[str, object]) -> dict[str, float | None] | None:

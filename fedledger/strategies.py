@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedledger.config import check_proximal_mu
+from fedledger.server_opt import SERVER_OPTIMIZERS, ServerOptSettings, server_opt_settings
 
 FEDAVG, FEDPROX = "fedavg", "fedprox"
 FEDMEDIAN, FEDTRIMMEDAVG, KRUM = "fedmedian", "fedtrimmedavg", "krum"
-SUMMING = (FEDAVG, FEDPROX)  # the sample-weighted mean: computable on ciphertexts
+# the sample-weighted mean: computable on ciphertexts (a server optimizer steps from the mean where it is plaintext)
+SUMMING = (FEDAVG, FEDPROX, *SERVER_OPTIMIZERS)
 ROBUST = (FEDMEDIAN, FEDTRIMMEDAVG, KRUM)  # need each update in plaintext
 STRATEGIES = SUMMING + ROBUST
 # StrategyConfig keys that only one rule reads; anywhere else they would be silently ignored
@@ -34,6 +36,7 @@ class StrategyChoice:
     beta: float | None = None
     num_malicious: int | None = None
     multi_krum_m: int | None = None
+    server_opt: ServerOptSettings | None = None  # FedAvgM, FedAdam, FedYogi, FedAdagrad
 
     @property
     def robust(self) -> bool:
@@ -53,6 +56,7 @@ def check_strategy(strategy: Mapping[str, Any], *, encrypted: bool, num_hospital
     """The study's rule and its settings, or a ValueError saying which setting cannot run and why."""
     name = check_strategy_name(strategy.get("name", FEDAVG))
     mu = check_proximal_mu(name, strategy.get("proximal_mu", 0.0))
+    opt = server_opt_settings({**strategy, "name": name})
     for key, owner in OWN_SETTINGS.items():
         if strategy.get(key) is not None and name != owner:
             raise ValueError(
@@ -71,7 +75,7 @@ def check_strategy(strategy: Mapping[str, Any], *, encrypted: bool, num_hospital
     if name == KRUM:
         f, m = _krum_settings(strategy.get("num_malicious"), strategy.get("multi_krum_m"), per_round)
         return StrategyChoice(name, num_malicious=f, multi_krum_m=m)
-    return StrategyChoice(name, proximal_mu=mu)
+    return StrategyChoice(name, proximal_mu=mu, server_opt=opt)
 
 
 def _trim_beta(setting: Any, num_hospitals: int) -> float:

@@ -12,8 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fedledger.config import check_on_bad_aggregate, check_proximal_mu, release_quorum
+from fedledger.config import (
+    check_on_bad_aggregate,
+    check_personalisation_epochs,
+    check_proximal_mu,
+    release_quorum,
+)
 from fedledger.round_task import RoundTask
+from fedledger.server_opt import server_opt_settings
 from fedledger.tasks import DEFAULT_TASK, check_num_outputs
 
 __all__ = ["round_task"]
@@ -25,6 +31,7 @@ def round_task(spec: Mapping[str, Any]) -> RoundTask:
     chain = spec.get("chain") or {}
     task = spec.get("task") or {}  # the study's task (fedledger/tasks.py); a spec without one: binary
     own = cfg["model"].get("name") == "own"  # the researcher's own class; its source hash is the spec's
+    opt = server_opt_settings(cfg["strategy"])
     return RoundTask(
         model=cfg["model"]["name"],
         hidden=int(cfg["model"]["hidden"]),
@@ -34,9 +41,15 @@ def round_task(spec: Mapping[str, Any]) -> RoundTask:
         lr=float(cfg["train"]["lr"]),
         momentum=float(cfg["train"]["momentum"]),
         weight_decay=float(cfg["train"]["weight_decay"]),
+        personalisation_epochs=check_personalisation_epochs(cfg["train"].get("personalisation_epochs", 0)),
         num_rounds=int(cfg["num_rounds"]),
         strategy=str(cfg["strategy"]["name"]),
         proximal_mu=check_proximal_mu(str(cfg["strategy"]["name"]), cfg["strategy"].get("proximal_mu", 0.0)),
+        server_lr=opt.server_lr if opt else 0.0,
+        server_momentum=opt.server_momentum if opt else 0.0,
+        server_beta1=opt.beta1 if opt else 0.0,
+        server_beta2=opt.beta2 if opt else 0.0,
+        server_tau=opt.tau if opt else 0.0,
         on_bad_aggregate=check_on_bad_aggregate(str(cfg["strategy"].get("on_bad_aggregate", "keep-previous"))),
         release_quorum=release_quorum(cfg["ledger"].get("release_quorum"), int(cfg["num_hospitals"])),
         privacy=cfg["privacy"],

@@ -102,6 +102,10 @@ class PrivacyAccount:
         """DP-SGD steps accounted so far."""
         return sum(int(h[2]) for h in self._accountant.history)
 
+    def charge(self, steps: int) -> None:
+        """Account ``steps`` DP-SGD steps of this plan run outside a round's training (personalisation)."""
+        self._accountant.history = history_plus(self.history, self.noise_multiplier, self.sample_rate, int(steps))
+
     def steps_per_round(self, local_epochs: int | None = None) -> int:
         return (self.local_epochs if local_epochs is None else int(local_epochs)) * self.steps_per_epoch
 

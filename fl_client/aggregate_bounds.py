@@ -99,7 +99,7 @@ def step_bound(task: RoundTask, total_weight: int, n_params: int, start_norm: fl
     known = {k: v for k, v in privacy.items() if k in PrivacyConfig.__dataclass_fields__}
     cfg = PrivacyConfig(**known)
     b = int(task.batch_size)
-    sigma = max_noise_multiplier(cfg, b, int(task.num_rounds), int(task.local_epochs), int(total_weight))
+    sigma = max_noise_multiplier(cfg, b, int(task.num_rounds), int(task.dp_epochs), int(total_weight))
     clip = float(cfg.max_grad_norm)
     b_hi = b + BATCH_TAIL * math.sqrt(b) + BATCH_TAIL**2
     gradient = clip * b_hi / b + sigma * clip * (math.sqrt(n_params) + NOISE_TAIL) / b

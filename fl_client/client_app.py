@@ -14,14 +14,13 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.logger import log as flwr_log
 
-from fedledger.config import TrainConfig
 from fedledger.dp.plan import DeltaError
 from fedledger.hashing import model_hash, to_hex
 from fedledger.model_io import flatten, num_params, unflatten
 from fedledger.protocol import protocol_hash
 from fedledger.round_task import EvaluationReport, Record, Refusal, RoundMessageError, RoundTask, TrainReport
 from fedledger.wire import ModelPayload, checked_weight, decode, encode
-from fl_client import accepted_model, receipts
+from fl_client import accepted_model, personalisation, receipts, server_step
 from fl_client import hospital_runtime as rt
 from fl_client.accounting import BudgetExceededError
 from fl_client.aggregate_bounds import KEEP_PREVIOUS, TOTAL_WEIGHT_INVALID, TOTAL_WEIGHT_MISMATCH
@@ -118,12 +117,26 @@ def _received_model(msg: Message, settings: Any, task: RoundTask, model: Any, co
     if task.encrypted or payload.encrypted:
         _check_study_key(settings, task)
     if not payload.encrypted:
-        return payload.arrays
+        return _stepped(settings, context, task, global_round, payload.arrays, aggregate=False)
     template = get_arrays(model)
     flat, verdict = rt.decrypt_checked(settings, context, task, payload, num_params(template), global_round)
     if not verdict.ok:
         raise BadAggregate(str(verdict.code), f"round {global_round}'s aggregate: {verdict.reason}")
-    return unflatten(flat, template)
+    return _stepped(settings, context, task, global_round, unflatten(flat, template), aggregate=True)
+
+
+def _stepped(
+    settings: Any, context: Context, task: RoundTask, global_round: int, arrays: dict, aggregate: bool
+) -> dict:
+    """The global model of ``global_round`` the hospitals use: with a server optimizer under CKKS, the step
+    every hospital takes from the decrypted aggregate (fl_client/server_step.py); otherwise ``arrays``."""
+    if server_step.settings_of(task) is None:
+        return arrays
+    try:
+        flat = server_step.global_model(settings, context, task, global_round, flatten(arrays), aggregate=aggregate)
+    except ValueError as exc:  # ServerStepError, or a saved state that is not this study's optimizer's
+        raise Refused(server_step.SERVER_OPT_STATE, str(exc)) from None
+    return unflatten(flat, arrays)
 
 
 def _check_study_key(settings: Any, task: RoundTask) -> None:
@@ -211,6 +224,7 @@ def _model_to_train(
             bad.code,
             held.round,
         )
+        server_step.skip_round(settings, context, task, task.server_round - 1, num_params(held.arrays))
         return held.arrays, bad
 
 
@@ -241,20 +255,13 @@ def train(msg: Message, context: Context) -> Message:
         accepted_model.save(
             settings, context, task.study_id, accepted_model.AcceptedModel(task.server_round - 1, received)
         )
-    tcfg = TrainConfig(
-        local_epochs=task.local_epochs,
-        batch_size=task.batch_size,
-        lr=task.lr,
-        momentum=task.momentum,
-        weight_decay=task.weight_decay,
-    )
     # The one point the model is what local training starts from: its hash is signed in the commitment.
     start_hash = model_hash(get_arrays(model))
     stats = train_local(
         model,
         data.X_train,
         data.y_train,
-        tcfg,
+        task.train_config(),
         seed=rt.round_seed(settings, task.server_round),
         privacy=privacy,
         proximal_mu=task.proximal_mu,
@@ -269,6 +276,7 @@ def train(msg: Message, context: Context) -> Message:
     else:
         update = ModelPayload(arrays=arrays)
 
+    personalisation.charge(settings, context, task, privacy)  # before the spend is saved, reported, signed
     dp: dict[str, Any] = {}
     if privacy is not None:
         summary = privacy.summary()
@@ -312,14 +320,15 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate_global(msg: Message, context: Context) -> Message:
     settings, data, task, policy = _round_setup(msg, context)
     try:
-        model, _, study_task = _checked(settings, data, task, policy, context)
+        model, scratch, study_task = _checked(settings, data, task, policy, context)  # scratch: never resumed nor saved
         template = get_arrays(model)
         set_arrays(model, _received_model(msg, settings, task, model, context))
     except (Refused, PolicyRefusal) as refused:
         return _refuse(msg, settings.hospital_id, refused)
     res = evaluate(model, data.X_test, data.y_test, study_task, data.target_scale)
     # The model checked out (its hash is the chain's): sign the hash of the checkpoint as it would be released.
-    release = release_attestation(settings, task, decode(msg.content.array_records[Record.GLOBAL]), template)
+    stepped = flatten(get_arrays(model)) if server_step.settings_of(task) is not None else None
+    release = release_attestation(settings, task, decode(msg.content.array_records[Record.GLOBAL]), template, stepped)
     binary = study_task.name == "binary"
     extra = {k: v for k, v in res.metrics.items() if k not in ("accuracy", "auc")}
     report = EvaluationReport(
@@ -332,6 +341,9 @@ def evaluate_global(msg: Message, context: Context) -> Message:
         num_positives=int(data.y_test.sum()) if binary else None,
         validation=_validation(model, data, study_task),
         task_metrics=None if binary else extra,
+        personal=personalisation.personal_metrics(
+            settings, context, task, model, data, scratch, study_task, rt.round_seed(settings, task.server_round)
+        ),
     )
     return Message(content=_report(report.to_wire()), reply_to=msg)
 

@@ -231,7 +231,7 @@ def privacy_for(
         n_records=n_records,
         batch_size=task.batch_size,
         planned_rounds=task.num_rounds,
-        local_epochs=task.local_epochs,
+        local_epochs=task.dp_epochs,  # the personalisation it runs at evaluation is charged with training
         budget=budget,
     )
 

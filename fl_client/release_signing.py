@@ -6,11 +6,15 @@ release a model the hospitals did not obtain. The checkpoint is hashed
 exactly as it is released (experiments/release.py): an encrypted aggregate
 decrypted, divided by the weight it came with and rounded to the release grid
 (:func:`fedledger.ckks.decrypt_for_release`); a plaintext aggregate as received.
+With a server optimizer under CKKS the hospitals use the stepped model, not
+the aggregate (fl_client/server_step.py): that model, rounded to the same grid.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from fedledger.hashing import from_hex, model_hash
 from fedledger.model_io import num_params, unflatten
@@ -20,8 +24,14 @@ from fl_client import hospital_runtime as rt
 from fl_client.settings import HospitalSettings
 
 
-def released_arrays(settings: HospitalSettings, payload: ModelPayload, template: dict[str, Any]) -> dict[str, Any]:
-    """The global model of the payload as the study would release it."""
+def released_arrays(
+    settings: HospitalSettings, payload: ModelPayload, template: dict[str, Any], stepped: np.ndarray | None = None
+) -> dict[str, Any]:
+    """The global model of the payload as the study would release it (``stepped``: the server optimizer's model)."""
+    if stepped is not None:
+        from fedledger.ckks.release import round_for_release
+
+        return unflatten(round_for_release(stepped), template)
     if not payload.encrypted:
         return payload.arrays
     from fedledger.ckks import decrypt_for_release  # defers TenSEAL to encrypted studies
@@ -33,7 +43,11 @@ def released_arrays(settings: HospitalSettings, payload: ModelPayload, template:
 
 
 def release_attestation(
-    settings: HospitalSettings, task: RoundTask, payload: ModelPayload, template: dict[str, Any]
+    settings: HospitalSettings,
+    task: RoundTask,
+    payload: ModelPayload,
+    template: dict[str, Any],
+    stepped: np.ndarray | None = None,
 ) -> dict[str, str] | None:
     """This hospital's signed ModelRelease for the evaluated round's model (the evaluation reply's ``release``),
     or None when the study has no ledger or the hospital no key."""
@@ -44,7 +58,7 @@ def release_attestation(
     from ledger.accounts import load_eth_account
 
     release = ModelRelease(
-        from_hex(task.study_id), task.server_round, model_hash(released_arrays(settings, payload, template))
+        from_hex(task.study_id), task.server_round, model_hash(released_arrays(settings, payload, template, stepped))
     )
     signed = ReleaseAttestation.sign(load_eth_account(settings.eth_key), domain(task.chain_id, task.contract), release)
     return signed.to_wire()

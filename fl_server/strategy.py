@@ -82,7 +82,14 @@ class EvaluationResult:
     def rows(self) -> dict[str, dict[str, Any]]:
         """Per hospital, as the round outcome reports it (results.json ``per_hospital``), with 95% intervals."""
         return {
-            h: with_intervals({**r.metrics(), "num-examples": r.num_examples}, r.num_positives)
+            h: with_intervals(
+                {
+                    **r.metrics(),
+                    "num-examples": r.num_examples,
+                    **({"personal": r.personal} if r.personal is not None else {}),
+                },
+                r.num_positives,
+            )
             for h, r in self.per_hospital.items()
         }
 

@@ -39,7 +39,8 @@ log = logging.getLogger("fedledger.server")
 def build_strategy(
     spec: dict[str, Any], initial: dict[str, np.ndarray]
 ) -> tuple[RoundStrategy, EncryptedAggregation | None]:
-    """FedAvg or a robust rule (fl_server/robust.py), wrapped by encryption, then by the ledger commit.
+    """FedAvg or a robust rule (fl_server/robust.py), wrapped by the server optimizer (plaintext) or by
+    encryption, then by the ledger commit.
 
     Returns the outermost strategy and the encryption layer (its report goes into results.json).
     """
@@ -50,6 +51,10 @@ def build_strategy(
     strategy: RoundStrategy = strategy_for(
         choice, cfg["strategy"]["fraction_train"], cfg["strategy"]["fraction_evaluate"], cfg["seed"], initial
     )
+    if choice.server_opt is not None and not cfg["encryption"]["enabled"]:  # with CKKS each hospital steps instead
+        from fl_server.server_opt import ServerOptStrategy
+
+        strategy = ServerOptStrategy(strategy, choice.server_opt, initial, Path(spec["run_dir"]))
     encryption = None
     if cfg["encryption"]["enabled"]:
         from fl_server.encrypted import EncryptedAggregation  # defers tenseal to encrypted studies

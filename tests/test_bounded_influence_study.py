@@ -87,8 +87,21 @@ def wrapping_update(sec) -> Callable[[int, Message], Message]:
     return tamper
 
 
-def run_study(tmp_path: Path, keys_, tamper=None):
+def run_grid(grid, strategy, initial: dict, task: RoundTask, rounds: int, store):
+    """run_rounds against the in-process grid (evaluation pushed and pulled in order, no Flower grid)."""
     from fl_server import round_protocol
+
+    orig = round_protocol.send_and_receive_around
+    round_protocol.send_and_receive_around = lambda g, msgs, work, timeout: (work(), g.send_and_receive(msgs))[::-1]
+    try:
+        return round_protocol.run_rounds(
+            grid, strategy, ModelPayload(arrays=initial), task, num_rounds=rounds, min_hospitals=2, store=store
+        )
+    finally:
+        round_protocol.send_and_receive_around = orig
+
+
+def run_study(tmp_path: Path, keys_, tamper=None):
     from fl_server.artifact_store import ArtifactStore
     from fl_server.encrypted import EncryptedAggregation
     from fl_server.strategy import FedAvgStrategy
@@ -114,20 +127,7 @@ def run_study(tmp_path: Path, keys_, tamper=None):
         server_round=0,
     )
     store = ArtifactStore(tmp_path)
-    orig = round_protocol.send_and_receive_around
-    round_protocol.send_and_receive_around = lambda g, msgs, work, timeout: (work(), g.send_and_receive(msgs))[::-1]
-    try:
-        _, outcomes = round_protocol.run_rounds(
-            HospitalsGrid(paths.secret_context, tamper),  # type: ignore[arg-type]
-            strategy,
-            ModelPayload(arrays=initial),
-            task,
-            num_rounds=ROUNDS,
-            min_hospitals=2,
-            store=store,
-        )
-    finally:
-        round_protocol.send_and_receive_around = orig
+    _, outcomes = run_grid(HospitalsGrid(paths.secret_context, tamper), strategy, initial, task, ROUNDS, store)
     return outcomes, store
 
 

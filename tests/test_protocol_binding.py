@@ -29,7 +29,7 @@ DP = {"enabled": True, "noise_multiplier": 1.1, "max_grad_norm": 1.0, "accountan
 VECTOR_TASK = RoundTask.from_wire(
     dict(round_config("", DP, **{"server-round": 0, "local-epochs": 2, "lr": 1.0, "num-rounds": 3}))
 )
-VECTOR_HASH = "0x4fe1d97d50b8a9cfcfe1703478badca245db5e7d4bd9d19b2c93880103515a64"
+VECTOR_HASH = "0xf435d270d9351fcd3fdce0254363334352e378b85c2ebe7843ab1eb898f61639"
 
 
 # -- the hash -------------------------------------------------------------------------
@@ -91,6 +91,12 @@ def test_layout_by_hand():
         name("model-kwargs") + b"\x00",
         name("model-source-hash") + b"\x00",
         name("model-fix-batchnorm") + b"\x00",
+        name("server-lr") + f64(0.0),
+        name("server-momentum") + f64(0.0),
+        name("server-beta1") + f64(0.0),
+        name("server-beta2") + f64(0.0),
+        name("server-tau") + f64(0.0),
+        name("personalisation-epochs") + i64(0),
     ]
     expected = b"FEDLEDGER-PROTOCOL-v4" + struct.pack("<H", len(body)) + b"".join(body)
     assert protocol_bytes(VECTOR_TASK) == expected
@@ -119,6 +125,10 @@ def test_every_privacy_setting_is_in_the_protocol():
         dict(num_rounds=30),
         dict(strategy="fedmedian"),
         dict(strategy="fedprox", proximal_mu=0.01),
+        dict(strategy="fedadam", server_lr=0.1, server_beta1=0.9, server_beta2=0.99, server_tau=1e-3),
+        dict(strategy="fedadam", server_lr=0.1, server_beta1=0.9, server_beta2=0.999, server_tau=1e-3),
+        dict(strategy="fedavgm", server_lr=1.0, server_momentum=0.9),
+        dict(personalisation_epochs=1),
         dict(on_bad_aggregate="stop"),
         dict(release_quorum=3),
         dict(encrypted=True, context_fingerprint="0x" + "ab" * 32),

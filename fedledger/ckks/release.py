@@ -33,14 +33,19 @@ def round_for_release(values: np.ndarray) -> np.ndarray:
     return np.round(x / RELEASE_GRID) * RELEASE_GRID
 
 
-def decrypt_for_release(
-    ctx: ts.Context, blobs: Sequence[bytes], n_params: int, total_weight: float | None = None
-) -> np.ndarray:
-    """The only way a decryption leaves the key holders: decrypted, averaged, then rounded to the grid."""
+def check_release_scale(ctx: ts.Context) -> None:
+    """Refuse a context whose encoding scale is too coarse for the grid to hide the decryption's error."""
     scale_bits = math.log2(layout(ctx).scale)
     if scale_bits - RELEASE_GRID_BITS < RELEASE_MIN_MARGIN_BITS:
         raise SecurityError(
             f"a CKKS scale of 2^{scale_bits:g} is too coarse to release decryptions on a "
             f"2^-{RELEASE_GRID_BITS} grid (needs 2^{RELEASE_GRID_BITS + RELEASE_MIN_MARGIN_BITS} or finer)"
         )
+
+
+def decrypt_for_release(
+    ctx: ts.Context, blobs: Sequence[bytes], n_params: int, total_weight: float | None = None
+) -> np.ndarray:
+    """The only way a decryption leaves the key holders: decrypted, averaged, then rounded to the grid."""
+    check_release_scale(ctx)
     return round_for_release(decrypt_update(ctx, blobs, n_params, total_weight=total_weight))

@@ -110,7 +110,7 @@ def check_epsilon_accounting(view: ChainView, store_dir: Path | None) -> Account
                 continue
             counts.setdefault(h, []).append(int(c.sample_count))
             try:  # memoized: each round adds one history entry's work
-                eps = committed_epsilons(privacy, task.batch_size, task.num_rounds, task.local_epochs, counts[h])[-1]
+                eps = committed_epsilons(privacy, task.batch_size, task.num_rounds, task.dp_epochs, counts[h])[-1]
             except ValueError as exc:
                 fails.append(
                     Finding(CHECK, False, f"{view.label(h)} committed {c.sample_count} samples: {exc}", rv.round, h)
@@ -144,7 +144,7 @@ def _plans(privacy: PrivacyConfig, task: RoundTask, counts: dict[str, list[int]]
     for h, n in counts.items():
         if h in broken:
             continue
-        plan = dp_plan(privacy, n[-1], task.batch_size, task.num_rounds, task.local_epochs)
+        plan = dp_plan(privacy, n[-1], task.batch_size, task.num_rounds, task.dp_epochs)
         out[h] = {
             "delta": plan.delta,
             "accountant": plan.accountant,
