@@ -31,7 +31,7 @@ from fedledger.files import save_npz
 from fedledger.hashing import model_hash, sha256, to_hex
 from fedledger.protocol import protocol_hash
 from fedledger.strategies import check_strategy
-from fl_client.data import HospitalData, load_hospitals
+from fl_client.data import HospitalData, load_hospitals, study_task
 from fl_client.models import build_model, get_arrays
 from fl_client.policy import policies_by_hospital
 from fl_server.study import round_task
@@ -102,7 +102,11 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
     if cfg["privacy"].get("enabled"):  # delta below 1/n for every hospital (else each refuses privacy-delta-invalid)
         check_study_delta(cfg["privacy"].get("delta"), {h.hospital_id: h.n_train for h in hospitals})
     n_features = hospitals[0].X_train.shape[1]
-    model = build_model(cfg["model"]["name"], n_features, int(cfg["model"]["hidden"]), seed=int(cfg["seed"]))
+    task = study_task(hospitals)
+    check_selection(cfg["strategy"], cfg["dataset"].get("validation_fraction"), task["name"])
+    model = build_model(
+        cfg["model"]["name"], n_features, int(cfg["model"]["hidden"]), int(cfg["seed"]), task["num_outputs"]
+    )
     initial = get_arrays(model)
     save_npz(run_dir / "initial_model.npz", initial)
 
@@ -116,6 +120,7 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
         "initial_model": str(run_dir / "initial_model.npz"),
         "initial_model_hash": to_hex(model_hash(initial)),
         "n_features": int(n_features),
+        "task": task,
         "hospitals": [],
         "keys": {},
         "chain": None,

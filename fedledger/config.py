@@ -14,6 +14,8 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from fedledger.tasks import all_metrics, is_task_metric, task_kind
+
 ACCOUNTANTS = ("prv", "rdp", "gdp")
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew")
 # All three give the same per-sample gradients on our models; benchmarks/bench_dp.py
@@ -24,7 +26,8 @@ DEFAULT_GRAD_SAMPLE_MODE = "ew"
 NOISE_SOURCES = ("seeded", "os-entropy")
 # What every hospital does with a decrypted aggregate that fails its public bounds (docs/ENCRYPTION.md).
 ON_BAD_AGGREGATE = ("keep-previous", "stop")
-# The validation metric that picks a study's best round, and whether lower is better (fl_server/selection.py).
+# The validation metric that picks a binary study's best round, and whether lower is better (fl_server/selection.py);
+# another task's metrics and directions are in fedledger/tasks.py.
 SELECTION_METRICS = {"loss": True, "accuracy": False, "auc": False}
 
 
@@ -47,7 +50,7 @@ class StrategyConfig:
     num_malicious: int | None = None  # krum: the hospitals assumed malicious (f)
     multi_krum_m: int | None = None  # krum: how many best-scored updates are averaged (1: Krum)
     # best round and early stopping, on the hospitals' validation rows (dataset.validation_fraction > 0)
-    selection_metric: str = "loss"  # one of SELECTION_METRICS
+    selection_metric: str = "loss"  # one of the study task's metrics (fedledger/tasks.py; binary: SELECTION_METRICS)
     early_stopping_patience: int | None = None  # rounds without improvement before the study stops; None: off
 
 
@@ -246,11 +249,14 @@ def check_proximal_mu(strategy: str, mu: float) -> float:
     return mu
 
 
-def check_selection(strategy: Mapping[str, Any], validation_fraction: Any) -> None:
-    """A selection metric the aggregator knows; early stopping only with validation rows to stop on."""
+def check_selection(strategy: Mapping[str, Any], validation_fraction: Any, task: str | None = None) -> None:
+    """A selection metric the study's task reports (any task's while the task is not known yet, before the
+    data is loaded); early stopping only with validation rows to stop on."""
     metric = strategy.get("selection_metric", "loss")
-    if metric not in SELECTION_METRICS:
-        raise ValueError(f"strategy.selection_metric must be one of {tuple(SELECTION_METRICS)}, got {metric!r}")
+    known = task_kind(task).selection_metrics if task is not None else all_metrics()
+    if metric not in known and not (task in (None, "multiclass") and is_task_metric(str(metric))):
+        where = f" of task {task!r}" if task is not None else ""
+        raise ValueError(f"strategy.selection_metric must be one of {tuple(known)}{where}, got {metric!r}")
     patience = strategy.get("early_stopping_patience")
     if patience is None:
         return

@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
+from fedledger.tasks import is_task_metric
+
 
 class Record:
     """Names of the records in a round message's RecordDict."""
@@ -131,6 +133,8 @@ class RoundTask:
     prev_hash: str = _wire("prev-hash", _str)  # hex hash of the model this task carries
     study_id: str = _wire("study-id", _str)  # bytes32 hex
     server_round: int = _wire(SERVER_ROUND, _int)
+    task: str = _wire("task", _str, default="binary")  # fedledger/tasks.py: binary | multiclass | regression | survival
+    num_outputs: int = _wire("num-outputs", _int, default=1)  # the model's outputs (multiclass: the class count)
 
     def for_round(self, server_round: int, prev_hash: str) -> RoundTask:
         """This study's task for one round and the model it carries."""
@@ -224,29 +228,52 @@ class EvaluationReport:
     released (fedledger.release_attestation), hex strings as they travel.
     ``num_positives`` (metrics key ``num-positives``, optional): positives in
     the test split, which the AUC's confidence interval needs (fl_server/intervals.py).
-    ``validation`` (metrics keys ``val-loss``, ``val-accuracy``, ``val-num-examples``,
-    ``val-auc`` where defined; optional): the same model on the hospital's validation
-    rows (``dataset.validation_fraction``), which the aggregator's best-round choice reads.
+    ``validation`` (metrics keys ``val-loss``, ``val-num-examples`` and ``val-<metric>``
+    for each other metric where defined, e.g. ``val-accuracy``, ``val-auc``; optional):
+    the same model on the hospital's validation rows (``dataset.validation_fraction``),
+    which the aggregator's best-round choice reads.
+    ``task_metrics`` (a study whose task is not binary, fedledger/tasks.py): the
+    task's metrics besides loss, accuracy and AUC under their own keys
+    (``macro-f1``, ``recall-<class>``, ``rmse``, ``mae``, ``r2``, ...; a key absent:
+    undefined on this split). Such a reply carries ``accuracy`` only where its task
+    has one, and ``auc`` only where defined; a binary reply keeps its historical keys.
     """
 
     loss: float
-    accuracy: float
+    accuracy: float | None
     num_examples: int
     auc: float | None
     hospital: str | None = None
     release: dict[str, str] | None = None
     num_positives: int | None = None
-    validation: dict[str, float | None] | None = None  # loss, accuracy, auc (None: undefined), num-examples
+    validation: dict[str, float | None] | None = None  # loss, accuracy, auc (None: undefined), num-examples, ...
+    task_metrics: dict[str, float | None] | None = None  # None: a binary report
+
+    def metrics(self) -> dict[str, float | None]:
+        """Every metric of the report but the sample count: loss, then accuracy and AUC or the task's own."""
+        if self.task_metrics is None:
+            return {"loss": self.loss, "accuracy": self.accuracy, "auc": self.auc}
+        out: dict[str, float | None] = {"loss": self.loss}
+        if self.accuracy is not None:
+            out["accuracy"] = self.accuracy
+        if self.auc is not None:
+            out["auc"] = self.auc
+        return {**out, **self.task_metrics}
 
     def to_wire(self) -> tuple[dict[str, WireValue], dict[str, WireValue]]:
         """(metrics, info)."""
-        metrics: dict[str, WireValue] = {
-            "loss": self.loss,
-            "accuracy": self.accuracy,
-            "num-examples": self.num_examples,
-            "auc": self.auc if self.auc is not None else 0.0,
-            "auc-defined": int(self.auc is not None),
-        }
+        metrics: dict[str, WireValue]
+        if self.task_metrics is None:
+            metrics = {
+                "loss": self.loss,
+                "accuracy": float("nan") if self.accuracy is None else self.accuracy,
+                "num-examples": self.num_examples,
+                "auc": self.auc if self.auc is not None else 0.0,
+                "auc-defined": int(self.auc is not None),
+            }
+        else:
+            metrics = {"loss": self.loss, "num-examples": self.num_examples}
+            metrics.update({k: float(v) for k, v in self.metrics().items() if k != "loss" and v is not None})
         if self.num_positives is not None:
             metrics["num-positives"] = self.num_positives
         for key, value in (self.validation or {}).items():
@@ -257,7 +284,9 @@ class EvaluationReport:
 
     @classmethod
     def from_wire(cls, metrics: Mapping[str, object], info: Mapping[str, object]) -> EvaluationReport:
-        for key in ("loss", "accuracy", "num-examples"):
+        task_metrics: dict[str, float | None] = {k: _float(k, v) for k, v in metrics.items() if is_task_metric(k)}
+        required = ("loss", "num-examples") if task_metrics else ("loss", "accuracy", "num-examples")
+        for key in required:
             if key not in metrics:
                 raise RoundMessageError(f"evaluation reply lacks {key!r}")
         auc = _float("auc", metrics["auc"]) if metrics.get("auc") is not None else None
@@ -269,13 +298,14 @@ class EvaluationReport:
             raise RoundMessageError(f"num-positives must be in 0..{num_examples}, got {positives}")
         return cls(
             loss=_float("loss", metrics["loss"]),
-            accuracy=_float("accuracy", metrics["accuracy"]),
+            accuracy=_float("accuracy", metrics["accuracy"]) if "accuracy" in metrics else None,
             num_examples=num_examples,
             auc=auc,
             hospital=_str("hospital", info["hospital"]) if "hospital" in info else None,
             release={k: _str(k, info.get(k)) for k in RELEASE_KEYS} if RELEASE_KEYS[1] in info else None,
             num_positives=positives,
             validation=_validation(metrics),
+            task_metrics=task_metrics or None,
         )
 
 
@@ -283,19 +313,21 @@ def _validation(metrics: Mapping[str, object]) -> dict[str, float | None] | None
     """The optional validation metrics of an evaluation reply; None when the hospital holds no validation rows."""
     if "val-num-examples" not in metrics:
         return None
-    for key in ("val-loss", "val-accuracy"):
+    task = any(is_task_metric(k.removeprefix("val-")) for k in metrics if k.startswith("val-"))
+    for key in ("val-loss",) if task else ("val-loss", "val-accuracy"):
         if key not in metrics:
             raise RoundMessageError(f"evaluation reply has val-num-examples but lacks {key!r}")
     n = _int("val-num-examples", metrics["val-num-examples"])
     if n < 1:
         raise RoundMessageError(f"val-num-examples must be >= 1, got {n}")
-    auc = _float("val-auc", metrics["val-auc"]) if "val-auc" in metrics else None
-    return {
-        "loss": _float("val-loss", metrics["val-loss"]),
-        "accuracy": _float("val-accuracy", metrics["val-accuracy"]),
-        "auc": None if auc is None or math.isnan(auc) else auc,
-        "num-examples": n,
-    }
+    out: dict[str, float | None] = {}
+    for key, value in metrics.items():
+        if key.startswith("val-") and key != "val-num-examples":
+            number = _float(key, value)
+            out[key.removeprefix("val-")] = None if math.isnan(number) else number
+    if not task:
+        out.setdefault("auc", None)
+    return {**out, "num-examples": n}
 
 
 @dataclass(frozen=True)

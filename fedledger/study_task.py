@@ -14,6 +14,7 @@ from typing import Any
 
 from fedledger.config import check_on_bad_aggregate, check_proximal_mu, release_quorum
 from fedledger.round_task import RoundTask
+from fedledger.tasks import DEFAULT_TASK, check_num_outputs
 
 __all__ = ["round_task"]
 
@@ -22,6 +23,7 @@ def round_task(spec: Mapping[str, Any]) -> RoundTask:
     """The study's task, as every hospital receives it; each round sends it with its own round and model hash."""
     cfg = spec["config"]
     chain = spec.get("chain") or {}
+    task = spec.get("task") or {}  # the study's task (fedledger/tasks.py); a spec without one: binary
     return RoundTask(
         model=cfg["model"]["name"],
         hidden=int(cfg["model"]["hidden"]),
@@ -45,4 +47,6 @@ def round_task(spec: Mapping[str, Any]) -> RoundTask:
         study_id=spec["study_id"],
         server_round=0,  # run_rounds sets both per round (RoundTask.for_round)
         prev_hash="",
+        task=str(task.get("name", DEFAULT_TASK)),
+        num_outputs=check_num_outputs(str(task.get("name", DEFAULT_TASK)), int(task.get("num_outputs", 1))),
     )

@@ -30,6 +30,7 @@ from fl_client.models import build_model, get_arrays, set_arrays
 from fl_client.policy import AnswerPlan, HospitalPolicy, PolicyRefusal, check_task
 from fl_client.release_signing import release_attestation
 from fl_client.settings import from_context
+from fl_client.tasks import Task
 from fl_client.training import evaluate, train_local
 
 log = logging.getLogger("fedledger.client")
@@ -162,9 +163,9 @@ def _round_setup(msg: Message, context: Context) -> tuple[Any, Any, RoundTask, H
 
 def _checked(
     settings: Any, data: Any, task: RoundTask, policy: HospitalPolicy, context: Context
-) -> tuple[Any, HospitalPrivacy | None]:
+) -> tuple[Any, HospitalPrivacy | None, Task]:
     """The hospital's policy on the task, before anything else is done with it, then the study's registered
-    protocol; then its model and accountant.
+    protocol and task type; then its model and accountant.
 
     Checked first on the task's own figures, then on the noise and delta the
     hospital's accountant derives from them (a target epsilon, a default delta).
@@ -174,12 +175,17 @@ def _checked(
     check_task(policy, task, plan)
     _check_protocol(settings, task)
     try:
+        study_task = rt.study_task(task, data)
+    except ValueError as exc:
+        raise Refused("task-mismatch", str(exc)) from None
+    try:
         privacy = rt.privacy_for(settings, task, data.n_train, context, policy.epsilon_cap(settings.budget))
     except DeltaError as exc:  # delta not in (0, 1/n) for this hospital's records: no meaningful guarantee
         raise Refused("privacy-delta-invalid", str(exc)) from None
     if privacy is not None:
         check_task(policy, task, replace(plan, noise_multiplier=privacy.noise_multiplier, delta=privacy.delta))
-    return build_model(task.model, data.X_train.shape[1], task.hidden, seed=task.seed), privacy
+    model = build_model(task.model, data.X_train.shape[1], task.hidden, seed=task.seed, out_features=task.num_outputs)
+    return model, privacy, study_task
 
 
 def _model_to_train(
@@ -215,7 +221,7 @@ def _budget_refusal(exc: BudgetExceededError, settings: Any, policy: HospitalPol
 def train(msg: Message, context: Context) -> Message:
     settings, data, task, policy = _round_setup(msg, context)
     try:
-        model, privacy = _checked(settings, data, task, policy, context)
+        model, privacy, study_task = _checked(settings, data, task, policy, context)
         if privacy is not None:
             rt.resume_privacy(settings, privacy, context)
         received, bad = _model_to_train(msg, settings, task, model, context)
@@ -246,6 +252,7 @@ def train(msg: Message, context: Context) -> Message:
         seed=rt.round_seed(settings, task.server_round),
         privacy=privacy,
         proximal_mu=task.proximal_mu,
+        task=study_task,
     )
     arrays = get_arrays(model)
     n = int(data.n_train)
@@ -299,31 +306,36 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate_global(msg: Message, context: Context) -> Message:
     settings, data, task, policy = _round_setup(msg, context)
     try:
-        model, _ = _checked(settings, data, task, policy, context)
+        model, _, study_task = _checked(settings, data, task, policy, context)
         template = get_arrays(model)
         set_arrays(model, _received_model(msg, settings, task, model, context))
     except (Refused, PolicyRefusal) as refused:
         return _refuse(msg, settings.hospital_id, refused)
-    res = evaluate(model, data.X_test, data.y_test)
+    res = evaluate(model, data.X_test, data.y_test, study_task, data.target_scale)
     # The model checked out (its hash is the chain's): sign the hash of the checkpoint as it would be released.
     release = release_attestation(settings, task, decode(msg.content.array_records[Record.GLOBAL]), template)
+    binary = study_task.name == "binary"
+    extra = {k: v for k, v in res.metrics.items() if k not in ("accuracy", "auc")}
     report = EvaluationReport(
         loss=float(res.loss),
-        accuracy=float(res.accuracy),
+        accuracy=float(res.accuracy) if binary or "accuracy" in res.metrics else None,
         num_examples=int(res.n),
         auc=float(res.auc) if res.auc is not None else None,
         hospital=settings.hospital_id,
         release=release,
-        num_positives=int(data.y_test.sum()),
-        validation=_validation(model, data),
+        num_positives=int(data.y_test.sum()) if binary else None,
+        validation=_validation(model, data, study_task),
+        task_metrics=None if binary else extra,
     )
     return Message(content=_report(report.to_wire()), reply_to=msg)
 
 
-def _validation(model: Any, data: Any) -> dict[str, float | None] | None:
+def _validation(model: Any, data: Any, task: Task) -> dict[str, float | None] | None:
     """The model on the hospital's validation rows (never trained on), for the best-round choice; None without."""
     if data.n_val == 0:
         return None
-    res = evaluate(model, data.X_val, data.y_val)
-    auc = float(res.auc) if res.auc is not None else None
-    return {"loss": float(res.loss), "accuracy": float(res.accuracy), "auc": auc, "num-examples": int(res.n)}
+    res = evaluate(model, data.X_val, data.y_val, task, data.target_scale)
+    if task.name == "binary":
+        auc = float(res.auc) if res.auc is not None else None
+        return {"loss": float(res.loss), "accuracy": float(res.accuracy), "auc": auc, "num-examples": int(res.n)}
+    return {"loss": float(res.loss), **res.metrics, "num-examples": int(res.n)}

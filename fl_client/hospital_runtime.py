@@ -28,6 +28,7 @@ from fl_client.dp_training import HospitalPrivacy
 from fl_client.models import build_model
 from fl_client.policy import HospitalPolicy, load_policy
 from fl_client.settings import HospitalSettings
+from fl_client.tasks import Task, task_for
 
 if TYPE_CHECKING:
     from fedledger.commitment import SignedCommitment
@@ -136,10 +137,25 @@ def task_param_count(task: RoundTask, n_features: int) -> int | None:
     """
     try:
         with torch.device("meta"):
-            model = build_model(task.model, n_features, task.hidden, seed=task.seed)
+            model = build_model(task.model, n_features, task.hidden, seed=task.seed, out_features=task.num_outputs)
     except ValueError:
         return None
     return sum(p.numel() for p in model.parameters())
+
+
+def study_task(task: RoundTask, data: HospitalData) -> Task:
+    """The round's task (fl_client/tasks.py) when it is the one this hospital's data holds.
+
+    Raises ``ValueError`` naming both when they differ (a regression round for
+    a binary data set, another class count): the hospital refuses it.
+    """
+    held = (data.task, int(data.num_outputs))
+    if (task.task, task.num_outputs) != held:
+        raise ValueError(
+            f"the round asks for task {task.task!r} with {task.num_outputs} output(s), but this hospital's data "
+            f"is for task {held[0]!r} with {held[1]} output(s)"
+        )
+    return task_for(task.task, task.num_outputs)
 
 
 def hospital_policy(settings: HospitalSettings, node_config: dict[str, Any]) -> HospitalPolicy:

@@ -1,8 +1,9 @@
 """Models of the study and their conversion to/from plain numpy arrays.
 
-Every model outputs one logit per row (shape ``(n,)``) for binary
-classification and is Opacus-compatible (only ``nn.Linear`` and activations:
-no BatchNorm).
+Every model has ``out_features`` outputs, the study's task's count
+(fl_client/tasks.py: binary and regression 1, multiclass K): shape ``(n,)``
+with one output (binary: a logit per row), ``(n, K)`` with K. Every model is
+Opacus-compatible (only ``nn.Linear`` and activations: no BatchNorm).
 """
 
 from __future__ import annotations
@@ -38,30 +39,32 @@ class IncompatibleModelError(ValueError):
 
 
 class LogReg(nn.Module):
-    """Logistic regression: one linear layer, one logit per row."""
+    """Logistic regression (one linear layer): a logit per row; a linear model of each output with K outputs."""
 
-    def __init__(self, n_features: int):
+    def __init__(self, n_features: int, out_features: int = 1):
         super().__init__()
-        self.linear = nn.Linear(n_features, 1)
+        self.linear = nn.Linear(n_features, out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x).squeeze(-1)
+        out = self.linear(x)
+        return out.squeeze(-1) if out.shape[-1] == 1 else out
 
 
 class MLP(nn.Module):
     """Small MLP: Linear -> ReLU -> Linear -> ReLU -> Linear (no BatchNorm, Opacus-friendly)."""
 
-    def __init__(self, n_features: int, hidden: int = 32):
+    def __init__(self, n_features: int, hidden: int = 32, out_features: int = 1):
         super().__init__()
         self.fc1 = nn.Linear(n_features, hidden)
         self.fc2 = nn.Linear(hidden, hidden)
-        self.out = nn.Linear(hidden, 1)
+        self.out = nn.Linear(hidden, out_features)
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.act(self.fc1(x))
         h = self.act(self.fc2(h))
-        return self.out(h).squeeze(-1)
+        out = self.out(h)
+        return out.squeeze(-1) if out.shape[-1] == 1 else out
 
 
 _MODELS = {"logreg", "mlp"}
@@ -73,8 +76,8 @@ def _cfg_get(cfg: Any, key: str, default: Any) -> Any:
     return getattr(cfg, key, default)
 
 
-def build_model(name: Any, n_features: int, hidden: int = 32, seed: int = 0) -> nn.Module:
-    """Build ``logreg`` or ``mlp`` for ``n_features`` inputs, initialised from ``seed``.
+def build_model(name: Any, n_features: int, hidden: int = 32, seed: int = 0, out_features: int = 1) -> nn.Module:
+    """Build ``logreg`` or ``mlp`` for ``n_features`` inputs and ``out_features`` outputs, initialised from ``seed``.
 
     ``name`` may also be a model config (mapping / Hydra node / dataclass) with
     keys ``name`` and optionally ``hidden`` and ``seed`` (those override the
@@ -89,9 +92,11 @@ def build_model(name: Any, n_features: int, hidden: int = 32, seed: int = 0) -> 
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(_MODELS)}")
     if n_features < 1:
         raise ValueError(f"n_features must be >= 1, got {n_features}")
+    if out_features < 1:
+        raise ValueError(f"out_features must be >= 1, got {out_features}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LogReg(n_features) if name == "logreg" else MLP(n_features, hidden)
+        model = LogReg(n_features, out_features) if name == "logreg" else MLP(n_features, hidden, out_features)
     return model.float()
 
 

@@ -1,10 +1,11 @@
 """Local training and evaluation of one hospital, independent of Flower.
 
-``train_local`` trains a model in place on numpy data (X float32 (n, d), y in
-{0, 1}) as a :class:`fedledger.config.TrainConfig` says; with a
+``train_local`` trains a model in place on numpy data (X float32 (n, d), y as
+the study's task defines it, fl_client/tasks.py; binary by default: 0/1) as a
+:class:`fedledger.config.TrainConfig` says; with a
 :class:`fl_client.dp_training.HospitalPrivacy` it runs DP-SGD (Opacus) and
-reports the cumulative epsilon. ``evaluate`` returns BCE loss,
-accuracy and ROC AUC (None when only one class is present).
+reports the cumulative epsilon. ``evaluate`` returns the task's loss and
+metrics (binary: BCE loss, accuracy and ROC AUC, None when only one class is present).
 """
 
 from __future__ import annotations
@@ -12,24 +13,24 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from fedledger.config import TrainConfig
 from fl_client.dp_training import HospitalPrivacy
 from fl_client.proximal import ProximalSGD
+from fl_client.tasks import IDENTITY, Metrics, TargetScale, Task, task_for
 
 __all__ = ["EvalResult", "TrainStats", "evaluate", "to_tensors", "train_local"]
 
 
 @dataclass
 class TrainStats:
-    loss: float  # mean training BCE over the examples seen
+    loss: float  # mean training loss (the task's) over the examples seen
     steps: int  # optimizer steps taken in this call
     epsilon: float | None  # cumulative epsilon after this call (None without DP)
     noise_multiplier: float | None  # None without DP
@@ -39,22 +40,32 @@ class TrainStats:
 
 @dataclass
 class EvalResult:
+    """The task's loss and metrics on one split (``metrics``: fedledger/tasks.py's names, None where undefined)."""
+
     loss: float
-    accuracy: float
-    auc: float | None
     n: int
+    metrics: Metrics = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        """Binary and multiclass accuracy (NaN for a task without one, or no rows)."""
+        value = self.metrics.get("accuracy")
+        return math.nan if value is None else float(value)
+
+    @property
+    def auc(self) -> float | None:
+        return self.metrics.get("auc")
 
 
-def to_tensors(X: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def to_tensors(X: np.ndarray, y: np.ndarray, task: Task | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(X, y) as tensors, y as ``task`` (default binary) takes it; a target the task cannot have is refused."""
     X = np.asarray(X, dtype=np.float32)
-    y = np.asarray(y).reshape(-1).astype(np.float32)
+    y = np.asarray(y).reshape(-1)
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (n, d), got shape {X.shape}")
     if len(X) != len(y):
         raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
-    if y.size and not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError("y must contain only 0 and 1")
-    return torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(y)
+    return torch.from_numpy(np.ascontiguousarray(X)), (task or task_for()).target(y)
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig, proximal_mu: float = 0.0) -> torch.optim.Optimizer:
@@ -72,6 +83,7 @@ def train_local(
     seed: int,
     privacy: HospitalPrivacy | None = None,
     proximal_mu: float = 0.0,
+    task: Task | None = None,
 ) -> TrainStats:
     """Train ``model`` in place for ``cfg.local_epochs`` epochs.
 
@@ -81,9 +93,11 @@ def train_local(
     ``BudgetExceededError`` if the round would pass the hospital's budget;
     incompatible models raise ``IncompatibleModelError`` (never trained without DP).
     ``proximal_mu > 0`` adds FedProx's proximal term towards the model the call starts from.
+    ``task`` (fl_client/tasks.py; default binary) gives the target's form and the loss.
     """
     cfg = TrainConfig.from_any(cfg)
-    Xt, yt = to_tensors(X, y)
+    task = task or task_for()
+    Xt, yt = to_tensors(X, y, task)
     n = len(Xt)
     if n == 0:
         raise ValueError("no training data")
@@ -102,7 +116,7 @@ def train_local(
                 idx = perm[start : start + bs]
                 xb, yb = Xt.index_select(0, idx), yt.index_select(0, idx)
                 optimizer.zero_grad(set_to_none=True)
-                loss = F.binary_cross_entropy_with_logits(model(xb), yb)
+                loss = task.loss(task.output(model(xb)), yb)
                 loss.backward()
                 optimizer.step()
                 total_loss += float(loss.detach()) * len(idx)
@@ -129,7 +143,7 @@ def train_local(
                 for xb, yb in loader:
                     dp_optimizer.zero_grad(set_to_none=True)
                     if len(xb):
-                        loss = F.binary_cross_entropy_with_logits(dp_model(xb), yb)
+                        loss = task.loss(task.output(dp_model(xb)), yb)
                         loss.backward()
                         total_loss += float(loss.detach()) * len(xb)
                         seen += len(xb)
@@ -153,24 +167,22 @@ def train_local(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray) -> EvalResult:
-    """BCE-with-logits loss, accuracy (logit > 0) and ROC AUC (None with a single class)."""
-    Xt, yt = to_tensors(X, y)
+def evaluate(
+    model: nn.Module, X: np.ndarray, y: np.ndarray, task: Task | None = None, scale: TargetScale = IDENTITY
+) -> EvalResult:
+    """The task's loss and metrics (binary: BCE-with-logits, accuracy at logit > 0, ROC AUC: None with a single class).
+
+    ``scale``: a regression target's (mean, std), so its metrics are in the target's own units.
+    """
+    task = task or task_for()
+    Xt, yt = to_tensors(X, y, task)
     n = len(Xt)
     if n == 0:
-        return EvalResult(loss=math.nan, accuracy=math.nan, auc=None, n=0)
+        return EvalResult(loss=math.nan, n=0, metrics=dict.fromkeys(task.kind.metrics[1:]))
     was_training = model.training
     model.eval()
     try:
-        logits = model(Xt).reshape(-1)
+        output = task.output(model(Xt))
     finally:
         model.train(was_training)
-    loss = float(F.binary_cross_entropy_with_logits(logits, yt))
-    accuracy = float(((logits > 0).float() == yt).float().mean())
-    auc = None
-    labels = yt.numpy()
-    if 0 < labels.sum() < n:
-        from sklearn.metrics import roc_auc_score
-
-        auc = float(roc_auc_score(labels, logits.numpy()))
-    return EvalResult(loss=loss, accuracy=accuracy, auc=auc, n=n)
+    return EvalResult(loss=float(task.loss(output, yt)), n=n, metrics=task.metrics(output, yt, scale))

@@ -43,11 +43,20 @@ def hanley_mcneil(
 
 def with_intervals(row: dict, positives: int | None = None) -> dict:
     """A hospital's metric row (results.json ``per_hospital``) with ``accuracy-ci`` and ``auc-ci``
-    ([low, high] or None); the AUC's needs the test split's positives, which only the hospital knows."""
+    ([low, high] or None); the AUC's needs the test split's positives, which only the hospital knows.
+
+    A row without accuracy and AUC (a regression or survival task) gets no interval: RMSE, MAE,
+    R² and the like would need the hospital's per-patient errors (a bootstrap), which it does not send.
+    A multiclass row gets its accuracy's Wilson interval only.
+    """
+    if "accuracy" not in row and "auc" not in row:
+        return dict(row)
     n = int(row.get("num-examples") or 0)
     acc = wilson(row.get("accuracy"), n)
     auc = hanley_mcneil(row.get("auc"), positives, None if positives is None else n - positives)
-    out = {**row, "accuracy-ci": None if acc is None else list(acc), "auc-ci": None if auc is None else list(auc)}
+    out = {**row, "accuracy-ci": None if acc is None else list(acc)}
+    if "auc" in row:
+        out["auc-ci"] = None if auc is None else list(auc)
     if positives is not None:
         out["num-positives"] = int(positives)
     return out

@@ -259,7 +259,7 @@ def run_rounds(
             participants=[r.hospital for r in accepted],
             rejected=[r.as_dict() for r in rejected],
             total_examples=int(manifest["aggregate"]["total_weight"]),
-            metrics={k: evaluation.overall[k] for k in ("accuracy", "auc", "loss")},
+            metrics=evaluation.round_metrics(),
             per_hospital=evaluation.rows(),
             train_loss=result.train_loss,
             bytes_per_hospital=sum(r.payload.nbytes() for r in accepted) / len(accepted),

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fedledger.config import SELECTION_METRICS
 from fedledger.round_task import EvaluationReport
+from fedledger.tasks import lower_is_better
 
 
 class EarlyStopped(Exception):
@@ -23,7 +23,8 @@ class EarlyStopped(Exception):
 
 
 def validation_metrics(reports: Mapping[str, EvaluationReport]) -> dict[str, float | None] | None:
-    """Sample-weighted validation loss, accuracy and AUC (over hospitals where it is defined); None without any."""
+    """Each validation metric's sample-weighted mean over the hospitals where it is defined (binary: loss,
+    accuracy, AUC; another task: loss and its own); None without any validation rows."""
     held = [r.validation for r in reports.values() if r.validation]
     if not held:
         return None
@@ -33,10 +34,9 @@ def validation_metrics(reports: Mapping[str, EvaluationReport]) -> dict[str, flo
         weight = sum(w for _, w in pairs)
         return sum(x * w for x, w in pairs) / weight if weight else None
 
+    keys = dict.fromkeys(k for v in held for k in v if k != "num-examples")
     return {
-        "loss": mean("loss"),
-        "accuracy": mean("accuracy"),
-        "auc": mean("auc"),
+        **{k: mean(k) for k in keys},
         "num-examples": float(sum(float(v["num-examples"] or 0) for v in held)),
     }
 
@@ -47,6 +47,7 @@ class BestRound:
 
     metric: str = "loss"
     patience: int | None = None
+    task: str = "binary"  # the study's task: which way its metric improves (fedledger/tasks.py)
     best_round: int | None = None
     best_value: float | None = None
     since_best: int = 0
@@ -57,8 +58,8 @@ class BestRound:
         value = (validation or {}).get(self.metric)
         if value is None:
             return
-        lower_is_better = SELECTION_METRICS[self.metric]
-        better = self.best_value is None or (value < self.best_value if lower_is_better else value > self.best_value)
+        lower = lower_is_better(self.task, self.metric)
+        better = self.best_value is None or (value < self.best_value if lower else value > self.best_value)
         if better:
             self.best_round, self.best_value, self.since_best = server_round, float(value), 0
             return

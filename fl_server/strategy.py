@@ -73,22 +73,24 @@ class EvaluationResult:
 
     @cached_property
     def overall(self) -> dict[str, float | None]:
-        """Sample-weighted loss, accuracy and AUC (AUC over the hospitals where it is defined), computed once."""
-        reports = self.per_hospital.values()
-        return {
-            "loss": weighted_mean([(r.loss, r.num_examples) for r in reports]),
-            "accuracy": weighted_mean([(r.accuracy, r.num_examples) for r in reports]),
-            "auc": weighted_mean([(r.auc, r.num_examples) for r in reports]),
-        }
+        """Each metric's sample-weighted mean over the hospitals where it is defined, computed once
+        (binary: loss, accuracy, AUC; another task: loss and its own, fedledger/tasks.py)."""
+        reports = [r.metrics() | {"num-examples": r.num_examples} for r in self.per_hospital.values()]
+        keys = dict.fromkeys(k for r in reports for k in r if k != "num-examples") or ("loss", "accuracy", "auc")
+        return {k: weighted_mean([(r.get(k), r["num-examples"]) for r in reports]) for k in keys}
 
     def rows(self) -> dict[str, dict[str, Any]]:
         """Per hospital, as the round outcome reports it (results.json ``per_hospital``), with 95% intervals."""
         return {
-            h: with_intervals(
-                {"loss": r.loss, "accuracy": r.accuracy, "auc": r.auc, "num-examples": r.num_examples}, r.num_positives
-            )
+            h: with_intervals({**r.metrics(), "num-examples": r.num_examples}, r.num_positives)
             for h, r in self.per_hospital.items()
         }
+
+    def round_metrics(self) -> dict[str, float | None]:
+        """The round outcome's ``metrics``: accuracy and AUC where the task has them, the loss, then the task's own."""
+        overall = self.overall
+        first = [k for k in ("accuracy", "auc") if k in overall] + ["loss"]
+        return {k: overall.get(k) for k in first} | {k: v for k, v in overall.items() if k not in first}
 
     def metric_record(self) -> MetricRecord | None:
         if not self.per_hospital:

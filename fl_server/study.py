@@ -83,7 +83,11 @@ def run_study(grid: Grid, spec_path: Path) -> dict[str, Any]:
 
     outcomes: list[RoundOutcome] = earlier_outcomes(spec, start_round)
     table = RoundTable(int(cfg["num_rounds"]))
-    best = BestRound(cfg["strategy"].get("selection_metric", "loss"), cfg["strategy"].get("early_stopping_patience"))
+    best = BestRound(
+        cfg["strategy"].get("selection_metric", "loss"),
+        cfg["strategy"].get("early_stopping_patience"),
+        task=round_task(spec).task,
+    )
     for earlier in outcomes:  # a resumed study: its recorded rounds count towards the best round
         with contextlib.suppress(EarlyStopped):
             best.observe(earlier.server_round, earlier.validation)

@@ -1,4 +1,4 @@
-"""Protocol binding: the study protocol's hash (configHash v3), the hospital's refusal, the auditor's check."""
+"""Protocol binding: the study protocol's hash (configHash v4), the hospital's refusal, the auditor's check."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ DP = {"enabled": True, "noise_multiplier": 1.1, "max_grad_norm": 1.0, "accountan
 VECTOR_TASK = RoundTask.from_wire(
     dict(round_config("", DP, **{"server-round": 0, "local-epochs": 2, "lr": 1.0, "num-rounds": 3}))
 )
-VECTOR_HASH = "0x5c0cead9a4717b83002eba1f692d654a8cec65bcea5cf950902f90240bac5012"
+VECTOR_HASH = "0x35ec09ad51dd2240e9f39e9bc8960efa491b8015596be57e01e3ef2c91d26135"
 
 
 # -- the hash -------------------------------------------------------------------------
@@ -85,8 +85,10 @@ def test_layout_by_hand():
         name("privacy.secure_mode") + flag(False),
         name("privacy.budget") + b"\x00",
         name("privacy.noise_source") + text("seeded"),
+        name("task") + text("binary"),
+        name("num-outputs") + i64(1),
     ]
-    expected = b"FEDLEDGER-PROTOCOL-v3" + struct.pack("<H", len(body)) + b"".join(body)
+    expected = b"FEDLEDGER-PROTOCOL-v4" + struct.pack("<H", len(body)) + b"".join(body)
     assert protocol_bytes(VECTOR_TASK) == expected
 
 
@@ -117,6 +119,8 @@ def test_every_privacy_setting_is_in_the_protocol():
         dict(release_quorum=3),
         dict(encrypted=True, context_fingerprint="0x" + "ab" * 32),
         dict(study_id="0x" + "22" * 32),
+        dict(task="regression"),
+        dict(task="multiclass", num_outputs=5),
     ],
 )
 def test_each_protocol_field_changes_the_hash(change):

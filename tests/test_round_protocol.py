@@ -81,7 +81,8 @@ def test_the_study_task_goes_on_the_wire_with_the_keys_and_values_of_the_old_lay
 
     # act
     wire = round_task(SPEC).for_round(3, "0x" + "ab" * 32).to_wire()
-    # assert: the old layout's keys in their order, plus the four protocol-v3 keys after num-rounds (docs/INTERFACES.md)
+    # assert: the old layout's keys in their order, plus the four protocol-v3 keys after num-rounds
+    # and the two protocol-v4 keys at the end (docs/INTERFACES.md)
     assert list(wire.items()) == [
         ("model", "mlp"),
         ("hidden", 16),
@@ -105,6 +106,8 @@ def test_the_study_task_goes_on_the_wire_with_the_keys_and_values_of_the_old_lay
         ("prev-hash", "0x" + "ab" * 32),
         ("study-id", "0x" + "11" * 32),
         ("server-round", 3),
+        ("task", "binary"),  # protocol v4: the study's task type and the model's output count, last
+        ("num-outputs", 1),
     ]
     assert isinstance(wire["lr"], float) and isinstance(wire["encrypted"], bool)
 

@@ -19,7 +19,7 @@ from .errors import (
     UnknownCategoryError,
 )
 from .hospital import HospitalData
-from .loaders import load_hospital, load_hospitals
+from .loaders import load_hospital, load_hospitals, study_task
 from .partition import partition, partition_dirichlet, partition_iid, partition_quantity
 
 __all__ = [
@@ -45,4 +45,5 @@ __all__ = [
     "partition_dirichlet",
     "partition_iid",
     "partition_quantity",
+    "study_task",
 ]

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from fedledger.tasks import DEFAULT_TASK, check_num_outputs
 
 
 @dataclass(eq=False)
 class HospitalData:
     """One hospital's preprocessed data (features standardised with its own
-    training statistics; labels 0/1 as float32). ``X_val``/``y_val``: the
-    validation rows held out of training (``dataset.validation_fraction``;
-    none by default)."""
+    training statistics). ``X_val``/``y_val``: the validation rows held out of
+    training (``dataset.validation_fraction``; none by default).
+
+    ``task`` (fedledger/tasks.py) says what the target is, ``num_outputs`` the
+    model's output count: binary (default) labels 0/1, one output; multiclass
+    class indices 0..K-1 (``class_labels`` the schema's classes in that order),
+    K outputs; regression the target standardised with the hospital's own
+    training mean and standard deviation, ``target_scale`` = (mean, std), so
+    metrics are reported in the target's units. All targets are float32 here;
+    the task turns them into what its loss takes (fl_client/tasks.py).
+    """
 
     hospital_id: str
     X_train: np.ndarray
@@ -22,8 +32,16 @@ class HospitalData:
     feature_names: list[str]
     X_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
+    task: str = DEFAULT_TASK
+    num_outputs: int = 1
+    target_scale: tuple[float, float] = (0.0, 1.0)
+    class_labels: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.num_outputs = check_num_outputs(self.task, self.num_outputs)
+        self.target_scale = (float(self.target_scale[0]), float(self.target_scale[1]))
+        if not self.target_scale[1] > 0:
+            raise ValueError(f"{self.hospital_id}: target_scale std must be > 0, got {self.target_scale[1]}")
         d = len(self.feature_names)
         self.X_val = np.ascontiguousarray(
             np.zeros((0, d), dtype=np.float32) if self.X_val is None else self.X_val, dtype=np.float32
@@ -74,6 +92,7 @@ class HospitalData:
         return (
             self.hospital_id == other.hospital_id
             and self.feature_names == other.feature_names
+            and (self.task, self.num_outputs, self.target_scale) == (other.task, other.num_outputs, other.target_scale)
             and all(
                 np.array_equal(getattr(self, a), getattr(other, a))
                 for a in ("X_train", "y_train", "X_test", "y_test", "X_val", "y_val")

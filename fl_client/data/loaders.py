@@ -51,7 +51,8 @@ def load_hospitals(dataset_cfg: Mapping, num_hospitals: int, seed: int) -> list[
         hospitals = load_breast_cancer_hospitals(cfg, num_hospitals, seed)
     else:
         hospitals = load_csv_hospitals(cfg, num_hospitals, seed)
-    classes = sorted({c for h in hospitals for c in h.classes_present})
+    task = study_task(hospitals)
+    classes = sorted({c for h in hospitals for c in h.classes_present}) if task["name"] != "regression" else [0, 1]
     if len(classes) < 2:
         raise SingleClassStudyError(
             f"the target has a single class ({classes}) across all {len(hospitals)} hospitals of the "
@@ -74,3 +75,12 @@ def load_hospital(dataset_cfg: Mapping, index: int, num_hospitals: int, seed: in
     if name == "breast_cancer":
         return load_breast_cancer_hospital(cfg, int(index), num_hospitals, seed)
     return load_csv_hospital_from_cfg(cfg, int(index), num_hospitals, seed)
+
+
+def study_task(hospitals: list[HospitalData]) -> dict[str, Any]:
+    """The study's task (``{"name", "num_outputs"}``, as the study spec records it): every hospital's, the same."""
+    tasks = {(h.task, h.num_outputs) for h in hospitals}
+    if len(tasks) != 1:
+        raise ConfigError(f"the hospitals' data are for different tasks: {sorted(tasks)}; a study has one task")
+    name, num_outputs = tasks.pop()
+    return {"name": name, "num_outputs": int(num_outputs)}
