@@ -91,6 +91,7 @@ PROTOCOL_FIELDS: tuple[tuple[str, type, Callable[[RoundTask], Any]], ...] = (
     ("privacy.noise_source", str, _privacy("noise_source")),
     ("task", str, _task("task")),
     ("num-outputs", int, _task("num_outputs")),
+    ("task-options", str, _task("task_options")),
 )
 
 

@@ -135,6 +135,8 @@ class RoundTask:
     server_round: int = _wire(SERVER_ROUND, _int)
     task: str = _wire("task", _str, default="binary")  # fedledger/tasks.py: binary | multiclass | regression | survival
     num_outputs: int = _wire("num-outputs", _int, default=1)  # the model's outputs (multiclass: the class count)
+    # the task's options as canonical JSON (fedledger.tasks.task_options_text; survival: time grid, loss); "": none
+    task_options: str = _wire("task-options", _str, default="")
 
     def for_round(self, server_round: int, prev_hash: str) -> RoundTask:
         """This study's task for one round and the model it carries."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from fedledger.config import check_on_bad_aggregate, check_proximal_mu, release_quorum
 from fedledger.round_task import RoundTask
-from fedledger.tasks import DEFAULT_TASK, check_num_outputs
+from fedledger.tasks import DEFAULT_TASK, check_num_outputs, task_options_text
 
 __all__ = ["round_task"]
 
@@ -49,4 +49,5 @@ def round_task(spec: Mapping[str, Any]) -> RoundTask:
         prev_hash="",
         task=str(task.get("name", DEFAULT_TASK)),
         num_outputs=check_num_outputs(str(task.get("name", DEFAULT_TASK)), int(task.get("num_outputs", 1))),
+        task_options=task_options_text(task.get("options")),
     )

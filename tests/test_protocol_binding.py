@@ -29,7 +29,7 @@ DP = {"enabled": True, "noise_multiplier": 1.1, "max_grad_norm": 1.0, "accountan
 VECTOR_TASK = RoundTask.from_wire(
     dict(round_config("", DP, **{"server-round": 0, "local-epochs": 2, "lr": 1.0, "num-rounds": 3}))
 )
-VECTOR_HASH = "0x35ec09ad51dd2240e9f39e9bc8960efa491b8015596be57e01e3ef2c91d26135"
+VECTOR_HASH = "0x37a32c9dfe6a62203efebb06361f72460a3ac3cee33e708d3bf0da604029be12"
 
 
 # -- the hash -------------------------------------------------------------------------
@@ -87,6 +87,7 @@ def test_layout_by_hand():
         name("privacy.noise_source") + text("seeded"),
         name("task") + text("binary"),
         name("num-outputs") + i64(1),
+        name("task-options") + text(""),
     ]
     expected = b"FEDLEDGER-PROTOCOL-v4" + struct.pack("<H", len(body)) + b"".join(body)
     assert protocol_bytes(VECTOR_TASK) == expected

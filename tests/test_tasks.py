@@ -28,10 +28,14 @@ def test_the_four_task_types_are_registered_and_an_unknown_one_is_named():
         task_for("ordinal")
 
 
-def test_survival_is_a_registered_name_without_an_implementation_yet():
+def test_survival_is_implemented_with_its_time_grid_as_options():
     assert task_kind("survival").primary == "c-index"
-    with pytest.raises(ValueError, match="'survival' is registered but has no implementation"):
-        task_for("survival", 10)
+    task = task_for("survival", 2, {"time_grid": [100.0, 200.0], "survival_loss": "discrete_hazard"})
+    assert task.name == "survival" and task.num_outputs == 2
+    with pytest.raises(ValueError, match="time grid of 2 intervals"):
+        task_for("survival", 3, {"time_grid": [100.0, 200.0]})
+    with pytest.raises(ValueError, match="takes no options"):
+        task_for("binary", 1, {"time_grid": [1.0]})
 
 
 def test_output_counts_follow_the_task():

@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .hospital import HospitalData
-from .partition import PARTITIONERS, bootstrap_rows, partition
+from .partition import PARTITIONERS, bootstrap_rows, partition_with
 from .preprocess import Standardizer, derive_seed, split_train_test, split_validation, warn
 
 DEFAULTS = {
@@ -39,16 +39,23 @@ def _pooled() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     return X, y, tuple(str(f) for f in ds.feature_names)
 
 
-def _options(cfg: dict) -> dict:
-    # Keys of the csv kind are tolerated when unset (a structured config that
-    # merges both kinds fills them with null / []).
+def builtin_options(cfg: dict, defaults: dict) -> dict:
+    """A built-in data set's options: ``defaults`` overlaid with the set keys; an unknown key is refused.
+
+    Keys of the csv kind are tolerated when unset (a structured config that
+    merges both kinds fills them with null / []).
+    """
     cfg = {k: v for k, v in cfg.items() if not (k in ("schema", "base_dir", "hospitals") and not v)}
-    unknown = sorted(k for k in cfg if k not in DEFAULTS and not str(k).startswith("_"))
+    unknown = sorted(k for k in cfg if k not in defaults and not str(k).startswith("_"))
     if unknown:
         raise ConfigError(
-            f"unknown key(s) {unknown} in dataset config (name: breast_cancer); allowed: {sorted(DEFAULTS)}"
+            f"unknown key(s) {unknown} in dataset config (name: {cfg.get('name')}); allowed: {sorted(defaults)}"
         )
-    opts = {**DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
+    return {**defaults, **{k: v for k, v in cfg.items() if v is not None}}
+
+
+def _options(cfg: dict) -> dict:
+    opts = builtin_options(cfg, DEFAULTS)
     if opts["partitioner"] not in PARTITIONERS:
         raise ConfigError(f"dataset.partitioner must be one of {', '.join(PARTITIONERS)}; got {opts['partitioner']!r}")
     return opts
@@ -56,16 +63,7 @@ def _options(cfg: dict) -> dict:
 
 def _partition(opts: dict, num_hospitals: int, seed: int) -> list[np.ndarray]:
     _, y, _ = _pooled()
-    return partition(
-        y,
-        int(num_hospitals),
-        int(seed),
-        method=opts["partitioner"],
-        alpha=float(opts["alpha"]),
-        quantity_alpha=float(opts["quantity_alpha"]),
-        min_rows=int(opts["min_rows"]),
-        rows_per_hospital=int(opts["rows_per_hospital"]),
-    )
+    return partition_with(y, num_hospitals, seed, opts)
 
 
 def _build(opts: dict, rows: np.ndarray, index: int, seed: int) -> HospitalData:

@@ -14,12 +14,16 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from fedledger.tasks import parse_task_options, task_options_text
+
 from .breast_cancer import load_breast_cancer_hospital, load_breast_cancer_hospitals
 from .csv_loader import load_csv_hospital_from_cfg, load_csv_hospitals
 from .errors import ConfigError, SingleClassStudyError
 from .hospital import HospitalData
+from .survival_data import load_survival_hospital, load_survival_hospitals
+from .survival_sources import SURVIVAL_DATASETS
 
-DATASETS = ("breast_cancer", "csv")
+DATASETS = ("breast_cancer", "csv", *SURVIVAL_DATASETS)
 
 
 def _plain(cfg: Any) -> dict:
@@ -49,6 +53,8 @@ def load_hospitals(dataset_cfg: Mapping, num_hospitals: int, seed: int) -> list[
     name = _name(cfg)
     if name == "breast_cancer":
         hospitals = load_breast_cancer_hospitals(cfg, num_hospitals, seed)
+    elif name in SURVIVAL_DATASETS:
+        hospitals = load_survival_hospitals(cfg, num_hospitals, seed)
     else:
         hospitals = load_csv_hospitals(cfg, num_hospitals, seed)
     task = study_task(hospitals)
@@ -74,13 +80,17 @@ def load_hospital(dataset_cfg: Mapping, index: int, num_hospitals: int, seed: in
         raise ConfigError(f"hospital index must be in 0..{int(num_hospitals) - 1}, got {index!r}")
     if name == "breast_cancer":
         return load_breast_cancer_hospital(cfg, int(index), num_hospitals, seed)
+    if name in SURVIVAL_DATASETS:
+        return load_survival_hospital(cfg, int(index), num_hospitals, seed)
     return load_csv_hospital_from_cfg(cfg, int(index), num_hospitals, seed)
 
 
 def study_task(hospitals: list[HospitalData]) -> dict[str, Any]:
-    """The study's task (``{"name", "num_outputs"}``, as the study spec records it): every hospital's, the same."""
-    tasks = {(h.task, h.num_outputs) for h in hospitals}
+    """The study's task (``{"name", "num_outputs"}``, and ``"options"`` when it has any, e.g. survival's time
+    grid, as the study spec records it): every hospital's, the same."""
+    tasks = {(h.task, h.num_outputs, task_options_text(h.task_options)) for h in hospitals}
     if len(tasks) != 1:
         raise ConfigError(f"the hospitals' data are for different tasks: {sorted(tasks)}; a study has one task")
-    name, num_outputs = tasks.pop()
-    return {"name": name, "num_outputs": int(num_outputs)}
+    name, num_outputs, options = tasks.pop()
+    out: dict[str, Any] = {"name": name, "num_outputs": int(num_outputs)}
+    return {**out, "options": parse_task_options(options)} if options else out

@@ -180,6 +180,20 @@ def partition(
     raise PartitionError(f"unknown partitioner {method!r}; choose one of {', '.join(PARTITIONERS)}")
 
 
+def partition_with(labels: Sequence | np.ndarray, num_hospitals: int, seed: int, opts: dict) -> list[np.ndarray]:
+    """:func:`partition` with a built-in data set's options (``partitioner``, ``alpha``, ...)."""
+    return partition(
+        labels,
+        int(num_hospitals),
+        int(seed),
+        method=opts["partitioner"],
+        alpha=float(opts["alpha"]),
+        quantity_alpha=float(opts["quantity_alpha"]),
+        min_rows=int(opts["min_rows"]),
+        rows_per_hospital=int(opts.get("rows_per_hospital", 40)),
+    )
+
+
 def partition_by_column(
     sites: Sequence | np.ndarray, min_site_rows: int = 10, prefix: str = "site"
 ) -> tuple[list[str], list[np.ndarray]]:

@@ -74,3 +74,19 @@ def interval_targets(time: np.ndarray, event: np.ndarray, edges: Sequence[float]
     event_here = is_event & (lower < t[:, None]) & (t[:, None] <= upper)
     mask = survived | event_here
     return np.stack([mask, event_here], axis=1).astype(np.float32)
+
+
+def survival_target(y: np.ndarray, edges: Sequence[float] | np.ndarray) -> np.ndarray:
+    """A survival study's ``y`` (``(n, 2)``: time, event) as the tensor its task trains on, ``(n, 2, K + 1)``.
+
+    ``[:, :, :K]`` is :func:`interval_targets` (at-risk mask, event per interval),
+    what the loss reads; ``[:, 0, K]`` the time and ``[:, 1, K]`` the event flag,
+    what the metrics read. One patient per row, so DP-SGD's Poisson sampling
+    picks a patient's whole target with its features.
+    """
+    arr = np.asarray(y, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise TimeGridError(f"a survival target has two columns (time, event), got shape {arr.shape}")
+    targets = interval_targets(arr[:, 0], arr[:, 1], edges)
+    raw = np.stack([arr[:, 0], arr[:, 1]], axis=1)[:, :, None].astype(np.float32)
+    return np.concatenate([targets, raw], axis=2)
