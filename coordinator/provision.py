@@ -192,8 +192,10 @@ def provision_study(
     ov = list(overrides)
     if hospitals:
         ov += ["dataset=csv", f"num_hospitals={len(hospitals)}"]
-    elif builtin:
-        ov += ["dataset=breast_cancer", f"num_hospitals={builtin}"]
+    elif builtin:  # the built-in breast cancer data unless the overrides name another built-in (dataset=diabetes)
+        ov += [f"num_hospitals={builtin}"] + (
+            [] if any(o.startswith("dataset=") for o in ov) else ["dataset=breast_cancer"]
+        )
     if ledger:
         ov += [f"ledger={ledger}"]
     cfg = compose_config(ov)
@@ -253,7 +255,7 @@ def provision_study(
         else:
             nc.update(
                 {
-                    "data-path": "builtin:breast_cancer",
+                    "data-path": f"builtin:{cfg['dataset']['name']}",
                     "partition-index": int(h["index"]),
                     "num-partitions": int(cfg["num_hospitals"]),
                     "seed": int(cfg["seed"]),

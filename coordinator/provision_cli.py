@@ -18,7 +18,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     data = p.add_mutually_exclusive_group(required=True)
     data.add_argument("--hospitals", help="id=path.csv,... : one CSV per hospital (dataset=csv)")
-    data.add_argument("--builtin", type=int, metavar="N", help="N hospitals on the built-in breast cancer data")
+    data.add_argument(
+        "--builtin",
+        type=int,
+        metavar="N",
+        help="N hospitals on built-in data: breast cancer, or dataset=diabetes among the overrides",
+    )
     p.add_argument("--schema", help="CSV schema (YAML) for --hospitals; default: conf/dataset/csv.yaml's")
     p.add_argument(
         "--hospital-data-dir",

@@ -27,6 +27,7 @@ import torch
 
 from fedledger.files import load_npz, save_npz
 from fedledger.hashing import model_hash, to_hex
+from fl_client.data.builtin import BUILTINS
 from fl_client.data.csv_loader import resolve_path
 from fl_client.data.csv_schema import load_schema
 from fl_client.models import build_model, set_arrays
@@ -65,10 +66,8 @@ def choose_round(results: dict[str, Any], select_round: str) -> int:
 
 def feature_names(dataset: dict[str, Any]) -> list[str]:
     """The model's inputs in order, from the schema alone (no hospital's file is read)."""
-    if dataset.get("name") == "breast_cancer":
-        from sklearn.datasets import load_breast_cancer
-
-        return [str(f) for f in load_breast_cancer().feature_names]
+    if dataset.get("name") in BUILTINS:
+        return list(BUILTINS[dataset["name"]].pooled()[2])
     return list(load_schema(resolve_path(dataset["schema"], dataset.get("base_dir"), what="schema file")).feature_names)
 
 
@@ -87,6 +86,8 @@ def export_model(run_dir: Path, select_round: str = "last") -> Path:
     if released is not None and released != digest:
         raise ExportError(f"round {r}'s checkpoint hashes to {digest}, but the chain released {released}")
     features = feature_names(cfg["dataset"])
+    protocol = results.get("protocol") or {}
+    task = {"name": protocol.get("task") or "binary", "num_outputs": protocol.get("num-outputs") or 1}
     meta = {
         "format": EXPORT_FORMAT,
         "study_id": results.get("study_id"),
@@ -94,7 +95,9 @@ def export_model(run_dir: Path, select_round: str = "last") -> Path:
         "n_features": len(features),
         "feature_names": list(features),
         "preprocessing": {"standardisation": "per-site", "note": PER_SITE_STANDARDISATION},
-        "output": "logit of the positive class (label 1); predict returns its probability",
+        "output": OUTPUTS[task["name"]],
+        "task": task["name"],
+        "num_outputs": int(task["num_outputs"]),
         "round": r,
         "select_round": select_round,
         "selection": results.get("selection"),
@@ -108,6 +111,15 @@ def export_model(run_dir: Path, select_round: str = "last") -> Path:
     save_npz(out / "model.npz", arrays)
     (out / "model.json").write_text(json.dumps(meta, indent=2))
     return out
+
+
+OUTPUTS = {
+    "binary": "logit of the positive class (label 1); predict returns its probability",
+    "multiclass": "one logit per class, in the schema's target.classes order; predict returns the class probabilities",
+    "regression": "the target in standard units of a site's training rows (per-site standardisation, as the features); "
+    "predict returns it: times the site's target sd, plus its mean, gives the target's units",
+    "survival": "the survival model's outputs (see docs/TASKS.md)",
+}
 
 
 @dataclass(frozen=True)
@@ -128,7 +140,8 @@ def load_model(model_dir: Path) -> ExportedModel:
     arrays = load_npz(model_dir / "model.npz")
     if to_hex(model_hash(arrays)) != meta["model_hash"]:
         raise ExportError(f"{model_dir / 'model.npz'} does not hash to model.json's model_hash {meta['model_hash']}")
-    module = build_model(meta["model"]["name"], int(meta["n_features"]), int(meta["model"]["hidden"]))
+    task, outputs = meta.get("task", "binary"), int(meta.get("num_outputs", 1))
+    module = build_model(meta["model"]["name"], int(meta["n_features"]), int(meta["model"]["hidden"]), 0, outputs)
     set_arrays(module, arrays)
     module.eval()
 
@@ -137,7 +150,12 @@ def load_model(model_dir: Path) -> ExportedModel:
         x = np.asarray(X, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != int(meta["n_features"]):
             raise ValueError(f"inputs must have shape (n, {meta['n_features']}) in feature_names order, got {x.shape}")
-        return torch.sigmoid(module(torch.from_numpy(x)).reshape(-1)).numpy()
+        out = module(torch.from_numpy(x))
+        if task == "multiclass":
+            return torch.softmax(out.reshape(-1, outputs), dim=-1).numpy()
+        if task == "regression":
+            return out.reshape(-1).numpy()
+        return torch.sigmoid(out.reshape(-1)).numpy()
 
     return ExportedModel(module, meta, predict)
 

@@ -14,6 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from fedledger.tasks import lower_is_better, task_kind
 from fl_server.intervals import wilson
 
 
@@ -35,6 +36,7 @@ LINESTYLES = ("-", "--", "-.", (0, (3, 1, 1, 1, 1, 1)))
 BUDGET_STYLE = {"color": "black", "linestyle": (0, (1, 2)), "linewidth": 1.6}
 # Accuracy and AUC axes start no higher than this, so one patient of a 20-patient test set is not a cliff.
 SCORE_FLOOR = 0.5
+SCORES = ("accuracy", "auc", "macro-f1", "c-index")  # metrics in [0, 1], drawn on [floor, 1]
 DODGE = 0.5  # rounds over which the privacy plot spreads the hospitals' points of one round
 
 
@@ -75,18 +77,26 @@ def sum_tested(r: dict[str, Any]) -> int:
     return sum(int(m.get("num-examples") or 0) for m in r["per_hospital"].values())
 
 
+def plotted_metrics(results: dict[str, Any]) -> list[str]:
+    """The study task's metrics, then the loss (binary: accuracy, auc, loss; regression: rmse, mae, r2, loss)."""
+    task = (results.get("protocol") or {}).get("task") or "binary"
+    return [*task_kind(task).metrics[1:], "loss"]
+
+
 def plot_metrics(results: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Overall and per-hospital accuracy / AUC / loss per round, baselines as reference lines,
-    each hospital's 95% interval as a band, its test-set size in the legend."""
+    """Overall and per-hospital metrics of the study's task per round (binary: accuracy / AUC / loss;
+    regression: RMSE / MAE / R² / loss in the target's units), baselines as reference lines,
+    each hospital's 95% interval as a band where it has one, its test-set size in the legend."""
     rounds = results.get("rounds", [])
     if not rounds:
         return []
+    task = (results.get("protocol") or {}).get("task") or "binary"
     xs = [r["round"] for r in rounds]
     hospitals = sorted({h for r in rounds for h in r["per_hospital"]})
     sizes = test_sizes(rounds)
     baselines = results.get("baselines") or {}
     paths = []
-    for metric in ("accuracy", "auc", "loss"):
+    for metric in plotted_metrics(results):
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
         shown: list[float | None] = [r["metrics"].get(metric) for r in rounds]
         ax1.plot(xs, shown, marker="o", label="federated (weighted)")
@@ -114,15 +124,15 @@ def plot_metrics(results: dict[str, Any], out_dir: Path) -> list[Path]:
                 low = [c[0] if c else math.nan for c in cis]
                 ax2.fill_between(xs, low, [c[1] if c else math.nan for c in cis], color=style["color"], alpha=0.1)
                 shown += [v for v in low if not math.isnan(v)]
-        note = ", bands: 95% intervals" if metric != "loss" else ""
+        note = ", bands: 95% intervals" if metric in ("accuracy", "auc") else ""
         ax2.set(title=f"{metric} per hospital{note}", xlabel="round (hospitals drawn slightly apart)")
         ax2.legend(fontsize=7, ncol=2)
         for ax in (ax1, ax2):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if metric == "loss":
-            ax1.set_ylim(bottom=0.0)
-        else:
+        if metric in SCORES:
             ax1.set_ylim(*score_limits(shown))
+        elif lower_is_better(task, metric):  # loss, RMSE, MAE, IBS: from 0
+            ax1.set_ylim(bottom=0.0)
         paths.append(save_png(fig, out_dir / f"{metric}.png"))
     return paths
 

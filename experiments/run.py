@@ -40,7 +40,7 @@ def main(cfg: DictConfig) -> float:
     audit = results.get("audit")
     if audit is not None and not audit.get("ok", False):
         sys.exit(2)
-    return float((results.get("final") or {}).get("accuracy") or 0.0)
+    return float((results.get("final") or {}).get("accuracy") or 0.0)  # a sweeper maximises it (binary, multiclass)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from coordinator.study_setup import PreparedStudy, prepare_study
+from experiments.plots import plotted_metrics
 from fedledger.study_spec import STUDY_ENV
 from fl_client.data import DataWarning
 from fl_server.results import merge_results, read_results
@@ -149,18 +150,21 @@ def print_summary(results: dict[str, Any]) -> None:
             f"best round {selection['best_round']} by validation {selection['metric']} {selection['best_value']:.4f}"
             + (f"; early stopping after round {stop}" if stop else "")
         )
-    console.print(f"final accuracy {f(final.get('accuracy'))}  auc {f(final.get('auc'))}  loss {f(final.get('loss'))}")
+    metrics = plotted_metrics(results)  # the task's metrics, then the loss
+    console.print("final " + "  ".join(f"{m} {f(final.get(m))}" for m in metrics))
     last = (results.get("rounds") or [{}])[-1].get("per_hospital", {})
     if last:
-        console.print("per hospital, with 95% intervals (accuracy: Wilson; AUC: Hanley-McNeil):")
+        console.print("per hospital, with 95% intervals where defined (accuracy: Wilson; AUC: Hanley-McNeil):")
     for hospital, m in last.items():
+        shown = [x for x in metrics if x != "loss"]
         console.print(
-            f"  {hospital} (test n={m.get('num-examples')}): accuracy {_interval(m.get('accuracy'), m.get('accuracy-ci'))}"
-            f"  auc {_interval(m.get('auc'), m.get('auc-ci'))}"
+            f"  {hospital} (test n={m.get('num-examples')}): "
+            + "  ".join(f"{x} {_interval(m.get(x), m.get(f'{x}-ci'))}" for x in shown)
         )
     if b:
+        head = metrics[0]
         console.print(
-            f"baselines: pooled accuracy {f(b['pooled'].get('accuracy'))}, local-only accuracy {f(b['local'].get('accuracy'))}"
+            f"baselines: pooled {head} {f(b['pooled'].get(head))}, local-only {head} {f(b['local'].get(head))}"
         )
     for hospital, p in (results.get("privacy") or {}).items():
         console.print(

@@ -16,9 +16,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.plots import new_axes, save_png
+from experiments.plots import new_axes, plotted_metrics, save_png
 
-METRICS = ("accuracy", "auc", "loss")
+METRICS = ("accuracy", "auc", "loss")  # a binary study's; another task's are its own (docs/TASKS.md)
 
 
 def load_runs(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -73,14 +73,21 @@ def settings_groups(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], li
     return list(groups.values())
 
 
+def _metrics(runs: list[dict[str, Any]]) -> list[str]:
+    """The study task's metrics, then the loss (binary: METRICS)."""
+    return plotted_metrics(runs[0]) if runs else list(METRICS)
+
+
 def _metric_stats(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | int | None]]:
-    return {m: _stats([(r.get("final") or {}).get(m) for r in runs]) for m in METRICS}
+    return {m: _stats([(r.get("final") or {}).get(m) for r in runs]) for m in _metrics(runs)}
 
 
 def _baseline_stats(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | int | None]]:
-    """Pooled and local-only accuracy over every run's own baselines (each run's seed draws its own splits)."""
+    """Pooled and local-only headline metric (binary: accuracy; regression: RMSE) over every run's own
+    baselines (each run's seed draws its own splits)."""
+    head = _metrics(runs)[0]
     return {
-        name: _stats([((r.get("baselines") or {}).get(name) or {}).get("accuracy") for r in runs])
+        name: _stats([((r.get("baselines") or {}).get(name) or {}).get(head) for r in runs])
         for name in ("pooled", "local")
     }
 
@@ -106,7 +113,7 @@ def summarize(sweep_dir: Path) -> dict[str, Any]:
                 "dir": r["_dir"],
                 "seed": r["config"]["seed"],
                 "target_epsilon": group_key(r),
-                **{m: (r.get("final") or {}).get(m) for m in METRICS},
+                **{m: (r.get("final") or {}).get(m) for m in _metrics(runs)},
                 "max_epsilon": max((p["epsilon"][-1] for p in (r.get("privacy") or {}).values()), default=None),
             }
             for r in runs

@@ -20,6 +20,7 @@ import tomllib
 from fl_client.data.csv_loader import load_csv_hospital
 from fl_client.data.csv_schema import load_schema
 from fl_client.data.errors import DataError
+from fl_client.data.hospital import HospitalData
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -65,10 +66,21 @@ def handle(args: argparse.Namespace) -> int:
             print(f"FAIL {csv}: {exc}", file=sys.stderr)
             return 1
     n_train, n_test = len(data.y_train), len(data.y_test)
-    positives = int(np.sum(data.y_train) + np.sum(data.y_test))
     print(f"OK   {csv} matches {schema_path}")
-    print(f"     {n_train + n_test} usable rows ({n_train} train, {n_test} test), {positives} positive")
+    print(f"     {n_train + n_test} usable rows ({n_train} train, {n_test} test), {_target_summary(data)}")
     print(f"     {len(data.feature_names)} model inputs: {', '.join(data.feature_names)}")
     for w in caught:
         print(f"note {w.message}")
     return 0
+
+
+def _target_summary(data: HospitalData) -> str:
+    """What the rows hold of the target: positives (binary), rows per class (multiclass), the range (regression)."""
+    y = np.concatenate([data.y_train, data.y_test])
+    if data.task == "multiclass":
+        counts = np.bincount(y.astype(np.int64), minlength=data.num_outputs)
+        return "rows per class " + ", ".join(f"{c}: {int(k)}" for c, k in zip(data.class_labels, counts))
+    if data.task == "regression":
+        mean, std = data.target_scale
+        return f"target {float(y.min()) * std + mean:g} to {float(y.max()) * std + mean:g} (mean {mean:.4g})"
+    return f"{int(np.sum(y))} positive"

@@ -74,8 +74,9 @@ def from_node_config(node_config: dict[str, Any]) -> HospitalSettings:
         "schema": node_config.get("schema-path"),
         "hospitals": [{"id": node_config["hospital-id"], "path": node_config["data-path"]}],
     }
-    if node_config["data-path"] == "builtin:breast_cancer":
-        dataset = {"name": "breast_cancer", "partitioner": node_config.get("partitioner", "iid")}
+    if node_config["data-path"] in ("builtin:breast_cancer", "builtin:diabetes"):
+        name = node_config["data-path"].removeprefix("builtin:")
+        dataset = {"name": name, "partitioner": node_config.get("partitioner", "iid")}
     budget = node_config.get("privacy-budget")
     return HospitalSettings(
         hospital_id=str(node_config["hospital-id"]),

@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from fedledger.tasks import task_kind
 from fl_server.intervals import wilson
 from fl_server.round_protocol import RoundOutcome
 
@@ -28,22 +29,27 @@ def _ci(o: RoundOutcome) -> str:
 
 
 class RoundTable:
-    """Prints one row per finished round, so a long study shows progress as it goes."""
+    """Prints one row per finished round, so a long study shows progress as it goes.
 
-    def __init__(self, num_rounds: int, console: Console | None = None) -> None:
+    Its metric columns are the study task's (fedledger/tasks.py), then the loss;
+    accuracy is followed by its Wilson interval over every evaluated patient.
+    """
+
+    def __init__(self, num_rounds: int, console: Console | None = None, task: str = "binary") -> None:
         self.num_rounds = num_rounds
         self.console = console or Console(stderr=False)
         self._header_done = False
+        self.metrics = [*task_kind(task).metrics[1:], "loss"]
 
     def _table(self, header: bool) -> Table:
         t = Table(show_header=header, box=None, pad_edge=False)
+        metric_columns = [(m, max(6, len(m))) for m in self.metrics]
+        if "accuracy" in self.metrics:
+            metric_columns.insert(self.metrics.index("accuracy") + 1, ("95% CI", 11))
         for name, width in (
             ("round", 7),
             ("hospitals", 9),
-            ("accuracy", 8),
-            ("95% CI", 11),
-            ("auc", 6),
-            ("loss", 6),
+            *metric_columns,
             ("max eps", 7),
             ("KiB/hosp", 9),
             ("time s", 6),
@@ -65,13 +71,13 @@ class RoundTable:
             )
             or "-"
         )
+        values = [_fmt(o.metrics.get(m)) for m in self.metrics]
+        if "accuracy" in self.metrics:
+            values.insert(self.metrics.index("accuracy") + 1, _ci(o))
         t.add_row(
             f"{o.server_round}/{self.num_rounds}",
             str(len(o.participants)),
-            _fmt(o.metrics.get("accuracy")),
-            _ci(o),
-            _fmt(o.metrics.get("auc")),
-            _fmt(o.metrics.get("loss")),
+            *values,
             _fmt(eps, 2),
             f"{o.bytes_per_hospital / 1024:.1f}",
             f"{o.duration_s:.1f}",

@@ -72,19 +72,23 @@ def merge_results(path: Path, **sections: Any) -> dict[str, Any]:
     return results
 
 
+def metric_columns(outcomes: list[RoundOutcome]) -> list[str]:
+    """The metrics the rounds report, in their order (binary: accuracy, auc, loss; another task its own)."""
+    return list(dict.fromkeys(k for o in outcomes for k in o.metrics)) or ["accuracy", "auc", "loss"]
+
+
 def write_metrics_csv(path: Path, outcomes: list[RoundOutcome]) -> None:
-    """One row per (round, hospital) plus an 'overall' row per round."""
+    """One row per (round, hospital) plus an 'overall' row per round; a column per metric of the study's task."""
+    columns = metric_columns(outcomes)
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["round", "hospital", "accuracy", "auc", "loss", "num_examples", "epsilon", "participated"])
+        w.writerow(["round", "hospital", *columns, "num_examples", "epsilon", "participated"])
         for o in outcomes:
             w.writerow(
                 [
                     o.server_round,
                     "overall",
-                    o.metrics.get("accuracy"),
-                    o.metrics.get("auc"),
-                    o.metrics.get("loss"),
+                    *(o.metrics.get(k) for k in columns),
                     o.total_examples,
                     "",
                     len(o.participants),
@@ -96,9 +100,7 @@ def write_metrics_csv(path: Path, outcomes: list[RoundOutcome]) -> None:
                     [
                         o.server_round,
                         hospital,
-                        m.get("accuracy"),
-                        m.get("auc"),
-                        m.get("loss"),
+                        *(m.get(k) for k in columns),
                         m.get("num-examples"),
                         eps,
                         int(hospital in o.participants),

@@ -82,7 +82,7 @@ def run_study(grid: Grid, spec_path: Path) -> dict[str, Any]:
     wait_for_hospitals(grid, int(cfg["num_hospitals"]), float(spec.get("join_timeout_s", 120)))
 
     outcomes: list[RoundOutcome] = earlier_outcomes(spec, start_round)
-    table = RoundTable(int(cfg["num_rounds"]))
+    table = RoundTable(int(cfg["num_rounds"]), task=round_task(spec).task)
     best = BestRound(
         cfg["strategy"].get("selection_metric", "loss"),
         cfg["strategy"].get("early_stopping_patience"),

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .breast_cancer import DEFAULTS as BC_DEFAULTS
+from .builtin import DEFAULTS as BC_DEFAULTS
 from .csv_problems import BadValues, case_hint, one_error, seen_labels
 from .csv_schema import CsvSchema, canon, load_schema
+from .csv_target import read_target
 from .errors import (
     ConfigError,
     CsvFormatError,
@@ -32,7 +33,16 @@ from .errors import (
     UnexpectedColumnError,
 )
 from .hospital import HospitalData
-from .preprocess import Standardizer, check_validation_fraction, derive_seed, split_train_test, split_validation, warn
+from .preprocess import (
+    Standardizer,
+    check_validation_fraction,
+    derive_seed,
+    quintiles,
+    split_train_test,
+    split_validation,
+    standardise_target,
+    warn,
+)
 
 CSV_CFG_KEYS = ("name", "schema", "hospitals", "test_fraction", "validation_fraction", "base_dir")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +119,7 @@ def _check_columns(df: pd.DataFrame, path: Path, schema: CsvSchema) -> None:
     absent = [c for c in schema.used_columns if c not in cols]
     if absent:
         roles = ", ".join(
-            f"{c!r} ({'target' if c == schema.target.column else ('numeric' if c in schema.numeric else 'categorical')})"
+            f"{c!r} ({schema.target.role(c) if c in schema.target.columns else ('numeric' if c in schema.numeric else 'categorical')})"
             for c in absent
         )
         also = f"; also not in the schema: {extra}" if extra else ""
@@ -168,16 +178,16 @@ def _load_csv(
         bad_values.add_non_numeric(c, what, [(_line(i), df.at[i, c]) for i in df.index[np.flatnonzero(bad)]])
         return num
 
-    # Target -> 0/1; rows with a missing target are always dropped.
+    # Target -> the task's y (binary 0/1, a class index, a value); rows with a missing target are always dropped.
     tcol = schema.target.column
-    t_missing = missing[tcol].to_numpy()
-    y = np.zeros(len(df), dtype=np.float32)
-    if schema.target.numeric:
-        tnum = numeric(tcol, f"target, rule {schema.target.text!r}")
-        readable = ~t_missing & np.isfinite(tnum)
-        y[readable] = [schema.target.positive(str(v)) for v in tnum[readable]]
-    else:
-        y[~t_missing] = [schema.target.positive(v) for v in stripped[tcol].to_numpy()[~t_missing]]
+    y, t_missing = read_target(
+        schema.target,
+        {c: stripped[c].to_numpy() for c in schema.target.columns},
+        {c: missing[c].to_numpy() for c in schema.target.columns},
+        np.array([_line(i) for i in df.index]),
+        numeric,
+        bad_values,
+    )
 
     X_num = (
         np.column_stack([numeric(c, "numeric") for c in schema.numeric]) if schema.numeric else np.zeros((len(df), 0))
@@ -231,14 +241,20 @@ def _load_csv(
     X_num, X_cat, y = X_num[keep], X_cat[keep], y[keep]
 
     classes = np.unique(y)
-    if len(classes) < 2:
+    if schema.target.type == "survival":
+        raise ConfigError(
+            f"{path}: the survival target ({schema.target.text}) reads and checks out, but this version of "
+            "FedLedger cannot train a survival task yet"
+        )
+    if schema.target.type != "regression" and len(classes) < 2:
         warn(
             f"{hospital_id}: its data ({path}) holds a single class ({int(classes[0])}) of target "
             f"{tcol!r} under rule {schema.target.text!r}, whose values are {seen_labels(labels)}; it still takes part"
         )
     tf = schema.test_fraction if test_fraction is None else float(test_fraction)
-    tr, te = split_train_test(y, tf, derive_seed(seed, index), hospital_id)
-    tr, va = split_validation(y, tr, validation_fraction, derive_seed(seed, index, stream=1), hospital_id)
+    strata = quintiles(y) if schema.target.type == "regression" else y
+    tr, te = split_train_test(strata, tf, derive_seed(seed, index), hospital_id)
+    tr, va = split_validation(strata, tr, validation_fraction, derive_seed(seed, index, stream=1), hospital_id)
 
     # Standardise numeric columns with training statistics (NaN ignored);
     # a missing numeric value then becomes 0 = the training mean (impute_mean).
@@ -250,7 +266,13 @@ def _load_csv(
     X_train = np.hstack([Z_tr, X_cat[tr]]).astype(np.float32)
     X_test = np.hstack([Z_te, X_cat[te]]).astype(np.float32)
     X_val = np.hstack([np.nan_to_num(s.transform(X_num[va]), nan=0.0), X_cat[va]]).astype(np.float32)
-    return HospitalData(hospital_id, X_train, y[tr], X_test, y[te], schema.feature_names, X_val, y[va]), labels
+    task: dict[str, Any] = {"task": schema.target.type, "num_outputs": schema.target.num_outputs}
+    if schema.target.type == "regression":
+        y, task["target_scale"] = standardise_target(y, tr)
+    if schema.target.type == "multiclass":
+        task["class_labels"] = list(schema.target.classes)
+    data = HospitalData(hospital_id, X_train, y[tr], X_test, y[te], schema.feature_names, X_val, y[va], **task)
+    return data, labels
 
 
 def _csv_cfg(
@@ -313,7 +335,7 @@ def load_csv_hospitals(cfg: Mapping[str, Any], num_hospitals: int, seed: int) ->
     if errors:
         raise one_error(errors, len(entries))
     classes = sorted({c for h in out for c in h.classes_present})
-    if len(classes) == 1:
+    if len(classes) == 1 and schema.target.type == "binary":
         matched = "every" if classes == [1] else "no"
         raise SingleClassStudyError(
             f"target rule {schema.target.text!r} on column {schema.target.column!r} matched {matched} row of "

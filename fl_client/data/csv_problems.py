@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DataError, InvalidValuesError, NonNumericValueError, UnknownCategoryError
+from .errors import DataError, InvalidTargetError, InvalidValuesError, NonNumericValueError, UnknownCategoryError
 
 SHOWN_PER_COLUMN = 5  # cells quoted per column; the rest are counted
 SHOWN_LABELS = 8  # distinct target values quoted when a rule matched nothing
@@ -34,6 +34,7 @@ class BadValues:
     missing_tokens: list[str]
     non_numeric: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+    target: list[str] = field(default_factory=list)  # target values the schema's target type refuses
     count: int = 0
     columns: set[str] = field(default_factory=set)
 
@@ -47,14 +48,21 @@ class BadValues:
             self.unknown.append(f"column {column!r}: not in the schema's categories {categories} at {_cells(cells)}")
             self._seen(column, cells)
 
+    def add_bad_target(self, column: str, role: str, problem: str, cells: list[Cell]) -> None:
+        """Target cells that are readable but not what the target type allows (a class not listed,
+        a value outside the range, a negative survival time, an event flag other than 0/1)."""
+        if cells:
+            self.target.append(f"column {column!r} ({role}): {problem} at {_cells(cells)}")
+            self._seen(column, cells)
+
     def _seen(self, column: str, cells: list[Cell]) -> None:
         self.count += len(cells)
         self.columns.add(column)
 
     def raise_if_any(self) -> None:
-        """One error naming every bad value: NonNumericValueError or UnknownCategoryError when
-        the file has one kind only, else InvalidValuesError."""
-        problems = tuple(self.non_numeric + self.unknown)
+        """One error naming every bad value: NonNumericValueError, UnknownCategoryError or
+        InvalidTargetError when the file has one kind only, else InvalidValuesError."""
+        problems = tuple(self.non_numeric + self.unknown + self.target)
         if not problems:
             return
         hints = []
@@ -66,17 +74,24 @@ class BadValues:
                 f"add a category to categorical.<column> in {self.schema_source} (every hospital must use "
                 "the same list), mark it as missing, or set 'unknown: ignore'"
             )
+        if self.target:
+            hints.append(f"correct the target value, mark it as missing, or change target in {self.schema_source}")
         message = (
             f"{self.path}: {self.count} unreadable value(s) in {len(self.columns)} column(s): "
             + "; ".join(problems)
             + ". To fix: "
             + "; ".join(hints)
         )
-        kind = (
-            InvalidValuesError
-            if self.non_numeric and self.unknown
-            else (NonNumericValueError if self.non_numeric else UnknownCategoryError)
-        )
+        found = [
+            k
+            for k, cells in (
+                (NonNumericValueError, self.non_numeric),
+                (UnknownCategoryError, self.unknown),
+                (InvalidTargetError, self.target),
+            )
+            if cells
+        ]
+        kind = found[0] if len(found) == 1 else InvalidValuesError
         raise kind(message, problems)
 
 

@@ -8,8 +8,6 @@ for the full reference.
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +15,14 @@ from typing import Any
 
 import yaml
 
+from .csv_rules import TargetRule, canon, parse_rule
+from .csv_target import CsvTarget, parse_target
 from .errors import MissingFileError, SchemaError
 
+__all__ = ["CsvSchema", "CsvTarget", "TargetRule", "canon", "load_schema", "parse_rule", "parse_schema"]
+
 SCHEMA_KEYS = {
-    "target": "required: {column: <name>, positive: <rule>}",
+    "target": "required: {column: <name>, positive: <rule>} (binary), or with type multiclass / regression / survival",
     "numeric": "list of numeric feature columns",
     "categorical": "mapping column -> list of allowed categories",
     "missing_values": 'tokens meaning "missing" (default ["?", "NA", ""])',
@@ -30,60 +32,12 @@ SCHEMA_KEYS = {
     "test_fraction": "fraction of each hospital's rows held out for test (default 0.2)",
     "delimiter": 'CSV field separator (default ",")',
 }
-TARGET_KEYS = ("column", "positive")
 DEFAULT_MISSING = ("?", "NA", "")
-
-_CMP = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*(.+?)\s*$")
-_IN = re.compile(r"^\s*in\s*(\[.*\])\s*$", re.DOTALL)
-
-
-def canon(value: Any) -> tuple[str, Any]:
-    """Comparable key of a label / category: numbers compare as numbers
-    ("1", "1.0" and 1 are equal), everything else as stripped text."""
-    if isinstance(value, bool):
-        raise TypeError("boolean")
-    if isinstance(value, (int, float)):
-        return ("n", float(value))
-    s = str(value).strip()
-    try:
-        f = float(s)
-    except ValueError:
-        return ("s", s)
-    return ("n", f) if math.isfinite(f) else ("s", s)
-
-
-@dataclass(frozen=True)
-class TargetRule:
-    """Binarisation rule for the target column: ``positive(raw) -> bool``."""
-
-    column: str
-    op: str  # one of > >= < <= == != in
-    values: tuple  # numbers for > >= < <=; canon() keys for == != in
-    text: str
-
-    @property
-    def numeric(self) -> bool:
-        return self.op in (">", ">=", "<", "<=")
-
-    def positive(self, raw: str) -> bool:
-        """Raises ValueError if the rule is numeric and ``raw`` is not a number."""
-        if self.numeric:
-            x = float(raw)
-            if not math.isfinite(x):
-                raise ValueError(raw)
-            v = self.values[0]
-            return {">": x > v, ">=": x >= v, "<": x < v, "<=": x <= v}[self.op]
-        key = canon(raw)
-        if self.op == "==":
-            return key == self.values[0]
-        if self.op == "!=":
-            return key != self.values[0]
-        return key in self.values
 
 
 @dataclass(frozen=True)
 class CsvSchema:
-    target: TargetRule
+    target: CsvTarget
     numeric: list[str]
     categorical: dict[str, list[str]]  # column -> category labels (as written in the schema)
     missing_values: list[str] = field(default_factory=lambda: list(DEFAULT_MISSING))
@@ -103,53 +57,7 @@ class CsvSchema:
 
     @property
     def used_columns(self) -> list[str]:
-        return [self.target.column, *self.numeric, *self.categorical]
-
-
-def parse_rule(column: str, positive: Any, where: str) -> TargetRule:
-    """Parse ``target.positive``: ``"> x"``, ``">= x"``, ``"< x"``, ``"<= x"``,
-    ``"== v"``, ``"!= v"``, ``"in [a, b]"``, a YAML list of positive labels,
-    or a bare number/label (same as ``== v``)."""
-
-    def bad(msg: str) -> SchemaError:
-        return SchemaError(
-            f'{where}: target.positive {positive!r}: {msg}. Write e.g. "> 0", ">= 2", '
-            '"== yes", "in [1, 2]" or a list of positive labels'
-        )
-
-    try:
-        if isinstance(positive, list):
-            if not positive:
-                raise bad("empty list")
-            return TargetRule(column, "in", tuple(canon(v) for v in positive), str(positive))
-        if isinstance(positive, (int, float)) and not isinstance(positive, bool):
-            return TargetRule(column, "==", (canon(positive),), f"== {positive}")
-        if not isinstance(positive, str):
-            raise bad("must be a string rule or a list")
-        m = _IN.match(positive)
-        if m:
-            try:
-                vals = yaml.safe_load(m.group(1))
-            except yaml.YAMLError as e:
-                raise bad(f"cannot read the list ({e.__class__.__name__})") from None
-            if not isinstance(vals, list) or not vals:
-                raise bad("'in' needs a non-empty list")
-            return TargetRule(column, "in", tuple(canon(v) for v in vals), positive)
-        m = _CMP.match(positive)
-        if not m:
-            raise bad("not a known rule")
-        op, arg = m.group(1), m.group(2).strip().strip("'\"")
-        if op in (">", ">=", "<", "<="):
-            try:
-                v = float(arg)
-            except ValueError:
-                raise bad(f"{op} needs a number, got {arg!r}") from None
-            if not math.isfinite(v):
-                raise bad(f"{op} needs a finite number")
-            return TargetRule(column, op, (v,), positive)
-        return TargetRule(column, op, (canon(arg),), positive)
-    except TypeError:
-        raise bad("booleans are ambiguous in YAML; quote the label") from None
+        return [*self.target.columns, *self.numeric, *self.categorical]
 
 
 def _str_list(value: Any, key: str, where: str) -> list[str]:
@@ -175,18 +83,7 @@ def parse_schema(data: Any, source: str = "<schema>") -> CsvSchema:
         raise SchemaError(f"{where}: unknown key(s) {unknown} (typo?); allowed keys: {', '.join(SCHEMA_KEYS)}")
     if "target" not in data:
         raise SchemaError(f"{where}: missing required key 'target' ({SCHEMA_KEYS['target']})")
-    tgt = data["target"]
-    if not isinstance(tgt, Mapping):
-        raise SchemaError(f"{where}: target must be a mapping {{column: ..., positive: ...}}, got {tgt!r}")
-    bad_t = [k for k in tgt if k not in TARGET_KEYS]
-    if bad_t:
-        raise SchemaError(f"{where}: unknown key(s) {bad_t} under target; allowed: column, positive")
-    for k in TARGET_KEYS:
-        if k not in tgt or tgt[k] is None:
-            raise SchemaError(f"{where}: missing required key 'target.{k}'")
-    if not isinstance(tgt["column"], str) or not tgt["column"].strip():
-        raise SchemaError(f"{where}: target.column must be a column name, got {tgt['column']!r}")
-    target = parse_rule(tgt["column"].strip(), tgt["positive"], where)
+    target = parse_target(data["target"], where)
 
     numeric = _str_list(data.get("numeric"), "numeric", where)
     drop = _str_list(data.get("drop"), "drop", where)
@@ -216,7 +113,7 @@ def parse_schema(data: Any, source: str = "<schema>") -> CsvSchema:
 
     if not numeric and not categorical:
         raise SchemaError(f"{where}: no features: list columns under 'numeric' and/or 'categorical'")
-    seen: dict[str, str] = {target.column: "target"}
+    seen: dict[str, str] = dict.fromkeys(target.columns, "target")
     for group, cols in (("numeric", numeric), ("categorical", list(categorical)), ("drop", drop)):
         for c in cols:
             if c in seen:

@@ -70,6 +70,11 @@ class UnknownCategoryError(InvalidValuesError):
     schema says ``unknown: error``)."""
 
 
+class InvalidTargetError(InvalidValuesError):
+    """A target value the schema's target type refuses: a class not in ``target.classes``,
+    a regression value outside ``target.range``, a negative survival time, an event flag not 0/1."""
+
+
 class SingleClassStudyError(DataError):
     """Across all hospitals of the study the target has only one class."""
 

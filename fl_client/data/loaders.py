@@ -16,14 +16,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedledger.tasks import parse_task_options, task_options_text
 
-from .breast_cancer import load_breast_cancer_hospital, load_breast_cancer_hospitals
+from .builtin import BUILTINS, load_builtin_hospital, load_builtin_hospitals
 from .csv_loader import load_csv_hospital_from_cfg, load_csv_hospitals
 from .errors import ConfigError, SingleClassStudyError
 from .hospital import HospitalData
 from .survival_data import load_survival_hospital, load_survival_hospitals
 from .survival_sources import SURVIVAL_DATASETS
 
-DATASETS = ("breast_cancer", "csv", *SURVIVAL_DATASETS)
+DATASETS = ("breast_cancer", "diabetes", "csv", *SURVIVAL_DATASETS)
 
 
 def _plain(cfg: Any) -> dict:
@@ -51,8 +51,8 @@ def load_hospitals(dataset_cfg: Mapping, num_hospitals: int, seed: int) -> list[
     """
     cfg = _plain(dataset_cfg)
     name = _name(cfg)
-    if name == "breast_cancer":
-        hospitals = load_breast_cancer_hospitals(cfg, num_hospitals, seed)
+    if name in BUILTINS:
+        hospitals = load_builtin_hospitals(name, cfg, num_hospitals, seed)
     elif name in SURVIVAL_DATASETS:
         hospitals = load_survival_hospitals(cfg, num_hospitals, seed)
     else:
@@ -62,7 +62,7 @@ def load_hospitals(dataset_cfg: Mapping, num_hospitals: int, seed: int) -> list[
     if len(classes) < 2:
         raise SingleClassStudyError(
             f"the target has a single class ({classes}) across all {len(hospitals)} hospitals of the "
-            "study; a binary model cannot be trained. Check the target column and its positive rule."
+            "study; a classifier cannot be trained. Check the target column and its positive rule (or classes)."
         )
     return hospitals
 
@@ -78,8 +78,8 @@ def load_hospital(dataset_cfg: Mapping, index: int, num_hospitals: int, seed: in
     name = _name(cfg)
     if not isinstance(index, (int, np.integer)) or not 0 <= int(index) < int(num_hospitals):
         raise ConfigError(f"hospital index must be in 0..{int(num_hospitals) - 1}, got {index!r}")
-    if name == "breast_cancer":
-        return load_breast_cancer_hospital(cfg, int(index), num_hospitals, seed)
+    if name in BUILTINS:
+        return load_builtin_hospital(name, cfg, int(index), num_hospitals, seed)
     if name in SURVIVAL_DATASETS:
         return load_survival_hospital(cfg, int(index), num_hospitals, seed)
     return load_csv_hospital_from_cfg(cfg, int(index), num_hospitals, seed)

@@ -133,3 +133,16 @@ def standardize(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np
     """Standardise both with the training rows' mean/std; returns float32."""
     s = Standardizer().fit(X_train)
     return s.transform(X_train).astype(np.float32), s.transform(X_test).astype(np.float32)
+
+
+def quintiles(y: np.ndarray) -> np.ndarray:
+    """A regression target's quintile (0-4) per row: the strata of its splits and outcome-skew partitions."""
+    edges = np.quantile(np.asarray(y, dtype=np.float64), [0.2, 0.4, 0.6, 0.8])
+    return np.searchsorted(edges, y, side="right").astype(np.float32)
+
+
+def standardise_target(y: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    """A regression target in standard units of the hospital's training rows, and (mean, std) to undo it."""
+    t = Standardizer().fit(np.asarray(y)[train].reshape(-1, 1))
+    mean, std = float(t.mean_[0]), float(t.std_[0])  # type: ignore[index]
+    return ((np.asarray(y, dtype=np.float64) - mean) / std).astype(np.float32), (mean, std)

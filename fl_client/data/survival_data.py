@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .breast_cancer import builtin_options
+from .builtin import builtin_options
 from .errors import ConfigError
 from .hospital import HospitalData
 from .partition import PARTITIONERS, partition_by_column, partition_with
@@ -43,7 +43,7 @@ DEFAULTS = {
 
 
 def _options(cfg: dict) -> dict:
-    opts = builtin_options(cfg, DEFAULTS)
+    opts = builtin_options(str(cfg.get("name")), cfg, DEFAULTS)
     if opts["name"] not in SURVIVAL_DATASETS:
         raise ConfigError(f"dataset.name must be one of {', '.join(SURVIVAL_DATASETS)}; got {opts['name']!r}")
     if opts["partitioner"] not in SURVIVAL_PARTITIONERS:
