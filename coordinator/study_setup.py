@@ -34,6 +34,7 @@ from fedledger.strategies import check_strategy
 from fl_client.data import HospitalData, load_hospitals, study_task
 from fl_client.models import build_model, get_arrays
 from fl_client.policy import policies_by_hospital
+from fl_client.tasks import task_for
 from fl_server.study import round_task
 
 
@@ -104,6 +105,8 @@ def prepare_study(cfg: dict[str, Any], run_dir: Path) -> PreparedStudy:
     n_features = hospitals[0].X_train.shape[1]
     task = study_task(hospitals)
     check_selection(cfg["strategy"], cfg["dataset"].get("validation_fraction"), task["name"])
+    if cfg["privacy"].get("enabled"):  # a loss that couples the patients of a batch (Cox): refused before anything
+        task_for(task["name"], task["num_outputs"], task.get("options")).check_dp()
     model = build_model(
         cfg["model"]["name"], n_features, int(cfg["model"]["hidden"]), int(cfg["seed"]), task["num_outputs"]
     )

@@ -83,3 +83,32 @@ def test_the_shipped_configs_compose_and_lung_takes_its_hospital_count():
     assert lung["num_hospitals"] == 10 and actg["num_hospitals"] == 4
     assert len(_quiet_load(lung["dataset"], lung["num_hospitals"])) == 10
     assert len(_quiet_load(composed(["dataset=gbsg2"])["dataset"], 4)) == 4
+
+
+def test_a_study_refuses_cox_with_dp_before_anything_runs(tmp_path):
+    # arrange: ACTG 175 with the Cox loss and the default privacy (DP at target epsilon 3)
+    from coordinator.study_setup import prepare_study
+    from fl_client.survival.loss import CoxUnderDPError
+
+    cfg = composed(["dataset=actg175", "model=logreg", "dataset.survival_loss=cox", "ledger=none", "encryption=off"])
+    # act / assert: refused at set-up, naming the reason
+    with pytest.raises(CoxUnderDPError, match="risk set"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        prepare_study(cfg, tmp_path / "run")
+
+
+def test_cox_trains_without_dp_and_ranks_patients():
+    # arrange: one ACTG hospital, one risk score per patient
+    from fl_client.models import build_model
+    from fl_client.training import evaluate, train_local
+
+    h = _quiet_load({**ACTG, "survival_loss": "cox"}, 2)[0]
+    task = task_for(h.task, h.num_outputs, h.task_options)
+    model = build_model("logreg", h.n_features, 0, seed=0, out_features=1)
+    # act
+    train_local(model, h.X_train, h.y_train, {"local_epochs": 10, "batch_size": 64, "lr": 0.1}, seed=0, task=task)
+    result = evaluate(model, h.X_test, h.y_test, task)
+    # assert: better than chance; no curves, so no IBS
+    assert result.metrics["c-index"] > 0.6 and result.metrics["ibs"] is None
+    with pytest.raises(ValueError, match="risk set"):
+        task.check_dp()
