@@ -112,3 +112,19 @@ def test_cox_trains_without_dp_and_ranks_patients():
     assert result.metrics["c-index"] > 0.6 and result.metrics["ibs"] is None
     with pytest.raises(ValueError, match="risk set"):
         task.check_dp()
+
+
+def test_the_calibration_plot_draws_the_last_checkpoint(tmp_path):
+    # arrange: two ACTG hospitals and a checkpoint of an untrained hazard model
+    from experiments.survival_plot import plot_survival_calibration
+    from fedledger.files import save_npz
+    from fl_client.models import build_model, get_arrays
+
+    hospitals = _quiet_load(ACTG, 2)
+    cfg = {"model": {"name": "hazard", "hidden": 0}}
+    # act / assert: nothing released, nothing drawn; then survival.png
+    assert plot_survival_calibration(tmp_path, hospitals, cfg) is None
+    (tmp_path / "checkpoints").mkdir()
+    save_npz(tmp_path / "checkpoints" / "round_00001.npz", get_arrays(build_model("hazard", 19, 0, 0, 7)))
+    assert plot_survival_calibration(tmp_path, hospitals, cfg) == tmp_path / "survival.png"
+    assert (tmp_path / "survival.png").stat().st_size > 1000
