@@ -189,3 +189,12 @@ def test_by_column_refuses_missing_sites_and_a_too_small_merged_group():
         partition_by_column([1.0, 1.0, 2.0], min_site_rows=2)
     with pytest.raises(PartitionError, match="site column"):
         partition([0, 1], 2, 0, method="by_column")
+
+
+def test_linear_hazard_starts_at_a_hazard_of_one_over_k_plus_one_in_every_interval():
+    # arrange / act: K = 3 intervals, risk weights zeroed to isolate the baselines
+    model = LinearHazard(2, 3)
+    torch.nn.init.zeros_(model.risk.weight)
+    curves = survival_curves(model(torch.zeros(1, 2)).detach())
+    # assert: hazard 1/4 per interval, so S = (3/4)^k
+    assert curves.tolist()[0] == pytest.approx([0.75, 0.5625, 0.421875])
