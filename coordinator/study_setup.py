@@ -39,6 +39,7 @@ from fl_client.data import HospitalData, load_hospitals, study_layout, study_tas
 from fl_client.models import get_arrays
 from fl_client.own_model import build_study_model
 from fl_client.policy import policies_by_hospital
+from fl_client.tasks import task_for
 from fl_server.study import round_task
 
 
@@ -134,6 +135,8 @@ def prepare_study(
         layout = study_layout(cfg["dataset"], int(cfg["num_hospitals"]))
         ids, n_features = list(layout.hospital_ids), layout.n_features
         task = {"name": layout.task, "num_outputs": layout.num_outputs}
+        if layout.options:
+            task["options"] = layout.options
     policies = policies_by_hospital(cfg.get("hospital_policies") or {}, ids)
     check_hospital_keys("budgets", cfg.get("budgets") or {}, ids)
     check_hospital_keys("hospital addresses", hospital_addresses or {}, ids)
@@ -141,6 +144,8 @@ def prepare_study(
         # privacy-delta-invalid; without the data, each hospital's node makes this check itself)
         check_study_delta(cfg["privacy"].get("delta"), {h.hospital_id: h.n_train for h in hospitals})
     check_selection(cfg["strategy"], cfg["dataset"].get("validation_fraction"), task["name"])
+    if cfg["privacy"].get("enabled"):  # a loss that couples the patients of a batch (Cox): refused before anything
+        task_for(task["name"], task["num_outputs"], task.get("options")).check_dp()
     model = build_study_model(cfg["model"], n_features, int(cfg["seed"]), n_outputs=task["num_outputs"])
     initial = get_arrays(model)
     check_model_size(cfg, sum(a.size for a in initial.values()))

@@ -8,7 +8,8 @@ Both train for as many epochs as the federated study does in total, without DP,
 with the study's task (fl_client/tasks.py): its loss, and its metrics on each
 hospital's test split (binary: accuracy, AUC, loss; regression: RMSE, MAE, R², loss
 in the target's units, each hospital's own scale; multiclass: accuracy, macro-F1,
-recall per class, loss).
+recall per class, loss; survival: C-index, IBS, loss, plus ``cox_reference``, a
+pooled lifelines Cox model, experiments/cox_reference.py).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def compute_baselines(hospitals: list[HospitalData], cfg: dict[str, Any]) -> dic
     """Pooled and local-only references; a regression target is pooled in each hospital's standard units
     (its own training mean and std), the form the federated model trains on."""
     spec = study_task(hospitals)
-    task = task_for(spec["name"], spec["num_outputs"])
+    task = task_for(spec["name"], spec["num_outputs"], spec.get("options"))
     n_features = hospitals[0].X_train.shape[1]
     X = np.concatenate([h.X_train for h in hospitals])
     y = np.concatenate([h.y_train for h in hospitals])
@@ -66,4 +67,9 @@ def compute_baselines(hospitals: list[HospitalData], cfg: dict[str, Any]) -> dic
     for k in _keys(task):
         values = [v[k] for v in local_each.values() if v[k] is not None]
         local[k] = float(np.mean(values)) if values else None
-    return {"pooled": pooled, "local": {**local, "per_hospital_model": local_each}}
+    out = {"pooled": pooled, "local": {**local, "per_hospital_model": local_each}}
+    if task.name == "survival":  # an independent reference from another library (experiments/cox_reference.py)
+        from experiments.cox_reference import cox_reference
+
+        out["cox_reference"] = cox_reference(hospitals, list(spec["options"]["time_grid"]))
+    return out

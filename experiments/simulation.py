@@ -118,6 +118,10 @@ def run_simulated_study(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     from experiments.plots import plot_all
 
     plot_all(results, run_dir)
+    if prepared.spec.get("task", {}).get("name") == "survival":
+        from experiments.survival_plot import plot_survival_calibration
+
+        plot_survival_calibration(run_dir, prepared.hospitals, cfg)
     if cfg.get("audit", True) and spec.get("chain"):
         from ledger.audit import audit_run_dir
 

@@ -321,9 +321,12 @@ def check_on_bad_aggregate(value: str) -> str:
     return value
 
 
-def hospital_count(listed: Any, default: Any) -> int:
-    """``num_hospitals`` of a study: the length of its hospital list (a CSV study), else ``default``."""
-    return len(listed) if listed else int(default)
+def hospital_count(listed: Any, default: Any, sites: Any = None) -> int:
+    """``num_hospitals`` of a study: the length of its hospital list (a CSV study), else the centers a
+    ``by_column`` split declares (``dataset.num_sites``), else ``default``."""
+    if listed:
+        return len(listed)
+    return int(sites) if sites is not None else int(default)
 
 
 def register_schemas() -> None:

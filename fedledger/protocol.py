@@ -116,6 +116,7 @@ PROTOCOL_FIELDS: tuple[tuple[str, type, Callable[[RoundTask], Any]], ...] = (
     ("server-beta2", float, _task("server_beta2")),
     ("server-tau", float, _task("server_tau")),
     ("personalisation-epochs", int, _task("personalisation_epochs")),
+    ("task-options", str, _task("task_options")),
 )
 
 

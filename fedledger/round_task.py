@@ -142,6 +142,9 @@ class RoundTask:
             weight_decay=self.weight_decay,
         )
 
+    # the task's options as canonical JSON (fedledger.tasks.task_options_text; survival: time grid, loss); "": none
+    task_options: str = _wire("task-options", _str, default="")
+
     def for_round(self, server_round: int, prev_hash: str) -> RoundTask:
         """This study's task for one round and the model it carries."""
         return replace(self, server_round=server_round, prev_hash=prev_hash)

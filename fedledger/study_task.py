@@ -20,7 +20,7 @@ from fedledger.config import (
 )
 from fedledger.round_task import RoundTask
 from fedledger.server_opt import server_opt_settings
-from fedledger.tasks import DEFAULT_TASK, check_num_outputs
+from fedledger.tasks import DEFAULT_TASK, check_num_outputs, task_options_text
 
 __all__ = ["round_task"]
 
@@ -67,4 +67,5 @@ def round_task(spec: Mapping[str, Any]) -> RoundTask:
         model_kwargs=dict(cfg["model"].get("kwargs") or {}) if own else {},
         model_source_hash=str(spec.get("model_source_hash") or "") if own else "",
         model_fix_batchnorm=bool(cfg["model"].get("fix_batchnorm", False)) if own else False,
+        task_options=task_options_text(task.get("options")),
     )

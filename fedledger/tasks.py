@@ -14,7 +14,10 @@ name it; its loss and metrics are filled in by fl_client/tasks.py.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "DEFAULT_TASK",
@@ -24,7 +27,9 @@ __all__ = [
     "check_num_outputs",
     "is_task_metric",
     "lower_is_better",
+    "parse_task_options",
     "task_kind",
+    "task_options_text",
 ]
 
 DEFAULT_TASK = "binary"
@@ -100,6 +105,27 @@ def task_kind(name: object) -> TaskKind:
     if not isinstance(name, str) or name not in _KINDS:
         raise ValueError(f"unknown task {name!r}; expected one of {list(TASK_NAMES)}")
     return _KINDS[name]
+
+
+def task_options_text(options: Mapping[str, Any] | None) -> str:
+    """A task's options (survival: its time grid and loss) as canonical JSON text, the form the round task
+    carries and the protocol hashes; "" for none (every task but survival)."""
+    if not options:
+        return ""
+    return json.dumps(dict(options), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def parse_task_options(text: str) -> dict[str, Any]:
+    """The options of :func:`task_options_text` read back; "" gives none."""
+    if not text:
+        return {}
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"task options are not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"task options must be a JSON object, got {text!r}")
+    return parsed
 
 
 def lower_is_better(task: str, metric: str) -> bool:

@@ -21,6 +21,7 @@ from fedledger.config import PrivacyConfig
 from fedledger.dp.epsilon import memo_export, memo_import
 from fedledger.hashing import from_hex, to_hex
 from fedledger.round_task import RoundTask
+from fedledger.tasks import parse_task_options, task_options_text
 from fl_client import accepted_model
 from fl_client.aggregate_bounds import Verdict, check_aggregate
 from fl_client.data import HospitalData, load_hospital
@@ -192,7 +193,13 @@ def study_task(task: RoundTask, data: HospitalData) -> Task:
             f"the round asks for task {task.task!r} with {task.num_outputs} output(s), but this hospital's data "
             f"is for task {held[0]!r} with {held[1]} output(s)"
         )
-    return task_for(task.task, task.num_outputs)
+    held_options = task_options_text(data.task_options)
+    if task.task_options != held_options:
+        raise ValueError(
+            f"the round's task options {task.task_options or '(none)'} differ from this hospital's data's "
+            f"{held_options or '(none)'} (survival: its time grid and loss)"
+        )
+    return task_for(task.task, task.num_outputs, parse_task_options(task.task_options))
 
 
 def hospital_policy(settings: HospitalSettings, node_config: dict[str, Any]) -> HospitalPolicy:

@@ -67,7 +67,7 @@ class MLP(nn.Module):
         return out.squeeze(-1) if out.shape[-1] == 1 else out
 
 
-_MODELS = {"logreg", "mlp"}
+_MODELS = {"logreg", "mlp", "hazard"}
 
 
 def _cfg_get(cfg: Any, key: str, default: Any) -> Any:
@@ -96,7 +96,12 @@ def build_model(name: Any, n_features: int, hidden: int = 32, seed: int = 0, out
         raise ValueError(f"out_features must be >= 1, got {out_features}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LogReg(n_features, out_features) if name == "logreg" else MLP(n_features, hidden, out_features)
+        if name == "hazard":  # survival: a shared linear risk score + one baseline logit per interval
+            from fl_client.survival.model import LinearHazard
+
+            model: nn.Module = LinearHazard(n_features, out_features)
+        else:
+            model = LogReg(n_features, out_features) if name == "logreg" else MLP(n_features, hidden, out_features)
     return model.float()
 
 

@@ -14,21 +14,37 @@ classes present in the split's truth or predictions) and recall per class
 (``recall-<index>``, None where the split holds none of that class).
 ``regression``: MSE on the target standardised with the hospital's training
 mean and standard deviation; RMSE, MAE and R² in the target's own units.
+``survival``: the discrete-time hazard NLL on the study's fixed time grid (a
+mean of per-patient terms; or Cox, refused under DP); C-index and integrated
+Brier score (fl_client/survival, docs/TASKS.md).
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from fedledger.tasks import DEFAULT_TASK, TaskKind, check_num_outputs, task_kind
+from fl_client.survival.grid import check_time_grid, survival_target
+from fl_client.survival.loss import check_survival_loss, cox_nll, per_patient_hazard_nll
+from fl_client.survival.metrics import concordance, integrated_brier, restricted_mean_survival, survival_curves
 
-__all__ = ["BinaryTask", "MulticlassTask", "RegressionTask", "TargetScale", "Task", "register_task", "task_for"]
+__all__ = [
+    "BinaryTask",
+    "MulticlassTask",
+    "RegressionTask",
+    "SurvivalTask",
+    "TargetScale",
+    "Task",
+    "register_task",
+    "task_for",
+]
 
 # (mean, std) of a regression target in its own units: prediction * std + mean. (0, 1): already in its units.
 TargetScale = tuple[float, float]
@@ -67,6 +83,10 @@ class Task(ABC):
     def output(self, raw: torch.Tensor) -> torch.Tensor:
         """The model's output shaped for this task: ``(n,)`` with one output, ``(n, K)`` with K."""
         return raw.reshape(-1) if self.num_outputs == 1 else raw.reshape(-1, self.num_outputs)
+
+    def check_dp(self) -> None:
+        """Refuse DP-SGD when the loss is not a mean of per-sample terms (survival's Cox); the others are."""
+        return None
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean of :meth:`per_sample_loss` over the batch (what training minimises)."""
@@ -166,23 +186,81 @@ class RegressionTask(Task):
         }
 
 
-_TASKS: dict[str, Callable[[int], Task]] = {
+class SurvivalTask(Task):
+    """Survival on a fixed time grid: ``num_outputs`` = the grid's interval count (1 risk score under Cox)."""
+
+    name = "survival"
+
+    def __init__(
+        self, num_outputs: int, time_grid: Sequence[float] = (), survival_loss: str = "discrete_hazard"
+    ) -> None:
+        super().__init__(num_outputs)
+        self.time_grid = check_time_grid(time_grid)
+        self.survival_loss = check_survival_loss(survival_loss, dp_enabled=False)
+        expected = 1 if self.survival_loss == "cox" else len(self.time_grid)
+        if self.num_outputs != expected:
+            raise ValueError(
+                f"a survival model with survival_loss={self.survival_loss} has {expected} output(s) "
+                f"(time grid of {len(self.time_grid)} intervals), got num-outputs {self.num_outputs}"
+            )
+
+    def check_dp(self) -> None:
+        """Cox's loss couples the patients of a batch: refused under DP-SGD, saying why."""
+        check_survival_loss(self.survival_loss, dp_enabled=True)
+
+    def target(self, y: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(survival_target(np.asarray(y), self.time_grid))
+
+    def check_target(self, y: np.ndarray) -> None:
+        survival_target(y, self.time_grid)
+
+    def output(self, raw: torch.Tensor) -> torch.Tensor:
+        return raw.reshape(-1, self.num_outputs)
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.survival_loss == "cox":
+            k = len(self.time_grid)
+            return cox_nll(output.reshape(-1), target[:, 0, k], target[:, 1, k])
+        return self.per_sample_loss(output, target).mean()
+
+    def per_sample_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.survival_loss == "cox":
+            check_survival_loss("cox", dp_enabled=True)  # raises: Cox has no per-patient loss
+        return per_patient_hazard_nll(output, target[:, :, : len(self.time_grid)])
+
+    def metrics(self, output: torch.Tensor, target: torch.Tensor, scale: TargetScale = IDENTITY) -> Metrics:
+        k = len(self.time_grid)
+        time, event = target[:, 0, k].double().numpy(), target[:, 1, k].double().numpy()
+        if self.survival_loss == "cox":  # higher risk = shorter survival
+            return {"c-index": concordance(time, event, -output.reshape(-1).double().numpy()), "ibs": None}
+        curves = survival_curves(output.detach())
+        return {
+            "c-index": concordance(time, event, restricted_mean_survival(curves, self.time_grid)),
+            "ibs": integrated_brier(curves, time, event, self.time_grid),
+        }
+
+
+_TASKS: dict[str, Callable[..., Task]] = {
     "binary": BinaryTask,
     "multiclass": MulticlassTask,
     "regression": RegressionTask,
+    "survival": SurvivalTask,
 }
 
 
-def register_task(name: str, factory: Callable[[int], Task]) -> None:
+def register_task(name: str, factory: Callable[..., Task]) -> None:
     """Give a task type of fedledger/tasks.py its implementation (survival: its loss and metrics)."""
     task_kind(name)
     _TASKS[name] = factory
 
 
-def task_for(name: str | None = None, num_outputs: int = 1) -> Task:
-    """The task ``name`` (default binary) with ``num_outputs`` model outputs."""
+def task_for(name: str | None = None, num_outputs: int = 1, options: Mapping[str, Any] | None = None) -> Task:
+    """The task ``name`` (default binary) with ``num_outputs`` model outputs and its ``options``
+    (fedledger.tasks.task_options_text; survival: ``time_grid``, ``survival_loss``)."""
     name = DEFAULT_TASK if name is None else name
     task_kind(name)  # unknown names are refused with the known ones listed
     if name not in _TASKS:
         raise ValueError(f"task {name!r} is registered but has no implementation on this hospital yet")
-    return _TASKS[name](num_outputs)
+    if options and name != "survival":
+        raise ValueError(f"task {name!r} takes no options, got {dict(options)}")
+    return _TASKS[name](num_outputs, **dict(options or {}))

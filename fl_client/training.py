@@ -60,7 +60,8 @@ class EvalResult:
 def to_tensors(X: np.ndarray, y: np.ndarray, task: Task | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(X, y) as tensors, y as ``task`` (default binary) takes it; a target the task cannot have is refused."""
     X = np.asarray(X, dtype=np.float32)
-    y = np.asarray(y).reshape(-1)
+    y = np.asarray(y)
+    y = y if y.ndim == 2 and y.shape[1] > 1 else y.reshape(-1)  # survival: (time, event) per row
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (n, d), got shape {X.shape}")
     if len(X) != len(y):
@@ -131,6 +132,7 @@ def train_local(
             f"train batch_size={cfg.batch_size} differs from the privacy set-up's batch_size={privacy.batch_size} "
             "(the sample rate and noise were derived from it)"
         )
+    task.check_dp()  # a loss that couples the batch (Cox) has no per-sample bound: never trained under DP
     privacy.check_budget(local_epochs=int(cfg.local_epochs))
     optimizer = _optimizer(model, cfg, proximal_mu)
     generator = privacy.make_generator(None if privacy.config.secure_mode else int(seed))

@@ -114,6 +114,7 @@ def test_the_study_task_goes_on_the_wire_with_the_keys_and_values_of_the_old_lay
         ("server-beta2", 0.0),
         ("server-tau", 0.0),
         ("personalisation-epochs", 0),
+        ("task-options", ""),
     ]
     assert isinstance(wire["lr"], float) and isinstance(wire["encrypted"], bool)
 

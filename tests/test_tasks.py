@@ -28,10 +28,14 @@ def test_the_four_task_types_are_registered_and_an_unknown_one_is_named():
         task_for("ordinal")
 
 
-def test_survival_is_a_registered_name_without_an_implementation_yet():
+def test_survival_is_implemented_with_its_time_grid_as_options():
     assert task_kind("survival").primary == "c-index"
-    with pytest.raises(ValueError, match="'survival' is registered but has no implementation"):
-        task_for("survival", 10)
+    task = task_for("survival", 2, {"time_grid": [100.0, 200.0], "survival_loss": "discrete_hazard"})
+    assert task.name == "survival" and task.num_outputs == 2
+    with pytest.raises(ValueError, match="time grid of 2 intervals"):
+        task_for("survival", 3, {"time_grid": [100.0, 200.0]})
+    with pytest.raises(ValueError, match="takes no options"):
+        task_for("binary", 1, {"time_grid": [1.0]})
 
 
 def test_output_counts_follow_the_task():
@@ -180,3 +184,51 @@ def test_a_regression_reply_carries_its_own_metrics_and_reads_back():
     assert back.validation == {"loss": 0.5, "rmse": 55.0, "mae": 41.0, "r2": 0.3, "num-examples": 4}
     with pytest.raises(RoundMessageError, match="lacks 'loss'"):
         EvaluationReport.from_wire({k: v for k, v in metrics.items() if k != "loss"}, info)
+
+
+# -- the aggregator: pooled metrics, rows and the best round per task ------------------------------
+
+
+def _regression_report(n, rmse, val_rmse):
+    return EvaluationReport(
+        loss=rmse / 100,
+        accuracy=None,
+        num_examples=n,
+        auc=None,
+        task_metrics={"rmse": rmse, "mae": rmse / 2, "r2": None},
+        validation={"loss": 0.5, "rmse": val_rmse, "num-examples": n},
+    )
+
+
+def test_regression_metrics_are_pooled_by_sample_count_without_intervals():
+    from fl_server.strategy import EvaluationResult
+
+    result = EvaluationResult({"a": _regression_report(10, 50.0, 60.0), "b": _regression_report(30, 70.0, 40.0)})
+    # (10 * 50 + 30 * 70) / 40 = 65; r2 is undefined everywhere
+    assert result.round_metrics() == pytest.approx({"loss": 0.65, "rmse": 65.0, "mae": 32.5, "r2": None})
+    assert result.rows()["a"] == {"loss": 0.5, "rmse": 50.0, "mae": 25.0, "r2": None, "num-examples": 10}
+
+
+def test_the_best_round_follows_the_tasks_direction():
+    from fl_server.selection import BestRound, validation_metrics
+
+    best = BestRound("rmse", task="regression")
+    best.observe(1, validation_metrics({"a": _regression_report(10, 50.0, 60.0)}))
+    best.observe(2, validation_metrics({"a": _regression_report(10, 50.0, 40.0)}))
+    best.observe(3, validation_metrics({"a": _regression_report(10, 50.0, 45.0)}))
+    assert (best.best_round, best.best_value) == (2, 40.0)  # lower RMSE is better
+    r2 = BestRound("r2", task="regression")
+    r2.observe(1, {"r2": 0.2})
+    r2.observe(2, {"r2": 0.4})
+    assert r2.best_round == 2
+
+
+def test_a_selection_metric_of_another_task_is_refused():
+    from fedledger.config import check_selection
+
+    check_selection({"selection_metric": "rmse"}, 0.2)  # before the data says the task: any task's metric
+    check_selection({"selection_metric": "recall-3"}, 0.2, "multiclass")
+    with pytest.raises(
+        ValueError, match=r"selection_metric must be one of \('loss', 'accuracy', 'auc'\) of task 'binary'"
+    ):
+        check_selection({"selection_metric": "rmse"}, 0.2, "binary")

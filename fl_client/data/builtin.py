@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .hospital import HospitalData
-from .partition import PARTITIONERS, bootstrap_rows, partition
+from .partition import PARTITIONERS, bootstrap_rows, partition_with
 from .preprocess import (
     Standardizer,
     derive_seed,
@@ -89,16 +89,21 @@ BUILTINS = {
 }
 
 
-def _options(data: Builtin, cfg: dict) -> dict:
-    # Keys of the csv kind are tolerated when unset (a structured config that
-    # merges both kinds fills them with null / []).
+def builtin_options(name: str, cfg: dict, defaults: dict) -> dict:
+    """A built-in data set's options: ``defaults`` overlaid with the set keys; an unknown key is refused.
+
+    Keys of the csv kind are tolerated when unset (a structured config that
+    merges both kinds fills them with null / []).
+    """
     cfg = {k: v for k, v in cfg.items() if not (k in ("schema", "base_dir", "hospitals") and not v)}
-    unknown = sorted(k for k in cfg if k not in DEFAULTS and not str(k).startswith("_"))
+    unknown = sorted(k for k in cfg if k not in defaults and not str(k).startswith("_"))
     if unknown:
-        raise ConfigError(
-            f"unknown key(s) {unknown} in dataset config (name: {data.name}); allowed: {sorted(DEFAULTS)}"
-        )
-    opts = {**DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
+        raise ConfigError(f"unknown key(s) {unknown} in dataset config (name: {name}); allowed: {sorted(defaults)}")
+    return {**defaults, **{k: v for k, v in cfg.items() if v is not None}}
+
+
+def _options(data: Builtin, cfg: dict) -> dict:
+    opts = builtin_options(data.name, cfg, DEFAULTS)
     if opts["partitioner"] not in PARTITIONERS:
         raise ConfigError(f"dataset.partitioner must be one of {', '.join(PARTITIONERS)}; got {opts['partitioner']!r}")
     return opts
@@ -106,16 +111,7 @@ def _options(data: Builtin, cfg: dict) -> dict:
 
 def _partition(data: Builtin, opts: dict, num_hospitals: int, seed: int) -> list[np.ndarray]:
     _, y, _ = data.pooled()
-    return partition(
-        data.strata(y),
-        int(num_hospitals),
-        int(seed),
-        method=opts["partitioner"],
-        alpha=float(opts["alpha"]),
-        quantity_alpha=float(opts["quantity_alpha"]),
-        min_rows=int(opts["min_rows"]),
-        rows_per_hospital=int(opts["rows_per_hospital"]),
-    )
+    return partition_with(data.strata(y), num_hospitals, seed, opts)
 
 
 def _build(data: Builtin, opts: dict, rows: np.ndarray, index: int, seed: int) -> HospitalData:

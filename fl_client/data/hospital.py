@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,9 @@ class HospitalData:
     class indices 0..K-1 (``class_labels`` the schema's classes in that order),
     K outputs; regression the target standardised with the hospital's own
     training mean and standard deviation, ``target_scale`` = (mean, std), so
-    metrics are reported in the target's units. All targets are float32 here;
+    metrics are reported in the target's units; survival ``y`` of shape
+    ``(n, 2)`` (time, event), one output per interval of ``task_options``'
+    ``time_grid`` (fl_client/survival). All targets are float32 here;
     the task turns them into what its loss takes (fl_client/tasks.py).
     """
 
@@ -36,6 +39,7 @@ class HospitalData:
     num_outputs: int = 1
     target_scale: tuple[float, float] = (0.0, 1.0)
     class_labels: list[str] = field(default_factory=list)
+    task_options: dict[str, Any] = field(default_factory=dict)  # survival: time_grid, survival_loss
 
     def __post_init__(self) -> None:
         self.num_outputs = check_num_outputs(self.task, self.num_outputs)
@@ -46,13 +50,12 @@ class HospitalData:
         self.X_val = np.ascontiguousarray(
             np.zeros((0, d), dtype=np.float32) if self.X_val is None else self.X_val, dtype=np.float32
         )
-        self.y_val = np.ascontiguousarray(
-            np.zeros(0, dtype=np.float32) if self.y_val is None else self.y_val, dtype=np.float32
-        ).reshape(-1)
+        width = 2 if self.task == "survival" else None  # survival: (time, event) per row
+        self.y_val = _target(np.zeros((0, width or 1)) if self.y_val is None else self.y_val, width)
         self.X_train = np.ascontiguousarray(self.X_train, dtype=np.float32)
         self.X_test = np.ascontiguousarray(self.X_test, dtype=np.float32)
-        self.y_train = np.ascontiguousarray(self.y_train, dtype=np.float32).reshape(-1)
-        self.y_test = np.ascontiguousarray(self.y_test, dtype=np.float32).reshape(-1)
+        self.y_train = _target(self.y_train, width)
+        self.y_test = _target(self.y_test, width)
         self.feature_names = [str(f) for f in self.feature_names]
         splits = (
             ("train", self.X_train, self.y_train),
@@ -83,8 +86,9 @@ class HospitalData:
 
     @property
     def classes_present(self) -> list[int]:
-        """Sorted labels present in this hospital's train + test rows."""
-        return sorted(int(c) for c in np.unique(np.concatenate([self.y_train, self.y_test])))
+        """Sorted labels present in this hospital's train + test rows (survival: its event flags)."""
+        y = np.concatenate([self.y_train, self.y_test])
+        return sorted(int(c) for c in np.unique(y[:, 1] if y.ndim == 2 else y))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, HospitalData):
@@ -93,6 +97,7 @@ class HospitalData:
             self.hospital_id == other.hospital_id
             and self.feature_names == other.feature_names
             and (self.task, self.num_outputs, self.target_scale) == (other.task, other.num_outputs, other.target_scale)
+            and self.task_options == other.task_options
             and all(
                 np.array_equal(getattr(self, a), getattr(other, a))
                 for a in ("X_train", "y_train", "X_test", "y_test", "X_val", "y_val")
@@ -100,3 +105,9 @@ class HospitalData:
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _target(y: Any, width: int | None) -> np.ndarray:
+    """float32 targets: one per row, or ``width`` columns per row (survival: time, event)."""
+    arr = np.ascontiguousarray(y, dtype=np.float32)
+    return arr.reshape(-1) if width is None else arr.reshape(-1, width)

@@ -18,13 +18,17 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from fedledger.tasks import parse_task_options, task_options_text
+
 from .builtin import BUILTINS, builtin_layout, load_builtin_hospital, load_builtin_hospitals
 from .csv_loader import csv_layout, load_csv_hospital_from_cfg, load_csv_hospitals
 from .errors import ConfigError, SingleClassStudyError
 from .hospital import HospitalData
 from .own_loader import load_own_hospital, load_own_hospitals
+from .survival_data import load_survival_hospital, load_survival_hospitals
+from .survival_sources import SURVIVAL_DATASETS
 
-DATASETS = ("breast_cancer", "diabetes", "csv", "own")
+DATASETS = ("breast_cancer", "diabetes", "csv", "own", *SURVIVAL_DATASETS)
 
 
 def _plain(cfg: Any) -> dict:
@@ -56,6 +60,8 @@ def load_hospitals(dataset_cfg: Mapping, num_hospitals: int, seed: int) -> list[
         hospitals = load_builtin_hospitals(name, cfg, num_hospitals, seed)
     elif name == "own":
         hospitals = load_own_hospitals(cfg, num_hospitals, seed)
+    elif name in SURVIVAL_DATASETS:
+        hospitals = load_survival_hospitals(cfg, num_hospitals, seed)
     else:
         hospitals = load_csv_hospitals(cfg, num_hospitals, seed)
     task = study_task(hospitals)
@@ -83,16 +89,20 @@ def load_hospital(dataset_cfg: Mapping, index: int, num_hospitals: int, seed: in
         return load_builtin_hospital(name, cfg, int(index), num_hospitals, seed)
     if name == "own":
         return load_own_hospital(cfg, int(index), num_hospitals, seed)
+    if name in SURVIVAL_DATASETS:
+        return load_survival_hospital(cfg, int(index), num_hospitals, seed)
     return load_csv_hospital_from_cfg(cfg, int(index), num_hospitals, seed)
 
 
 def study_task(hospitals: list[HospitalData]) -> dict[str, Any]:
-    """The study's task (``{"name", "num_outputs"}``, as the study spec records it): every hospital's, the same."""
-    tasks = {(h.task, h.num_outputs) for h in hospitals}
+    """The study's task (``{"name", "num_outputs"}``, and ``"options"`` when it has any, e.g. survival's time
+    grid, as the study spec records it): every hospital's, the same."""
+    tasks = {(h.task, h.num_outputs, task_options_text(h.task_options)) for h in hospitals}
     if len(tasks) != 1:
         raise ConfigError(f"the hospitals' data are for different tasks: {sorted(tasks)}; a study has one task")
-    name, num_outputs = tasks.pop()
-    return {"name": name, "num_outputs": int(num_outputs)}
+    name, num_outputs, options = tasks.pop()
+    out: dict[str, Any] = {"name": name, "num_outputs": int(num_outputs)}
+    return {**out, "options": parse_task_options(options)} if options else out
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,7 @@ class StudyLayout:
     feature_names: tuple[str, ...]
     task: str = "binary"
     num_outputs: int = 1
+    options: dict[str, Any] | None = None  # the task's options (survival: its time grid), as the study spec has them
 
     @property
     def n_features(self) -> int:
@@ -124,8 +135,18 @@ def study_layout(dataset_cfg: Mapping, num_hospitals: int) -> StudyLayout:
             "dataset=own has no schema to set a study up from without reading data: its loader is the only "
             "description of the hospitals' data (provision a built-in or CSV study, or run it as a simulation)"
         )
+    if name in SURVIVAL_DATASETS:  # public data shipped with lifelines: the layout is the loaded set's
+        hospitals = load_survival_hospitals(cfg, int(num_hospitals), 0)
+        task = study_task(hospitals)
+        return StudyLayout(
+            tuple(h.hospital_id for h in hospitals),
+            tuple(hospitals[0].feature_names),
+            task["name"],
+            int(task["num_outputs"]),
+            task.get("options"),
+        )
     if name in BUILTINS:
-        ids, names, task, num_outputs = builtin_layout(name, cfg, int(num_hospitals))
+        ids, names, kind, num_outputs = builtin_layout(name, cfg, int(num_hospitals))
     else:
-        ids, names, task, num_outputs = csv_layout(cfg, int(num_hospitals))
-    return StudyLayout(tuple(ids), tuple(names), task, int(num_outputs))
+        ids, names, kind, num_outputs = csv_layout(cfg, int(num_hospitals))
+    return StudyLayout(tuple(ids), tuple(names), kind, int(num_outputs))

@@ -15,6 +15,10 @@ Partitioners (``dataset.partitioner``):
   patients and a hospital may hold the same patient twice (even in both its
   train and test split), so its accuracy figures mean nothing; it exists
   because 569 patients cannot be split over 1,000 hospitals.
+* ``by_column`` - real centers: data that carries a site column (``dataset=lung``:
+  ``inst``) is split by its values, one hospital per center
+  (:func:`partition_by_column`); centers under ``min_site_rows`` rows are merged
+  into one hospital, and ``num_hospitals`` follows from the column.
 
 All partitioners except ``bootstrap`` are deterministic in ``seed``, put every row in exactly one
 hospital and give every hospital at least ``min_rows`` rows (``dirichlet``
@@ -168,4 +172,84 @@ def partition(
         return partition_quantity(n_rows, num_hospitals, seed, quantity_alpha=quantity_alpha, min_rows=min_rows)
     if method == "bootstrap":
         return partition_bootstrap(n_rows, num_hospitals, seed, rows_per_hospital=rows_per_hospital, min_rows=min_rows)
+    if method == "by_column":
+        raise PartitionError(
+            "partitioner=by_column splits by a site column; only data sets that carry one support it "
+            "(dataset=lung: its 'inst' column)"
+        )
     raise PartitionError(f"unknown partitioner {method!r}; choose one of {', '.join(PARTITIONERS)}")
+
+
+def partition_with(labels: Sequence | np.ndarray, num_hospitals: int, seed: int, opts: dict) -> list[np.ndarray]:
+    """:func:`partition` with a built-in data set's options (``partitioner``, ``alpha``, ...)."""
+    return partition(
+        labels,
+        int(num_hospitals),
+        int(seed),
+        method=opts["partitioner"],
+        alpha=float(opts["alpha"]),
+        quantity_alpha=float(opts["quantity_alpha"]),
+        min_rows=int(opts["min_rows"]),
+        rows_per_hospital=int(opts.get("rows_per_hospital", 40)),
+    )
+
+
+def partition_by_column(
+    sites: Sequence | np.ndarray, min_site_rows: int = 10, prefix: str = "site"
+) -> tuple[list[str], list[np.ndarray]]:
+    """One hospital per value of a site column: ``(hospital ids, sorted row indices)``, in sorted site order.
+
+    Centers with fewer than ``min_site_rows`` rows are merged into one last
+    hospital ``<prefix>_small`` (named in a warning), so no hospital trains on a
+    handful of patients; a merged group still under ``min_site_rows`` rows is
+    refused. Rows whose site is missing (NaN/None) belong to no center and are
+    refused: the caller drops them first, saying so.
+    """
+    values = np.asarray(sites, dtype=object)
+    missing = [i for i, v in enumerate(values) if v is None or (isinstance(v, float) and np.isnan(v))]
+    if missing:
+        raise PartitionError(f"{len(missing)} row(s) have no site value (rows {missing[:5]}); drop them first")
+    if min_site_rows < 1:
+        raise PartitionError(f"min_site_rows must be >= 1, got {min_site_rows}")
+    labels = np.asarray([_site_name(v) for v in values])
+    names, counts = np.unique(labels, return_counts=True)
+    order = sorted(range(len(names)), key=lambda i: _site_key(values[np.flatnonzero(labels == names[i])[0]]))
+    ids: list[str] = []
+    parts: list[np.ndarray] = []
+    small: list[str] = []
+    for i in order:
+        if counts[i] >= min_site_rows:
+            ids.append(f"{prefix}_{names[i]}")
+            parts.append(np.flatnonzero(labels == names[i]))
+        else:
+            small.append(str(names[i]))
+    if small:
+        rows = np.flatnonzero(np.isin(labels, small))
+        if len(rows) < min_site_rows:
+            raise PartitionError(
+                f"centers {small} have fewer than min_site_rows={min_site_rows} rows each and only {len(rows)} "
+                "together; lower dataset.min_site_rows"
+            )
+        warn(
+            f"{prefix} centers {small} have fewer than min_site_rows={min_site_rows} rows each; "
+            f"merged into one hospital {prefix}_small ({len(rows)} rows)"
+        )
+        ids.append(f"{prefix}_small")
+        parts.append(rows)
+    if not parts:
+        raise PartitionError("the site column holds no rows")
+    return ids, parts
+
+
+def _site_name(value: object) -> str:
+    """A site value as an id part: integral floats (lung's ``inst`` 3.0) as integers."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _site_key(value: object) -> tuple[int, float, str]:
+    """Numeric sites in numeric order, then the others by name."""
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
