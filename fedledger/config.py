@@ -104,6 +104,7 @@ class PrivacyConfig:
     secure_mode: bool = False
     budget: float | None = None  # default epsilon budget of a hospital; the hospital's own setting wins
     noise_source: str = "seeded"  # one of NOISE_SOURCES, for simulated hospitals; a deployed one's own setting wins
+    stats_per_site: bool = False  # statistics queries may release per-hospital figures (docs/STATS.md)
 
     @classmethod
     def from_any(cls, cfg: Any) -> PrivacyConfig:

@@ -22,7 +22,7 @@ from fedledger.config import PrivacyConfig
 from fedledger.hashing import as_bytes, sha256
 from fedledger.round_task import RoundMessageError, RoundTask
 
-PROTOCOL_DOMAIN = b"FEDLEDGER-PROTOCOL-v3"
+PROTOCOL_DOMAIN = b"FEDLEDGER-PROTOCOL-v4"
 
 # value tags of the byte layout
 _NONE, _BOOL, _INT, _FLOAT, _TEXT, _BYTES = range(6)
@@ -89,11 +89,12 @@ PROTOCOL_FIELDS: tuple[tuple[str, type, Callable[[RoundTask], Any]], ...] = (
     ("privacy.secure_mode", bool, _privacy("secure_mode")),
     ("privacy.budget", float, _privacy("budget")),
     ("privacy.noise_source", str, _privacy("noise_source")),
+    ("privacy.stats_per_site", bool, _privacy("stats_per_site")),
 )
 
 
 def protocol_bytes(task: RoundTask) -> bytes:
-    """Canonical bytes of the task's protocol fields (docs/HASHES.md, config hash v3)."""
+    """Canonical bytes of the task's protocol fields (docs/HASHES.md, config hash v4)."""
     out = [PROTOCOL_DOMAIN, struct.pack("<H", len(PROTOCOL_FIELDS))]
     for name, kind, read in PROTOCOL_FIELDS:
         out.append(bytes([len(name)]) + name.encode("ascii") + _encode(name, kind, read(task)))

@@ -29,7 +29,7 @@ DP = {"enabled": True, "noise_multiplier": 1.1, "max_grad_norm": 1.0, "accountan
 VECTOR_TASK = RoundTask.from_wire(
     dict(round_config("", DP, **{"server-round": 0, "local-epochs": 2, "lr": 1.0, "num-rounds": 3}))
 )
-VECTOR_HASH = "0x5c0cead9a4717b83002eba1f692d654a8cec65bcea5cf950902f90240bac5012"
+VECTOR_HASH = "0x97782485ad71c6371ee4fcf58cffaee1bd33d347ee2bc8ac568728156d8e46b8"
 
 
 # -- the hash -------------------------------------------------------------------------
@@ -85,8 +85,9 @@ def test_layout_by_hand():
         name("privacy.secure_mode") + flag(False),
         name("privacy.budget") + b"\x00",
         name("privacy.noise_source") + text("seeded"),
+        name("privacy.stats_per_site") + flag(False),
     ]
-    expected = b"FEDLEDGER-PROTOCOL-v3" + struct.pack("<H", len(body)) + b"".join(body)
+    expected = b"FEDLEDGER-PROTOCOL-v4" + struct.pack("<H", len(body)) + b"".join(body)
     assert protocol_bytes(VECTOR_TASK) == expected
 
 
