@@ -3,11 +3,11 @@
 Cells (fedledger.stats.layout ``surv``): events ``d_i`` and censored ``c_i``
 in interval ``(t_i, t_{i+1}]``, those followed past the grid's end, missing.
 Numbers at risk are post-processing: ``n_0`` is the sum of all exits and
-``n_i = n_0 - sum_{j<i} (d_j + c_j)``; ``S(t_{i+1}) = prod_{j<=i} (1 - d_j / n_j)``
-with ``d`` clipped to ``[0, n]``. Grouping exits by interval is the
-product-limit estimate at the grid times when no one is censored between an
-event and the grid point after it; a finer grid brings it closer to the
-exact curve (docs/STATS.md states the tolerance the tests use).
+``n_i = n_0 - sum_{j<i} (d_j + c_j)``; ``S(t_{i+1}) = prod_{j<=i} (1 - d_j / (n_i - c_i / 2))``
+(the life-table estimate: an interval's censored count as at risk for half of
+it), with ``d`` clipped to ``[0, n]``. It is the product-limit curve at the
+grid times up to the grouping of exits into intervals; a finer grid brings it
+closer (docs/STATS.md states the tolerance the tests use).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def km_from_cells(cells: np.ndarray, grid: np.ndarray) -> KMCurve:
     n0 = float(d.sum() + cens.sum() + beyond)
     exits = np.concatenate([[0.0], np.cumsum(d + cens)[:-1]])
     at_risk = np.clip(n0 - exits, 0.0, None)
-    safe = np.maximum(at_risk, 1.0)
+    # life-table (actuarial) correction: the censored of an interval count as at risk for half of it
+    safe = np.maximum(at_risk - cens / 2.0, 1.0)
     d = np.minimum(d, safe)
     factors = 1.0 - d / safe
     surv = np.concatenate([[1.0], np.cumprod(factors)])

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from fedledger.stats.query import StatsQuery
 
 
@@ -82,3 +84,14 @@ def group_by_name(query: StatsQuery, stratum: str, name: str) -> Group:
         if g.stratum == stratum and g.name == name:
             return g
     raise KeyError(f"no group {name!r} in stratum {stratum!r}")
+
+
+def cell_units(query: StatsQuery) -> np.ndarray:
+    """Each cell's unit on the wire: ``min_cell factor * sensitivity``. Hospitals encrypt ``value / unit``
+    (every cell then moves by at most 1 per record, and sums of squares stay far inside CKKS's range);
+    readers multiply back."""
+    out = np.zeros(vector_size(query))
+    m = suppression_factor(query)
+    for g in groups(query):
+        out[g.cells] = m * g.sensitivity
+    return out
