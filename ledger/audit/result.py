@@ -35,6 +35,7 @@ CHECKS = (
     "checkpoint",
     "receipt",
     "evidence_chain",
+    "query",
 )
 
 
