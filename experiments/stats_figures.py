@@ -23,10 +23,11 @@ def noisy_table(
     rng: np.random.Generator,
     exact: np.ndarray | None = None,
     prefix: str = "",
+    repeats: int = 200,
 ) -> Table:
     """Table 1 of one released vector (pooled over ``sites`` hospitals, or one site's with ``sites=1``)."""
     draw = pooled_noise_drawer(cal.mechanism, cal.scales, sites)
-    figs, pm = with_intervals(vec, lambda v: table_figures(v, query), draw, rng)
+    figs, pm = with_intervals(vec, lambda v: table_figures(v, query), draw, rng, repeats)
     exact_figs = table_figures(exact, query) if exact is not None else {}
     table: Table = {}
     for (row, col), value in figs.items():

@@ -215,6 +215,7 @@ class StudyConfig:
     # simulated hospitals' policies, keyed by hospital id or index, with fl_client/policy.py's node-config keys
     hospital_policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     experiment: Any | None = None
+    stats: Any | None = None  # descriptive statistics (python -m experiments.stats; conf/stats, docs/STATS.md)
 
 
 def release_quorum(configured: int | None, num_hospitals: int) -> int:

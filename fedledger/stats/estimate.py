@@ -66,10 +66,10 @@ def _numeric(out: Figures, col: str, blk: np.ndarray, g: dict[str, Group], v: Nu
     n_present = max(float(np.clip(hist[1:], 0, None).sum()), 1.0)
     s1, s2 = float(blk[g[f"{v.name}:sum"].cells][0]), float(blk[g[f"{v.name}:sumsq"].cells][0])
     mean_c = float(np.clip(s1 / n_present, -v.half_width, v.half_width))
-    var = max(s2 / n_present - mean_c**2, 0.0) * n_present / max(n_present - 1.0, 1.0)
+    var = (s2 / n_present - mean_c**2) * n_present / max(n_present - 1.0, 1.0)  # <= 0 under noise: not stated
     edges = np.asarray(v.bins)
     out[(f"{v.name} mean", col)] = v.centre + mean_c
-    out[(f"{v.name} sd", col)] = float(np.sqrt(var))
+    out[(f"{v.name} sd", col)] = float(np.sqrt(var)) if var > 0 else float("nan")
     for label, q in (("q1", 0.25), ("median", 0.5), ("q3", 0.75)):
         out[(f"{v.name} {label}", col)] = histogram_quantile(hist[1:], edges, q)
     out[(f"{v.name} missing", col)] = max(float(hist[0]), 0.0)

@@ -4,12 +4,14 @@ Built-in: ``breast_cancer`` (Wisconsin diagnostic, scikit-learn; ``diagnosis``
 is malignant/benign) and ``gbsg2`` (German Breast Cancer Study Group 2,
 686 patients with recurrence-free survival, shipped with lifelines), each
 partitioned into hospitals by the same partitioners as training. CSV: each
-hospital's own file, read with the schema's missing-value tokens.
+hospital's own file, read with the schema's missing-value tokens, with an
+``outcome`` column (``positive`` / ``negative`` by the schema's target rule,
+missing when the target is) so a query can be stratified by outcome.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +55,20 @@ def csv_hospitals(schema_path: str | Path, hospitals: Sequence[Mapping[str, str]
         if not path.is_file():
             raise FileNotFoundError(f"hospital {h.get('id')!r}: CSV file {str(path)!r} does not exist")
         df = pd.read_csv(path, sep=schema.delimiter, na_values=schema.missing_values, keep_default_na=False, dtype=str)
+        if schema.target.column in df.columns:
+            df["outcome"] = [_outcome(schema.target.positive, v) for v in df[schema.target.column]]
         for col in df.columns:
             num = pd.to_numeric(df[col], errors="coerce")
             if num.notna().sum() == df[col].notna().sum():
                 df[col] = num
         out.append((str(h["id"]), df))
     return out
+
+
+def _outcome(positive: Callable[[str], bool], raw: object) -> str | None:
+    if raw is None or (isinstance(raw, float) and np.isnan(raw)):
+        return None
+    try:
+        return "positive" if positive(str(raw)) else "negative"
+    except ValueError:
+        return None
