@@ -94,15 +94,19 @@ def table_figures(vec: np.ndarray, query: StatsQuery) -> Figures:
 
 
 def cell_noise(query: StatsQuery, row: str, sd: np.ndarray) -> float:
-    """The per-cell noise SD behind a row (the largest of its group's cells, first stratum)."""
+    """The per-cell noise scale behind a row (the largest of its group's cells, first stratum)."""
     g = _stratum_groups(query)
-    name = row.split(" ")[0].split("=")[0]
     if row == "N":
         return float(sd[g["n"].cells].max())
-    if row.endswith((" mean", " sd")):
-        return float(sd[g[f"{name}:sum"].cells].max())
-    key = f"{name}:hist" if f"{name}:hist" in g else f"{name}:freq"
-    return float(sd[g[key].cells].max())
+    for v in query.numeric:
+        if row.startswith(v.name + " "):
+            stat = row[len(v.name) + 1 :]
+            key = f"{v.name}:sum" if stat in ("mean", "sd") else f"{v.name}:hist"
+            return float(sd[g[key].cells].max())
+    for c in query.categorical:
+        if row.startswith((c.name + "=", c.name + " missing")):
+            return float(sd[g[f"{c.name}:freq"].cells].max())
+    raise KeyError(f"no released group behind the row {row!r}")
 
 
 def with_intervals(

@@ -2,8 +2,8 @@
 
 Cells (fedledger.stats.layout ``surv``): events ``d_i`` and censored ``c_i``
 in interval ``(t_i, t_{i+1}]``, those followed past the grid's end, missing.
-Numbers at risk are post-processing: ``n_0`` is the sum of all exits and
-``n_i = n_0 - sum_{j<i} (d_j + c_j)``; ``S(t_{i+1}) = prod_{j<=i} (1 - d_j / (n_i - c_i / 2))``
+Numbers at risk are post-processing: ``n_i = sum_{j>=i} (d_j + c_j) + beyond``
+(summed from the end, so the noise in ``n_i`` comes from the cells after it only); ``S(t_{i+1}) = prod_{j<=i} (1 - d_j / (n_i - c_i / 2))``
 (the life-table estimate: an interval's censored count as at risk for half of
 it), with ``d`` clipped to ``[0, n]``. It is the product-limit curve at the
 grid times up to the grouping of exits into intervals; a finer grid brings it
@@ -35,9 +35,9 @@ def km_from_cells(cells: np.ndarray, grid: np.ndarray) -> KMCurve:
     if c.size != 2 * k + 2:
         raise ValueError(f"a grid of {k} intervals needs {2 * k + 2} survival cells, got {c.size}")
     d, cens, beyond = np.clip(c[:k], 0, None), np.clip(c[k : 2 * k], 0, None), max(float(c[2 * k]), 0.0)
-    n0 = float(d.sum() + cens.sum() + beyond)
-    exits = np.concatenate([[0.0], np.cumsum(d + cens)[:-1]])
-    at_risk = np.clip(n0 - exits, 0.0, None)
+    # at risk at the start of interval i: everyone who leaves in interval i or later (or is followed past
+    # the grid). Summed from the end, the noise of n_i is that of the cells after it only: small where n is.
+    at_risk = np.cumsum((d + cens)[::-1])[::-1] + beyond
     # life-table (actuarial) correction: the censored of an interval count as at risk for half of it
     safe = np.maximum(at_risk - cens / 2.0, 1.0)
     d = np.minimum(d, safe)
