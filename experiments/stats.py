@@ -23,7 +23,7 @@ from fl_client.data import DataError
 register_schemas()
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path="../conf", config_name="stats_study", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from experiments.stats_study import run_stats_study
 

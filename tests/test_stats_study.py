@@ -17,16 +17,18 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 def config(*overrides: str) -> dict:
     register_schemas()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides))
+        cfg = compose(config_name="stats_study", overrides=list(overrides))
     out = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(out, dict)
     return out
 
 
-def test_table1_experiment_composes_with_the_study_schema() -> None:
+def test_stats_configs_compose_with_the_study_schema() -> None:
     cfg = config("+experiment=table1")
     assert cfg["stats"]["source"] == "gbsg2" and cfg["num_hospitals"] == 4
     assert cfg["privacy"]["stats_per_site"] is False
+    assert config()["stats"]["label"] == "diagnosis"  # the default: breast_cancer
+    assert config("dataset=csv", "stats=csv")["stats"]["query"] is None  # from the schema's stats section
 
 
 @pytest.mark.slow

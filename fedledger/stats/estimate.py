@@ -1,7 +1,9 @@
 """Table 1 figures from a pooled noisy vector, each with the noise interval it carries.
 
 Every figure is post-processing of released cells: counts clipped at 0;
-mean ``centre + S1 / n`` and SD from the centred sums; median and quartiles
+mean ``centre + S1 / n`` and SD from the centred sums, ``n`` the stratum's
+count less the missing (the stratum count is never suppressed in a released
+stratum, small histogram bins may be); median and quartiles
 read off the noisy histogram (negative bins at 0, linear within a bin);
 category percentages of the non-missing count. Each figure's 95% noise
 interval is found by simulation: the released noise distribution is public
@@ -61,9 +63,15 @@ def histogram_quantile(counts: np.ndarray, edges: np.ndarray, q: float) -> float
     return float(edges[i - 1] + frac * (edges[i] - edges[i - 1]))
 
 
+def _present(blk: np.ndarray, g: dict[str, Group], missing: float) -> float:
+    """Records with a value: the stratum's count less the missing ones. Not the sum of the bins: small
+    bins are suppressed (0) before noise, the stratum's count never is (a stratum under min_cell is all 0)."""
+    return max(float(blk[g["n"].cells][0]) - max(missing, 0.0), 1.0)
+
+
 def _numeric(out: Figures, col: str, blk: np.ndarray, g: dict[str, Group], v: NumericVar) -> None:
     hist = blk[g[f"{v.name}:hist"].cells]
-    n_present = max(float(np.clip(hist[1:], 0, None).sum()), 1.0)
+    n_present = _present(blk, g, float(hist[0]))
     s1, s2 = float(blk[g[f"{v.name}:sum"].cells][0]), float(blk[g[f"{v.name}:sumsq"].cells][0])
     mean_c = float(np.clip(s1 / n_present, -v.half_width, v.half_width))
     var = (s2 / n_present - mean_c**2) * n_present / max(n_present - 1.0, 1.0)  # <= 0 under noise: not stated
@@ -85,7 +93,7 @@ def table_figures(vec: np.ndarray, query: StatsQuery) -> Figures:
             _numeric(out, col, blk, g, v)
         for c in query.categorical:
             freq = np.clip(blk[g[f"{c.name}:freq"].cells], 0.0, None)
-            present = max(float(freq[:-1].sum()), 1.0)
+            present = _present(blk, g, float(freq[-1]))
             for i, cat in enumerate(c.categories):
                 out[(f"{c.name}={cat} n", col)] = float(freq[i])
                 out[(f"{c.name}={cat} %", col)] = 100.0 * float(freq[i]) / present
