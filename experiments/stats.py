@@ -5,6 +5,7 @@ Examples:
     python -m experiments.stats +experiment=table1               # GBSG2: Table 1 and Kaplan-Meier
     python -m experiments.stats dataset=csv stats=csv            # the hospitals' CSV files (schema stats section)
     python -m experiments.stats +experiment=table1 stats.epsilon=2 stats.min_cell=10
+    python -m experiments.stats stats=breast_cancer stats.show_exact=true   # name the settings to override a key
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from fl_client.data import DataError
 register_schemas()
 
 
-@hydra.main(config_path="../conf", config_name="stats_study", version_base="1.3")
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from experiments.stats_study import run_stats_study
 
