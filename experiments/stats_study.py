@@ -29,7 +29,6 @@ from experiments.stats_figures import exact_frame_figures, km_curves, km_dp_band
 from experiments.table1 import write_table1
 from fedledger.ckks import (
     create_keys,
-    decrypt_for_release,
     load_aggregator_context,
     load_secret_context,
     params_from_config,
@@ -38,7 +37,7 @@ from fedledger.commitment import epsilon_to_micro
 from fedledger.hashing import to_hex
 from fedledger.protocol import protocol_hash
 from fedledger.stats.calibration import calibrate
-from fedledger.stats.layout import cell_units, vector_size
+from fedledger.stats.layout import vector_size
 from fedledger.stats.query import StatsQuery
 from fedledger.study_task import round_task
 from fl_client.accounting import PrivacyAccount
@@ -260,7 +259,7 @@ def _write_outputs(
     tables = [noisy_table(pooled, query, cal, len(sites), rng, exact=exact, repeats=reps)]
     if query.per_site:  # every hospital accepted a per-site query, so its protocol allows it
         for a in answers:
-            own = decrypt_for_release(secret, a.ciphertexts, vector_size(query)) * cell_units(query)
+            own = decrypt_statistics(secret, a.ciphertexts, query)
             tables.append(noisy_table(own, query, cal, 1, rng, prefix=f"{a.hospital}: ", repeats=reps))
     scale = "Laplace b" if cal.mechanism == "laplace" else "Gaussian sigma"
     meta = {

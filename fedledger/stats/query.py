@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,11 +223,3 @@ def canonical_json(value: Any) -> bytes:
     """Sorted keys, no whitespace, ASCII: the byte form the query hash covers."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
 
-
-def narrowness(query: StatsQuery, ranges: Sequence[NumericVar] = ()) -> float:
-    """Smallest cohort width as a fraction of the column's declared range (1.0 when no filter)."""
-    declared = {v.name: v for v in (*query.numeric, *ranges)}
-    widths = [
-        (f.hi - f.lo) / (declared[f.column].hi - declared[f.column].lo) for f in query.cohort if f.column in declared
-    ]
-    return min(widths, default=1.0)
