@@ -127,6 +127,7 @@ class PrivacyConfig:
     secure_mode: bool = False
     budget: float | None = None  # default epsilon budget of a hospital; the hospital's own setting wins
     noise_source: str = "seeded"  # one of NOISE_SOURCES, for simulated hospitals; a deployed one's own setting wins
+    stats_per_site: bool = False  # statistics queries may release per-hospital figures (docs/STATS.md)
 
     @classmethod
     def from_any(cls, cfg: Any) -> PrivacyConfig:
@@ -237,6 +238,7 @@ class StudyConfig:
     # simulated hospitals' policies, keyed by hospital id or index, with fl_client/policy.py's node-config keys
     hospital_policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     experiment: Any | None = None
+    stats: Any | None = None  # descriptive statistics (python -m experiments.stats; conf/stats, docs/STATS.md)
 
 
 def release_quorum(configured: int | None, num_hospitals: int) -> int:

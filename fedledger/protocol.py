@@ -117,6 +117,7 @@ PROTOCOL_FIELDS: tuple[tuple[str, type, Callable[[RoundTask], Any]], ...] = (
     ("server-tau", float, _task("server_tau")),
     ("personalisation-epochs", int, _task("personalisation_epochs")),
     ("task-options", str, _task("task_options")),
+    ("privacy.stats_per_site", bool, _privacy("stats_per_site")),
 )
 
 

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fedledger.config import PrivacyConfig
+from fedledger.dp.composition import QueryCharge, composed_epsilon
 from fedledger.dp.epsilon import History, compute_epsilon, create_accountant, history_plus
 from fedledger.dp.plan import default_delta, dp_plan
 from fedledger.files import atomic_write
@@ -91,6 +92,7 @@ class PrivacyAccount:
                 self.accountant_name,
             )
         self._accountant = create_accountant(self.accountant_name)
+        self.queries: list[QueryCharge] = []  # statistics queries charged to the same budget
 
     # ------------------------------------------------------------------ spend
     @property
@@ -120,16 +122,50 @@ class PrivacyAccount:
         hist = history_plus(self._accountant.history, self.noise_multiplier, self.sample_rate, int(extra_steps))
         return compute_epsilon(self.accountant_name, hist, self.delta, self.planned_steps, self.steps_per_round())
 
+    def total_epsilon(self, extra_steps: int = 0, extra_queries: tuple[QueryCharge, ...] = ()) -> float:
+        """Epsilon of training and statistics queries composed (fedledger.dp.composition), after the extras."""
+        if not self.queries and not extra_queries:
+            return self.projected_epsilon(extra_steps) if extra_steps else self.epsilon()
+        hist = history_plus(self._accountant.history, self.noise_multiplier, self.sample_rate, int(extra_steps))
+        charges = [*self.queries, *extra_queries]
+        return composed_epsilon(
+            self.accountant_name, hist, self.delta, charges, self.planned_steps, self.steps_per_round()
+        )
+
+    def charge_query(self, charge: QueryCharge) -> tuple[float, float]:
+        """Charge a statistics query; return (the epsilon it adds, the composed total after it).
+
+        Refuses (:class:`BudgetExceededError`) a query that would take the total past the budget.
+        """
+        before = self.total_epsilon()
+        after = self.total_epsilon(extra_queries=(charge,))
+        if self.budget is not None and after > self.budget:
+            raise BudgetExceededError(
+                f"privacy budget would be exceeded: this hospital has spent epsilon={before:.4f} "
+                f"(training and queries, delta={self.delta:g}); query {charge.query_hash[:18]} would bring it "
+                f"to epsilon={after:.4f}, above the hospital's budget of {self.budget:g}. Refusing to answer.",
+                current=before,
+                projected=after,
+                budget=self.budget,
+                next_round=None,
+            )
+        self.queries.append(charge)
+        return after - before, after
+
     def check_budget(self, next_round: int | None = None, local_epochs: int | None = None) -> None:
-        """Raise :class:`BudgetExceededError` if the next round would take epsilon past the budget."""
+        """Raise :class:`BudgetExceededError` if the next round would take epsilon past the budget.
+
+        The budget is shared with statistics queries: their charges count (``total_epsilon``).
+        """
         if self.budget is None:
             return
-        current = self.epsilon()
-        projected = self.projected_epsilon(self.steps_per_round(local_epochs))
+        current = self.total_epsilon()
+        projected = self.total_epsilon(self.steps_per_round(local_epochs))
         if projected > self.budget:
             where = f"round {next_round}" if next_round is not None else "the next round"
+            queries = f", {len(self.queries)} statistics queries included" if self.queries else ""
             raise BudgetExceededError(
-                f"privacy budget would be exceeded: this hospital has spent epsilon={current:.4f} "
+                f"privacy budget would be exceeded: this hospital has spent epsilon={current:.4f}{queries} "
                 f"(delta={self.delta:g}); training {where} would bring it to epsilon={projected:.4f}, "
                 f"above the hospital's budget of {self.budget:g}. Refusing to train.",
                 current=current,
@@ -163,6 +199,7 @@ class PrivacyAccount:
             "max_grad_norm": self.max_grad_norm,
             "steps": self.steps,
             "epsilon": self.epsilon(),
+            "queries": [[q.query_hash, q.mechanism, q.epsilon, q.noise_multiplier] for q in self.queries],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -198,6 +235,10 @@ class PrivacyAccount:
         if self.accountant_name == "gdp" and len(history) > 1:
             raise ValueError("privacy state history for gdp must have a single (noise, rate) entry")
         self._accountant.history = history
+        self.queries = [
+            QueryCharge(str(h), str(m), float(e), None if z is None else float(z))
+            for h, m, e, z in state.get("queries", [])
+        ]
 
     def save_state(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`state_dict` as JSON atomically (tmp file + fsync + rename), owner-only."""

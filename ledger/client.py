@@ -1,4 +1,4 @@
-"""web3.py client of the StudyLedger contract: deploy, register, consent, record rounds, read views and events.
+"""web3.py client of the StudyLedger contract: deploy, register, consent, record rounds and queries, read views and events.
 
 One class, :class:`LedgerClient`, on :class:`ledger.transport.ContractTransport`
 (retries, local nonces and signing, idempotent re-sends). What it returns is in
@@ -19,6 +19,7 @@ from web3 import Web3
 
 from fedledger.commitment import Domain, RoundCommitment, domain
 from fedledger.hashing import as_bytes32
+from fedledger.query_charge import EpsilonCharge
 from ledger.compile import load_artifact
 from ledger.records import HOSPITAL_STATUS, HospitalInfo, RecordReceipt, RoundEvent, RoundInfo, StudyInfo
 from ledger.round_events import read_round_events
@@ -258,6 +259,34 @@ class LedgerClient(ContractTransport):
             as_bytes32(study_id), int(round), as_bytes32(model_hash), [bytes(s) for s in signatures]
         )
         return self._receipt(self._transact(fn, sender, f"releaseModel(round={round})"))
+
+    def record_query(
+        self,
+        study_id: bytes | str,
+        query_hash: bytes | str,
+        requester: str,
+        purpose: str,
+        query_spec: str,
+        charges: Sequence[EpsilonCharge],
+        signatures: Sequence[bytes],
+        sender: LocalAccount | None = None,
+    ) -> RecordReceipt:
+        """Record a statistics query with each answering hospital's signed epsilon charge
+        (``fedledger.query_charge``); ``query_spec`` is the canonical query JSON the hash covers."""
+        fn = self.contract.functions.recordQuery(
+            as_bytes32(study_id),
+            as_bytes32(query_hash),
+            to_checksum_address(requester),
+            purpose,
+            query_spec,
+            [c.as_abi_tuple() for c in charges],
+            [bytes(s) for s in signatures],
+        )
+        return self._receipt(self._transact(fn, sender, "recordQuery"))
+
+    def onchain_query_charge_digest(self, charge: EpsilonCharge) -> bytes:
+        """``StudyLedger.queryChargeDigest``: the QueryCharge digest the contract recovers a hospital from."""
+        return bytes(self._view(self.contract.functions.queryChargeDigest(charge.as_abi_tuple()), "queryChargeDigest"))
 
     def onchain_release_digest(self, study_id: bytes | str, round: int, model_hash: bytes | str) -> bytes:
         """``StudyLedger.releaseDigest``: the ModelRelease digest the contract recovers signers from."""

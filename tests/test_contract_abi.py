@@ -4,6 +4,8 @@ Version 2 (issues 18 and 19): ``consent`` takes the hospital's cohort cap, ``reg
 quorum, ``releaseModel`` the hospitals' ModelRelease signatures; the Study record packs ``releaseQuorum``
 beside ``registeredAt`` (slot 4, offset 8) and the hospital word's top 56 bits hold the cap.
 Version 3 (issue 15): the ``Commitment`` struct (EIP-712 ``RoundCommitmentV2``) ends with ``startModelHash``.
+Issue 16 adds ``recordQuery`` (statistics queries with hospitals' signed QueryCharge structs), its events
+and errors; storage is unchanged.
 
 Deployed contracts, the artifact the clients load and every auditor's decoder
 rely on the ABI; a redeployment reading old state (or an upgrade) relies on
@@ -24,6 +26,17 @@ import pytest
 from ledger.compile import CompileError, solc_output
 
 PINNED_ABI = {
+    # issue 16: statistics queries (recordQuery, QueryCharge)
+    "error MalformedQueryCharge(uint256 index)",
+    "error NoQueryCharges()",
+    "error QueryHashMismatch(bytes32 queryHash)",
+    "error ZeroRequester()",
+    "event QueryCharged(bytes32 indexed studyId, bytes32 indexed queryHash, address indexed hospital, uint64 epsilonMicro, uint64 totalEpsilonMicro)",
+    "event QueryRecorded(bytes32 indexed studyId, bytes32 indexed queryHash, address indexed requester, string purpose, string querySpec, uint32 hospitals)",
+    "function QUERY_CHARGE_TYPEHASH() view returns (bytes32)",
+    "function QUERY_DOMAIN() view returns (bytes)",
+    "function queryChargeDigest((bytes32 studyId,bytes32 queryHash,uint64 epsilonMicro,uint64 totalEpsilonMicro) c) view returns (bytes32)",
+    "function recordQuery(bytes32 studyId, bytes32 queryHash, address requester, string purpose, string querySpec, (bytes32 studyId,bytes32 queryHash,uint64 epsilonMicro,uint64 totalEpsilonMicro)[] charges, bytes[] signatures) nonpayable",
     "constructor(address admin) nonpayable",
     "error AccessControlBadConfirmation()",
     "error AccessControlUnauthorizedAccount(address account, bytes32 neededRole)",
@@ -127,6 +140,8 @@ PINNED_INTERNAL_TYPES = {
     ("merkleMember", "c", "struct StudyLedger.Commitment"),
     ("recordRound", "commitments", "struct StudyLedger.Commitment[]"),
     ("recoverCommitmentSigner", "c", "struct StudyLedger.Commitment"),
+    ("queryChargeDigest", "c", "struct StudyLedger.QueryCharge"),
+    ("recordQuery", "charges", "struct StudyLedger.QueryCharge[]"),
 }
 
 PINNED_STORAGE = [

@@ -29,7 +29,7 @@ DP = {"enabled": True, "noise_multiplier": 1.1, "max_grad_norm": 1.0, "accountan
 VECTOR_TASK = RoundTask.from_wire(
     dict(round_config("", DP, **{"server-round": 0, "local-epochs": 2, "lr": 1.0, "num-rounds": 3}))
 )
-VECTOR_HASH = "0x6d58675e5bef2d8250ea88e64b5b46f4d4e0122fd055cfdb03e97d042e255b18"
+VECTOR_HASH = "0x809823436dfadc013a220173a6a0499c8f76a4bc7f845da57ba27ccc27914bbe"
 
 
 # -- the hash -------------------------------------------------------------------------
@@ -98,6 +98,7 @@ def test_layout_by_hand():
         name("server-tau") + f64(0.0),
         name("personalisation-epochs") + i64(0),
         name("task-options") + text(""),
+        name("privacy.stats_per_site") + flag(False),
     ]
     expected = b"FEDLEDGER-PROTOCOL-v4" + struct.pack("<H", len(body)) + b"".join(body)
     assert protocol_bytes(VECTOR_TASK) == expected

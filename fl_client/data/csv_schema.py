@@ -31,6 +31,7 @@ SCHEMA_KEYS = {
     "unknown": "error | ignore: a category not in the schema (default error)",
     "test_fraction": "fraction of each hospital's rows held out for test (default 0.2)",
     "delimiter": 'CSV field separator (default ",")',
+    "stats": "descriptive statistics: value ranges and bins, categories, strata, survival (docs/STATS.md)",
 }
 DEFAULT_MISSING = ("?", "NA", "")
 
@@ -47,6 +48,7 @@ class CsvSchema:
     test_fraction: float = 0.2
     delimiter: str = ","
     source: str = "<schema>"
+    stats: dict[str, Any] | None = None  # checked by fedledger.stats.query when a query is built from it
 
     @property
     def feature_names(self) -> list[str]:
@@ -140,7 +142,12 @@ def parse_schema(data: Any, source: str = "<schema>") -> CsvSchema:
     if not isinstance(delim, str) or len(delim) != 1:
         raise SchemaError(f"{where}: delimiter must be one character, got {delim!r}")
 
+    stats = data.get("stats")
+    if stats is not None and not isinstance(stats, Mapping):
+        raise SchemaError(f"{where}: stats must be a mapping (numeric, categorical, strata, survival), got {stats!r}")
+
     return CsvSchema(
+        stats=None if stats is None else dict(stats),
         target=target,
         numeric=numeric,
         categorical=categorical,

@@ -10,6 +10,7 @@ from ledger.audit.chain_checks import check_hash_chain, check_participants, chec
 from ledger.audit.checkpoints import check_checkpoints
 from ledger.audit.epsilon_checks import check_epsilon_accounting
 from ledger.audit.merkle_checks import attach_merkle_leaves
+from ledger.audit.queries import check_queries
 from ledger.audit.records import ZERO32, ChainView
 from ledger.audit.refusals import store_refusals
 from ledger.audit.result import AuditResult, Finding
@@ -44,6 +45,7 @@ def audit(
         + check_start_model(view)
         + check_privacy(view)
     )
+    findings += check_queries(view)
     accounting = check_epsilon_accounting(view, Path(store_dir) if store_dir is not None else None)
     findings += accounting.findings
     if store_dir is not None:

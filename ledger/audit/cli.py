@@ -86,6 +86,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     fol.add_argument("--poll-interval", type=float, default=5.0, help="seconds between polls (default 5)")
     fol.add_argument("--max-polls", type=int, default=None, help="stop after N polls (default: run until Ctrl-C)")
+    fol.add_argument(
+        "--member",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="an address that may request statistics queries besides the aggregator and hospitals (repeatable)",
+    )
     p.set_defaults(handler=handle)
     return p
 
@@ -128,6 +135,7 @@ def handle(args: argparse.Namespace) -> int:
                     max_polls=args.max_polls,
                     from_block=from_block,
                     store=store,
+                    members=tuple(args.member),
                 )
             result = run_audit(
                 w3,

@@ -14,6 +14,7 @@ from eth_utils import to_checksum_address
 
 from fedledger.commitment import RoundCommitment
 from fedledger.hashing import as_bytes, to_hex
+from ledger.audit.queries import read_queries
 from ledger.audit.records import ChainView, CommitmentView, HospitalView, RoundView
 from ledger.audit.rpc_reader import ChainReader, named_outputs, retry
 from ledger.compile import load_artifact
@@ -64,6 +65,7 @@ def read_chain_view(
         registered_at=int(info.get("registeredAt", 0)),
         notices=notices,
         head_block=int(retry(lambda: w3.eth.block_number, "block number")),
+        queries=read_queries(rd, sid),
     )
 
 

@@ -10,6 +10,7 @@ from fedledger.hashing import to_hex
 from ledger.audit.auditor import audit
 from ledger.audit.epsilon_checks import trusted_protocol
 from ledger.audit.events import read_chain_view
+from ledger.audit.query_alerts import query_alerts
 from ledger.audit.records import ChainView
 from ledger.audit.refusals import RoundRefusal, store_refusals
 from ledger.audit.result import AuditResult, Finding
@@ -28,6 +29,7 @@ def follow(
     max_polls: int | None = None,
     from_block: int = 0,
     store: Path | None = None,
+    members: tuple[str, ...] = (),
 ) -> int:
     """Poll the chain; print each newly recorded round; alert on failed checks, budget share, odd events.
 
@@ -64,6 +66,11 @@ def follow(
             alerts += _budget_alerts(result, alert_share, share_alerted, console, _planned_spend(view, store))
             if store is not None:
                 alerts += refusal_alerts(store, seen_refusals, console)
+            for line in query_alerts(view, members, alert_share):  # statistics queries (query_alerts.py)
+                if line not in seen_notices:
+                    seen_notices.add(line)
+                    alerts += 1
+                    console.print(f"[bold red]ALERT[/] query: {line}")
             for n in view.notices:
                 if n not in seen_notices:
                     seen_notices.add(n)

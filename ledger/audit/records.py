@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from fedledger.commitment import Domain, RoundCommitment, domain
 
@@ -78,6 +79,7 @@ class ChainView:
     labels: dict[str, str] = field(default_factory=dict)  # address -> human name (from manifests)
     notices: list[str] = field(default_factory=list)  # events outside the normal flow
     head_block: int = 0
+    queries: list[Any] = field(default_factory=list)  # statistics queries (ledger.audit.queries.QueryView)
 
     @property
     def domain(self) -> Domain:

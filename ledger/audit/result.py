@@ -36,6 +36,7 @@ CHECKS = (
     "checkpoint",
     "receipt",
     "evidence_chain",
+    "query",
 )
 
 

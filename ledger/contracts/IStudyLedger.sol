@@ -83,6 +83,10 @@ interface IStudyLedger {
     error ReleaseSignerNotHospital(bytes32 studyId, address signer);
     error DuplicateReleaseSigner(bytes32 studyId, address hospital);
     error ReleaseQuorumNotMet(bytes32 studyId, uint64 round, uint256 signers, uint64 quorum);
+    error ZeroRequester();
+    error QueryHashMismatch(bytes32 queryHash);
+    error NoQueryCharges();
+    error MalformedQueryCharge(uint256 index);
 
     // ------------------------------------------------------------------ events
 
@@ -119,5 +123,24 @@ interface IStudyLedger {
     event CommitmentRecorded(address indexed hospital, bytes32 updateHash, uint64 sampleCount, uint64 epsilonMicro);
     /// @dev `signers`: the consented hospitals whose EIP-712 ModelRelease signatures the release carried
     ///      (at least the study's `releaseQuorum`, distinct, in calldata order).
+    /// @dev A descriptive-statistics query (docs/STATS.md): `querySpec` is the canonical JSON whose
+    ///      domain-tagged SHA-256 is `queryHash` (checked on-chain); one QueryCharged log per hospital follows.
+    event QueryRecorded(
+        bytes32 indexed studyId,
+        bytes32 indexed queryHash,
+        address indexed requester,
+        string purpose,
+        string querySpec,
+        uint32 hospitals
+    );
+    /// @dev A hospital's signed epsilon charge for a query and its composed total after it (training and
+    ///      queries); the signature is in the calldata of the same transaction.
+    event QueryCharged(
+        bytes32 indexed studyId,
+        bytes32 indexed queryHash,
+        address indexed hospital,
+        uint64 epsilonMicro,
+        uint64 totalEpsilonMicro
+    );
     event ModelReleased(bytes32 indexed studyId, uint64 indexed round, bytes32 modelHash, address[] signers);
 }

@@ -48,6 +48,14 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
     bytes32 public constant MODEL_RELEASE_TYPEHASH =
         keccak256("ModelRelease(bytes32 studyId,uint64 round,bytes32 modelHash)");
 
+    /// @notice EIP-712 type hash of a hospital's signed epsilon charge for a statistics query
+    ///         (docs/HASHES.md section 9): what it charged, and its composed total after it.
+    bytes32 public constant QUERY_CHARGE_TYPEHASH =
+        keccak256("QueryCharge(bytes32 studyId,bytes32 queryHash,uint64 epsilonMicro,uint64 totalEpsilonMicro)");
+
+    /// @notice Domain tag of a statistics query's hash: queryHash = sha256(tag || querySpec).
+    bytes public constant QUERY_DOMAIN = "FEDLEDGER-STATSQUERY-v1";
+
     /// @notice Largest registrable cohort size: the cap is packed into the
     ///         hospital's word above its status byte (56 bits).
     uint64 public constant MAX_SAMPLE_CAP = 2 ** 56 - 1;
@@ -72,6 +80,14 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
         /// @dev Not checked on-chain: calldata for the auditor, who requires it equal across a
         ///      round's hospitals (docs/AUDIT.md, start_model). Bound by the signature.
         bytes32 startModelHash;
+    }
+
+    /// @notice EIP-712 struct `QueryCharge`, field for field.
+    struct QueryCharge {
+        bytes32 studyId;
+        bytes32 queryHash;
+        uint64 epsilonMicro;
+        uint64 totalEpsilonMicro;
     }
 
     enum HospitalStatus {
@@ -542,6 +558,68 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
     ///         domain: what each hospital signs for a release.
     function releaseDigest(bytes32 studyId, uint64 round, bytes32 modelHash) public view returns (bytes32) {
         return _hashTypedDataV4(keccak256(abi.encode(MODEL_RELEASE_TYPEHASH, studyId, round, modelHash)));
+    }
+
+    // ---------------------------------------------------------- statistics
+
+    /// @notice Record a descriptive-statistics query: its hash (bound here to the canonical query
+    ///         spec, docs/HASHES.md section 8), who asked and why, and each answering hospital's
+    ///         EIP-712 `QueryCharge` signature over the epsilon it charged and its composed total
+    ///         (training and queries), which must stay within its registered budget.
+    /// @dev The study's aggregator records, as it records rounds. Nothing is stored: the
+    ///      `QueryRecorded` and `QueryCharged` logs are the record, the auditor reads them.
+    function recordQuery(
+        bytes32 studyId,
+        bytes32 queryHash,
+        address requester,
+        string calldata purpose,
+        string calldata querySpec,
+        QueryCharge[] calldata charges,
+        bytes[] calldata signatures
+    ) external {
+        Study storage s = _studies[studyId];
+        if (s.aggregator == address(0)) revert UnknownStudy(studyId);
+        if (msg.sender != s.aggregator) revert NotAggregator(studyId, msg.sender);
+        if (block.timestamp > s.expiry) revert StudyExpired(studyId, s.expiry, block.timestamp);
+        if (requester == address(0)) revert ZeroRequester();
+        if (sha256(bytes.concat(QUERY_DOMAIN, bytes(querySpec))) != queryHash) revert QueryHashMismatch(queryHash);
+        uint256 n = charges.length;
+        if (n == 0) revert NoQueryCharges();
+        if (n != signatures.length) revert SignatureCountMismatch(n, signatures.length);
+        emit QueryRecorded(studyId, queryHash, requester, purpose, querySpec, uint32(n));
+        address[] memory seen = new address[](n);
+        for (uint256 i = 0; i < n; ++i) {
+            address hospital = _checkQueryCharge(studyId, queryHash, charges[i], signatures[i], i);
+            for (uint256 j = 0; j < i; ++j) {
+                if (seen[j] == hospital) revert DuplicateHospital(studyId, hospital);
+            }
+            seen[i] = hospital;
+            emit QueryCharged(studyId, queryHash, hospital, charges[i].epsilonMicro, charges[i].totalEpsilonMicro);
+        }
+    }
+
+    function _checkQueryCharge(
+        bytes32 studyId,
+        bytes32 queryHash,
+        QueryCharge calldata c,
+        bytes calldata signature,
+        uint256 index
+    ) private view returns (address signer) {
+        if (c.studyId != studyId || c.queryHash != queryHash || c.epsilonMicro > c.totalEpsilonMicro) {
+            revert MalformedQueryCharge(index);
+        }
+        (signer,,) = ECDSA.tryRecoverCalldata(queryChargeDigest(c), signature);
+        if (signer == address(0)) revert InvalidSignature(index);
+        Hospital memory h = _unpackHospital(_hospitals[studyId][signer]);
+        if (h.status != HospitalStatus.Consented) revert HospitalNotConsented(studyId, signer);
+        if (c.totalEpsilonMicro > h.budgetMicro) revert EpsilonOverBudget(signer, c.totalEpsilonMicro, h.budgetMicro);
+    }
+
+    /// @notice EIP-712 digest of a `QueryCharge` under this contract's domain: what a hospital signs.
+    function queryChargeDigest(QueryCharge calldata c) public view returns (bytes32) {
+        return _hashTypedDataV4(
+            keccak256(abi.encode(QUERY_CHARGE_TYPEHASH, c.studyId, c.queryHash, c.epsilonMicro, c.totalEpsilonMicro))
+        );
     }
 
     // ------------------------------------------------------------------ views
