@@ -43,6 +43,28 @@ PER_SITE_STANDARDISATION = (
 )
 
 
+DECLARED_RANGES = (
+    "declared: every hospital mapped each numeric input from its declared range [lo, hi] onto [-1, 1] "
+    "(2 * (clip(x, lo, hi) - lo) / (hi - lo) - 1; a missing value becomes 0); categorical inputs are one-hot in "
+    "the order of feature_names. The ranges were agreed study-wide before any data was read: apply the same map."
+)
+
+
+def preprocessing(dataset: dict[str, Any]) -> dict[str, Any]:
+    """How inputs were scaled: per site (each hospital's own statistics) or the study's declared ranges."""
+    ranges: dict[str, list[float]] = {}
+    if dataset.get("name") in BUILTINS and dataset.get("scaling") == "declared":
+        names, declared = BUILTINS[dataset["name"]].pooled()[2], BUILTINS[dataset["name"]].ranges or ()
+        ranges = {n: list(r) for n, r in zip(names, declared, strict=True)}
+    elif dataset.get("name") == "csv":
+        schema = load_schema(resolve_path(dataset["schema"], dataset.get("base_dir"), what="schema file"))
+        if schema.scaling == "declared":
+            ranges = {c: list(schema.ranges[c]) for c in schema.numeric}
+    if ranges:
+        return {"scaling": "declared", "ranges": ranges, "note": DECLARED_RANGES}
+    return {"standardisation": "per-site", "note": PER_SITE_STANDARDISATION}
+
+
 class ExportError(ValueError):
     """The run directory cannot give the model asked for (no such round, no checkpoint, no best round)."""
 
@@ -124,7 +146,7 @@ def export_model(run_dir: Path, select_round: str = "last") -> Path:
         "model": model_meta(cfg["model"], results.get("protocol") or {}),
         "n_features": len(features),
         "feature_names": list(features),
-        "preprocessing": {"standardisation": "per-site", "note": PER_SITE_STANDARDISATION},
+        "preprocessing": preprocessing(cfg["dataset"]),
         "output": OUTPUTS[task["name"]],
         "task": task["name"],
         "num_outputs": int(task["num_outputs"]),

@@ -24,7 +24,9 @@ from .errors import ConfigError
 from .hospital import HospitalData
 from .partition import PARTITIONERS, bootstrap_rows, partition_with
 from .preprocess import (
+    RangeScaler,
     Standardizer,
+    check_scaling,
     derive_seed,
     quintiles,
     split_train_test,
@@ -42,7 +44,20 @@ DEFAULTS = {
     "test_fraction": 0.2,
     "validation_fraction": 0.0,  # of the training rows, held out for best-round selection (0: none)
     "rows_per_hospital": 40,  # bootstrap partitioner only (scale benchmarks)
+    "scaling": "site",  # site: each hospital's own training mean/SD; declared: the set's published ranges
 }
+
+# The Wisconsin set's published per-feature ranges (Min, Max), in sklearn's feature order: the table
+# "Summary Statistics" of load_breast_cancer().DESCR (UCI WDBC documentation). Public constants agreed
+# before any hospital reads a row, they are what `scaling: declared` maps onto [-1, 1].
+BREAST_CANCER_RANGES = (
+    (6.981, 28.11), (9.71, 39.28), (43.79, 188.5), (143.5, 2501.0), (0.053, 0.163),
+    (0.019, 0.345), (0.0, 0.427), (0.0, 0.201), (0.106, 0.304), (0.05, 0.097),
+    (0.112, 2.873), (0.36, 4.885), (0.757, 21.98), (6.802, 542.2), (0.002, 0.031),
+    (0.002, 0.135), (0.0, 0.396), (0.0, 0.053), (0.008, 0.079), (0.001, 0.03),
+    (7.93, 36.04), (12.02, 49.54), (50.41, 251.2), (185.2, 4254.0), (0.071, 0.223),
+    (0.027, 1.058), (0.0, 1.252), (0.0, 0.291), (0.156, 0.664), (0.055, 0.208),
+)  # fmt: skip
 
 Pooled = tuple[np.ndarray, np.ndarray, tuple[str, ...]]
 
@@ -78,13 +93,14 @@ class Builtin:
     name: str
     pooled: Callable[[], Pooled]
     task: str
+    ranges: tuple[tuple[float, float], ...] | None = None  # published ranges for `scaling: declared`
 
     def strata(self, y: np.ndarray) -> np.ndarray:
         return quintiles(y) if self.task == "regression" else y
 
 
 BUILTINS = {
-    "breast_cancer": Builtin("breast_cancer", _breast_cancer, "binary"),
+    "breast_cancer": Builtin("breast_cancer", _breast_cancer, "binary", BREAST_CANCER_RANGES),
     "diabetes": Builtin("diabetes", _diabetes, "regression"),
 }
 
@@ -104,6 +120,15 @@ def builtin_options(name: str, cfg: dict, defaults: dict) -> dict:
 
 def _options(data: Builtin, cfg: dict) -> dict:
     opts = builtin_options(data.name, cfg, DEFAULTS)
+    try:
+        check_scaling(opts["scaling"], "dataset.scaling")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if opts["scaling"] == "declared" and data.ranges is None:
+        raise ConfigError(
+            f"dataset.scaling=declared needs published value ranges, and {data.name} has none in FedLedger: "
+            "use scaling=site"
+        )
     if opts["partitioner"] not in PARTITIONERS:
         raise ConfigError(f"dataset.partitioner must be one of {', '.join(PARTITIONERS)}; got {opts['partitioner']!r}")
     return opts
@@ -112,6 +137,14 @@ def _options(data: Builtin, cfg: dict) -> dict:
 def _partition(data: Builtin, opts: dict, num_hospitals: int, seed: int) -> list[np.ndarray]:
     _, y, _ = data.pooled()
     return partition_with(data.strata(y), num_hospitals, seed, opts)
+
+
+def _scaler(data: Builtin, opts: dict) -> Standardizer | RangeScaler:
+    """The features' scaling: the hospital's own training rows (site) or the set's published ranges."""
+    if opts["scaling"] == "declared" and data.ranges is not None:
+        lo, hi = np.array(data.ranges).T
+        return RangeScaler(lo, hi)
+    return Standardizer()
 
 
 def _build(data: Builtin, opts: dict, rows: np.ndarray, index: int, seed: int) -> HospitalData:
@@ -123,7 +156,7 @@ def _build(data: Builtin, opts: dict, rows: np.ndarray, index: int, seed: int) -
         warn(f"{hid}: its data holds a single class ({int(yh[0])}); it still takes part")
     tr, te = split_train_test(strata, float(opts["test_fraction"]), derive_seed(seed, index), hid)
     tr, va = split_validation(strata, tr, opts["validation_fraction"], derive_seed(seed, index, stream=1), hid)
-    s = Standardizer().fit(Xh[tr])
+    s = _scaler(data, opts).fit(Xh[tr])
     X_train, X_test, X_val = (s.transform(Xh[rows]).astype(np.float32) for rows in (tr, te, va))
     if data.task != "regression":
         return HospitalData(hid, X_train, yh[tr], X_test, yh[te], list(names), X_val, yh[va])

@@ -34,6 +34,7 @@ from .errors import (
 )
 from .hospital import HospitalData
 from .preprocess import (
+    RangeScaler,
     Standardizer,
     check_validation_fraction,
     derive_seed,
@@ -256,9 +257,9 @@ def _load_csv(
     tr, te = split_train_test(strata, tf, derive_seed(seed, index), hospital_id)
     tr, va = split_validation(strata, tr, validation_fraction, derive_seed(seed, index, stream=1), hospital_id)
 
-    # Standardise numeric columns with training statistics (NaN ignored);
-    # a missing numeric value then becomes 0 = the training mean (impute_mean).
-    s = Standardizer().fit(X_num[tr])
+    # Standardise numeric columns with training statistics (NaN ignored), or map the schema's declared
+    # ranges onto [-1, 1] (scaling: declared); a missing numeric value then becomes 0 (impute_mean).
+    s = _scaler(schema).fit(X_num[tr])
     all_nan = np.isnan(X_num[tr]).all(axis=0) if X_num.shape[1] else np.zeros(0, dtype=bool)
     for c in np.array(schema.numeric)[all_nan]:
         warn(f"{hospital_id}: column {c!r} has no observed value in the training rows; imputed as 0")
@@ -273,6 +274,14 @@ def _load_csv(
         task["class_labels"] = list(schema.target.classes)
     data = HospitalData(hospital_id, X_train, y[tr], X_test, y[te], schema.feature_names, X_val, y[va], **task)
     return data, labels
+
+
+def _scaler(schema: CsvSchema) -> Standardizer | RangeScaler:
+    """The numeric columns' scaling the schema agrees on: each site's own (site) or the declared ranges."""
+    if schema.scaling == "declared":
+        lo, hi = np.array([schema.ranges[c] for c in schema.numeric], dtype=np.float64).reshape(-1, 2).T
+        return RangeScaler(lo, hi)
+    return Standardizer()
 
 
 def _csv_cfg(

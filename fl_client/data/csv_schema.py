@@ -31,6 +31,8 @@ SCHEMA_KEYS = {
     "unknown": "error | ignore: a category not in the schema (default error)",
     "test_fraction": "fraction of each hospital's rows held out for test (default 0.2)",
     "delimiter": 'CSV field separator (default ",")',
+    "scaling": "site | declared: numeric columns standardised per hospital, or `ranges` mapped onto [-1, 1]",
+    "ranges": "mapping numeric column -> [lo, hi], the study-wide declared range (needed by scaling: declared)",
     "stats": "descriptive statistics: value ranges and bins, categories, strata, survival (docs/STATS.md)",
 }
 DEFAULT_MISSING = ("?", "NA", "")
@@ -49,6 +51,8 @@ class CsvSchema:
     delimiter: str = ","
     source: str = "<schema>"
     stats: dict[str, Any] | None = None  # checked by fedledger.stats.query when a query is built from it
+    scaling: str = "site"  # site: each hospital's training mean/SD; declared: `ranges` onto [-1, 1]
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # numeric column -> (lo, hi)
 
     @property
     def feature_names(self) -> list[str]:
@@ -142,11 +146,15 @@ def parse_schema(data: Any, source: str = "<schema>") -> CsvSchema:
     if not isinstance(delim, str) or len(delim) != 1:
         raise SchemaError(f"{where}: delimiter must be one character, got {delim!r}")
 
+    scaling, ranges = _scaling(data, numeric, where)
+
     stats = data.get("stats")
     if stats is not None and not isinstance(stats, Mapping):
         raise SchemaError(f"{where}: stats must be a mapping (numeric, categorical, strata, survival), got {stats!r}")
 
     return CsvSchema(
+        scaling=scaling,
+        ranges=ranges,
         stats=None if stats is None else dict(stats),
         target=target,
         numeric=numeric,
@@ -175,3 +183,29 @@ def load_schema(path: str | Path) -> CsvSchema:
     if data is None:
         raise SchemaError(f"{p}: the schema file is empty")
     return parse_schema(data, source=str(p))
+
+
+def _scaling(data: Mapping[str, Any], numeric: list[str], where: str) -> tuple[str, dict[str, tuple[float, float]]]:
+    """``scaling`` and, for ``declared``, a ``[lo, hi]`` range for every numeric column (hi > lo)."""
+    scaling = data.get("scaling", "site")
+    if scaling not in ("site", "declared"):
+        raise SchemaError(f"{where}: scaling must be 'site' or 'declared', got {scaling!r}")
+    raw = data.get("ranges") or {}
+    if not isinstance(raw, Mapping):
+        raise SchemaError(f"{where}: ranges must map numeric columns to [lo, hi], got {raw!r}")
+    ranges: dict[str, tuple[float, float]] = {}
+    for col, pair in raw.items():
+        if col not in numeric:
+            raise SchemaError(f"{where}: ranges.{col}: not a numeric column of the schema ({numeric})")
+        ok = (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
+        )
+        if not ok or not float(pair[1]) > float(pair[0]):
+            raise SchemaError(f"{where}: ranges.{col} must be [lo, hi] numbers with hi > lo, got {pair!r}")
+        ranges[str(col)] = (float(pair[0]), float(pair[1]))
+    missing = [c for c in numeric if c not in ranges]
+    if scaling == "declared" and missing:
+        raise SchemaError(f"{where}: scaling: declared needs ranges for every numeric column; missing: {missing}")
+    return str(scaling), ranges

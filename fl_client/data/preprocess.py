@@ -129,6 +129,41 @@ class Standardizer:
         return (np.asarray(X, dtype=np.float64) - self.mean_) / self.std_
 
 
+class RangeScaler:
+    """Column-wise map of a declared range [lo, hi] onto [-1, 1], values clipped to it.
+
+    The ranges are agreed study-wide before any data is read (the CSV schema's
+    ``ranges``, or a built-in set's published ones), so every hospital scales
+    alike and no statistic of any hospital's rows enters it: under label or
+    case-mix skew, per-site standardisation moves each site's features by its
+    own mean and can erase the very signal the study looks for. NaN stays NaN.
+    """
+
+    def __init__(self, lo: np.ndarray, hi: np.ndarray) -> None:
+        lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+        if lo.shape != hi.shape or not np.all(hi > lo):
+            raise ValueError(f"declared ranges must have hi > lo for every column, got lo={lo}, hi={hi}")
+        self.lo_, self.hi_ = lo, hi
+
+    def fit(self, X: np.ndarray) -> "RangeScaler":
+        """Nothing to learn from the rows: the ranges are declared."""
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        return 2.0 * (np.clip(X, self.lo_, self.hi_) - self.lo_) / (self.hi_ - self.lo_) - 1.0
+
+
+SCALINGS = ("site", "declared")
+
+
+def check_scaling(value: object, where: str) -> str:
+    """``site`` (each hospital's own training mean and SD) or ``declared`` (study-wide declared ranges)."""
+    if value not in SCALINGS:
+        raise ValueError(f"{where} must be one of {', '.join(SCALINGS)}; got {value!r}")
+    return str(value)
+
+
 def standardize(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Standardise both with the training rows' mean/std; returns float32."""
     s = Standardizer().fit(X_train)
