@@ -17,7 +17,9 @@ SCHEMA = {
     "categorical": {"cp": [1, 2]},
     "test_fraction": 0.25,
 }
-ROWS = "age,chol,cp,num\n20,100,1,0\n80,600,2,1\n50,350,1,0\n30,150,2,1\n95,700,1,0\n40,200,2,1\n60,400,1,0\n70,500,2,1\n"
+ROWS = (
+    "age,chol,cp,num\n20,100,1,0\n80,600,2,1\n50,350,1,0\n30,150,2,1\n95,700,1,0\n40,200,2,1\n60,400,1,0\n70,500,2,1\n"
+)
 
 
 def _csv_study(tmp_path, schema: dict) -> dict:
