@@ -331,6 +331,48 @@ def test_a_loader_that_is_not_there_or_takes_other_arguments_is_a_config_error(t
         load_hospital({**OWN_DATA, "path": "x"}, 0, 2, 0)
 
 
+# -- export ----------------------------------------------------------------------------------
+
+
+def _own_run_dir(run: Path, source: str) -> dict[str, np.ndarray]:
+    """A finished one-round study of the example model and loader: results.json and its checkpoint."""
+    from fedledger.files import save_npz
+
+    arrays = get_arrays(build_own_model(TARGET, {}, 6, seed=1, fix_batchnorm=True))
+    save_npz(run / "checkpoints" / "round_00001.npz", arrays)
+    model = {"name": "own", "hidden": 0, "_target_": TARGET, "kwargs": {}, "fix_batchnorm": True}
+    dataset = {"name": "own", "_target_": "mydata.load", "kwargs": {"n_features": 6}}
+    results = {
+        "config": {"dataset": dataset, "model": model, "num_hospitals": 2},
+        "rounds": [{"round": 1}],
+        "protocol": {"model-source-hash": source},
+    }
+    (run / "results.json").write_text(json.dumps(results))
+    return arrays
+
+
+def test_an_exported_own_model_loads_from_the_installed_source_the_study_ran(tmp_path, example_on_path):
+    from experiments.export import export_model, load_model
+
+    arrays = _own_run_dir(tmp_path, source_hash(TARGET))
+    exported = load_model(export_model(tmp_path))
+    assert exported.meta["model"]["source_hash"] == source_hash(TARGET)
+    assert (
+        exported.meta["feature_names"]
+        == load_hospital({"name": "own", "_target_": "mydata.load", "kwargs": {"n_features": 6}}, 0, 1, 0).feature_names
+    )
+    assert model_hash(get_arrays(exported.module)) == model_hash(arrays)
+    assert exported.predict(np.zeros((3, 6))).shape == (3,)
+
+
+def test_an_exported_own_model_is_refused_when_the_installed_source_differs(tmp_path, example_on_path):
+    from experiments.export import ExportError, export_model, load_model
+
+    _own_run_dir(tmp_path, "0x" + "ab" * 32)
+    with pytest.raises(ExportError, match="but the study ran source 0xabab"):
+        load_model(export_model(tmp_path))
+
+
 # -- the whole study, from examples/ -----------------------------------------------------
 
 
