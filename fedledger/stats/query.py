@@ -222,4 +222,3 @@ class StatsQuery:
 def canonical_json(value: Any) -> bytes:
     """Sorted keys, no whitespace, ASCII: the byte form the query hash covers."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
-
