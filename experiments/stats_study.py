@@ -36,6 +36,7 @@ from fedledger.ckks import (
 from fedledger.commitment import epsilon_to_micro
 from fedledger.hashing import to_hex
 from fedledger.protocol import protocol_hash
+from fedledger.query_charge import sign_request
 from fedledger.stats.calibration import calibrate
 from fedledger.stats.layout import vector_size
 from fedledger.stats.query import StatsQuery
@@ -55,7 +56,7 @@ from ledger.client import LedgerClient
 
 log = logging.getLogger("fedledger.stats")
 REPO_ROOT = Path(__file__).resolve().parent.parent
-STATS_KEYS = {"source", "label", "purpose", "requester", "show_exact", "repeats", "query"}
+STATS_KEYS = {"source", "label", "purpose", "show_exact", "repeats", "query"}
 QUERY_SETTINGS = ("mechanism", "epsilon", "delta", "min_cell", "per_site")
 
 
@@ -198,15 +199,17 @@ def run_stats_study(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             acc.save_state(run_dir / f"privacy_state_{hid}.json")
         pooled_ct = sum_answers(public, answers, query.hash(), vector_size(query))
         pooled = decrypt_statistics(secret, pooled_ct, query)
-        requester = st.get("requester") or chain.aggregator.address
+        # the requester signs its query and purpose: here the study's aggregator, a member of the study
+        purpose, requester = str(st.get("purpose", "")), chain.aggregator.address
+        asked = sign_request(chain.aggregator, dom, onchain["study_id"], query.hash(), purpose)
         receipt = client.with_account(chain.aggregator).record_query(
             onchain["study_id"],
             query.hash(),
-            requester,
-            str(st.get("purpose", "")),
+            purpose,
             query.canonical_json().decode(),
             [a.charge for a in answers],
             [a.signature for a in answers],
+            asked,
         )
         view = read_chain_view(chain.w3, client.address, onchain["study_id"], from_block=client.deploy_block)
         verdict = audit(view)

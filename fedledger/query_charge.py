@@ -10,6 +10,12 @@ domain as ``RoundCommitment`` (:mod:`fedledger.commitment`)::
 
 Epsilons are fixed-point micro-epsilon (``round(epsilon * 1e6)``). Type hash
 and a fixed vector: docs/HASHES.md section 9.
+
+The requester signs the query it asks, with its purpose, so that the chain's
+record names who asked (the contract recovers the requester from this
+signature; an aggregator cannot attribute a query to someone else)::
+
+    QueryRequest(bytes32 studyId,bytes32 queryHash,string purpose)
 """
 
 from __future__ import annotations
@@ -65,6 +71,34 @@ class EpsilonCharge:
         return (self.study_id, self.query_hash, self.epsilon_micro, self.total_epsilon_micro)
 
 
+QUERY_REQUEST_TYPE = "QueryRequest(bytes32 studyId,bytes32 queryHash,string purpose)"
+QUERY_REQUEST_TYPEHASH = keccak(text=QUERY_REQUEST_TYPE)
+REQUEST_TYPES: dict[str, list[dict[str, str]]] = {
+    "EIP712Domain": EIP712_TYPES["EIP712Domain"],
+    "QueryRequest": [
+        {"name": "studyId", "type": "bytes32"},
+        {"name": "queryHash", "type": "bytes32"},
+        {"name": "purpose", "type": "string"},
+    ],
+}
+
+
+def _request_signable(dom: Domain, study_id: bytes, query_hash: bytes, purpose: str) -> SignableMessage:
+    message = {"studyId": as_bytes(study_id), "queryHash": as_bytes(query_hash), "purpose": purpose}
+    doc = {"types": REQUEST_TYPES, "primaryType": "QueryRequest", "domain": dom.as_dict(), "message": message}
+    return encode_typed_data(full_message=doc)
+
+
+def sign_request(account: LocalAccount, dom: Domain, study_id: bytes, query_hash: bytes, purpose: str) -> bytes:
+    """The requester's 65-byte signature over the query it asks and why."""
+    return bytes(account.sign_message(_request_signable(dom, study_id, query_hash, purpose)).signature)
+
+
+def recover_requester(dom: Domain, study_id: bytes, query_hash: bytes, purpose: str, signature: bytes | str) -> str:
+    """Checksum address that requested the query (malformed and high-s signatures refused)."""
+    return recover_typed_signer(_request_signable(dom, study_id, query_hash, purpose), signature)
+
+
 def charge_typed_data(dom: Domain, charge: EpsilonCharge) -> dict[str, Any]:
     """The full EIP-712 typed-data document (what a wallet would show)."""
     return {
@@ -109,9 +143,13 @@ def recover_charge_signer(dom: Domain, charge: EpsilonCharge, signature: bytes |
 __all__ = [
     "QUERY_CHARGE_TYPE",
     "QUERY_CHARGE_TYPEHASH",
+    "QUERY_REQUEST_TYPE",
+    "QUERY_REQUEST_TYPEHASH",
     "EpsilonCharge",
     "charge_digest",
     "charge_typed_data",
     "recover_charge_signer",
+    "recover_requester",
     "sign_charge",
+    "sign_request",
 ]

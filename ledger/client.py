@@ -264,23 +264,24 @@ class LedgerClient(ContractTransport):
         self,
         study_id: bytes | str,
         query_hash: bytes | str,
-        requester: str,
         purpose: str,
         query_spec: str,
         charges: Sequence[EpsilonCharge],
         signatures: Sequence[bytes],
+        requester_signature: bytes,
         sender: LocalAccount | None = None,
     ) -> RecordReceipt:
-        """Record a statistics query with each answering hospital's signed epsilon charge
-        (``fedledger.query_charge``); ``query_spec`` is the canonical query JSON the hash covers."""
+        """Record a statistics query with each answering hospital's signed epsilon charge and the
+        requester's signed ``QueryRequest`` (``fedledger.query_charge``); ``query_spec`` is the
+        canonical query JSON the hash covers."""
         fn = self.contract.functions.recordQuery(
             as_bytes32(study_id),
             as_bytes32(query_hash),
-            to_checksum_address(requester),
             purpose,
             query_spec,
             [c.as_abi_tuple() for c in charges],
             [bytes(s) for s in signatures],
+            bytes(requester_signature),
         )
         return self._receipt(self._transact(fn, sender, "recordQuery"))
 

@@ -106,6 +106,7 @@ def test_noise_has_the_calibrated_spread() -> None:
     assert np.allclose(draws.std(axis=0) / cal.noise_sd(), 1.0, atol=0.08)
 
 
+@pytest.mark.slow  # the PRV search for z takes ~6 s
 def test_gaussian_noise_multiplier_reaches_epsilon() -> None:
     from fedledger.dp.epsilon import compute_epsilon
 

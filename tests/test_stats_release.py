@@ -139,6 +139,7 @@ def test_a_hospital_that_spent_its_budget_on_queries_refuses_to_train() -> None:
     assert len(again.queries) == 6 and again.total_epsilon() == pytest.approx(6.0)
 
 
+@pytest.mark.slow  # the PRV search for z takes ~6 s
 def test_gaussian_query_composes_with_training_in_the_accountant() -> None:
     acc = account()
     trained = acc.projected_epsilon(acc.steps_per_round())

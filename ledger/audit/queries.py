@@ -6,7 +6,8 @@ the contract recovered it, its charge and composed total) and the
 ``recordQuery`` calldata (the signed ``QueryCharge`` structs and
 signatures). Check ``query``: the spec parses as a query and hashes to the
 recorded hash; every signature recovers, off-chain, to the logged hospital;
-the hospital had consented; its total is within its budget, never falls
+the requester's signature over the query and its purpose recovers to the
+logged requester; the hospital had consented; its total is within its budget, never falls
 from one query to the next, and is not below the training epsilon it had
 committed before the query; a Laplace charge is the query's epsilon.
 """
@@ -22,7 +23,7 @@ from eth_utils import to_checksum_address
 
 from fedledger.commitment import CommitmentError
 from fedledger.hashing import to_hex
-from fedledger.query_charge import EpsilonCharge, recover_charge_signer
+from fedledger.query_charge import EpsilonCharge, recover_charge_signer, recover_requester
 from fedledger.stats.query import QueryError, StatsQuery
 from ledger.abi import abi_type, selector_hash
 from ledger.audit.records import ChainView
@@ -47,6 +48,7 @@ class QueryView:
     log_index: int
     tx_hash: str
     charges: list[ChargeView] = field(default_factory=list)
+    requester_signature: bytes = b""  # the requester's QueryRequest signature (calldata)
 
     def query(self) -> StatsQuery | None:
         """The parsed query, or None when the spec is not one."""
@@ -86,6 +88,7 @@ def read_queries(rd: ChainReader, sid: bytes) -> list[QueryView]:
             to_hex(ev["tx"]),
         )
         params = _decode_record_query(rd.c, inputs[ev["tx"]])
+        q.requester_signature = bytes(params["requesterSignature"])
         logs_here = charged.get(ev["tx"], [])
         for i, (raw, sig) in enumerate(zip(params["charges"], params["signatures"])):
             hospital = to_checksum_address(logs_here[i]["args"]["hospital"]) if i < len(logs_here) else "0x" + "00" * 20
@@ -101,6 +104,14 @@ def _check_one(view: ChainView, q: QueryView, last_total: dict[str, int]) -> lis
         problems.append("the recorded query spec does not parse as a statistics query")
     elif parsed.hash() != q.query_hash or parsed.canonical_json().decode() != q.spec:
         problems.append(f"the recorded spec hashes to {to_hex(parsed.hash())}, not the recorded {to_hex(q.query_hash)}")
+    try:
+        asked_by = recover_requester(view.domain, view.study_id, q.query_hash, q.purpose, q.requester_signature)
+    except CommitmentError as exc:
+        asked_by = f"nobody ({exc})"
+    if asked_by != q.requester:
+        problems.append(
+            f"the requester's signature over the query and purpose recovers to {asked_by}, not {q.requester}"
+        )
     for cv in q.charges:
         who, c = view.label(cv.hospital), cv.charge
         try:

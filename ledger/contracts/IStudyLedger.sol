@@ -83,7 +83,7 @@ interface IStudyLedger {
     error ReleaseSignerNotHospital(bytes32 studyId, address signer);
     error DuplicateReleaseSigner(bytes32 studyId, address hospital);
     error ReleaseQuorumNotMet(bytes32 studyId, uint64 round, uint256 signers, uint64 quorum);
-    error ZeroRequester();
+    error InvalidRequesterSignature();
     error QueryHashMismatch(bytes32 queryHash);
     error NoQueryCharges();
     error MalformedQueryCharge(uint256 index);

@@ -53,6 +53,10 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
     bytes32 public constant QUERY_CHARGE_TYPEHASH =
         keccak256("QueryCharge(bytes32 studyId,bytes32 queryHash,uint64 epsilonMicro,uint64 totalEpsilonMicro)");
 
+    /// @notice EIP-712 type hash of a requester's signed statistics query (who asks, what, and why).
+    bytes32 public constant QUERY_REQUEST_TYPEHASH =
+        keccak256("QueryRequest(bytes32 studyId,bytes32 queryHash,string purpose)");
+
     /// @notice Domain tag of a statistics query's hash: queryHash = sha256(tag || querySpec).
     bytes public constant QUERY_DOMAIN = "FEDLEDGER-STATSQUERY-v1";
 
@@ -565,23 +569,26 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
     /// @notice Record a descriptive-statistics query: its hash (bound here to the canonical query
     ///         spec, docs/HASHES.md section 8), who asked and why, and each answering hospital's
     ///         EIP-712 `QueryCharge` signature over the epsilon it charged and its composed total
-    ///         (training and queries), which must stay within its registered budget.
+    ///         (training and queries), which must stay within its registered budget. The
+    ///         requester is recovered from its EIP-712 `QueryRequest` signature over the query
+    ///         and its purpose: the record names who asked, not whom the aggregator names.
     /// @dev The study's aggregator records, as it records rounds. Nothing is stored: the
     ///      `QueryRecorded` and `QueryCharged` logs are the record, the auditor reads them.
     function recordQuery(
         bytes32 studyId,
         bytes32 queryHash,
-        address requester,
         string calldata purpose,
         string calldata querySpec,
         QueryCharge[] calldata charges,
-        bytes[] calldata signatures
+        bytes[] calldata signatures,
+        bytes calldata requesterSignature
     ) external {
         Study storage s = _studies[studyId];
         if (s.aggregator == address(0)) revert UnknownStudy(studyId);
         if (msg.sender != s.aggregator) revert NotAggregator(studyId, msg.sender);
         if (block.timestamp > s.expiry) revert StudyExpired(studyId, s.expiry, block.timestamp);
-        if (requester == address(0)) revert ZeroRequester();
+        address requester = requestSigner(studyId, queryHash, purpose, requesterSignature);
+        if (requester == address(0)) revert InvalidRequesterSignature();
         if (sha256(bytes.concat(QUERY_DOMAIN, bytes(querySpec))) != queryHash) revert QueryHashMismatch(queryHash);
         uint256 n = charges.length;
         if (n == 0) revert NoQueryCharges();
@@ -613,6 +620,17 @@ contract StudyLedger is IStudyLedger, AccessControl, EIP712 {
         Hospital memory h = _unpackHospital(_hospitals[studyId][signer]);
         if (h.status != HospitalStatus.Consented) revert HospitalNotConsented(studyId, signer);
         if (c.totalEpsilonMicro > h.budgetMicro) revert EpsilonOverBudget(signer, c.totalEpsilonMicro, h.budgetMicro);
+    }
+
+    /// @notice The requester of a query: the signer of its EIP-712 `QueryRequest` (zero when invalid).
+    function requestSigner(bytes32 studyId, bytes32 queryHash, string calldata purpose, bytes calldata signature)
+        public
+        view
+        returns (address signer)
+    {
+        bytes32 digest =
+            _hashTypedDataV4(keccak256(abi.encode(QUERY_REQUEST_TYPEHASH, studyId, queryHash, keccak256(bytes(purpose)))));
+        (signer,,) = ECDSA.tryRecoverCalldata(digest, signature);
     }
 
     /// @notice EIP-712 digest of a `QueryCharge` under this contract's domain: what a hospital signs.
