@@ -73,6 +73,8 @@ def test_a_survival_study_needs_a_fixed_time_grid():
         _quiet_load({"name": "gbsg2"}, 2)
     with pytest.raises(ConfigError, match="unknown key"):
         _quiet_load({**ACTG, "time_gird": [1]}, 2)
+    with pytest.raises(ConfigError, match="survival_loss must be one of discrete_hazard, cox"):
+        _quiet_load({**ACTG, "survival_loss": "weibull"}, 2)
 
 
 def test_the_shipped_configs_compose_and_lung_takes_its_hospital_count():
