@@ -53,7 +53,8 @@ class TaskKind:
 
     def lower_is_better(self, metric: str) -> bool:
         """Whether a smaller value of ``metric`` is better; an unknown metric is refused."""
-        if metric not in self.metrics and not metric.startswith("recall-"):
+        per_class = self.name == "multiclass" and is_task_metric(metric) and metric.startswith("recall-")
+        if metric not in self.metrics and not per_class:
             raise ValueError(f"task {self.name!r} has no metric {metric!r}; it reports {list(self.metrics)}")
         return metric in self.lower
 
