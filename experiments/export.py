@@ -27,11 +27,14 @@ import torch
 
 from fedledger.files import load_npz, save_npz
 from fedledger.hashing import model_hash, to_hex
+from fedledger.tasks import parse_task_options
 from fl_client.data.builtin import BUILTINS
 from fl_client.data.csv_loader import resolve_path
 from fl_client.data.csv_schema import load_schema
+from fl_client.data.survival_sources import SURVIVAL_DATASETS, survival_source
 from fl_client.models import set_arrays
 from fl_client.own_model import build_study_model
+from fl_client.survival.metrics import survival_curves
 
 EXPORT_FORMAT = "fedledger-model-v1"
 SELECT_ROUNDS = ("last", "best")
@@ -95,6 +98,8 @@ def feature_names(dataset: dict[str, Any]) -> list[str]:
         from fl_client.data.own_loader import load_own_hospital
 
         return load_own_hospital(dataset, 0, 1, 0).feature_names
+    if dataset.get("name") in SURVIVAL_DATASETS:
+        return list(survival_source(dataset["name"]).feature_names)
     return list(load_schema(resolve_path(dataset["schema"], dataset.get("base_dir"), what="schema file")).feature_names)
 
 
@@ -150,6 +155,7 @@ def export_model(run_dir: Path, select_round: str = "last") -> Path:
         "output": OUTPUTS[task["name"]],
         "task": task["name"],
         "num_outputs": int(task["num_outputs"]),
+        "task_options": parse_task_options(str(protocol.get("task-options") or "")),
         "round": r,
         "select_round": select_round,
         "selection": results.get("selection"),
@@ -170,7 +176,8 @@ OUTPUTS = {
     "multiclass": "one logit per class, in the schema's target.classes order; predict returns the class probabilities",
     "regression": "the target in standard units of a site's training rows (per-site standardisation, as the features); "
     "predict returns it: times the site's target sd, plus its mean, gives the target's units",
-    "survival": "the survival model's outputs (see docs/TASKS.md)",
+    "survival": "one hazard logit per interval of task_options.time_grid (docs/TASKS.md); predict returns the "
+    "survival curve S(t) at the grid's upper edges, shape (n, K)",
 }
 
 
@@ -207,6 +214,8 @@ def load_model(model_dir: Path) -> ExportedModel:
             return torch.softmax(out.reshape(-1, outputs), dim=-1).numpy()
         if task == "regression":
             return out.reshape(-1).numpy()
+        if task == "survival":
+            return survival_curves(out.reshape(-1, outputs))
         return torch.sigmoid(out.reshape(-1)).numpy()
 
     return ExportedModel(module, meta, predict)

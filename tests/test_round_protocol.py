@@ -106,7 +106,7 @@ def test_the_study_task_goes_on_the_wire_with_the_keys_and_values_of_the_old_lay
         ("prev-hash", "0x" + "ab" * 32),
         ("study-id", "0x" + "11" * 32),
         ("server-round", 3),
-        ("task", "binary"),  # protocol v4: the study's task type and the model's output count, last
+        ("task", "binary"),  # protocol v4: the study's task type, the model's output count and the task options, last
         ("num-outputs", 1),
         ("server-lr", 0.0),
         ("server-momentum", 0.0),

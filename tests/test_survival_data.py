@@ -73,6 +73,8 @@ def test_a_survival_study_needs_a_fixed_time_grid():
         _quiet_load({"name": "gbsg2"}, 2)
     with pytest.raises(ConfigError, match="unknown key"):
         _quiet_load({**ACTG, "time_gird": [1]}, 2)
+    with pytest.raises(ConfigError, match="survival_loss must be one of discrete_hazard, cox"):
+        _quiet_load({**ACTG, "survival_loss": "weibull"}, 2)
 
 
 def test_the_shipped_configs_compose_and_lung_takes_its_hospital_count():
@@ -128,3 +130,24 @@ def test_the_calibration_plot_draws_the_last_checkpoint(tmp_path):
     save_npz(tmp_path / "checkpoints" / "round_00001.npz", get_arrays(build_model("hazard", 19, 0, 0, 7)))
     assert plot_survival_calibration(tmp_path, hospitals, cfg) == tmp_path / "survival.png"
     assert (tmp_path / "survival.png").stat().st_size > 1000
+
+
+def test_an_exported_survival_model_predicts_survival_curves(tmp_path):
+    # arrange: a model.json + model.npz as experiments/export.py writes them, for a 2-interval hazard model
+    import json
+
+    from experiments.export import EXPORT_FORMAT, load_model
+    from fedledger.files import save_npz
+    from fedledger.hashing import model_hash, to_hex
+    from fl_client.models import build_model, get_arrays
+
+    arrays = get_arrays(build_model("hazard", 3, 0, 0, 2))
+    save_npz(tmp_path / "model.npz", arrays)
+    meta = {"format": EXPORT_FORMAT, "model_hash": to_hex(model_hash(arrays)), "task": "survival", "num_outputs": 2,
+            "model": {"name": "hazard", "hidden": 0}, "n_features": 3}  # fmt: skip
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    # act
+    curves = load_model(tmp_path).predict(np.zeros((4, 3), dtype=np.float32))
+    # assert: zero features leave the baselines alone: hazard 1/3 per interval, S = 2/3 then 4/9
+    assert curves.shape == (4, 2)
+    assert curves[0].tolist() == pytest.approx([2 / 3, 4 / 9], abs=1e-6)

@@ -52,6 +52,12 @@ def _options(cfg: dict) -> dict:
             f"got {opts['partitioner']!r}"
         )
     from fl_client.survival.grid import TimeGridError, check_time_grid
+    from fl_client.survival.loss import SURVIVAL_LOSSES
+
+    if opts["survival_loss"] not in SURVIVAL_LOSSES:
+        raise ConfigError(
+            f"dataset.survival_loss must be one of {', '.join(SURVIVAL_LOSSES)}; got {opts['survival_loss']!r}"
+        )
 
     try:
         opts["time_grid"] = tuple(float(v) for v in check_time_grid(opts["time_grid"]))
