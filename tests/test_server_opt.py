@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import strategy as flwr_strategies
 
 from fedledger.server_opt import (
@@ -14,6 +14,10 @@ from fedledger.server_opt import (
     server_opt_settings,
 )
 from fedledger.strategies import check_strategy
+from fedledger.wire import ModelPayload, encode
+from fl_server.server_opt import ServerOptStrategy
+from fl_server.strategy import RoundStrategy, TrainResult
+from fl_server.validation import ValidationOutcome
 
 START = np.array([0.5, -1.0, 2.0, 0.0])
 # per round, two hospitals' models and sample counts (the mean is what FedAvg aggregates)
@@ -148,3 +152,50 @@ def test_unset_settings_take_flowers_defaults_and_run_with_encryption():
     assert (choice.server_opt.server_lr, choice.server_opt.beta1, choice.server_opt.beta2) == (0.01, 0.9, 0.99)
     assert choice.server_opt.server_momentum == 0.0 and not choice.robust
     assert check_strategy({"name": "fedavg"}, encrypted=True, num_hospitals=4).server_opt is None
+
+
+class _FixedMean(RoundStrategy):
+    """The inner strategy's part: each round's mean, given (what FedAvg would return)."""
+
+    def __init__(self, means: list[np.ndarray]) -> None:
+        super().__init__()
+        self.means = means
+
+    def configure_train(self, server_round, arrays, config, grid):
+        return []
+
+    configure_evaluate = configure_train
+
+    def summary(self) -> None:
+        pass
+
+    def aggregate_outcome(self, server_round, outcome):
+        return TrainResult(ModelPayload(arrays={"w": self.means[server_round - 1]}), (), ())
+
+
+def test_aggregator_steps_the_plaintext_mean_and_resumes_from_the_saved_round(tmp_path):
+    settings = server_opt_settings({"name": "fedavgm", "server_lr": 0.5, "server_momentum": 0.9})
+    initial = {"w": START.astype(np.float32)}
+    means = [np.float32(0.5) * np.ones(4, np.float32), np.zeros(4, np.float32), np.ones(4, np.float32)]
+    record = encode(ModelPayload(arrays=initial))
+    first = ServerOptStrategy(_FixedMean(means), settings, initial, tmp_path)
+    first.configure_train(1, record, ConfigRecord({}), None)
+    r1 = first.aggregate_outcome(1, ValidationOutcome()).aggregate
+    first.configure_train(2, encode(r1), ConfigRecord({}), None)
+    r2 = first.aggregate_outcome(2, ValidationOutcome()).aggregate
+    # FedAvgM by hand: v1 = x0 - m1, x1 = x0 - 0.5 v1; v2 = 0.9 v1 + (x1 - m2), x2 = x1 - 0.5 v2
+    x0 = START.astype(np.float32).astype(np.float64)
+    v1 = x0 - 0.5
+    x1 = (x0 - 0.5 * v1).astype(np.float32).astype(np.float64)
+    x2 = x1 - 0.5 * (0.9 * v1 + x1)
+    np.testing.assert_allclose(r1.arrays["w"], x1, atol=1e-7)
+    np.testing.assert_allclose(r2.arrays["w"], x2, atol=1e-6)
+    # a resumed aggregator redoing round 2 from round 1's saved state gets the same model
+    resumed = ServerOptStrategy(_FixedMean(means), settings, initial, tmp_path)
+    resumed.configure_train(2, encode(r1), ConfigRecord({}), None)
+    assert np.array_equal(resumed.aggregate_outcome(2, ValidationOutcome()).aggregate.arrays["w"], r2.arrays["w"])
+    (tmp_path / "server_opt" / "round_00002.npz").unlink()
+    with pytest.raises(RuntimeError, match="needs its state after round 2"):
+        ServerOptStrategy(_FixedMean(means), settings, initial, tmp_path).configure_train(
+            3, record, ConfigRecord({}), None
+        )
