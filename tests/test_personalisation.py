@@ -70,6 +70,7 @@ def test_personal_metrics_are_reported_and_their_epsilon_is_committed_and_recomp
 def _records(grid: HospitalsGrid, hospital: str) -> int:
     from fl_client.hospital_runtime import hospital_data
     from fl_client.settings import from_context
+    from fl_client.tasks import task_for
 
     ctx = next(c for c in grid.contexts.values() if c.node_config["hospital-id"] == hospital)
     return int(hospital_data(from_context(dict(ctx.node_config))).n_train)
@@ -87,9 +88,9 @@ def test_an_evaluation_fine_tunes_once_and_only_for_a_round_it_was_charged_for(t
     model = build_model("logreg", 30, 0, seed=0)
     scratch = privacy_for(settings, TASK, data.n_train, ctx, None)
     asked_again = replace(TASK, server_round=ROUNDS)
-    assert personalisation.personal_metrics(settings, ctx, asked_again, model, data, scratch, 0) is None
+    assert personalisation.personal_metrics(settings, ctx, asked_again, model, data, scratch, task_for(), 0) is None
     never_trained = replace(TASK, server_round=ROUNDS + 1)
-    assert personalisation.personal_metrics(settings, ctx, never_trained, model, data, scratch, 0) is None
+    assert personalisation.personal_metrics(settings, ctx, never_trained, model, data, scratch, task_for(), 0) is None
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "2"])
