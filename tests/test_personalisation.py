@@ -70,7 +70,6 @@ def test_personal_metrics_are_reported_and_their_epsilon_is_committed_and_recomp
 def _records(grid: HospitalsGrid, hospital: str) -> int:
     from fl_client.hospital_runtime import hospital_data
     from fl_client.settings import from_context
-    from fl_client.tasks import task_for
 
     ctx = next(c for c in grid.contexts.values() if c.node_config["hospital-id"] == hospital)
     return int(hospital_data(from_context(dict(ctx.node_config))).n_train)
