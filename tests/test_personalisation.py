@@ -86,6 +86,8 @@ def test_an_evaluation_fine_tunes_once_and_only_for_a_round_it_was_charged_for(t
     data = hospital_data(settings)
     model = build_model("logreg", 30, 0, seed=0)
     scratch = privacy_for(settings, TASK, data.n_train, ctx, None)
+    from fl_client.tasks import task_for
+
     asked_again = replace(TASK, server_round=ROUNDS)
     assert personalisation.personal_metrics(settings, ctx, asked_again, model, data, scratch, task_for(), 0) is None
     never_trained = replace(TASK, server_round=ROUNDS + 1)
