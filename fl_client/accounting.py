@@ -93,6 +93,9 @@ class PrivacyAccount:
             )
         self._accountant = create_accountant(self.accountant_name)
         self.queries: list[QueryCharge] = []  # statistics queries charged to the same budget
+        # the study this account spends for ("0x..."): saved with the state, and a saved state of
+        # another study is refused (one account per hospital and study; None: not bound)
+        self.study_id: str | None = None
 
     # ------------------------------------------------------------------ spend
     @property
@@ -200,12 +203,23 @@ class PrivacyAccount:
             "steps": self.steps,
             "epsilon": self.epsilon(),
             "queries": [[q.query_hash, q.mechanism, q.epsilon, q.noise_multiplier] for q in self.queries],
+            **({"study_id": self.study_id} if self.study_id is not None else {}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the accountant history; refuse state of a different mechanism."""
+        """Restore the accountant history; refuse state of a different mechanism or another study."""
         if not isinstance(state, Mapping) or not state:
             raise ValueError("privacy state is empty or not a mapping")
+        theirs_study = state.get("study_id")
+        if (
+            theirs_study is not None
+            and self.study_id is not None
+            and str(theirs_study).lower() != self.study_id.lower()
+        ):
+            raise ValueError(
+                f"privacy state belongs to study {theirs_study}, not to this account's study {self.study_id}: "
+                "a study's spend (training and queries) cannot be loaded into another study's account"
+            )
         for key in ("version", "accountant", "history", "noise_multiplier", "sample_rate", "delta"):
             if key not in state:
                 raise ValueError(f"privacy state has no {key!r} field")
@@ -235,6 +249,8 @@ class PrivacyAccount:
         if self.accountant_name == "gdp" and len(history) > 1:
             raise ValueError("privacy state history for gdp must have a single (noise, rate) entry")
         self._accountant.history = history
+        if self.study_id is None and theirs_study is not None:
+            self.study_id = str(theirs_study)
         self.queries = [
             QueryCharge(str(h), str(m), float(e), None if z is None else float(z))
             for h, m, e, z in state.get("queries", [])

@@ -241,7 +241,10 @@ def train(msg: Message, context: Context) -> Message:
     try:
         model, privacy, study_task = _checked(settings, data, task, policy, context)
         if privacy is not None:
-            rt.resume_privacy(settings, privacy, context)
+            try:
+                rt.resume_privacy(settings, privacy, context)
+            except ValueError as exc:  # its saved spend is another study's, or of another plan: never reset it
+                raise Refused("privacy-state-mismatch", str(exc)) from None
         received, bad = _model_to_train(msg, settings, task, model, context)
         set_arrays(model, received)
         if privacy is not None:

@@ -215,7 +215,8 @@ def round_seed(settings: HospitalSettings, server_round: int) -> int:
 # -- differential privacy ----------------------------------------------------------
 
 
-def _state_file(settings: HospitalSettings) -> Path | None:
+def privacy_state_file(settings: HospitalSettings) -> Path | None:
+    """The hospital's one privacy account file (training and statistics queries); None without a state dir."""
     return Path(settings.state_dir) / "privacy_state.json" if settings.state_dir else None
 
 
@@ -233,7 +234,7 @@ def privacy_for(
         return None
     _load_memo(settings, context)
     known = {k: v for k, v in pcfg.items() if k in PrivacyConfig.__dataclass_fields__}
-    return HospitalPrivacy(
+    privacy = HospitalPrivacy(
         PrivacyConfig(**{**known, "noise_source": settings.noise_source}),  # the hospital chooses, not the task
         n_records=n_records,
         batch_size=task.batch_size,
@@ -241,11 +242,13 @@ def privacy_for(
         local_epochs=task.dp_epochs,  # the personalisation it runs at evaluation is charged with training
         budget=budget,
     )
+    privacy.study_id = task.study_id  # its saved spend is refused by another study's account
+    return privacy
 
 
 def resume_privacy(settings: HospitalSettings, privacy: HospitalPrivacy, context: Context) -> None:
     """The spend so far, from the state file or Flower's context state."""
-    path = _state_file(settings)
+    path = privacy_state_file(settings)
     resumed = path is not None and privacy.load_state(path)
     if not resumed and PRIVACY_STATE_KEY in context.state.config_records:
         privacy.load_state_dict(json.loads(str(context.state.config_records[PRIVACY_STATE_KEY]["state"])))
@@ -278,7 +281,7 @@ def save_privacy(settings: HospitalSettings, privacy: HospitalPrivacy, context: 
     state = privacy.state_dict()
     context.state.config_records[PRIVACY_STATE_KEY] = ConfigRecord({"state": json.dumps(state)})
     _save_memo(settings, privacy, context)
-    path = _state_file(settings)
+    path = privacy_state_file(settings)
     if path is not None:
         privacy.save_state(path)
 

@@ -7,11 +7,18 @@ encrypted under the study's CKKS key, in units of each cell's sensitivity
 (fedledger.stats.layout.cell_units), so that the aggregator sums it with
 the public context alone. The hospital signs its epsilon charge
 (fedledger.query_charge) for the chain's query record.
+
+With ``state_file`` (a hospital with a state dir: hospital_runtime.privacy_state_file)
+the account is resumed from, and its charge saved to, the same file the
+hospital's training reads, so that queries and training spend one budget per
+study; the account must then be built as training builds it
+(hospital_runtime.privacy_for), and a file of another study is refused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -67,6 +74,7 @@ def answer_query(
     study_id: bytes,
     per_site_allowed: bool,
     rng: np.random.Generator,
+    state_file: Path | None = None,
 ) -> SiteAnswer:
     """The hospital's whole answer (module docstring); :class:`QueryRefused` when it declines."""
     if query.per_site and not per_site_allowed:
@@ -76,10 +84,17 @@ def answer_query(
         )
     exact = local_statistics(rows, query)
     released, suppression = suppress_small_cells(exact, query)
+    if state_file is not None:
+        try:
+            account.load_state(state_file)
+        except ValueError as exc:  # the saved account is another study's, or of another plan
+            raise QueryRefused(f"{hospital}: its privacy account at {state_file} cannot be used: {exc}") from exc
     try:
         added, total = account.charge_query(charge_for(query))
     except BudgetExceededError as exc:
         raise QueryRefused(f"{hospital}: {exc}") from exc
+    if state_file is not None:
+        account.save_state(state_file)  # charged before any noisy number exists
     noisy = add_noise(released, calibrate(query), rng)
     blobs = encrypt_update(secret_context, noisy / cell_units(query), 1.0)
     charge = EpsilonCharge(study_id, query.hash(), epsilon_to_micro(added), epsilon_to_micro(total))
