@@ -109,10 +109,12 @@ def _budget(cfg: dict[str, Any], hospital: str) -> float | None:
     return None if b is None else float(b)
 
 
-def _accounts(cfg: dict[str, Any], sites: list[tuple[str, pd.DataFrame]]) -> dict[str, PrivacyAccount]:
-    """Each hospital's privacy account, as training would build it (the budget is shared)."""
+def _accounts(
+    cfg: dict[str, Any], sites: list[tuple[str, pd.DataFrame]], study_id: str
+) -> dict[str, PrivacyAccount]:
+    """Each hospital's privacy account for this study, as training would build it (the budget is shared)."""
     train = cfg["train"]
-    return {
+    accounts = {
         hid: PrivacyAccount(
             cfg["privacy"],
             max(len(df), 1),
@@ -123,6 +125,9 @@ def _accounts(cfg: dict[str, Any], sites: list[tuple[str, pd.DataFrame]]) -> dic
         )
         for hid, df in sites
     }
+    for acc in accounts.values():
+        acc.study_id = study_id  # the saved state names its study: another study's account refuses it
+    return accounts
 
 
 def _chain_study(
@@ -178,7 +183,7 @@ def run_stats_study(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     chain, client = onchain["chain"], onchain["client"]
     try:
         per_site_allowed = bool(onchain["task"].privacy.get("stats_per_site", False))
-        accounts = _accounts(cfg, sites)
+        accounts = _accounts(cfg, sites, spec["study_id"])
         dom = client.domain()
         answers = [
             answer_query(

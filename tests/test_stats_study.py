@@ -48,6 +48,7 @@ def test_table1_study_runs_on_chain_and_audits(tmp_path: Path) -> None:
     assert (tmp_path / "kaplan_meier.png").stat().st_size > 10_000
     state = json.loads((tmp_path / "privacy_state_hospital_0.json").read_text())
     assert state["queries"][0][0] == results["query_hash"]  # the charge is in the account training loads
+    assert state["study_id"] == results["study_id"]  # bound to its study: another study's account refuses it
 
 
 @pytest.mark.slow
