@@ -109,9 +109,7 @@ def _budget(cfg: dict[str, Any], hospital: str) -> float | None:
     return None if b is None else float(b)
 
 
-def _accounts(
-    cfg: dict[str, Any], sites: list[tuple[str, pd.DataFrame]], study_id: str
-) -> dict[str, PrivacyAccount]:
+def _accounts(cfg: dict[str, Any], sites: list[tuple[str, pd.DataFrame]], study_id: str) -> dict[str, PrivacyAccount]:
     """Each hospital's privacy account for this study, as training would build it (the budget is shared)."""
     train = cfg["train"]
     accounts = {
