@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from fl_client.data import ConfigError, InvalidTargetError, InvalidValuesError, SchemaError, load_hospitals
+from fl_client.data import InvalidTargetError, InvalidValuesError, SchemaError, load_hospitals
 from fl_client.data.csv_schema import parse_schema
 from tests.test_csv_loader import SCHEMA, _load, _study
 
@@ -26,7 +26,7 @@ def test_each_target_type_parses():
     multi = parse_schema(MULTICLASS).target
     assert (multi.type, multi.classes, multi.num_outputs) == ("multiclass", ("0", "1", "2", "3"), 4)
     assert parse_schema(REGRESSION).target.range == (0.0, 10.0)
-    surv = parse_schema({**SCHEMA, "target": {"type": "survival", "time": "days", "event": "died"}})
+    surv = parse_schema({**SCHEMA, "target": {"type": "survival", "time": "days", "event": "died", "time_grid": [30]}})
     assert (surv.target.column, surv.target.event, surv.used_columns[:2]) == ("days", "died", ["days", "died"])
 
 
@@ -55,7 +55,7 @@ def test_a_bad_target_is_named(target, message):
 
 def test_a_target_column_cannot_also_be_a_feature():
     with pytest.raises(SchemaError, match="'age' is listed under both target and numeric"):
-        parse_schema({**SCHEMA, "target": {"type": "survival", "time": "age", "event": "died"}})
+        parse_schema({**SCHEMA, "target": {"type": "survival", "time": "age", "event": "died", "time_grid": [30]}})
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -94,18 +94,16 @@ def test_a_value_outside_the_range_and_a_non_number_are_both_named(tmp_path):
     assert "not a number at line 9 'high'" in str(err.value)
 
 
-def test_survival_columns_are_checked_before_the_task_is_refused(tmp_path):
-    schema = {**SCHEMA, "target": {"type": "survival", "time": "days", "event": "died"}}
-    bad = "age,cp,days,died,note\n40,1,-3,1,a\n50,2,100,2,b\n60,3,200,0,c\n70,1,50,1,d\n"
+def test_survival_columns_are_checked_with_their_lines(tmp_path):
+    target = {"type": "survival", "time": "days", "event": "died", "time_grid": [100, 200]}
+    schema = {**SCHEMA, "target": target}
+    bad = "age,cp,days,died,note\n40,1,-3,1,a\n50,2,100,2,b\n60,3,0,0,c\n70,1,50,1,d\n"
     with pytest.raises(
         InvalidTargetError,
-        match=r"'days' \(survival time\): a negative time at line 2 '-3'.*"
+        match=r"'days' \(survival time\): not a time > 0 at line 2 '-3'.*line 4 '0'.*"
         r"'died' \(survival event, 1 = event observed, 0 = censored\): not 0 or 1 at line 3 '2'",
     ):
         _load(_study(tmp_path, {"a": bad}, schema))
-    good = bad.replace("-3", "3").replace("100,2", "100,0")
-    with pytest.raises(ConfigError, match="cannot train a survival task yet"):
-        _load(_study(tmp_path, {"a": good}, schema))
 
 
 def test_the_multiclass_example_loads_as_a_five_class_study():

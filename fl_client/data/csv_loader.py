@@ -241,19 +241,15 @@ def _load_csv(
         )
     X_num, X_cat, y = X_num[keep], X_cat[keep], y[keep]
 
-    classes = np.unique(y)
-    if schema.target.type == "survival":
-        raise ConfigError(
-            f"{path}: the survival target ({schema.target.text}) reads and checks out, but this version of "
-            "FedLedger cannot train a survival task yet"
-        )
-    if schema.target.type != "regression" and len(classes) < 2:
+    survival = schema.target.type == "survival"
+    classes = np.unique(y[:, 1] if survival else y)  # survival: the event flag
+    if schema.target.type != "regression" and len(classes) < 2 and not survival:
         warn(
             f"{hospital_id}: its data ({path}) holds a single class ({int(classes[0])}) of target "
             f"{tcol!r} under rule {schema.target.text!r}, whose values are {seen_labels(labels)}; it still takes part"
         )
     tf = schema.test_fraction if test_fraction is None else float(test_fraction)
-    strata = quintiles(y) if schema.target.type == "regression" else y
+    strata = quintiles(y) if schema.target.type == "regression" else (y[:, 1] if survival else y)
     tr, te = split_train_test(strata, tf, derive_seed(seed, index), hospital_id)
     tr, va = split_validation(strata, tr, validation_fraction, derive_seed(seed, index, stream=1), hospital_id)
 
@@ -272,6 +268,8 @@ def _load_csv(
         y, task["target_scale"] = standardise_target(y, tr)
     if schema.target.type == "multiclass":
         task["class_labels"] = list(schema.target.classes)
+    if survival:
+        task["task_options"] = schema.target.options
     data = HospitalData(hospital_id, X_train, y[tr], X_test, y[te], schema.feature_names, X_val, y[va], **task)
     return data, labels
 
@@ -320,10 +318,13 @@ def _csv_cfg(
     return schema, [(i, p) for i, p in entries], (None if tf is None else float(tf), vf)
 
 
-def csv_layout(cfg: Mapping[str, Any], num_hospitals: int) -> tuple[list[str], list[str], str, int]:
-    """Hospital ids, the schema's feature layout, task and output count; no data file is opened."""
+def csv_layout(
+    cfg: Mapping[str, Any], num_hospitals: int
+) -> tuple[list[str], list[str], str, int, dict[str, Any] | None]:
+    """Hospital ids, the schema's feature layout, task, output count and task options; no data file is opened."""
     schema, entries, _ = _csv_cfg(cfg, num_hospitals)
-    return [hid for hid, _ in entries], schema.feature_names, schema.target.type, schema.target.num_outputs
+    target = schema.target
+    return [hid for hid, _ in entries], schema.feature_names, target.type, target.num_outputs, target.options
 
 
 def load_csv_hospital_from_cfg(cfg: Mapping[str, Any], index: int, num_hospitals: int, seed: int) -> HospitalData:

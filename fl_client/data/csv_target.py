@@ -7,8 +7,10 @@
   must be one of the classes (numbers compare as numbers), which map to 0..K-1 in list order;
 * ``regression``: ``{column, type: regression, range: [low, high]}`` (``range`` optional):
   a number, inside the range when one is given;
-* ``survival``: ``{type: survival, time: <column>, event: <column>}``: time a number >= 0,
-  event 1 (the event was observed) or 0 (censored at that time).
+* ``survival``: ``{type: survival, time: <column>, event: <column>, time_grid: [t1, t2, ...]}``:
+  time a number > 0, event 1 (the event was observed) or 0 (censored at that time); ``time_grid`` the
+  study's fixed upper interval edges (> 0, strictly increasing, in the time column's unit), one model
+  output per interval (fl_client/survival/grid.py).
 
 Every bad target cell of a file is gathered into the file's one error
 (csv_problems.BadValues), naming its line, value and what was expected.
@@ -32,13 +34,13 @@ TYPE_KEYS = {
     "binary": ("column", "positive", "type"),
     "multiclass": ("column", "type", "classes"),
     "regression": ("column", "type", "range"),
-    "survival": ("type", "time", "event"),
+    "survival": ("type", "time", "event", "time_grid"),
 }
 TYPE_HELP = {
     "binary": "{column: <name>, positive: <rule>}",
     "multiclass": "{column: <name>, type: multiclass, classes: [<class>, ...]}",
     "regression": "{column: <name>, type: regression, range: [<low>, <high>]} (range optional)",
-    "survival": "{type: survival, time: <column>, event: <column>}",
+    "survival": "{type: survival, time: <column>, event: <column>, time_grid: [<t1>, <t2>, ...]}",
 }
 
 
@@ -52,6 +54,7 @@ class CsvTarget:
     classes: tuple[str, ...] = ()  # multiclass, as written in the schema
     range: tuple[float, float] | None = None  # regression
     event: str | None = None  # survival: the event column
+    time_grid: tuple[float, ...] = ()  # survival: the study's upper interval edges
 
     @property
     def text(self) -> str:
@@ -85,7 +88,16 @@ class CsvTarget:
 
     @property
     def num_outputs(self) -> int:
+        if self.type == "survival":
+            return len(self.time_grid)
         return len(self.classes) if self.type == "multiclass" else 1
+
+    @property
+    def options(self) -> dict[str, Any] | None:
+        """The task's options as the study protocol records them (survival: its grid and loss); None for others."""
+        if self.type != "survival":
+            return None
+        return {"time_grid": list(self.time_grid), "survival_loss": "discrete_hazard"}
 
     def role(self, column: str) -> str:
         """How an error names one of the target's columns."""
@@ -127,6 +139,24 @@ def _range(raw: Any, where: str) -> tuple[float, float] | None:
     return float(raw[0]), float(raw[1])
 
 
+def _time_grid(raw: Any, where: str) -> tuple[float, ...]:
+    """The survival target's fixed interval edges: a non-empty list of finite numbers > 0, strictly increasing."""
+    example = "(e.g. time_grid: [180, 365, 730], in the time column's unit)"
+    if raw is None:
+        raise SchemaError(f"{where}: missing required key 'target.time_grid': the upper interval edges {example}")
+    if not isinstance(raw, list) or not raw:
+        raise SchemaError(f"{where}: target.time_grid must be a non-empty list of numbers {example}, got {raw!r}")
+    for v in raw:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise SchemaError(f"{where}: target.time_grid has {v!r}; every edge must be a finite number {example}")
+        if v <= 0:
+            raise SchemaError(f"{where}: target.time_grid has {v!r}; every edge must be > 0, got {raw!r}")
+    for a, b in zip(raw, raw[1:]):
+        if not a < b:
+            raise SchemaError(f"{where}: target.time_grid must be strictly increasing; {b!r} follows {a!r} in {raw!r}")
+    return tuple(float(v) for v in raw)
+
+
 def parse_target(tgt: Any, where: str) -> CsvTarget:
     """The schema's ``target`` mapping, checked for its type: unknown or missing keys are named."""
     if not isinstance(tgt, Mapping):
@@ -145,7 +175,7 @@ def parse_target(tgt: Any, where: str) -> CsvTarget:
         time, event = _column(tgt, "time", where), _column(tgt, "event", where)
         if time == event:
             raise SchemaError(f"{where}: target.time and target.event must be two columns, both are {time!r}")
-        return CsvTarget("survival", time, event=event)
+        return CsvTarget("survival", time, event=event, time_grid=_time_grid(tgt.get("time_grid"), where))
     column = _column(tgt, "column", where)
     if kind == "multiclass":
         return CsvTarget("multiclass", column, classes=_classes(tgt.get("classes"), where))
@@ -168,7 +198,7 @@ def read_target(
     bad: BadValues,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(y, missing target) of one file's rows: y as the task's float32 target (binary 0/1, multiclass the
-    class index, regression the value, survival the time); bad cells go into ``bad`` with their line."""
+    class index, regression the value, survival ``(n, 2)``: time, event); bad cells go into ``bad`` with their line."""
     t_missing = missing[target.column].copy()
     y = np.zeros(len(t_missing), dtype=np.float32)
     col = target.column
@@ -199,8 +229,8 @@ def read_target(
         cells_out = [(int(lines[r]), str(cells[col][r])) for r in np.flatnonzero(out)]
         bad.add_bad_target(col, f"target, {target.text}", "outside the range", cells_out)
     if target.type == "survival" and target.event is not None:
-        negative = [(int(lines[r]), str(cells[col][r])) for r in np.flatnonzero(readable & (values < 0))]
-        bad.add_bad_target(col, "survival time", "a negative time", negative)
+        not_positive = [(int(lines[r]), str(cells[col][r])) for r in np.flatnonzero(readable & (values <= 0))]
+        bad.add_bad_target(col, "survival time", "not a time > 0", not_positive)
         ev = target.event
         t_missing |= missing[ev]
         flags = [canon(v) for v in cells[ev]]
@@ -210,5 +240,9 @@ def read_target(
             if flags[r] not in (canon(0), canon(1))
         ]
         bad.add_bad_target(ev, "survival event, 1 = event observed, 0 = censored", "not 0 or 1", not_flag)
+        ty = np.zeros((len(t_missing), 2), dtype=np.float32)
+        ty[readable, 0] = values[readable]
+        ty[:, 1] = [flags[r] == canon(1) for r in range(len(flags))]
+        return ty, t_missing
     y[readable] = values[readable]
     return y, t_missing

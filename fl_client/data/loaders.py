@@ -147,6 +147,6 @@ def study_layout(dataset_cfg: Mapping, num_hospitals: int) -> StudyLayout:
         )
     if name in BUILTINS:
         ids, names, kind, num_outputs = builtin_layout(name, cfg, int(num_hospitals))
-    else:
-        ids, names, kind, num_outputs = csv_layout(cfg, int(num_hospitals))
-    return StudyLayout(tuple(ids), tuple(names), kind, int(num_outputs))
+        return StudyLayout(tuple(ids), tuple(names), kind, int(num_outputs))
+    ids, names, kind, num_outputs, options = csv_layout(cfg, int(num_hospitals))
+    return StudyLayout(tuple(ids), tuple(names), kind, int(num_outputs), options)
